@@ -1,0 +1,460 @@
+"""The data contract: the schema and reference statistics learned from training data.
+
+:meth:`Contract.learn` records, per column, the role, dtype, nullability and null rate,
+numeric range and quantile bins with their frequencies (the reference for drift), the
+category set with frequencies, and the cardinality. The contract is saved as JSON.
+
+It validates a whole frame (:meth:`Contract.validate`, every violation collected at once,
+with counts and examples) and a single record (:meth:`Contract.validate_record`, a plain
+dict, no dataframe, for serving). Errors are what cannot be scored safely (a missing
+required column, a wrong type); warnings are what can be scored but deserves a look (a value
+outside the training range, an unseen category, a null where training had none).
+
+>>> import pandas as pd
+>>> c = Contract.learn(pd.DataFrame({"age": [30, 40, 50], "plan": ["a", "b", "a"]}))
+>>> [v.reason for v in c.validate_record({"age": "forty", "plan": "z"})]
+['wrong_type', 'unseen_category']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shipyard.data.roles import infer_role, to_datetime
+from shipyard.errors import ContractViolation, DataError, NotFittedError
+
+FORMAT_VERSION = 1
+N_DRIFT_BINS = 10
+MAX_CATEGORIES = 1000
+N_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One way data breaks the contract, with how often and where."""
+
+    column: str
+    check: str  # "presence", "type", "null", "range", "category"
+    reason: str  # stable code: missing_column, wrong_type, unexpected_null, ...
+    severity: str  # "error" or "warning"
+    message: str
+    count: int = 1
+    examples: tuple[Any, ...] = ()
+    first_row: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["examples"] = [_plain(v) for v in self.examples]
+        return out
+
+
+@dataclass
+class ColumnContract:
+    """What training data looked like in one column."""
+
+    name: str
+    role: str
+    dtype: str
+    null_rate: float
+    n_unique: int
+    required: bool = True
+    min: float | None = None
+    max: float | None = None
+    bin_edges: list[float] = field(default_factory=list)
+    bin_freqs: list[float] = field(default_factory=list)
+    categories: dict[str, float] = field(default_factory=dict)
+    other_freq: float = 0.0  # share of rows in categories beyond MAX_CATEGORIES
+
+    @property
+    def nullable(self) -> bool:
+        return self.null_rate > 0
+
+    @property
+    def numeric(self) -> bool:
+        return self.role == "numeric"
+
+    @property
+    def closed_set(self) -> bool:
+        """Categories are a known, complete set (so an unseen one is worth a warning)."""
+        return self.role in ("categorical", "boolean") and self.other_freq == 0
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, int | float | str | bool) or value is None:
+        return value
+    return str(value)
+
+
+def _learn_column(series: pd.Series, role: str) -> ColumnContract:
+    values = series.dropna()
+    col = ColumnContract(
+        name=str(series.name),
+        role=role,
+        dtype=str(series.dtype),
+        null_rate=float(series.isna().mean()),
+        n_unique=int(values.nunique()),
+    )
+    if role == "numeric":
+        numeric = pd.to_numeric(values, errors="coerce").dropna().to_numpy(dtype=float)
+        numeric = numeric[np.isfinite(numeric)]
+        if numeric.size:
+            col.min, col.max = float(numeric.min()), float(numeric.max())
+            edges = np.unique(np.quantile(numeric, np.linspace(0, 1, N_DRIFT_BINS + 1)[1:-1]))
+            counts = np.bincount(
+                np.searchsorted(edges, numeric, side="right"), minlength=len(edges) + 1
+            )
+            col.bin_edges = [float(e) for e in edges]
+            col.bin_freqs = [float(c) for c in counts / len(series)]
+    elif role == "datetime":
+        stamps = to_datetime(values).dropna()
+        if len(stamps):
+            col.min = float(stamps.min().timestamp())
+            col.max = float(stamps.max().timestamp())
+    elif role in ("categorical", "boolean"):
+        freqs = values.astype(str).value_counts() / len(series)
+        kept = freqs.head(MAX_CATEGORIES)
+        col.categories = {str(k): float(v) for k, v in kept.items()}
+        col.other_freq = float(freqs.iloc[MAX_CATEGORIES:].sum())
+    return col
+
+
+def _type_problem(col: ColumnContract, value: Any) -> bool:
+    """True when a single non-null value has a type the column cannot take."""
+    if col.role == "numeric":
+        return isinstance(value, bool) or not isinstance(value, int | float | np.number)
+    if col.role == "boolean":
+        if isinstance(value, bool | np.bool_):
+            return False
+        if isinstance(value, int | float | np.number):
+            return value not in (0, 1)
+        return not isinstance(value, str)
+    if col.role == "datetime":
+        return not isinstance(value, str | pd.Timestamp)
+    return not isinstance(value, str | int | float | bool | np.generic)
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+class Contract:
+    """The learned schema and statistics of a training frame."""
+
+    def __init__(
+        self,
+        columns: dict[str, ColumnContract] | None = None,
+        target: str | None = None,
+        n_rows: int = 0,
+    ) -> None:
+        self.columns = dict(columns or {})
+        self.target = target
+        self.n_rows = n_rows
+        self._record_checks: list[Callable[[Mapping[str, Any]], Violation | None]] | None = None
+
+    # --- learning and persistence ------------------------------------------------------
+
+    @classmethod
+    def learn(
+        cls, frame: pd.DataFrame, roles: Mapping[str, str] | None = None, target: str | None = None
+    ) -> Contract:
+        """Learn the contract of every column of ``frame`` (the target's is kept apart)."""
+        roles = dict(roles or {})
+        columns = {}
+        for name in frame.columns:
+            role = roles.get(name) or infer_role(frame[name], name)
+            columns[name] = _learn_column(frame[name], role)
+        if target is not None and target in columns:
+            columns[target].required = False
+        return cls(columns, target=target, n_rows=len(frame))
+
+    def _check_learned(self) -> None:
+        if not self.columns:
+            raise NotFittedError(
+                "this contract has learned nothing; call Contract.learn(frame) first"
+            )
+
+    @property
+    def features(self) -> list[str]:
+        return [c for c in self.columns if c != self.target]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "target": self.target,
+            "n_rows": self.n_rows,
+            "columns": [asdict(c) for c in self.columns.values()],
+        }
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    def save(self, path: Path | str) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True))
+        tmp.replace(path)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Contract:
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise DataError(
+                f"contract format version {version!r} is not supported (this shipyard reads "
+                f"version {FORMAT_VERSION}); re-run `shipyard check` to learn it again."
+            )
+        columns = {c["name"]: ColumnContract(**c) for c in data["columns"]}
+        return cls(columns, target=data.get("target"), n_rows=int(data.get("n_rows", 0)))
+
+    @classmethod
+    def load(cls, path: Path | str) -> Contract:
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            if isinstance(exc, DataError):
+                raise
+            raise DataError(
+                f"cannot read the contract '{path}': {exc}. Re-run `shipyard check`."
+            ) from exc
+
+    # --- validating a frame ------------------------------------------------------------
+
+    def validate(self, frame: pd.DataFrame) -> list[Violation]:
+        """Every violation in a frame: missing columns, wrong types, nulls, ranges, categories."""
+        self._check_learned()
+        out: list[Violation] = []
+        for col in self.columns.values():
+            if col.name not in frame.columns:
+                if col.required:
+                    out.append(
+                        Violation(
+                            col.name,
+                            "presence",
+                            "missing_column",
+                            "error",
+                            f"required column '{col.name}' is missing; training data had it "
+                            f"({col.role}). Add it to the data.",
+                        )
+                    )
+                continue
+            out.extend(self._validate_series(col, frame[col.name]))
+        return out
+
+    def _validate_series(self, col: ColumnContract, series: pd.Series) -> list[Violation]:
+        out = []
+        nulls = series.isna()
+        n_null = int(nulls.sum())
+        if n_null and not col.nullable and col.name != self.target:
+            out.append(
+                _violation(
+                    col,
+                    "null",
+                    "unexpected_null",
+                    "warning",
+                    nulls,
+                    series,
+                    f"has {n_null:,} nulls; training data had none",
+                )
+            )
+        if col.role == "numeric":
+            numeric = (
+                series
+                if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+                else pd.to_numeric(series, errors="coerce")
+            )
+            bad = numeric.isna() & ~nulls
+            if bad.any():
+                out.append(
+                    _violation(
+                        col,
+                        "type",
+                        "wrong_type",
+                        "error",
+                        bad,
+                        series,
+                        f"must be numeric; got non-numeric values in {int(bad.sum()):,} "
+                        f"of {len(series):,} rows. Fix the data or declare the column "
+                        "categorical in shipyard.toml",
+                    )
+                )
+            if col.min is not None and col.max is not None:
+                values = numeric.to_numpy(dtype=float, na_value=np.nan)
+                outside = pd.Series((values < col.min) | (values > col.max), index=series.index)
+                if outside.any():
+                    out.append(
+                        _violation(
+                            col,
+                            "range",
+                            "out_of_range",
+                            "warning",
+                            outside,
+                            series,
+                            f"has {int(outside.sum()):,} values outside the training "
+                            f"range [{col.min:g}, {col.max:g}]",
+                        )
+                    )
+        elif col.role == "datetime":
+            bad = to_datetime(series).isna() & ~nulls
+            if bad.any():
+                out.append(
+                    _violation(
+                        col,
+                        "type",
+                        "wrong_type",
+                        "error",
+                        bad,
+                        series,
+                        f"must hold dates or times; {int(bad.sum()):,} values do not parse",
+                    )
+                )
+        elif col.closed_set:
+            unseen = ~series.astype(str).isin(set(col.categories)) & ~nulls
+            if unseen.any():
+                n_kinds = series[unseen].nunique()
+                out.append(
+                    _violation(
+                        col,
+                        "category",
+                        "unseen_category",
+                        "warning",
+                        unseen,
+                        series,
+                        f"has {n_kinds:,} categories training never saw, in "
+                        f"{int(unseen.sum()):,} rows; they are scored as unknown",
+                    )
+                )
+        return out
+
+    # --- validating one record ----------------------------------------------------------
+
+    def validate_record(
+        self, record: Mapping[str, Any], allow_extra: bool = True
+    ) -> list[Violation]:
+        """Every violation in one record (a dict); built for serving, no dataframe involved."""
+        if self._record_checks is None:
+            self._check_learned()
+            self._record_checks = [
+                self._compile(col) for col in self.columns.values() if col.name != self.target
+            ]
+        out = [v for check in self._record_checks if (v := check(record)) is not None]
+        if not allow_extra:
+            for key in record:
+                if key not in self.columns:
+                    out.append(
+                        Violation(
+                            str(key),
+                            "presence",
+                            "unknown_field",
+                            "error",
+                            f"field '{key}' is not an input of this model; "
+                            f"expected fields: {', '.join(self.features)}",
+                        )
+                    )
+        return out
+
+    def _compile(self, col: ColumnContract) -> Callable[[Mapping[str, Any]], Violation | None]:
+        name, lo, hi, cats = col.name, col.min, col.max, frozenset(col.categories)
+        nullable, closed, numeric = col.nullable, col.closed_set, col.role == "numeric"
+        expected = {
+            "numeric": "a number",
+            "boolean": "true/false or 0/1",
+            "datetime": "a date-time string",
+        }.get(col.role, "a string or number")
+
+        def check(record: Mapping[str, Any]) -> Violation | None:
+            if name not in record:
+                if col.required:
+                    return Violation(
+                        name,
+                        "presence",
+                        "missing_column",
+                        "error",
+                        f"field '{name}' is required ({expected})",
+                    )
+                return None
+            value = record[name]
+            if _is_null(value):
+                if nullable:
+                    return None
+                return Violation(
+                    name,
+                    "null",
+                    "unexpected_null",
+                    "warning",
+                    f"field '{name}' is null; training data had no nulls here",
+                )
+            if _type_problem(col, value):
+                return Violation(
+                    name,
+                    "type",
+                    "wrong_type",
+                    "error",
+                    f"field '{name}' must be {expected}; got {value!r}",
+                    examples=(_plain(value),),
+                )
+            if numeric and lo is not None and not (lo <= value <= hi):
+                return Violation(
+                    name,
+                    "range",
+                    "out_of_range",
+                    "warning",
+                    f"field '{name}' = {value!r} is outside the training range [{lo:g}, {hi:g}]",
+                    examples=(_plain(value),),
+                )
+            if closed and str(value) not in cats:
+                return Violation(
+                    name,
+                    "category",
+                    "unseen_category",
+                    "warning",
+                    f"field '{name}' = {value!r} is a category training never saw",
+                    examples=(_plain(value),),
+                )
+            return None
+
+        return check
+
+    def check(self, frame: pd.DataFrame) -> None:
+        """Raise :class:`ContractViolation` if the frame has any error-level violation."""
+        errors = [v for v in self.validate(frame) if v.severity == "error"]
+        if errors:
+            lines = "\n".join(f"  - column '{v.column}': {v.message}" for v in errors)
+            raise ContractViolation(f"data breaks the contract:\n{lines}", errors)
+
+
+def _violation(
+    col: ColumnContract,
+    check: str,
+    reason: str,
+    severity: str,
+    mask: pd.Series,
+    series: pd.Series,
+    what: str,
+) -> Violation:
+    hits = np.flatnonzero(mask.to_numpy())
+    examples = tuple(_plain(v) for v in pd.unique(series.iloc[hits[:200]])[:N_EXAMPLES])
+    first = int(hits[0]) if len(hits) else None
+    return Violation(
+        column=col.name,
+        check=check,
+        reason=reason,
+        severity=severity,
+        message=f"column '{col.name}' {what} (first at row {first})",
+        count=len(hits),
+        examples=examples,
+        first_row=first,
+    )

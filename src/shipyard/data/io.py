@@ -1,0 +1,141 @@
+"""Tables: a data file (CSV, Parquet, or a folder of Parquet files) and its snapshot id.
+
+The snapshot id is a SHA-256 of the file bytes (for a folder, of each file's relative path
+and bytes, in sorted order), computed by streaming, so it is the same however and however
+often the data is read, and a large file never has to be held twice in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from shipyard.errors import DataError
+
+CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+_CHUNK = 1 << 20
+
+
+@dataclass
+class Table:
+    """A loaded data file: the frame, where it came from, and its content hash."""
+
+    frame: pd.DataFrame
+    path: Path
+    snapshot_id: str
+
+    @property
+    def short_id(self) -> str:
+        return self.snapshot_id[:12]
+
+
+def data_files(path: Path) -> list[Path]:
+    """The files a path stands for: itself, or the Parquet files in a folder (sorted)."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and _is_parquet(p))
+        if not files:
+            raise DataError(
+                f"folder '{path}' holds no Parquet files (*.parquet). "
+                "Point at a CSV or Parquet file, or a folder of Parquet files."
+            )
+        return files
+    if not path.exists():
+        raise DataError(f"no such file or folder: '{path}'. Check the path.")
+    return [path]
+
+
+def snapshot_id(path: Path | str) -> str:
+    """SHA-256 over the data's bytes, streamed in 1 MiB chunks.
+
+    >>> import tempfile, os
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     p = Path(d, "a.csv"); _ = p.write_text("x\\n1\\n")
+    ...     snapshot_id(p) == snapshot_id(p)
+    True
+    """
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = data_files(path)
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with file.open("rb") as handle:
+            while block := handle.read(_CHUNK):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.name.lower().endswith(PARQUET_SUFFIXES)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    sep = "\t" if path.name.lower().endswith(".tsv") else ","
+    try:
+        return pd.read_csv(path, sep=sep, encoding="utf-8", low_memory=False)
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"'{path}' is not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r})."
+            " Re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 IN > OUT`."
+        ) from exc
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(
+            f"'{path}' is empty: no header and no rows. Point at a file with data."
+        ) from exc
+    except pd.errors.ParserError as exc:
+        raise DataError(f"'{path}' is not a readable CSV file: {exc}. Fix the file.") from exc
+
+
+def _read_parquet(files: list[Path], origin: Path) -> pd.DataFrame:
+    try:
+        frames = [pd.read_parquet(f) for f in files]
+    except Exception as exc:  # pyarrow raises several unrelated types for a broken file
+        raise DataError(
+            f"'{origin}' is not a readable Parquet file: {exc}. Re-export it, or use CSV."
+        ) from exc
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def read_table(path: Path | str) -> Table:
+    """Read a CSV or Parquet file (or a folder of Parquet files) into a :class:`Table`.
+
+    Raises
+    ------
+    DataError
+        The path does not exist, the file is empty, holds only a header, is not UTF-8,
+        or is not a readable CSV/Parquet file.
+    """
+    path = Path(path)
+    files = data_files(path)
+    if path.is_dir() or _is_parquet(path):
+        frame = _read_parquet(files, path)
+    elif path.name.lower().endswith(CSV_SUFFIXES):
+        if path.stat().st_size == 0:
+            raise DataError(f"'{path}' is empty: no header and no rows. Point at a file with data.")
+        frame = _read_csv(path)
+    else:
+        raise DataError(
+            f"'{path}' has an unknown type; shipyard reads CSV ({', '.join(CSV_SUFFIXES)}) "
+            f"and Parquet ({', '.join(PARQUET_SUFFIXES)}) files, or a folder of Parquet files."
+        )
+    if frame.shape[1] == 0:
+        raise DataError(f"'{path}' has no columns. Point at a file with a header row and data.")
+    if len(frame) == 0:
+        raise DataError(
+            f"'{path}' has a header but no rows ({frame.shape[1]} columns). "
+            "Point at a file with data."
+        )
+    frame.columns = [str(c) for c in frame.columns]
+    return Table(frame=frame, path=path, snapshot_id=snapshot_id(path))
+
+
+def write_parquet(frame: pd.DataFrame, path: Path | str) -> None:
+    """Write a frame to Parquet through a temporary name, so a crash leaves no half file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)

@@ -1,0 +1,430 @@
+"""Data quality checks: what is wrong with a table before anything is fitted on it.
+
+Each check returns :class:`~shipyard.data.finding.Finding` objects with the evidence
+computed from the data and what to do. :func:`quality_findings` runs them all.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from shipyard.data.association import Target, power_of_codes
+from shipyard.data.dataset import Dataset
+from shipyard.data.finding import Finding
+from shipyard.data.roles import is_string_like
+
+SMALL_DATA_ROWS = 1_000
+NEAR_CONSTANT_SHARE = 0.99
+IMBALANCE_RATIO = 2.5
+HIGH_CARDINALITY = 100
+VERY_HIGH_CARDINALITY = 1_000
+MISSING_EXPLAINED_AUC = 0.7
+SIGNIFICANCE = 0.01
+
+
+def _f(code: str, severity: str, message: str, action: str, columns=(), **evidence) -> Finding:
+    return Finding(code, severity, message, action, tuple(columns), evidence, check="quality")
+
+
+def check_rows(ds: Dataset) -> list[Finding]:
+    n, m = ds.raw.shape
+    out = [
+        _f("row_count", "info", f"{n:,} rows and {m} columns", "nothing to do", rows=n, n_columns=m)
+    ]
+    if n < SMALL_DATA_ROWS:
+        out.append(
+            _f(
+                "small_data",
+                "warning",
+                f"only {n:,} rows: dev and test metrics will be noisy",
+                "collect more rows, and read confidence intervals rather than point metrics",
+                rows=n,
+            )
+        )
+    if ds.missing_target:
+        target = ds.spec.project.target
+        out.append(
+            _f(
+                "missing_target",
+                "warning",
+                f"{ds.missing_target:,} rows ({ds.missing_target / n:.1%}) have no value in the "
+                f"target '{target}'",
+                "these rows are left out of every check and of training; "
+                "label them or confirm they are unlabeled on purpose",
+                [target],
+                rows=ds.missing_target,
+                rate=round(ds.missing_target / n, 6),
+            )
+        )
+    return out
+
+
+def _target_relation(missing: np.ndarray, target: Target) -> tuple[float, str]:
+    """p-value and a description of how the target differs where a column is missing."""
+    y = target.y
+    if target.kind == "regression":
+        a, b = y[missing], y[~missing]
+        p = float(stats.mannwhitneyu(a, b).pvalue) if len(a) and len(b) else 1.0
+        return p, f"target mean {a.mean():.4g} where missing vs {b.mean():.4g} elsewhere"
+    table = pd.crosstab(missing, y).to_numpy()
+    p = (
+        float(stats.chi2_contingency(table)[1])
+        if table.shape == (2, table.shape[1]) and table.shape[1] > 1
+        else 1.0
+    )
+    if target.kind == "binary":
+        return (
+            p,
+            f"positive rate {y[missing].mean():.1%} where missing vs {y[~missing].mean():.1%} elsewhere",
+        )
+    return p, "class mix differs where missing" if p < SIGNIFICANCE else "class mix similar"
+
+
+def check_missing(ds: Dataset) -> list[Finding]:
+    """Nulls per column, and whether missingness relates to the target or to other columns."""
+    out = []
+    frame, sample = ds.frame, ds.sample
+    null_counts = frame.isna().sum()
+    sample_nulls = {c: sample[c].isna().to_numpy() for c in frame.columns}
+    target_col = ds.spec.project.target
+    for col in frame.columns:
+        n_null = int(null_counts[col])
+        if not n_null or col == target_col:
+            continue
+        rate = n_null / len(frame)
+        p_value, relation = _target_relation(frame[col].isna().to_numpy(), ds.target)
+        with_target = p_value < SIGNIFICANCE
+        miss = sample[col].isna().to_numpy()
+        together, best_col, best_auc = [], None, 0.5
+        if 0 < miss.sum() < len(miss):
+            indicator = Target("binary", miss.astype(np.int8), ds.sample_target.folds)
+            for other in frame.columns:
+                if other in (col, target_col) or ds.role[other] in ("index", "constant"):
+                    continue
+                other_miss = sample_nulls[other]
+                overlap = (miss & other_miss).sum() / max((miss | other_miss).sum(), 1)
+                if overlap >= 0.5:
+                    together.append(other)  # missing in the same rows: a pattern, not a cause
+                    continue
+                _, value = power_of_codes(ds.sample_codes(other), indicator)
+                if value > best_auc:
+                    best_col, best_auc = other, value
+        explained = best_auc >= MISSING_EXPLAINED_AUC
+        if explained and with_target:
+            hint = (
+                f"MAR: explained by '{best_col}' (AUC {best_auc:.2f}), and it carries signal "
+                "about the target"
+            )
+        elif explained:
+            hint = f"MAR: explained by '{best_col}' (AUC {best_auc:.2f}), unrelated to the target"
+        elif with_target:
+            hint = "possibly MNAR: related to the target and explained by no other column"
+        else:
+            hint = "consistent with MCAR: related neither to the target nor to other columns"
+        if together:
+            hint += f"; missing in mostly the same rows as {', '.join(together)}"
+        action = (
+            "keep a missing-indicator feature (shipyard's transform adds one) rather than "
+            "dropping rows"
+            if with_target
+            else "impute from the training split (shipyard does, with a missing indicator)"
+        )
+        if rate > 0.5:
+            action = "mostly missing: consider dropping the column; otherwise " + action
+        out.append(
+            _f(
+                "missing_values",
+                "warning" if rate > 0.05 or with_target else "info",
+                f"column '{col}' is missing in {n_null:,} rows ({rate:.2%}); {hint}",
+                action,
+                [col],
+                rows=n_null,
+                rate=round(rate, 6),
+                mechanism=hint.split(":")[0],
+                target_relation=relation,
+                target_p_value=p_value,
+                explained_by=best_col if explained else None,
+                explained_auc=round(best_auc, 4),
+                missing_together_with=together,
+            )
+        )
+    return out
+
+
+def check_duplicates(ds: Dataset) -> list[Finding]:
+    out = []
+    n = len(ds.frame)
+    dup_rows = int(pd.Series(ds.row_hashes).duplicated().sum())
+    if dup_rows:
+        out.append(
+            _f(
+                "duplicate_rows",
+                "warning",
+                f"{dup_rows:,} rows ({dup_rows / n:.2%}) are exact copies of an earlier row",
+                "remove them if they are collection artifacts; shipyard's splits keep copies "
+                "on one side",
+                rows=dup_rows,
+                rate=round(dup_rows / n, 6),
+            )
+        )
+    features = pd.Series(ds.feature_hashes)
+    y = pd.Series(ds.frame[ds.spec.project.target].astype(str).to_numpy())
+    labels = y.groupby(features.to_numpy()).nunique()
+    conflicting = labels[labels > 1]
+    if len(conflicting):
+        rows = int(features.isin(conflicting.index).sum())
+        out.append(
+            _f(
+                "conflicting_duplicates",
+                "warning",
+                f"{len(conflicting):,} sets of identical feature rows ({rows:,} rows) carry "
+                "different targets",
+                "check the labels; the features cannot tell these "
+                "rows apart, which caps any model's accuracy",
+                groups=len(conflicting),
+                rows=rows,
+            )
+        )
+    key = ds.spec.project.id
+    if key:
+        counts = ds.frame[key].value_counts()
+        repeated = counts[counts > 1]
+        if len(repeated):
+            out.append(
+                _f(
+                    "duplicate_keys",
+                    "info",
+                    f"{len(repeated):,} of {len(counts):,} values of the entity key '{key}' "
+                    f"appear on more than one row (up to {int(counts.max()):,} rows)",
+                    "expected for repeated events of one entity; splits keep each entity on "
+                    "one side",
+                    [key],
+                    keys=len(repeated),
+                    max_rows=int(counts.max()),
+                )
+            )
+    return out
+
+
+def check_constant(ds: Dataset) -> list[Finding]:
+    out = []
+    for col, prof in ds.profiles.items():
+        if col == ds.spec.project.target:
+            continue
+        if prof.role == "constant":
+            value = ds.frame[col].dropna().iloc[0] if ds.frame[col].notna().any() else None
+            out.append(
+                _f(
+                    "constant_column",
+                    "warning",
+                    f"column '{col}' holds a single value ({value})"
+                    if value is not None
+                    else f"column '{col}' is empty in every row",
+                    "drop it: it carries no information (shipyard leaves it out)",
+                    [col],
+                    value=None if value is None else str(value),
+                )
+            )
+            continue
+        top = ds.frame[col].value_counts(dropna=False, normalize=True)
+        if len(top) and top.iloc[0] >= NEAR_CONSTANT_SHARE:
+            out.append(
+                _f(
+                    "near_constant_column",
+                    "info",
+                    f"column '{col}' has one value in {top.iloc[0]:.2%} of rows",
+                    "it can only help on the rare rows; check it earns its place",
+                    [col],
+                    top_value=str(top.index[0]),
+                    share=round(float(top.iloc[0]), 6),
+                )
+            )
+    return out
+
+
+def check_balance(ds: Dataset) -> list[Finding]:
+    if not ds.spec.is_classification:
+        return []
+    target = ds.spec.project.target
+    counts = ds.frame[target].value_counts()
+    shares = counts / counts.sum()
+    evidence = {str(k): int(v) for k, v in counts.items()}
+    text = ", ".join(f"{k}: {v:.1%}" for k, v in shares.items())
+    ratio = counts.iloc[0] / counts.iloc[-1]
+    if ratio >= IMBALANCE_RATIO:
+        return [
+            _f(
+                "class_imbalance",
+                "warning",
+                f"target '{target}' is imbalanced ({text}); a constant guess of "
+                f"'{counts.index[0]}' is {shares.iloc[0]:.1%} accurate",
+                "judge models by roc_auc, pr_auc or log_loss, not accuracy; shipyard weights "
+                "classes inside the training split",
+                [target],
+                counts=evidence,
+                majority_to_minority=round(float(ratio), 3),
+            )
+        ]
+    return [
+        _f(
+            "class_balance",
+            "info",
+            f"target '{target}' classes: {text}",
+            "nothing to do",
+            [target],
+            counts=evidence,
+        )
+    ]
+
+
+def check_cardinality(ds: Dataset) -> list[Finding]:
+    out = []
+    for col, prof in ds.profiles.items():
+        if prof.role != "categorical" or prof.n_unique <= HIGH_CARDINALITY:
+            continue
+        severity = "warning" if prof.n_unique > VERY_HIGH_CARDINALITY else "info"
+        out.append(
+            _f(
+                "high_cardinality",
+                severity,
+                f"categorical column '{col}' has {prof.n_unique:,} distinct values",
+                'set [features] unknown = "hash" (the hashing trick) or group rare values; '
+                "rare categories fall into the unknown bucket otherwise",
+                [col],
+                n_unique=prof.n_unique,
+            )
+        )
+    return out
+
+
+def check_mixed_types(ds: Dataset) -> list[Finding]:
+    """String columns holding a mix of numbers and text, or of Python types."""
+    out = []
+    for col in ds.frame.columns:
+        series = ds.frame[col]
+        if not is_string_like(series) or ds.role.get(col) == "datetime":
+            continue
+        values = series.dropna()
+        if values.empty:
+            continue
+        inferred = pd.api.types.infer_dtype(values, skipna=True)
+        counts = values.astype(str).str.strip().value_counts()
+        parsed = pd.to_numeric(pd.Series(counts.index), errors="coerce").to_numpy()
+        is_number = ~np.isnan(parsed)
+        share = float(counts.to_numpy()[is_number].sum() / counts.sum())
+        if inferred.startswith("mixed") or 0.5 <= share < 1.0:
+            odd = counts.index[~is_number] if share >= 0.5 else counts.index[is_number]
+            out.append(
+                _f(
+                    "mixed_types",
+                    "warning",
+                    f"column '{col}' mixes types: {share:.1%} of values are numbers, the "
+                    f"rest are not (e.g. {[str(v) for v in odd[:3]]})",
+                    "fix the odd values at the source, or declare the column categorical",
+                    [col],
+                    numeric_share=round(share, 6),
+                    odd_rows=int(counts[odd].sum()),
+                    examples=[str(v) for v in odd[:5]],
+                    inferred_type=inferred,
+                )
+            )
+    return out
+
+
+def check_text(ds: Dataset) -> list[Finding]:
+    return [
+        _f(
+            "free_text",
+            "info",
+            f"column '{col}' looks like free text",
+            "it is left out of features; derive features from it deliberately",
+            [col],
+        )
+        for col, prof in ds.profiles.items()
+        if prof.role == "text"
+    ]
+
+
+def check_freshness(ds: Dataset, now: datetime | None = None) -> list[Finding]:
+    time_col = ds.spec.project.time
+    if not time_col:
+        return []
+    stamps = ds.stamps(time_col)
+    if stamps.notna().sum() == 0:
+        return [
+            _f(
+                "unparseable_time",
+                "error",
+                f"time column '{time_col}' holds no parseable dates",
+                "point project.time at a date or timestamp column",
+                [time_col],
+            )
+        ]
+    newest = stamps.max()
+    now = now or datetime.now(UTC)
+    age_days = (pd.Timestamp(now) - newest).total_seconds() / 86400
+    limit = ds.spec.constraints.max_data_age_days
+    evidence = {"newest": newest.isoformat(), "age_days": round(age_days, 2), "limit_days": limit}
+    if limit is not None and age_days > limit:
+        return [
+            _f(
+                "stale_data",
+                "warning",
+                f"the newest row ('{time_col}' = {newest:%Y-%m-%d}) is {age_days:,.0f} days old, "
+                f"over max_data_age_days = {limit:g}",
+                "get fresher data before training a model for production, or raise the limit "
+                "deliberately",
+                [time_col],
+                **evidence,
+            )
+        ]
+    return [
+        _f(
+            "freshness",
+            "info",
+            f"the newest row ('{time_col}' = {newest:%Y-%m-%d}) is {age_days:,.0f} days old",
+            "set [constraints] max_data_age_days to guard freshness"
+            if limit is None
+            else "nothing to do",
+            [time_col],
+            **evidence,
+        )
+    ]
+
+
+def check_association(ds: Dataset) -> list[Finding]:
+    ranked = [
+        {"column": c, "metric": p.metric, "value": round(p.value, 4), "power": round(p.power, 4)}
+        for c, p in ds.powers.items()
+    ]
+    top = ", ".join(f"{r['column']} ({r['metric']} {r['value']:.3f})" for r in ranked[:5])
+    return [
+        _f(
+            "association",
+            "info",
+            f"strongest single columns: {top}",
+            "read this ranking for surprises: a top column you would not have at prediction "
+            "time is a leak",
+            ranking=ranked,
+        )
+    ]
+
+
+def quality_findings(ds: Dataset, now: datetime | None = None) -> list[Finding]:
+    """Every data quality check on a dataset."""
+    return [
+        *check_rows(ds),
+        *check_missing(ds),
+        *check_duplicates(ds),
+        *check_constant(ds),
+        *check_balance(ds),
+        *check_cardinality(ds),
+        *check_mixed_types(ds),
+        *check_text(ds),
+        *check_freshness(ds, now),
+        *check_association(ds),
+    ]

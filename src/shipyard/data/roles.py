@@ -1,0 +1,154 @@
+"""Column roles: what each column of a table is, inferred from its values and its name.
+
+A role decides how a column is checked and, later, transformed:
+
+``numeric``, ``categorical``, ``boolean``, ``datetime``
+    ordinary features;
+``id``
+    an entity key (a customer, a plane): repeated rows of one entity must not straddle
+    splits, and the key itself is not a feature;
+``index``
+    a row number (``rownames``, ``Unnamed: 0``): carries row order, never a feature;
+``text``
+    free text: long strings, mostly unique, with spaces;
+``constant``
+    one value (or none): carries no information.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+ROLES = ("numeric", "categorical", "boolean", "datetime", "id", "index", "text", "constant")
+
+_INDEX_NAMES = re.compile(
+    r"^(rownames|row_?names?|index|unnamed: ?\d+|row_?(id|num(ber)?)|idx)$", re.I
+)
+_ID_NAMES = re.compile(r"(^id$|_id$|id$|^uuid|_uuid$|_key$|num$|number$|_no$)", re.I)
+_BOOL_STRINGS = ({"yes", "no"}, {"true", "false"}, {"y", "n"}, {"t", "f"})
+_SAMPLE = 200
+
+
+@dataclass(frozen=True)
+class ColumnProfile:
+    """One column's inferred role and the basic counts behind it."""
+
+    name: str
+    role: str
+    dtype: str
+    n_unique: int
+    null_rate: float
+
+
+def is_string_like(series: pd.Series) -> bool:
+    return pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)
+
+
+def numeric_share(series: pd.Series) -> float:
+    """Share of non-null values of a string column that parse as numbers."""
+    values = series.dropna()
+    if values.empty:
+        return 0.0
+    sample = values.sample(min(len(values), 2000), random_state=0) if len(values) > 2000 else values
+    parsed = pd.to_numeric(sample.astype(str).str.strip(), errors="coerce")
+    return float(parsed.notna().mean())
+
+
+def looks_like_datetime(series: pd.Series) -> bool:
+    """True for datetime dtypes and for strings that parse as ISO-like dates."""
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return True
+    if not is_string_like(series):
+        return False
+    sample = series.dropna().astype(str).head(_SAMPLE)
+    if sample.empty or not sample.str.contains(r"\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}").all():
+        return False
+    parsed = pd.to_datetime(sample, errors="coerce", utc=True, format="mixed")
+    return bool(parsed.notna().all())
+
+
+def to_datetime(series: pd.Series) -> pd.Series:
+    """A column as UTC timestamps (unparseable values become NaT)."""
+    if pd.api.types.is_datetime64_any_dtype(series):
+        if getattr(series.dt, "tz", None) is None:
+            return series.dt.tz_localize("UTC")
+        return series.dt.tz_convert("UTC")
+    return pd.to_datetime(series, errors="coerce", utc=True, format="mixed")
+
+
+def _is_boolean(series: pd.Series, uniques: np.ndarray) -> bool:
+    if pd.api.types.is_bool_dtype(series):
+        return True
+    if len(uniques) != 2:
+        return False
+    if pd.api.types.is_numeric_dtype(series):
+        return set(np.asarray(uniques, dtype=float)) <= {0.0, 1.0}
+    lowered = {str(u).strip().lower() for u in uniques}
+    return any(lowered == pair for pair in _BOOL_STRINGS)
+
+
+def infer_role(series: pd.Series, name: str | None = None) -> str:
+    """The role of one column.
+
+    >>> infer_role(pd.Series([1, 2, 3, 4]), "rownames")
+    'index'
+    >>> infer_role(pd.Series(["Yes", "No", "No"]), "churn")
+    'boolean'
+    """
+    name = str(series.name if name is None else name)
+    values = series.dropna()
+    n = len(series)
+    if values.empty:
+        return "constant"
+    uniques = values.unique()
+    if len(uniques) <= 1:
+        return "constant"
+    if _is_boolean(series, uniques):
+        return "boolean"
+    if looks_like_datetime(series):
+        return "datetime"
+    numeric = pd.api.types.is_numeric_dtype(series)
+    if numeric:
+        integral = pd.api.types.is_integer_dtype(series) or bool(
+            np.all(np.mod(values.to_numpy(dtype=float), 1) == 0)
+        )
+        all_unique = len(uniques) == n
+        if integral and all_unique and (_INDEX_NAMES.match(name) or values.is_monotonic_increasing):
+            return "index"
+        if integral and _ID_NAMES.search(name) and len(uniques) > max(50, 0.01 * n):
+            return "id"
+        return "numeric"
+    if is_string_like(series) and numeric_share(values) >= 0.95:
+        return "numeric"  # numbers stored as text; quality checks report the rest
+    text_values = values.astype(str)
+    if _INDEX_NAMES.match(name) and len(uniques) == n:
+        return "index"
+    if _ID_NAMES.search(name) and len(uniques) > max(50, 0.01 * n):
+        return "id"
+    sample = text_values.head(2000)
+    if (
+        sample.str.len().mean() > 30
+        and sample.str.contains(" ").mean() > 0.5
+        and (len(uniques) > 0.5 * len(values))
+    ):
+        return "text"
+    return "categorical"
+
+
+def profile(frame: pd.DataFrame) -> dict[str, ColumnProfile]:
+    """Infer the role of every column of a frame."""
+    out = {}
+    for name in frame.columns:
+        series = frame[name]
+        out[name] = ColumnProfile(
+            name=name,
+            role=infer_role(series, name),
+            dtype=str(series.dtype),
+            n_unique=int(series.nunique(dropna=True)),
+            null_rate=float(series.isna().mean()),
+        )
+    return out

@@ -1,0 +1,232 @@
+"""The Project: a folder with ``shipyard.toml``, and every action on it.
+
+The command line is a thin layer over this class; each command has a Python twin::
+
+    project = Project.load("shipyard.toml")
+    report = project.check()
+    report.exit_code  # 0 clean, 1 error findings
+
+State lives in ``.shipyard/`` beside the spec; deleting it resets the project.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from shipyard.data.contract import Contract, Violation
+from shipyard.data.dataset import Dataset
+from shipyard.data.finding import Finding, by_severity
+from shipyard.data.io import Table, read_table
+from shipyard.data.leakage import leakage_findings
+from shipyard.data.quality import quality_findings
+from shipyard.data.split import Splits, make_splits, split_findings
+from shipyard.errors import DataError, SpecError
+from shipyard.scaffold import Inferred, write_spec
+from shipyard.spec import Spec, load_spec
+
+Progress = Callable[[str], None]
+WORKSPACE = ".shipyard"
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass
+class CheckReport:
+    """Everything ``shipyard check`` found about one data file."""
+
+    data: str
+    snapshot_id: str
+    rows: int
+    columns: int
+    roles: dict[str, str]
+    findings: list[Finding]
+    flagged: list[str]
+    splits: dict[str, Any]
+    contract_source: str
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.errors else 0
+
+    def counts(self) -> dict[str, int]:
+        return {
+            s: sum(f.severity == s for f in self.findings) for s in ("error", "warning", "info")
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data": self.data,
+            "snapshot_id": self.snapshot_id,
+            "rows": self.rows,
+            "columns": self.columns,
+            "roles": self.roles,
+            "counts": self.counts(),
+            "flagged_columns": self.flagged,
+            "findings": [f.to_dict() for f in self.findings],
+            "splits": self.splits,
+            "contract": self.contract_source,
+            "seconds": self.seconds,
+            "exit_code": self.exit_code,
+        }
+
+
+def _violation_finding(v: Violation) -> Finding:
+    actions = {
+        "missing_column": "add the column to the data, or re-learn the contract on new training data",
+        "wrong_type": "fix the values at the source, or re-learn the contract if the type changed on purpose",
+        "unexpected_null": "find why values went missing; the model imputes them, but the cause may matter",
+        "out_of_range": "check for unit changes or data errors; predictions extrapolate here",
+        "unseen_category": "check for new or misspelled categories; they are scored as unknown",
+    }
+    return Finding(
+        code=v.reason,
+        severity=v.severity,
+        message=v.message,
+        action=actions.get(v.reason, "check the data"),
+        columns=(v.column,),
+        evidence={"rows": v.count, "examples": list(v.examples), "first_row": v.first_row},
+        check="contract",
+    )
+
+
+class Project:
+    """A shipyard project: its spec, its workspace, and the actions on them."""
+
+    def __init__(self, spec: Spec, spec_path: Path) -> None:
+        self.spec = spec
+        self.spec_path = spec_path
+
+    @classmethod
+    def load(cls, spec_path: Path | str = "shipyard.toml") -> Project:
+        path = Path(spec_path)
+        return cls(load_spec(path), path)
+
+    @classmethod
+    def init(
+        cls,
+        data: Path | str,
+        target: str,
+        spec_path: Path | str = "shipyard.toml",
+        task: str | None = None,
+        force: bool = False,
+    ) -> tuple[Project, Inferred]:
+        """Infer a project from ``data`` and write ``spec_path``; returns it and what was inferred."""
+        table = read_table(data)
+        inferred = write_spec(table.frame, Path(data), target, Path(spec_path), task, force)
+        return cls.load(spec_path), inferred
+
+    @property
+    def workspace(self) -> Path:
+        return self.spec.root / WORKSPACE
+
+    @property
+    def contract_path(self) -> Path:
+        return self.workspace / "contract.json"
+
+    def read(self, data: Path | str | None = None) -> Table:
+        """The table at ``data``, or the spec's own data file."""
+        path = Path(data) if data is not None else self.spec.data_path
+        if path is None:
+            raise SpecError(
+                "no data file given and shipyard.toml sets no project.data; "
+                "pass DATA or set project.data."
+            )
+        return read_table(path)
+
+    def dataset(self, data: Path | str | None = None) -> Dataset:
+        return Dataset(self.read(data).frame, self.spec)
+
+    def check(
+        self,
+        data: Path | str | None = None,
+        progress: Progress = _quiet,
+        now: datetime | None = None,
+    ) -> CheckReport:
+        """Contract, data quality and leakage audit of ``data`` (default: the spec's data).
+
+        Checking the spec's own data (re)learns the contract and saves it under
+        ``.shipyard/``; checking another file validates it against that contract.
+        """
+        seconds: dict[str, float] = {}
+
+        def stage(name: str) -> None:
+            seconds[name] = time.perf_counter()
+            progress(name)
+
+        stage("reading data")
+        table = self.read(data)
+        own = data is None or (
+            self.spec.data_path is not None
+            and Path(data).resolve() == self.spec.data_path.resolve()
+        )
+        stage("profiling columns")
+        ds = Dataset(table.frame, self.spec)
+        findings: list[Finding] = []
+        stage("contract")
+        if own or not self.contract_path.exists():
+            contract = Contract.learn(ds.frame, ds.role, target=self.spec.project.target)
+            source = "learned from this data"
+        else:
+            contract = Contract.load(self.contract_path)
+            source = f"validated against {self.contract_path}"
+            findings += [_violation_finding(v) for v in contract.validate(table.frame)]
+        stage("quality checks")
+        findings += quality_findings(ds, now)
+        stage("leakage audit")
+        leaks, flagged = leakage_findings(ds)
+        findings += leaks
+        stage("splits")
+        try:
+            splits: Splits | None = make_splits(ds)
+            findings += split_findings(ds, splits)
+        except DataError as exc:
+            splits = None
+            findings.append(
+                Finding(
+                    "split_impossible",
+                    "error",
+                    str(exc),
+                    "adjust [split] in shipyard.toml",
+                    check="quality",
+                )
+            )
+        stage("done")
+        marks = list(seconds.items())
+        timing = {name: round(marks[i + 1][1] - t, 3) for i, (name, t) in enumerate(marks[:-1])}
+        if own:
+            contract.save(self.contract_path)
+        report = CheckReport(
+            data=str(table.path),
+            snapshot_id=table.snapshot_id,
+            rows=len(table.frame),
+            columns=table.frame.shape[1],
+            roles=ds.role,
+            findings=by_severity(findings),
+            flagged=sorted(flagged),
+            splits=splits.to_dict() if splits else {},
+            contract_source=source,
+            seconds=timing,
+        )
+        self._save_report(report)
+        return report
+
+    def _save_report(self, report: CheckReport) -> None:
+        folder = self.workspace / "reports"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"check-{report.snapshot_id[:12]}.json"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(report.to_dict(), indent=1, default=str))
+        tmp.replace(path)

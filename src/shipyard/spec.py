@@ -1,0 +1,374 @@
+"""``shipyard.toml``: the project's objective, constraints and policies, validated on load.
+
+Every key is declared once, in :data:`SECTIONS`, with its type, what is allowed and its
+default. Loading checks every key and collects every problem before raising one
+:class:`~shipyard.errors.SpecError` that names each key, the value found and what is
+allowed; an unknown key gets a "did you mean" hint.
+
+>>> spec = Spec.from_dict({"project": {"target": "churn", "task": "binary"}})
+>>> spec.objective.metric, spec.split.strategy
+('roc_auc', 'auto')
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import tomllib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shipyard.errors import SpecError
+
+TASKS = ("binary", "multiclass", "regression")
+CLASSIFICATION_METRICS = ("roc_auc", "log_loss", "pr_auc", "f1", "accuracy")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+DEFAULT_METRIC = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}
+SPLIT_STRATEGIES = ("auto", "random", "stratified", "group", "time")
+UNKNOWN_POLICIES = ("bucket", "hash")
+
+
+@dataclass(frozen=True)
+class ProjectSection:
+    """What is predicted, from which data, for which entity and at which time."""
+
+    name: str = "shipyard-project"
+    task: str = "binary"
+    target: str = ""
+    data: str = ""
+    id: str | None = None
+    time: str | None = None
+    positive: str | int | bool | None = None
+
+
+@dataclass(frozen=True)
+class ObjectiveSection:
+    """The one optimizing metric, and how much better a more complex model must be."""
+
+    metric: str = ""
+    min_improvement: float = 0.005
+
+
+@dataclass(frozen=True)
+class ConstraintsSection:
+    """Satisficing constraints: a candidate must meet every one that is set."""
+
+    p99_latency_ms: float | None = None
+    max_model_mb: float | None = None
+    max_ece: float | None = None
+    max_slice_gap: float | None = None
+    max_data_age_days: float | None = None
+
+
+@dataclass(frozen=True)
+class FeaturesSection:
+    """Which columns are features, which are slices or sensitive, unknown-category policy."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    sensitive: tuple[str, ...] = ()
+    slices: tuple[str, ...] = ()
+    unknown: str = "bucket"
+    hash_buckets: int = 1024
+
+
+@dataclass(frozen=True)
+class BaselineSection:
+    """The heuristic rule the ladder must beat, e.g. ``tenure < 6``."""
+
+    rule: str | None = None
+
+
+@dataclass(frozen=True)
+class SplitSection:
+    """How rows are split into train, dev (eyeball + blackbox) and test."""
+
+    strategy: str = "auto"
+    train: float = 0.7
+    dev: float = 0.15
+    test: float = 0.15
+    eyeball: float = 0.2
+    seed: int = 42
+    purge_entities: bool = True
+
+
+@dataclass(frozen=True)
+class TrackingSection:
+    """Where runs are tracked: an MLflow tracking URI (default: SQLite under .shipyard/)."""
+
+    uri: str | None = None
+    experiment: str | None = None
+
+
+# --- key declarations -------------------------------------------------------------------
+
+Check = Callable[[Any], str | None]
+
+
+def _one_of(options: tuple[str, ...]) -> Check:
+    return lambda v: None if v in options else f"one of {', '.join(map(repr, options))}"
+
+
+def _fraction(v: Any) -> str | None:
+    return None if 0.0 <= v <= 1.0 else "a number between 0 and 1"
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else "a number greater than 0"
+
+
+def _non_negative(v: Any) -> str | None:
+    return None if v >= 0 else "a number of 0 or more"
+
+
+def _non_empty(v: Any) -> str | None:
+    return None if str(v).strip() else "a non-empty string"
+
+
+@dataclass(frozen=True)
+class Key:
+    """One declared key: its accepted types, an extra check, and whether it is required."""
+
+    types: tuple[type, ...]
+    check: Check | None = None
+    required: bool = False
+    type_name: str = ""
+
+
+_STR = Key((str,), _non_empty, type_name="a string")
+_NUM = Key((int, float), _positive, type_name="a number")
+_FRAC = Key((int, float), _fraction, type_name="a number")
+_LIST = Key((list,), type_name="a list of column names")
+
+SECTIONS: dict[str, tuple[type, dict[str, Key]]] = {
+    "project": (
+        ProjectSection,
+        {
+            "name": _STR,
+            "task": Key((str,), _one_of(TASKS), required=True, type_name="a string"),
+            "target": Key((str,), _non_empty, required=True, type_name="a string"),
+            "data": _STR,
+            "id": _STR,
+            "time": _STR,
+            "positive": Key((str, int, bool), type_name="a string, integer or boolean"),
+        },
+    ),
+    "objective": (
+        ObjectiveSection,
+        {
+            "metric": Key(
+                (str,),
+                _one_of(CLASSIFICATION_METRICS + REGRESSION_METRICS),
+                type_name="a string",
+            ),
+            "min_improvement": Key((int, float), _non_negative, type_name="a number"),
+        },
+    ),
+    "constraints": (
+        ConstraintsSection,
+        {
+            "p99_latency_ms": _NUM,
+            "max_model_mb": _NUM,
+            "max_ece": _FRAC,
+            "max_slice_gap": _FRAC,
+            "max_data_age_days": _NUM,
+        },
+    ),
+    "features": (
+        FeaturesSection,
+        {
+            "include": _LIST,
+            "exclude": _LIST,
+            "sensitive": _LIST,
+            "slices": _LIST,
+            "unknown": Key((str,), _one_of(UNKNOWN_POLICIES), type_name="a string"),
+            "hash_buckets": Key((int,), _positive, type_name="an integer"),
+        },
+    ),
+    "baseline": (BaselineSection, {"rule": _STR}),
+    "split": (
+        SplitSection,
+        {
+            "strategy": Key((str,), _one_of(SPLIT_STRATEGIES), type_name="a string"),
+            "train": _FRAC,
+            "dev": _FRAC,
+            "test": _FRAC,
+            "eyeball": _FRAC,
+            "seed": Key((int,), _non_negative, type_name="an integer"),
+            "purge_entities": Key((bool,), type_name="true or false"),
+        },
+    ),
+    "tracking": (TrackingSection, {"uri": _STR, "experiment": _STR}),
+}
+
+
+def _did_you_mean(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated ``shipyard.toml``.
+
+    ``root`` is the folder holding the file; relative data paths resolve against it.
+    """
+
+    project: ProjectSection
+    objective: ObjectiveSection = field(default_factory=ObjectiveSection)
+    constraints: ConstraintsSection = field(default_factory=ConstraintsSection)
+    features: FeaturesSection = field(default_factory=FeaturesSection)
+    baseline: BaselineSection = field(default_factory=BaselineSection)
+    split: SplitSection = field(default_factory=SplitSection)
+    tracking: TrackingSection = field(default_factory=TrackingSection)
+    root: Path = field(default=Path("."), compare=False)
+
+    @property
+    def is_classification(self) -> bool:
+        return self.project.task in ("binary", "multiclass")
+
+    @property
+    def data_path(self) -> Path | None:
+        """The data file the spec names, resolved against the spec's folder."""
+        if not self.project.data:
+            return None
+        path = Path(self.project.data).expanduser()
+        return path if path.is_absolute() else self.root / path
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain data (no ``root``), with every default filled in."""
+        out = asdict(self)
+        out.pop("root")
+        for section in out.values():
+            for key, value in section.items():
+                if isinstance(value, tuple):
+                    section[key] = list(value)
+        return out
+
+    def hash(self) -> str:
+        """A SHA-256 of the normalized spec: equal specs hash equal, however written."""
+        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], root: Path | str = ".", source: str = "") -> Spec:
+        """Validate a parsed TOML document; every problem is reported at once."""
+        where = f" in {source}" if source else ""
+        problems: list[str] = []
+        sections: dict[str, Any] = {}
+        for name, value in raw.items():
+            if name not in SECTIONS:
+                problems.append(
+                    f"unknown section [{name}]; allowed: "
+                    f"{', '.join('[' + s + ']' for s in SECTIONS)}."
+                    + _did_you_mean(name, list(SECTIONS))
+                )
+            elif not isinstance(value, dict):
+                problems.append(f"'{name}' must be a [{name}] table, got {value!r}")
+        if "project" not in raw:
+            problems.append("missing [project] section with at least 'task' and 'target'")
+        for name, (section_cls, keys) in SECTIONS.items():
+            table = raw.get(name, {})
+            if not isinstance(table, dict):
+                continue
+            values: dict[str, Any] = {}
+            for key, value in table.items():
+                if key not in keys:
+                    problems.append(
+                        f"unknown key '{name}.{key}'; allowed: {', '.join(keys)}."
+                        + _did_you_mean(key, list(keys))
+                    )
+                    continue
+                problem = _check_value(keys[key], value)
+                if problem:
+                    problems.append(f"'{name}.{key}' must be {problem}; got {value!r}")
+                    continue
+                values[key] = tuple(value) if isinstance(value, list) else value
+            for key, decl in keys.items():
+                if decl.required and key not in table and name in raw:
+                    problems.append(f"missing required key '{name}.{key}'")
+            if not problems:
+                sections[name] = section_cls(**values)
+        if not problems:
+            problems.extend(_cross_checks(sections))
+        if problems:
+            raise SpecError(
+                f"shipyard.toml is not valid{where}:\n"
+                + "\n".join(f"  - {p}" for p in problems)
+                + "\nFix the file (see the comments `shipyard init` writes) and run again."
+            )
+        project = sections["project"]
+        objective = sections.get("objective", ObjectiveSection())
+        if not objective.metric:
+            objective = ObjectiveSection(DEFAULT_METRIC[project.task], objective.min_improvement)
+        sections["objective"] = objective
+        return cls(root=Path(root), **sections)
+
+
+def _check_value(decl: Key, value: Any) -> str | None:
+    # bool is an int in Python; accept it only where bool is declared.
+    if isinstance(value, bool) and bool not in decl.types:
+        return decl.type_name
+    if not isinstance(value, decl.types):
+        return decl.type_name
+    if isinstance(value, list):
+        if not all(isinstance(v, str) and v for v in value):
+            return "a list of column names (strings)"
+        return None
+    return decl.check(value) if decl.check else None
+
+
+def _cross_checks(sections: dict[str, Any]) -> list[str]:
+    problems = []
+    project: ProjectSection = sections["project"]
+    objective: ObjectiveSection | None = sections.get("objective")
+    if objective and objective.metric:
+        allowed = REGRESSION_METRICS if project.task == "regression" else CLASSIFICATION_METRICS
+        if objective.metric not in allowed:
+            problems.append(
+                f"'objective.metric' = {objective.metric!r} does not fit task "
+                f"{project.task!r}; use one of {', '.join(allowed)}"
+            )
+    split: SplitSection | None = sections.get("split")
+    if split:
+        total = split.train + split.dev + split.test
+        if abs(total - 1.0) > 1e-6:
+            problems.append(
+                f"'split.train' + 'split.dev' + 'split.test' must add up to 1; got {total:g}"
+            )
+        if split.train <= 0 or split.test <= 0:
+            problems.append("'split.train' and 'split.test' must both be greater than 0")
+    features: FeaturesSection | None = sections.get("features")
+    if features:
+        both = sorted(set(features.include) & set(features.exclude))
+        if both:
+            problems.append(f"columns both included and excluded in [features]: {both}")
+        if project.target in features.include:
+            problems.append(f"the target '{project.target}' cannot be a feature (features.include)")
+    return problems
+
+
+def load_spec(path: Path | str) -> Spec:
+    """Read and validate ``shipyard.toml``.
+
+    Raises
+    ------
+    SpecError
+        The file is missing, is not valid TOML, or holds an invalid key or value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(
+            f"no spec file at '{path}'. Run `shipyard init DATA --target COLUMN` to write one, "
+            "or pass --spec PATH."
+        )
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"'{path}' is not UTF-8 text: {exc}. Save it as UTF-8.") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"'{path}' is not valid TOML: {exc}. Fix the syntax there.") from exc
+    return Spec.from_dict(raw, root=path.resolve().parent, source=str(path))
