@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
-from shipyard.data.roles import is_string_like, to_datetime
+from shipyard.data.roles import epoch_seconds, is_string_like
 
 N_BINS = 32
 N_FOLDS = 5
@@ -73,10 +72,7 @@ def codes_for(series: pd.Series, n_bins: int = N_BINS) -> np.ndarray:
     Missing values get their own code, so missingness itself can carry signal.
     """
     if pd.api.types.is_datetime64_any_dtype(series):
-        values = to_datetime(series)
-        numeric = values.astype("int64").astype(float).to_numpy()
-        numeric[values.isna().to_numpy()] = np.nan
-        return _bin(numeric, n_bins)
+        return _bin(epoch_seconds(series), n_bins)
     if (
         pd.api.types.is_bool_dtype(series)
         or is_string_like(series)
@@ -97,6 +93,23 @@ def _bin(values: np.ndarray, n_bins: int) -> np.ndarray:
     codes = np.searchsorted(edges, values, side="right").astype(np.int64)
     codes[~np.isfinite(values)] = len(edges) + 1
     return codes
+
+
+def rankdata(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing their average rank (as ``scipy.stats.rankdata``).
+
+    >>> rankdata(np.array([10.0, 20.0, 10.0, 30.0])).tolist()
+    [1.5, 3.0, 1.5, 4.0]
+    """
+    values = np.asarray(values)
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    first = np.r_[True, ordered[1:] != ordered[:-1]]
+    starts = np.flatnonzero(first)
+    counts = np.diff(np.r_[starts, len(values)])
+    ranks = np.empty(len(values), dtype=float)
+    ranks[order] = (starts + (counts + 1) / 2)[np.cumsum(first) - 1]
+    return ranks
 
 
 def auc(y: np.ndarray, score: np.ndarray) -> float:
@@ -170,9 +183,25 @@ def power_of_codes(codes: np.ndarray, target: Target) -> tuple[float, float]:
 
 
 def column_power(series: pd.Series, target: Target) -> Power:
-    """Predictive power of one column alone."""
+    """Predictive power of one column alone.
+
+    For a numeric column and a regression target, binning caps R² below 1 even for an exact
+    function of the target, so the squared rank correlation counts too (a monotone relation
+    has nothing to overfit).
+    """
     power, value = power_of_codes(codes_for(series), target)
+    if target.kind == "regression" and _is_plain_numeric(series):
+        x = series.to_numpy(dtype=float, na_value=np.nan)
+        ok = np.isfinite(x)
+        if ok.sum() > 2 and np.ptp(x[ok]) > 0:
+            rho = float(np.corrcoef(rankdata(x[ok]), rankdata(target.y[ok]))[0, 1])
+            if rho**2 > power:
+                power = value = rho**2
     return Power((str(series.name),), power, target.metric, value)
+
+
+def _is_plain_numeric(series: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
 
 
 def difference_power(a: pd.Series, b: pd.Series, target: Target) -> Power:

@@ -124,11 +124,28 @@ def _learn_column(series: pd.Series, role: str) -> ColumnContract:
             col.min = float(stamps.min().timestamp())
             col.max = float(stamps.max().timestamp())
     elif role in ("categorical", "boolean"):
-        freqs = values.astype(str).value_counts() / len(series)
+        counts = values.value_counts()
+        freqs = counts.groupby([category_key(v) for v in counts.index]).sum()
+        freqs = freqs.sort_values(ascending=False, kind="stable") / len(series)
         kept = freqs.head(MAX_CATEGORIES)
         col.categories = {str(k): float(v) for k, v in kept.items()}
         col.other_freq = float(freqs.iloc[MAX_CATEGORIES:].sum())
     return col
+
+
+def category_key(value: Any) -> str:
+    """The text a category is known by: ``True``, ``1`` and ``1.0`` are all ``"1"``.
+
+    >>> [category_key(v) for v in (True, 1, 1.0, "Yes")]
+    ['1', '1', '1', 'Yes']
+    """
+    if isinstance(value, bool | np.bool_):
+        return "1" if value else "0"
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, np.generic):
+        return str(value.item())
+    return str(value)
 
 
 def _type_problem(col: ColumnContract, value: Any) -> bool:
@@ -322,7 +339,9 @@ class Contract:
                     )
                 )
         elif col.closed_set:
-            unseen = ~series.astype(str).isin(set(col.categories)) & ~nulls
+            known = set(col.categories)
+            new = [u for u in series.dropna().unique() if category_key(u) not in known]
+            unseen = series.isin(new) & ~nulls
             if unseen.any():
                 n_kinds = series[unseen].nunique()
                 out.append(
@@ -415,7 +434,7 @@ class Contract:
                     f"field '{name}' = {value!r} is outside the training range [{lo:g}, {hi:g}]",
                     examples=(_plain(value),),
                 )
-            if closed and str(value) not in cats:
+            if closed and category_key(value) not in cats:
                 return Violation(
                     name,
                     "category",

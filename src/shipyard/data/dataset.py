@@ -147,7 +147,7 @@ class Dataset:
         """Out-of-fold power of every column except the target, strongest first."""
         cols = [c for c in self.frame.columns if c != self.spec.project.target]
         powers = {c: column_power(self.frame[c], self.target) for c in cols}
-        return dict(sorted(powers.items(), key=lambda kv: -kv[1].power))
+        return dict(sorted(powers.items(), key=lambda kv: (-kv[1].power, -kv[1].value)))
 
     def stamps(self, column: str) -> pd.Series:
         """A column parsed as UTC timestamps (unparseable values NaT), parsed once."""

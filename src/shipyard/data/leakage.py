@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
@@ -29,7 +28,7 @@ from shipyard.data.association import Power, Target, _bin, auc, difference_power
 from shipyard.data.association import power_of_codes as _power_of_codes
 from shipyard.data.dataset import Dataset
 from shipyard.data.finding import Finding
-from shipyard.data.roles import to_datetime
+from shipyard.data.roles import epoch_seconds
 
 TARGET_DERIVED = 0.98  # power (2·AUC − 1, or R²) of one column that nearly determines the target
 TOO_GOOD = 0.90  # near-perfect alone
@@ -367,10 +366,7 @@ def _similar_names(col: str, target: str) -> bool:
 
 def _numeric(series: pd.Series) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(series) or not pd.api.types.is_numeric_dtype(series):
-        stamps = to_datetime(series)
-        out = stamps.astype("int64").astype(float) / 1e9
-        out[stamps.isna()] = np.nan
-        return out.rename(series.name)
+        return pd.Series(epoch_seconds(series), index=series.index, name=series.name)
     return series.astype(float)
 
 
@@ -390,6 +386,8 @@ def _model_frame(frame: pd.DataFrame, cols: list[str], roles: dict[str, str]) ->
 
 def _model_power(X: pd.DataFrame, target: Target, seed: int) -> tuple[float, float, str]:
     """(power, metric value, most important column) of LightGBM, on a held-out fold."""
+    import lightgbm as lgb  # imported here: only this check needs it, and it is slow to import
+
     valid = target.folds == 0
     params = {
         "verbose": -1,

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from shipyard.data.association import Target, power_of_codes
 from shipyard.data.dataset import Dataset
@@ -65,6 +64,8 @@ def check_rows(ds: Dataset) -> list[Finding]:
 
 def _target_relation(missing: np.ndarray, target: Target) -> tuple[float, str]:
     """p-value and a description of how the target differs where a column is missing."""
+    from scipy import stats  # imported here: scipy.stats alone costs a second at start-up
+
     y = target.y
     if target.kind == "regression":
         a, b = y[missing], y[~missing]

@@ -80,6 +80,16 @@ def to_datetime(series: pd.Series) -> pd.Series:
     return pd.to_datetime(series, errors="coerce", utc=True, format="mixed")
 
 
+def epoch_seconds(series: pd.Series) -> np.ndarray:
+    """A date-time column as float seconds since 1970 (NaN where missing or unparseable)."""
+    stamps = to_datetime(series)
+    out = stamps.astype("int64").to_numpy(dtype=float, copy=True)
+    unit = np.datetime_data(stamps.dtype.base if hasattr(stamps.dtype, "base") else stamps.dtype)[0]
+    out /= {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}.get(unit, 1e9)
+    out[stamps.isna().to_numpy()] = np.nan
+    return out
+
+
 def _is_boolean(series: pd.Series, uniques: np.ndarray) -> bool:
     if pd.api.types.is_bool_dtype(series):
         return True
@@ -89,6 +99,16 @@ def _is_boolean(series: pd.Series, uniques: np.ndarray) -> bool:
         return set(np.asarray(uniques, dtype=float)) <= {0.0, 1.0}
     lowered = {str(u).strip().lower() for u in uniques}
     return any(lowered == pair for pair in _BOOL_STRINGS)
+
+
+def _is_row_number(values: pd.Series) -> bool:
+    """0, 1, 2, … or 1, 2, 3, … in file order: a row number, whatever its name."""
+    first = values.iloc[0]
+    return (
+        len(values) > 2
+        and first in (0, 1)
+        and bool((np.diff(values.to_numpy(dtype=float)) == 1).all())
+    )
 
 
 def infer_role(series: pd.Series, name: str | None = None) -> str:
@@ -117,7 +137,7 @@ def infer_role(series: pd.Series, name: str | None = None) -> str:
             np.all(np.mod(values.to_numpy(dtype=float), 1) == 0)
         )
         all_unique = len(uniques) == n
-        if integral and all_unique and (_INDEX_NAMES.match(name) or values.is_monotonic_increasing):
+        if integral and all_unique and (_INDEX_NAMES.match(name) or _is_row_number(values)):
             return "index"
         if integral and _ID_NAMES.search(name) and len(uniques) > max(50, 0.01 * n):
             return "id"

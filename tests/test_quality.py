@@ -1,0 +1,127 @@
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shipyard.data.dataset import Dataset
+from shipyard.data.quality import quality_findings
+from support import codes, make_spec
+
+
+@pytest.fixture(scope="module")
+def churn_findings(churn: pd.DataFrame):
+    ds = Dataset(churn, make_spec("churn", features={"exclude": ["rownames"]}))
+    return codes(quality_findings(ds))
+
+
+def test_churn_missing_total_charges_explained_by_tenure(churn_findings, churn):
+    (missing,) = churn_findings["missing_values"]
+    assert missing.columns == ("total_charges",)
+    assert missing.evidence["rows"] == 11 == churn["total_charges"].isna().sum()
+    # the 11 customers have tenure 0: missingness is explained by tenure, not random
+    assert missing.evidence["explained_by"] == "tenure"
+    assert missing.evidence["explained_auc"] > 0.95
+    assert missing.evidence["mechanism"] == "MAR"
+
+
+def test_churn_class_imbalance(churn_findings, churn):
+    (imbalance,) = churn_findings["class_imbalance"]
+    counts = churn["churn"].value_counts()
+    assert imbalance.evidence["counts"] == {"No": counts["No"], "Yes": counts["Yes"]}
+    assert imbalance.evidence["majority_to_minority"] == pytest.approx(
+        counts["No"] / counts["Yes"], abs=1e-3
+    )
+    assert "accuracy" in imbalance.action
+
+
+def test_churn_association_ranks_contract_and_tenure_high(churn_findings):
+    (assoc,) = churn_findings["association"]
+    ranking = [r["column"] for r in assoc.evidence["ranking"]]
+    assert set(ranking[:3]) & {"contract", "tenure"}
+    values = [r["value"] for r in assoc.evidence["ranking"]]
+    assert values == sorted(values, reverse=True)
+    assert all(0.4 < v < 0.9 for v in values[:3])
+
+
+def _frame(n: int = 2000, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    return pd.DataFrame({"x": x, "y": (x + rng.normal(size=n) > 0).astype(int)})
+
+
+def test_mcar_and_mnar_hints():
+    frame = _frame()
+    rng = np.random.default_rng(1)
+    frame["random_gaps"] = np.where(
+        rng.random(len(frame)) < 0.1, np.nan, rng.normal(size=len(frame))
+    )
+    # missing mostly where the target is 1, explained by no other column: MNAR-like
+    frame["income"] = np.where((frame["y"] == 1) & (rng.random(len(frame)) < 0.4), np.nan, 1.0)
+    frame["income"] *= rng.normal(size=len(frame))
+    found = {
+        f.columns[0]: f
+        for f in codes(quality_findings(Dataset(frame, make_spec("y"))))["missing_values"]
+    }
+    assert found["random_gaps"].evidence["mechanism"] == "consistent with MCAR"
+    assert found["income"].evidence["mechanism"] == "possibly MNAR"
+    assert found["income"].evidence["target_p_value"] < 1e-6
+    assert "missing-indicator" in found["income"].action
+
+
+def test_duplicates_conflicts_keys_constant_and_near_constant():
+    frame = _frame(1000)
+    frame["customer"] = [f"c{i // 2}" for i in range(len(frame))]
+    frame["plan"] = "basic"
+    frame["flag"] = np.where(np.arange(len(frame)) < 995, 0, 1)
+    copies = frame.iloc[:30].copy()
+    conflicting = frame.iloc[30:40].copy()
+    conflicting["y"] = 1 - conflicting["y"]
+    frame = pd.concat([frame, copies, conflicting], ignore_index=True)
+    found = codes(quality_findings(Dataset(frame, make_spec("y", project={"id": "customer"}))))
+    assert found["duplicate_rows"][0].evidence["rows"] == 30
+    assert found["conflicting_duplicates"][0].evidence["groups"] == 10
+    keys = found["duplicate_keys"][0]
+    assert keys.evidence["keys"] == 500 and keys.evidence["max_rows"] == 4
+    assert found["constant_column"][0].columns == ("plan",)
+    assert found["near_constant_column"][0].columns == ("flag",)
+
+
+def test_small_data_missing_target_cardinality_mixed_types_and_text():
+    n = 600
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "y": np.where(rng.random(n) < 0.05, np.nan, rng.integers(0, 2, n)),
+            "zip": [f"z{v}" for v in rng.integers(0, 1500, n)],
+            "amount": [str(v) for v in rng.integers(1, 100, n)],
+            "note": [
+                f"the customer wrote a long complaint about invoice {i} today" for i in range(n)
+            ],
+        }
+    )
+    frame.loc[[3, 9], "amount"] = "n/a"
+    found = codes(quality_findings(Dataset(frame, make_spec("y"))))
+    assert found["small_data"][0].evidence["rows"] == n
+    assert found["missing_target"][0].evidence["rows"] == frame["y"].isna().sum()
+    card = found["high_cardinality"][0]
+    assert card.columns == ("zip",) and card.severity == "info" and "hash" in card.action
+    mixed = found["mixed_types"][0]
+    assert mixed.columns == ("amount",) and mixed.evidence["examples"] == ["n/a"]
+    assert mixed.evidence["odd_rows"] == 2
+    assert found["free_text"][0].columns == ("note",)
+
+
+def test_freshness_against_max_data_age(flights_sample):
+    spec = make_spec(
+        "arr_delayed", project={"time": "time_hour"}, constraints={"max_data_age_days": 30}
+    )
+    now = datetime(2014, 3, 1, tzinfo=UTC)
+    (stale,) = codes(quality_findings(Dataset(flights_sample, spec), now=now))["stale_data"]
+    newest = pd.to_datetime(flights_sample["time_hour"], utc=True).max()
+    assert stale.evidence["age_days"] == pytest.approx(
+        (pd.Timestamp(now) - newest).total_seconds() / 86400, abs=0.01
+    )
+    fresh_now = datetime(2014, 1, 10, tzinfo=UTC)
+    found = codes(quality_findings(Dataset(flights_sample, spec), now=fresh_now))
+    assert "stale_data" not in found and found["freshness"][0].evidence["age_days"] < 30
