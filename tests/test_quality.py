@@ -125,3 +125,17 @@ def test_freshness_against_max_data_age(flights_sample):
     fresh_now = datetime(2014, 1, 10, tzinfo=UTC)
     found = codes(quality_findings(Dataset(flights_sample, spec), now=fresh_now))
     assert "stale_data" not in found and found["freshness"][0].evidence["age_days"] < 30
+
+
+def test_row_count_balanced_classes_and_unparseable_time(churn):
+    frame = churn.drop(columns=["rownames"]).copy()
+    frame["when"] = "not a date"
+    spec = make_spec("partner", project={"time": "when"})
+    found = codes(quality_findings(Dataset(frame, spec)))
+    assert found["row_count"][0].evidence == {"rows": len(frame), "n_columns": frame.shape[1]}
+    (balance,) = found["class_balance"]  # partner is about 50/50: no imbalance warning
+    assert balance.evidence["counts"] == {
+        str(k): int(v) for k, v in frame["partner"].value_counts().items()
+    }
+    assert "class_imbalance" not in found
+    assert found["unparseable_time"][0].severity == "error"

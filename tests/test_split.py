@@ -109,3 +109,20 @@ def test_policies_that_need_a_column_say_so(churn):
         make_splits(Dataset(churn, make_spec("churn", split={"strategy": "group"})))
     with pytest.raises(DataError, match=r"needs project\.time"):
         make_splits(Dataset(churn, make_spec("churn", split={"strategy": "time"})))
+
+
+def test_time_split_without_purge_reports_shared_entities(flights_sample):
+    spec = make_spec(
+        "arr_delayed",
+        project={"id": "tailnum", "time": "time_hour"},
+        split={"strategy": "time", "purge_entities": False},
+    )
+    ds = Dataset(flights_sample, spec)
+    splits = make_splits(ds)
+    assert splits.dropped == {}
+    (shared,) = [f for f in split_findings(ds, splits) if f.code == "entities_shared_over_time"]
+    train = set(flights_sample["tailnum"].iloc[splits.train].dropna())
+    test = flights_sample["tailnum"].iloc[splits.test]
+    assert shared.evidence["test_rows_with_entity_in_train"] == pytest.approx(
+        test.isin(train).mean(), abs=1e-6
+    )
