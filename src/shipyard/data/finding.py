@@ -44,6 +44,18 @@ class Finding:
         }
 
 
+def finding_factory(check: str):
+    """A short constructor for one check's findings: ``f(code, severity, message, action,
+    columns, **evidence)``."""
+
+    def make(
+        code: str, severity: str, message: str, action: str, columns=(), **evidence
+    ) -> Finding:
+        return Finding(code, severity, message, action, tuple(columns), evidence, check=check)
+
+    return make
+
+
 def by_severity(findings: list[Finding]) -> list[Finding]:
     """Errors first, then warnings, then info; stable within a severity."""
     order = {s: i for i, s in enumerate(SEVERITIES)}

@@ -27,7 +27,7 @@ import pandas as pd
 from shipyard.data.association import Power, Target, _bin, auc, difference_power, joint_power
 from shipyard.data.association import power_of_codes as _power_of_codes
 from shipyard.data.dataset import Dataset
-from shipyard.data.finding import Finding
+from shipyard.data.finding import Finding, finding_factory
 from shipyard.data.roles import epoch_seconds
 
 TARGET_DERIVED = 0.98  # power (2·AUC − 1, or R²) of one column that nearly determines the target
@@ -41,8 +41,7 @@ PREDICTIVE_ID = 0.2
 PREDICTIVE_ORDER = 0.1
 
 
-def _f(code: str, severity: str, message: str, action: str, columns=(), **evidence) -> Finding:
-    return Finding(code, severity, message, action, tuple(columns), evidence, check="leakage")
+_f = finding_factory("leakage")
 
 
 def _power_evidence(p: Power) -> dict:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from shipyard.data.association import Target, power_of_codes
 from shipyard.data.dataset import Dataset
-from shipyard.data.finding import Finding
+from shipyard.data.finding import Finding, finding_factory
 from shipyard.data.roles import is_string_like
 
 SMALL_DATA_ROWS = 1_000
@@ -25,8 +25,7 @@ MISSING_EXPLAINED_AUC = 0.7
 SIGNIFICANCE = 0.01
 
 
-def _f(code: str, severity: str, message: str, action: str, columns=(), **evidence) -> Finding:
-    return Finding(code, severity, message, action, tuple(columns), evidence, check="quality")
+_f = finding_factory("quality")
 
 
 def check_rows(ds: Dataset) -> list[Finding]:
