@@ -6,9 +6,13 @@ service translate errors in exactly one place each::
 
     ShipyardError                       exit 2 / HTTP 500 unless a subclass says otherwise
     ├── SpecError(ValueError)           shipyard.toml is missing, malformed or invalid
+    │   └── RuleError                   the baseline rule does not parse or type-check
     ├── DataError(ValueError)           a data file cannot be read or does not fit the spec
     │   └── ContractViolation           data breaks the learned contract (carries violations)
     ├── WorkspaceError                  refusing to overwrite or write project state
+    ├── CheckFailed                     exit 1: a check or gate found a problem
+    ├── BundleError                     a bundle fails verification or has an unknown format
+    ├── TrackingError                   the MLflow tracking store/server is unreachable or refused
     └── NotFittedError(AttributeError)  a transform, model or contract used before fit/learn
 
 Messages state the rule, the value received and the fix.
@@ -32,6 +36,10 @@ class SpecError(ShipyardError, ValueError):
     http_status = 500
 
 
+class RuleError(SpecError):
+    """The baseline rule does not parse, names an unknown column, or mixes types."""
+
+
 class DataError(ShipyardError, ValueError):
     """A data file cannot be read, or its content does not fit what the spec declares."""
 
@@ -48,6 +56,20 @@ class ContractViolation(DataError):
 
 class WorkspaceError(ShipyardError):
     """A file shipyard would write already exists, or project state cannot be written."""
+
+
+class CheckFailed(ShipyardError):
+    """A check or gate found a problem (error findings, a failed constraint, a mismatch)."""
+
+    exit_code = 1
+
+
+class BundleError(ShipyardError):
+    """A bundle cannot be trusted: a changed, missing or extra file, or an unknown format."""
+
+
+class TrackingError(ShipyardError):
+    """The tracking server or store cannot be reached, or refused a request."""
 
 
 class NotFittedError(ShipyardError, AttributeError):

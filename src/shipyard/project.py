@@ -12,6 +12,7 @@ State lives in ``.shipyard/`` beside the spec; deleting it resets the project.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
+from shipyard.bundle import load_bundle
 from shipyard.data.contract import Contract, Violation
 from shipyard.data.dataset import Dataset
 from shipyard.data.finding import Finding, by_severity
@@ -26,9 +31,12 @@ from shipyard.data.io import Table, read_table
 from shipyard.data.leakage import leakage_findings
 from shipyard.data.quality import quality_findings
 from shipyard.data.split import Splits, make_splits, split_findings
-from shipyard.errors import DataError, SpecError
+from shipyard.errors import CheckFailed, DataError, SpecError
 from shipyard.scaffold import Inferred, write_spec
 from shipyard.spec import Spec, load_spec
+from shipyard.tracking import Tracker, resolve_uri
+from shipyard.training import TrainResult
+from shipyard.training import train as run_training
 
 Progress = Callable[[str], None]
 WORKSPACE = ".shipyard"
@@ -160,6 +168,11 @@ class Project:
         Checking the spec's own data (re)learns the contract and saves it under
         ``.shipyard/``; checking another file validates it against that contract.
         """
+        return self._check(data, progress, now)[0]
+
+    def _check(
+        self, data: Path | str | None, progress: Progress, now: datetime | None = None
+    ) -> tuple[CheckReport, Dataset, Splits | None, Table]:
         seconds: dict[str, float] = {}
 
         def stage(name: str) -> None:
@@ -221,7 +234,151 @@ class Project:
             seconds=timing,
         )
         self._save_report(report)
-        return report
+        return report, ds, splits, table
+
+    # --- training ------------------------------------------------------------------------
+
+    def tracker(self) -> Tracker:
+        """The MLflow tracker for this project (probes a server URI before use)."""
+        uri = resolve_uri(self.spec.tracking.uri, self.workspace)
+        experiment = self.spec.tracking.experiment or self.spec.project.name
+        return Tracker(uri, experiment, artifact_root=self.workspace / "mlartifacts")
+
+    def train(
+        self,
+        ignore_findings: tuple[str, ...] | list[str] = (),
+        progress: Progress = _quiet,
+        track: bool = True,
+    ) -> TrainResult:
+        """Check, then split, climb the ladder, evaluate, bundle, track and register.
+
+        Refuses (:class:`CheckFailed`, exit 1) when the check finds an error whose code is
+        not in ``ignore_findings``; ignoring is deliberate and recorded in the run.
+        """
+        tracker = self.tracker() if track else None  # an unreachable server fails here, first
+        report, ds, splits, table = self._check(None, progress)
+        ignored = sorted(set(ignore_findings))
+        blocking = [f for f in report.errors if f.code not in ignored]
+        if blocking:
+            lines = "\n".join(
+                f"  - {f.code} ({f.column or 'table'}): {f.message}" for f in blocking
+            )
+            raise CheckFailed(
+                f"training refused: `shipyard check` found {len(blocking)} error(s):\n{lines}\n"
+                "Fix them (e.g. exclude the columns in [features] exclude), or pass "
+                "--ignore-findings CODE to proceed deliberately (recorded in the run)."
+            )
+        if splits is None:
+            raise CheckFailed(
+                "training refused: the data cannot be split under [split]; see `shipyard check`."
+            )
+        return run_training(
+            ds,
+            splits,
+            snapshot_id=table.snapshot_id,
+            bundle_root=self.workspace / "bundles",
+            tracker=tracker,
+            check_report=report.to_dict(),
+            ignored_findings=ignored,
+            progress=progress,
+        )
+
+    def runs(self, max_results: int = 50) -> list[dict[str, Any]]:
+        """Tracked training runs, newest first."""
+        out = []
+        for run in self.tracker().runs(max_results):
+            metric = run.data.params.get("metric", "")
+            out.append(
+                {
+                    "run_id": run.info.run_id,
+                    "started": datetime.fromtimestamp(run.info.start_time / 1000).isoformat(
+                        timespec="seconds"
+                    ),
+                    "status": run.info.status,
+                    "chosen": run.data.tags.get("chosen_rung"),
+                    "metric": metric,
+                    "dev": run.data.metrics.get(f"dev_{metric}"),
+                    "test": run.data.metrics.get(f"test_{metric}"),
+                    "version": run.data.tags.get("registered_version"),
+                    "snapshot": (run.data.tags.get("data_snapshot_id") or "")[:12],
+                }
+            )
+        return out
+
+    def reproduce(self, run_id: str, progress: Progress = _quiet) -> dict[str, Any]:
+        """Re-run a tracked run from its recorded spec, data snapshot and seeds; compare.
+
+        Raises :class:`DataError` when the data no longer matches the recorded snapshot.
+        The result says, metric by metric and for the test predictions, whether they match.
+        """
+        tracker = self.tracker()
+        run = tracker.get_run(run_id)
+        with tempfile.TemporaryDirectory() as folder:
+            spec_file = tracker.download(run_id, "spec.json", Path(folder))
+            recorded_spec = json.loads(spec_file.read_text())
+            preds_file = tracker.download(
+                run_id, "predictions/test_predictions.parquet", Path(folder)
+            )
+            recorded = pd.read_parquet(preds_file)
+        spec = Spec.from_dict(recorded_spec, root=self.spec.root)
+        table = read_table(spec.data_path) if spec.data_path else self.read()
+        expected = run.data.tags.get("data_snapshot_id")
+        if expected and table.snapshot_id != expected:
+            raise DataError(
+                f"the data at '{table.path}' no longer matches run {run_id}: recorded snapshot "
+                f"{expected[:12]}, now {table.snapshot_id[:12]}. Restore that data to reproduce."
+            )
+        ds = Dataset(table.frame, spec)
+        splits = make_splits(ds)
+        ignored = json.loads(run.data.params.get("ignored_findings", "[]"))
+        progress("re-running the recorded training")
+        with tempfile.TemporaryDirectory() as folder:
+            result = run_training(
+                ds,
+                splits,
+                snapshot_id=table.snapshot_id,
+                bundle_root=Path(folder),
+                tracker=None,
+                check_report={},
+                ignored_findings=ignored,
+                progress=progress,
+            )
+            bundle = load_bundle(result.bundle)
+            new_preds = bundle.predict(ds.frame.iloc[splits.test][bundle.features])
+        compare = {}
+        for name in sorted(k for k in run.data.metrics if k.startswith(("dev_", "test_"))):
+            part, _, key = name.partition("_")
+            values = result.dev if part == "dev" else result.test.get(result.chosen, {})
+            if key in values:
+                compare[name] = {
+                    "recorded": run.data.metrics[name],
+                    "now": values[key],
+                    "same": abs(run.data.metrics[name] - values[key]) <= 1e-9,
+                }
+        old = np.asarray(recorded["prediction"].tolist(), dtype=float)
+        new = np.asarray(new_preds, dtype=float)
+        same_rows = bool(np.array_equal(recorded["row"].to_numpy(), splits.test))
+        max_diff = (
+            float(np.max(np.abs(old - new))) if same_rows and old.shape == new.shape else None
+        )
+        outcome = {
+            "run_id": run_id,
+            "metric": run.data.params.get("metric"),
+            "chosen": result.chosen,
+            "recorded_chosen": run.data.tags.get("chosen_rung"),
+            "metrics": compare,
+            "test_rows": len(splits.test),
+            "same_test_rows": same_rows,
+            "max_prediction_diff": max_diff,
+        }
+        outcome["identical"] = bool(
+            same_rows
+            and max_diff is not None
+            and max_diff == 0.0
+            and all(c["same"] for c in compare.values())
+            and outcome["chosen"] == outcome["recorded_chosen"]
+        )
+        return outcome
 
     def _save_report(self, report: CheckReport) -> None:
         folder = self.workspace / "reports"

@@ -1,0 +1,25 @@
+"""Evaluation beyond one number: metrics, calibration, slices, latency and size.
+
+``metrics`` holds the optimizing and reported metrics, ``calibration`` the reliability
+curve, ECE and dev-fitted calibrators, ``slices`` per-slice metrics with bootstrap
+intervals, ``latency`` one-record latency and saved size.
+"""
+
+from shipyard.evaluation.calibration import Calibrator, choose_calibrator, ece, reliability
+from shipyard.evaluation.latency import one_record_latency, saved_size_mb
+from shipyard.evaluation.metrics import HIGHER_IS_BETTER, all_metrics, improvement, score
+from shipyard.evaluation.slices import slice_metrics
+
+__all__ = [
+    "HIGHER_IS_BETTER",
+    "Calibrator",
+    "all_metrics",
+    "choose_calibrator",
+    "ece",
+    "improvement",
+    "one_record_latency",
+    "reliability",
+    "saved_size_mb",
+    "score",
+    "slice_metrics",
+]

@@ -1,0 +1,126 @@
+"""Metrics: the optimizing metric of the spec, and the others reported beside it.
+
+Every metric takes the encoded target (0/1, class codes, or values) and the model output
+(P(positive), class probabilities, or values). ``HIGHER_IS_BETTER`` says which way is up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from shipyard.data.association import auc
+
+EPS = 1e-15
+HIGHER_IS_BETTER = {
+    "roc_auc": True,
+    "pr_auc": True,
+    "f1": True,
+    "accuracy": True,
+    "r2": True,
+    "log_loss": False,
+    "rmse": False,
+    "mae": False,
+}
+
+
+def _labels(y_score: np.ndarray) -> np.ndarray:
+    return (y_score >= 0.5).astype(int) if y_score.ndim == 1 else y_score.argmax(axis=1)
+
+
+def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
+    if s.ndim == 1:
+        return auc(y, s)
+    return float(np.mean([auc((y == k).astype(np.int8), s[:, k]) for k in range(s.shape[1])]))
+
+
+def pr_auc(y: np.ndarray, s: np.ndarray) -> float:
+    """Average precision (step-wise area under the precision-recall curve)."""
+    if s.ndim == 2:
+        return float(np.mean([pr_auc((y == k).astype(int), s[:, k]) for k in range(s.shape[1])]))
+    order = np.argsort(-s, kind="mergesort")
+    y_sorted = y[order]
+    positives = y_sorted.sum()
+    if positives == 0:
+        return 0.0
+    # group tied scores: precision is evaluated at the end of each tie group
+    s_sorted = s[order]
+    ends = np.r_[np.flatnonzero(np.diff(s_sorted) != 0), len(s_sorted) - 1]
+    tp = np.cumsum(y_sorted)[ends]
+    precision = tp / (ends + 1)
+    recall_gain = np.diff(np.r_[0, tp]) / positives
+    return float((precision * recall_gain).sum())
+
+
+def log_loss(y: np.ndarray, s: np.ndarray) -> float:
+    if s.ndim == 1:
+        p = np.clip(s, EPS, 1 - EPS)
+        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    p = np.clip(s[np.arange(len(y)), y.astype(int)], EPS, 1)
+    return float(-np.mean(np.log(p)))
+
+
+def accuracy(y: np.ndarray, s: np.ndarray) -> float:
+    return float(np.mean(_labels(s) == y))
+
+
+def f1(y: np.ndarray, s: np.ndarray) -> float:
+    """F1 of the positive class at threshold 0.5 (macro F1 for multiclass)."""
+    pred = _labels(s)
+    classes = [1] if s.ndim == 1 else range(s.shape[1])
+    scores = []
+    for k in classes:
+        tp = np.sum((pred == k) & (y == k))
+        fp = np.sum((pred == k) & (y != k))
+        fn = np.sum((pred != k) & (y == k))
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return float(np.mean(scores))
+
+
+def rmse(y: np.ndarray, s: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((y - s) ** 2)))
+
+
+def mae(y: np.ndarray, s: np.ndarray) -> float:
+    return float(np.mean(np.abs(y - s)))
+
+
+def r2(y: np.ndarray, s: np.ndarray) -> float:
+    sst = float(np.sum((y - y.mean()) ** 2))
+    return 1.0 - float(np.sum((y - s) ** 2)) / sst if sst > 0 else 0.0
+
+
+METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "roc_auc": roc_auc,
+    "pr_auc": pr_auc,
+    "log_loss": log_loss,
+    "accuracy": accuracy,
+    "f1": f1,
+    "rmse": rmse,
+    "mae": mae,
+    "r2": r2,
+}
+TASK_METRICS = {
+    "binary": ("roc_auc", "pr_auc", "log_loss", "accuracy", "f1"),
+    "multiclass": ("roc_auc", "log_loss", "accuracy", "f1"),
+    "regression": ("rmse", "mae", "r2"),
+}
+
+
+def score(metric: str, y: np.ndarray, s: np.ndarray) -> float:
+    """One metric.
+
+    >>> score("accuracy", np.array([0, 1, 1]), np.array([0.2, 0.7, 0.4]))
+    0.6666666666666666
+    """
+    return METRICS[metric](y, s)
+
+
+def all_metrics(task: str, y: np.ndarray, s: np.ndarray) -> dict[str, float]:
+    return {m: score(m, y, s) for m in TASK_METRICS[task]}
+
+
+def improvement(metric: str, new: float, old: float) -> float:
+    """How much better ``new`` is than ``old`` (positive = better), whatever the direction."""
+    return new - old if HIGHER_IS_BETTER[metric] else old - new

@@ -1,0 +1,98 @@
+"""Slice metrics: the optimizing metric per value of each slice and sensitive column.
+
+Numeric columns are cut into quartiles of the evaluated rows. Each slice reports its size,
+the metric and a bootstrap confidence interval; slices too small to judge are marked
+``tiny`` rather than hidden, and left out of the worst-slice gap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shipyard.evaluation.metrics import HIGHER_IS_BETTER, score
+
+MIN_ROWS = 50
+MIN_MINORITY = 5
+N_BOOT = 100
+
+
+def _groups(series: pd.Series, role: str) -> pd.Series:
+    if role == "numeric" and series.nunique() > 8:
+        edges = np.unique(
+            np.nanquantile(series.to_numpy(dtype=float, na_value=np.nan), [0, 0.25, 0.5, 0.75, 1])
+        )
+        if len(edges) > 2:
+            labels = pd.cut(series, edges, include_lowest=True, duplicates="drop").astype(str)
+            return labels.where(series.notna(), "missing")
+    return series.astype(str).where(series.notna(), "missing")
+
+
+def _defined(metric: str, y: np.ndarray) -> bool:
+    if metric in ("roc_auc", "pr_auc"):
+        return len(np.unique(y)) > 1
+    return len(y) > 1
+
+
+def slice_metrics(
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    s: np.ndarray,
+    columns: list[str],
+    roles: dict[str, str],
+    metric: str,
+    task: str,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Per slice: rows, metric, 95% bootstrap interval, tiny flag; plus the worst gap."""
+    rng = np.random.default_rng(seed)
+    overall = score(metric, y, s)
+    slices = []
+    for col in columns:
+        groups = _groups(frame[col], roles.get(col, "categorical")).to_numpy()
+        for value in pd.unique(groups):
+            idx = np.flatnonzero(groups == value)
+            ys, ss = y[idx], s[idx]
+            minority = (
+                int(np.bincount(ys.astype(int)).min())
+                if task != "regression" and len(np.unique(ys)) > 1
+                else (0 if task != "regression" else len(ys))
+            )
+            tiny = len(idx) < MIN_ROWS or (task != "regression" and minority < MIN_MINORITY)
+            entry: dict[str, Any] = {
+                "column": col,
+                "value": str(value),
+                "rows": len(idx),
+                "tiny": tiny,
+            }
+            if _defined(metric, ys):
+                entry[metric] = score(metric, ys, ss)
+                boots = []
+                for _ in range(N_BOOT):
+                    b = rng.integers(0, len(idx), len(idx))
+                    if _defined(metric, ys[b]):
+                        boots.append(score(metric, ys[b], ss[b]))
+                if boots:
+                    entry["ci_low"], entry["ci_high"] = (
+                        float(q) for q in np.quantile(boots, [0.025, 0.975])
+                    )
+            else:
+                entry[metric] = None
+                entry["tiny"] = True
+            slices.append(entry)
+    judged = [e for e in slices if not e["tiny"] and e[metric] is not None]
+    sign = 1 if HIGHER_IS_BETTER[metric] else -1
+    gaps = [sign * (overall - e[metric]) for e in judged]
+    worst = max(gaps, default=0.0)
+    worst_slice = judged[int(np.argmax(gaps))] if judged else None
+    return {
+        "metric": metric,
+        "overall": overall,
+        "slices": slices,
+        "worst_gap": float(worst),
+        "worst_slice": None
+        if worst_slice is None
+        else {"column": worst_slice["column"], "value": worst_slice["value"]},
+    }

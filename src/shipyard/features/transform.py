@@ -1,0 +1,373 @@
+"""The one feature transform, used in training and in serving.
+
+Fitted on the train split only. Per column:
+
+numeric
+    median imputation, plus a missing-indicator column wherever training saw a missing
+    value; standardized with the train mean and standard deviation when ``scale``;
+boolean
+    1.0 for the training data's "true" value (``True``, ``1``, ``"Yes"`` …), else 0.0;
+    missing handled as for numbers;
+categorical
+    a vocabulary of the train values seen at least ``min_frequency`` times; everything else
+    (rare, unseen) shares one UNKNOWN bucket, and missing has its own bucket when training
+    had missing values. With ``unknown = "hash"`` values are hashed (CRC-32) into
+    ``hash_buckets`` instead (collisions are the accepted cost). Encoded ``onehot`` (for
+    linear models) or ``ordinal`` (one integer code per column, for trees);
+datetime
+    derived parts — ``month``, ``day`` (of month), ``weekday`` (Monday = 0) and ``hour``, in
+    UTC — each then treated as numeric.
+
+Two paths give identical output: :meth:`Transform.transform` (a frame, vectorized) and
+:meth:`Transform.transform_one` (one record, a plain dict, built for serving). Learned
+parameters are plain JSON (:meth:`to_dict` / :meth:`from_dict`).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shipyard.data.contract import category_key
+from shipyard.data.roles import to_datetime
+from shipyard.errors import NotFittedError
+
+FORMAT_VERSION = 1
+DATETIME_PARTS = ("month", "day", "weekday", "hour")
+_TRUE_STRINGS = {"1", "true", "yes", "y", "t"}
+
+
+def _hash_bucket(key: str, buckets: int) -> int:
+    return zlib.crc32(key.encode("utf-8")) % buckets
+
+
+def _number(value: Any) -> float:
+    """A record value as float; anything that is not a finite number counts as missing."""
+    if value is None:
+        return math.nan
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return out if math.isfinite(out) else math.nan
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, pd.Timestamp):
+        stamp = value
+    else:
+        try:
+            stamp = pd.Timestamp(value)
+        except (ValueError, TypeError):
+            return None
+    if pd.isna(stamp):
+        return None
+    stamp = stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp.tz_convert(UTC)
+    return stamp.to_pydatetime()
+
+
+def _part(stamp: datetime | None, part: str) -> float:
+    if stamp is None:
+        return math.nan
+    if part == "weekday":
+        return float(stamp.weekday())
+    return float(getattr(stamp, part))
+
+
+class Transform:
+    """Feature transform: fit on train, then identical frame and one-record outputs.
+
+    >>> frame = pd.DataFrame({"age": [30.0, None, 50.0], "plan": ["a", "b", "a"]})
+    >>> t = Transform(min_frequency=1).fit(frame, {"age": "numeric", "plan": "categorical"})
+    >>> t.feature_names_
+    ['age', 'age__missing', 'plan=a', 'plan=b', 'plan=UNKNOWN']
+    >>> t.transform_one({"age": None, "plan": "z"}).tolist() == t.transform(
+    ...     pd.DataFrame({"age": [None], "plan": ["z"]}))[0].tolist()
+    True
+    """
+
+    def __init__(
+        self,
+        *,
+        categorical: str = "onehot",
+        unknown: str = "bucket",
+        hash_buckets: int = 1024,
+        min_frequency: int = 10,
+        scale: bool = True,
+    ) -> None:
+        self.categorical = categorical
+        self.unknown = unknown
+        self.hash_buckets = hash_buckets
+        self.min_frequency = min_frequency
+        self.scale = scale
+
+    # --- fitting --------------------------------------------------------------------
+
+    def fit(self, frame: pd.DataFrame, roles: Mapping[str, str]) -> Transform:
+        """Learn every statistic from ``frame`` (the train split) for the columns in ``roles``."""
+        plans: list[dict[str, Any]] = []
+        for name, role in roles.items():
+            series = frame[name]
+            if role == "numeric":
+                plans.append(self._fit_numeric(name, pd.to_numeric(series, errors="coerce")))
+            elif role == "boolean":
+                plans.append(self._fit_boolean(name, series))
+            elif role == "datetime":
+                stamps = to_datetime(series)
+                for part in DATETIME_PARTS:
+                    values = getattr(stamps.dt, "dayofweek" if part == "weekday" else part)
+                    plan = self._fit_numeric(f"{name}.{part}", values.astype(float))
+                    plan.update(kind="datetime", column=name, part=part)
+                    plans.append(plan)
+            elif role == "categorical":
+                plans.append(self._fit_categorical(name, series))
+            else:
+                raise ValueError(f"column '{name}' has role '{role}', which is not a feature role")
+        self.plans_ = plans
+        self.feature_names_ = [n for p in plans for n in p["outputs"]]
+        self.categorical_indices_ = [
+            i for i, n in enumerate(self.feature_names_) if self._is_code(n, plans)
+        ]
+        self._compile()
+        return self
+
+    def _is_code(self, name: str, plans: list[dict[str, Any]]) -> bool:
+        return any(
+            p["kind"] == "categorical" and p["encoding"] == "ordinal" and p["outputs"] == [name]
+            for p in plans
+        )
+
+    def _fit_numeric(self, name: str, values: pd.Series) -> dict[str, Any]:
+        finite = values[np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))]
+        median = float(finite.median()) if len(finite) else 0.0
+        mean = float(finite.mean()) if len(finite) else 0.0
+        std = float(finite.std(ddof=0)) if len(finite) > 1 else 0.0
+        indicator = bool(len(finite) < len(values))
+        outputs = [name, f"{name}__missing"] if indicator else [name]
+        return {
+            "kind": "numeric",
+            "column": name,
+            "median": median,
+            "center": mean if self.scale else 0.0,
+            "scale": std if self.scale and std > 0 else 1.0,
+            "indicator": indicator,
+            "outputs": outputs,
+        }
+
+    def _fit_boolean(self, name: str, series: pd.Series) -> dict[str, Any]:
+        keys = sorted({category_key(v) for v in series.dropna().unique()})
+        true_keys = [k for k in keys if k.strip().lower() in _TRUE_STRINGS]
+        true_key = true_keys[0] if true_keys else keys[-1]
+        numeric = series.map(lambda v: np.nan if pd.isna(v) else float(category_key(v) == true_key))
+        plan = self._fit_numeric(name, numeric.astype(float))
+        plan.update(kind="boolean", true_key=true_key, known=keys)
+        return plan
+
+    def _fit_categorical(self, name: str, series: pd.Series) -> dict[str, Any]:
+        has_missing = bool(series.isna().any())
+        plan: dict[str, Any] = {
+            "kind": "categorical",
+            "column": name,
+            "encoding": self.categorical,
+            "missing": has_missing,
+        }
+        if self.unknown == "hash":
+            plan["hash_buckets"] = self.hash_buckets
+            size = self.hash_buckets
+            labels = [f"{name}#{i}" for i in range(size)]
+        else:
+            counts = series.dropna().map(category_key).value_counts()
+            vocab = sorted(str(k) for k, c in counts.items() if c >= self.min_frequency)
+            plan["vocabulary"] = vocab
+            labels = [f"{name}={v}" for v in vocab] + [f"{name}=UNKNOWN"]
+            size = len(vocab) + 1
+        if has_missing:
+            labels.append(f"{name}=MISSING")
+            size += 1
+        plan["size"] = size
+        plan["outputs"] = labels if self.categorical == "onehot" else [name]
+        return plan
+
+    # --- applying -------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "plans_"):
+            raise NotFittedError(
+                "this Transform is not fitted yet; call Transform.fit(train_frame, roles) first"
+            )
+
+    @property
+    def n_features(self) -> int:
+        self._check_fitted()
+        return len(self.feature_names_)
+
+    def _code_of(self, plan: dict[str, Any], value: Any, lookup: dict[str, int]) -> int:
+        """The bucket of one categorical value: vocabulary index, UNKNOWN, MISSING or hash."""
+        if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+            return plan["size"] - 1 if plan["missing"] else self._unknown_code(plan)
+        key = category_key(value)
+        if "hash_buckets" in plan:
+            return _hash_bucket(key, plan["hash_buckets"])
+        return lookup.get(key, len(plan["vocabulary"]))
+
+    @staticmethod
+    def _unknown_code(plan: dict[str, Any]) -> int:
+        if "hash_buckets" in plan:
+            return _hash_bucket("", plan["hash_buckets"])
+        return len(plan["vocabulary"])
+
+    def _compile(self) -> None:
+        self._lookups = [{v: i for i, v in enumerate(p.get("vocabulary", []))} for p in self.plans_]
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """The feature matrix of a frame: float64, one row per row, ``n_features`` columns."""
+        self._check_fitted()
+        out = np.empty((len(frame), len(self.feature_names_)), dtype=np.float64)
+        col = 0
+        stamps_cache: dict[str, pd.Series] = {}
+        for plan, lookup in zip(self.plans_, self._lookups, strict=True):
+            name = plan["column"]
+            if plan["kind"] == "categorical":
+                series = frame[name] if name in frame.columns else pd.Series([None] * len(frame))
+                uniques, inverse = _factorize(series)
+                codes = np.array([self._code_of(plan, u, lookup) for u in uniques], dtype=np.int64)
+                row_codes = codes[inverse]
+                if plan["encoding"] == "onehot":
+                    block = np.zeros((len(frame), plan["size"]))
+                    block[np.arange(len(frame)), row_codes] = 1.0
+                    out[:, col : col + plan["size"]] = block
+                    col += plan["size"]
+                else:
+                    out[:, col] = row_codes
+                    col += 1
+                continue
+            if plan["kind"] == "datetime":
+                if name not in stamps_cache:
+                    source = (
+                        frame[name] if name in frame.columns else pd.Series([None] * len(frame))
+                    )
+                    stamps_cache[name] = to_datetime(source)
+                stamps = stamps_cache[name]
+                part = plan["part"]
+                values = getattr(stamps.dt, "dayofweek" if part == "weekday" else part)
+                raw = values.to_numpy(dtype=float, na_value=np.nan)
+            elif plan["kind"] == "boolean":
+                series = frame[name] if name in frame.columns else pd.Series([None] * len(frame))
+                uniques, inverse = _factorize(series)
+                mapped = np.array([self._boolean(plan, u) for u in uniques] + [math.nan])
+                raw = mapped[inverse]
+            else:
+                series = frame[name] if name in frame.columns else pd.Series([np.nan] * len(frame))
+                raw = _numeric_array(series)
+            missing = ~np.isfinite(raw)
+            value = np.where(missing, plan["median"], raw)
+            out[:, col] = (value - plan["center"]) / plan["scale"]
+            col += 1
+            if plan["indicator"]:
+                out[:, col] = missing.astype(np.float64)
+                col += 1
+        return out
+
+    @staticmethod
+    def _boolean(plan: dict[str, Any], value: Any) -> float:
+        if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+            return math.nan
+        key = category_key(value)
+        if key == plan["true_key"]:
+            return 1.0
+        return 0.0 if key in plan["known"] else math.nan
+
+    def transform_one(self, record: Mapping[str, Any]) -> np.ndarray:
+        """The feature row of one record (a dict); equal to the frame path's row."""
+        self._check_fitted()
+        out = np.empty(len(self.feature_names_), dtype=np.float64)
+        col = 0
+        stamps: dict[str, datetime | None] = {}
+        for plan, lookup in zip(self.plans_, self._lookups, strict=True):
+            kind = plan["kind"]
+            value = record.get(plan["column"])
+            if kind == "categorical":
+                code = self._code_of(plan, value, lookup)
+                if plan["encoding"] == "onehot":
+                    out[col : col + plan["size"]] = 0.0
+                    out[col + code] = 1.0
+                    col += plan["size"]
+                else:
+                    out[col] = code
+                    col += 1
+                continue
+            if kind == "datetime":
+                name = plan["column"]
+                if name not in stamps:
+                    stamps[name] = _parse_time(value)
+                raw = _part(stamps[name], plan["part"])
+            elif kind == "boolean":
+                raw = self._boolean(plan, value)
+            else:
+                raw = _number(value)
+            missing = math.isnan(raw)
+            out[col] = ((plan["median"] if missing else raw) - plan["center"]) / plan["scale"]
+            col += 1
+            if plan["indicator"]:
+                out[col] = 1.0 if missing else 0.0
+                col += 1
+        return out
+
+    # --- persistence ------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        self._check_fitted()
+        return {
+            "format_version": FORMAT_VERSION,
+            "settings": {
+                "categorical": self.categorical,
+                "unknown": self.unknown,
+                "hash_buckets": self.hash_buckets,
+                "min_frequency": self.min_frequency,
+                "scale": self.scale,
+            },
+            "plans": self.plans_,
+            "feature_names": self.feature_names_,
+            "categorical_indices": self.categorical_indices_,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Transform:
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"transform format version {data.get('format_version')!r} is not supported"
+            )
+        out = cls(**data["settings"])
+        out.plans_ = list(data["plans"])
+        out.feature_names_ = list(data["feature_names"])
+        out.categorical_indices_ = list(data["categorical_indices"])
+        out._compile()
+        return out
+
+
+def _factorize(series: pd.Series) -> tuple[list[Any], np.ndarray]:
+    """Distinct values (missing kept as one ``None``) and each row's index into them."""
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    values = list(uniques)
+    if (codes < 0).any():
+        codes = np.where(codes < 0, len(values), codes)
+        values.append(None)
+    return values, codes
+
+
+def _numeric_array(series: pd.Series) -> np.ndarray:
+    if pd.api.types.is_bool_dtype(series):
+        return series.astype(float).to_numpy()
+    if pd.api.types.is_numeric_dtype(series):
+        return series.to_numpy(dtype=float, na_value=np.nan)
+    uniques, inverse = _factorize(series)
+    mapped = np.array([_number(u) for u in uniques] or [math.nan])
+    return mapped[inverse]

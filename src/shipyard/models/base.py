@@ -1,0 +1,132 @@
+"""The one small contract every model family follows.
+
+A family is built from keyword parameters only; ``fit`` learns state (names ending in
+``_``) and returns ``self``; ``predict`` (a frame) and ``predict_one`` (a plain dict, the
+serving path) refuse to run before ``fit`` with :class:`~shipyard.errors.NotFittedError`.
+Families take raw rows — each owns whatever transform it needs, fitted on the train split
+only — and give:
+
+- ``binary``: the probability of the positive class, shape ``(n,)``;
+- ``multiclass``: class probabilities, shape ``(n, k)``;
+- ``regression``: the predicted value, shape ``(n,)``.
+
+``save(folder)`` writes JSON (and LightGBM's own text format for trees) and
+``load(folder)`` reads it back: nothing is pickled, loading runs no code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from shipyard.errors import NotFittedError
+
+TASKS = ("binary", "multiclass", "regression")
+
+
+class Family:
+    """Base of every model family (see the module docstring for the contract)."""
+
+    name: ClassVar[str] = "family"
+    complexity: ClassVar[int] = 0
+    files: ClassVar[tuple[str, ...]] = ("model.json",)
+
+    def __init__(self, *, task: str = "binary", n_classes: int = 2, seed: int = 0) -> None:
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        self.task = task
+        self.n_classes = n_classes
+        self.seed = seed
+
+    # --- the contract ------------------------------------------------------------------
+
+    def fit(
+        self,
+        frame: pd.DataFrame,
+        y: np.ndarray,
+        *,
+        roles: Mapping[str, str],
+        weights: np.ndarray | None = None,
+        dev: tuple[pd.DataFrame, np.ndarray] | None = None,
+    ) -> Family:
+        raise NotImplementedError
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict_one(self, record: Mapping[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def get_params(self) -> dict[str, Any]:
+        return {"task": self.task, "n_classes": self.n_classes, "seed": self.seed}
+
+    def state(self) -> dict[str, Any]:
+        """Learned state as plain JSON data (see :meth:`from_state`)."""
+        raise NotImplementedError
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    # --- shared machinery --------------------------------------------------------------
+
+    @property
+    def fitted(self) -> bool:
+        return any(k.endswith("_") and not k.startswith("_") for k in vars(self))
+
+    def check_fitted(self) -> None:
+        if not self.fitted:
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet; call .fit(train_frame, y, roles=...) first"
+            )
+
+    def save(self, folder: Path | str) -> list[str]:
+        """Write the model into ``folder``; returns the file names written."""
+        self.check_fitted()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        document = {"family": self.name, "params": self.get_params(), "state": self.state()}
+        (folder / "model.json").write_text(json.dumps(document, indent=1, sort_keys=True))
+        return ["model.json"]
+
+    @classmethod
+    def load(cls, folder: Path | str) -> Family:
+        folder = Path(folder)
+        document = json.loads((folder / "model.json").read_text())
+        if document.get("family") != cls.name:
+            raise ValueError(f"{folder} holds a '{document.get('family')}' model, not '{cls.name}'")
+        model = cls(**document["params"])
+        model.set_state(document["state"])
+        model._load_files(folder)
+        return model
+
+    def _load_files(self, folder: Path) -> None:
+        """Read any file beside model.json (LightGBM's text model)."""
+
+    def as_output(self, scores: np.ndarray) -> np.ndarray:
+        """Binary families compute (n, 2) probabilities internally; callers get P(positive)."""
+        if self.task == "binary" and scores.ndim == 2:
+            return scores[:, 1]
+        return scores
+
+
+def class_weights(y: np.ndarray, task: str, threshold: float = 2.5) -> np.ndarray | None:
+    """Balanced sample weights when the classes are imbalanced (majority/minority ≥ threshold).
+
+    Computed on the train split only; ``None`` for regression or balanced classes.
+
+    >>> class_weights(np.array([0, 0, 0, 1]), "binary").tolist()
+    [0.6666666666666666, 0.6666666666666666, 0.6666666666666666, 2.0]
+    """
+    if task == "regression":
+        return None
+    counts = np.bincount(y.astype(np.int64))
+    present = counts[counts > 0]
+    if present.max() / present.min() < threshold:
+        return None
+    per_class = len(y) / (len(present) * np.where(counts > 0, counts, 1))
+    return per_class[y.astype(np.int64)]

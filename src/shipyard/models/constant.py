@@ -1,0 +1,49 @@
+"""The constant rung: the class prior (classification) or the target mean (regression)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shipyard.models.base import Family
+
+
+class Constant(Family):
+    """Predicts the same thing for everyone: the floor every other rung must clear."""
+
+    name = "constant"
+    complexity = 0
+
+    def fit(self, frame, y, *, roles, weights=None, dev=None) -> Constant:
+        if self.task == "regression":
+            self.value_ = [float(np.mean(y))]
+        else:
+            counts = np.bincount(y.astype(np.int64), minlength=self.n_classes).astype(float)
+            self.value_ = (counts / counts.sum()).tolist()
+        return self
+
+    def _row(self) -> np.ndarray:
+        return np.asarray(self.value_, dtype=float)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        self.check_fitted()
+        row = self._row()
+        if self.task == "regression":
+            return np.full(len(frame), row[0])
+        return self.as_output(np.tile(row, (len(frame), 1)))
+
+    def predict_one(self, record: Mapping[str, Any]) -> Any:
+        self.check_fitted()
+        row = self._row()
+        if self.task == "regression":
+            return float(row[0])
+        return float(row[1]) if self.task == "binary" else row.copy()
+
+    def state(self) -> dict[str, Any]:
+        return {"value": self.value_}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        self.value_ = list(state["value"])

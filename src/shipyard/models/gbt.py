@@ -1,0 +1,167 @@
+"""The gradient-boosted trees rung: LightGBM.
+
+Categories enter as integer codes (LightGBM's own categorical splits), numbers unscaled
+with missing indicators. Early stopping watches the blackbox dev set; the number of
+rounds it chose is kept. Saved in LightGBM's own text format; predicted with one thread,
+which keeps one-record latency flat when another process holds the other core.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shipyard.features.transform import Transform
+from shipyard.models.base import Family
+
+MODEL_FILE = "model.lgb.txt"
+
+
+class GradientBoostedTrees(Family):
+    """LightGBM with early stopping on dev; the learning curve is kept for tracking."""
+
+    name = "gbt"
+    complexity = 3
+    files = ("model.json", "transform.json", MODEL_FILE)
+
+    def __init__(
+        self,
+        *,
+        num_leaves: int = 31,
+        learning_rate: float = 0.05,
+        n_estimators: int = 1000,
+        early_stopping_rounds: int = 50,
+        min_child_samples: int = 50,
+        feature_fraction: float = 0.9,
+        unknown: str = "bucket",
+        hash_buckets: int = 1024,
+        num_threads: int = 2,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.num_leaves = num_leaves
+        self.learning_rate = learning_rate
+        self.n_estimators = n_estimators
+        self.early_stopping_rounds = early_stopping_rounds
+        self.min_child_samples = min_child_samples
+        self.feature_fraction = feature_fraction
+        self.unknown = unknown
+        self.hash_buckets = hash_buckets
+        self.num_threads = num_threads
+
+    def get_params(self) -> dict[str, Any]:
+        keys = (
+            "num_leaves",
+            "learning_rate",
+            "n_estimators",
+            "early_stopping_rounds",
+            "min_child_samples",
+            "feature_fraction",
+            "unknown",
+            "hash_buckets",
+            "num_threads",
+        )
+        return {**super().get_params(), **{k: getattr(self, k) for k in keys}}
+
+    def _lgb_params(self) -> dict[str, Any]:
+        params = {
+            "num_leaves": self.num_leaves,
+            "learning_rate": self.learning_rate,
+            "min_child_samples": self.min_child_samples,
+            "feature_fraction": self.feature_fraction,
+            "seed": self.seed,
+            "deterministic": True,
+            "force_row_wise": True,
+            "num_threads": self.num_threads,
+            "verbose": -1,
+        }
+        if self.task == "binary":
+            params.update(objective="binary", metric="binary_logloss")
+        elif self.task == "multiclass":
+            params.update(objective="multiclass", num_class=self.n_classes, metric="multi_logloss")
+        else:
+            params.update(objective="regression", metric="l2")
+        return params
+
+    def fit(self, frame, y, *, roles, weights=None, dev=None) -> GradientBoostedTrees:
+        import lightgbm as lgb
+
+        self.transform_ = Transform(
+            categorical="ordinal", unknown=self.unknown, hash_buckets=self.hash_buckets, scale=False
+        ).fit(frame, roles)
+        cats = self.transform_.categorical_indices_
+        train = lgb.Dataset(
+            self.transform_.transform(frame),
+            y,
+            weight=weights,
+            categorical_feature=cats,
+            free_raw_data=True,
+        )
+        curves: dict[str, dict[str, list[float]]] = {}
+        callbacks = [lgb.record_evaluation(curves)]
+        valid_sets, names = [train], ["train"]
+        if dev is not None and len(dev[0]):
+            valid = lgb.Dataset(
+                self.transform_.transform(dev[0]), dev[1], reference=train, categorical_feature=cats
+            )
+            valid_sets.append(valid)
+            names.append("dev")
+            callbacks.append(lgb.early_stopping(self.early_stopping_rounds, verbose=False))
+        booster = lgb.train(
+            self._lgb_params(),
+            train,
+            num_boost_round=self.n_estimators,
+            valid_sets=valid_sets,
+            valid_names=names,
+            callbacks=callbacks,
+        )
+        self.best_iteration_ = int(booster.best_iteration or booster.current_iteration())
+        self.curves_ = {part: next(iter(metrics.values())) for part, metrics in curves.items()}
+        self.model_text_ = booster.model_to_string(num_iteration=self.best_iteration_)
+        self._compile()
+        return self
+
+    def _compile(self) -> None:
+        import lightgbm as lgb
+
+        self.booster_ = lgb.Booster(model_str=self.model_text_)
+
+    def _scores(self, X: np.ndarray) -> np.ndarray:
+        return self.booster_.predict(X, num_threads=1)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        self.check_fitted()
+        return self._scores(self.transform_.transform(frame))
+
+    def predict_one(self, record: Mapping[str, Any]) -> Any:
+        self.check_fitted()
+        out = self._scores(self.transform_.transform_one(record).reshape(1, -1))[0]
+        return float(out) if np.ndim(out) == 0 else out
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "best_iteration": self.best_iteration_,
+            "curves": self.curves_,
+            "features": self.transform_.feature_names_,
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        self.best_iteration_ = int(state["best_iteration"])
+        self.curves_ = state.get("curves", {})
+
+    def save(self, folder) -> list[str]:
+        names = super().save(folder)
+        folder = Path(folder)
+        (folder / "transform.json").write_text(json.dumps(self.transform_.to_dict()))
+        (folder / MODEL_FILE).write_text(self.model_text_)
+        return [*names, "transform.json", MODEL_FILE]
+
+    def _load_files(self, folder: Path) -> None:
+        self.transform_ = Transform.from_dict(json.loads((folder / "transform.json").read_text()))
+        self.model_text_ = (folder / MODEL_FILE).read_text()
+        self._compile()

@@ -1,0 +1,122 @@
+"""The baseline ladder: fit rungs from simplest to most complex, keep the simplest that is
+within ``min_improvement`` of the best on the blackbox dev set — complexity must earn its
+place.
+
+Each rung is fitted on the train split only, early-stopped (trees) and scored on blackbox
+dev. The ladder table holds, per rung: the dev metric, the change from the previous rung,
+fit time, one-record p99 latency and saved size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shipyard.evaluation.latency import one_record_latency, saved_size_mb
+from shipyard.evaluation.metrics import HIGHER_IS_BETTER, improvement, score
+from shipyard.models.base import Family
+
+LATENCY_RECORDS = 300
+
+
+@dataclass
+class Rung:
+    """One fitted family and how it did."""
+
+    model: Family
+    dev_score: float
+    fit_seconds: float
+    p99_ms: float
+    p50_ms: float
+    size_mb: float
+    delta: float | None = None  # vs the previous rung, positive = better
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def row(self, metric: str) -> dict[str, Any]:
+        return {
+            "rung": self.name,
+            f"dev_{metric}": self.dev_score,
+            "delta": self.delta,
+            "fit_s": self.fit_seconds,
+            "p99_ms": self.p99_ms,
+            "size_mb": self.size_mb,
+        }
+
+
+@dataclass
+class Ladder:
+    """All rungs, the one chosen, and why."""
+
+    metric: str
+    rungs: list[Rung]
+    chosen: Rung
+    best: Rung
+    warnings: list[str] = field(default_factory=list)
+
+    def table(self) -> list[dict[str, Any]]:
+        return [r.row(self.metric) for r in self.rungs]
+
+    def rung(self, name: str) -> Rung:
+        return next(r for r in self.rungs if r.name == name)
+
+
+def climb(
+    families: Sequence[Family],
+    train: tuple[pd.DataFrame, np.ndarray],
+    dev: tuple[pd.DataFrame, np.ndarray],
+    *,
+    roles: Mapping[str, str],
+    metric: str,
+    min_improvement: float,
+    weights: np.ndarray | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> Ladder:
+    """Fit every family in order of complexity and choose one."""
+    records = dev[0].head(LATENCY_RECORDS).to_dict("records")
+    rungs: list[Rung] = []
+    for model in sorted(families, key=lambda m: m.complexity):
+        progress(f"fitting rung '{model.name}'")
+        start = time.perf_counter()
+        model.fit(train[0], train[1], roles=roles, weights=weights, dev=dev)
+        seconds = time.perf_counter() - start
+        dev_score = score(metric, dev[1], model.predict(dev[0]))
+        latency = (
+            one_record_latency(model.predict_one, records)
+            if records
+            else {"p99_ms": 0.0, "p50_ms": 0.0}
+        )
+        rung = Rung(
+            model,
+            dev_score,
+            seconds,
+            latency["p99_ms"],
+            latency["p50_ms"],
+            saved_size_mb(model.save),
+        )
+        if rungs:
+            rung.delta = improvement(metric, dev_score, rungs[-1].dev_score)
+        rungs.append(rung)
+    best = max(rungs, key=lambda r: r.dev_score if HIGHER_IS_BETTER[metric] else -r.dev_score)
+    chosen = next(
+        r for r in rungs if improvement(metric, best.dev_score, r.dev_score) <= min_improvement
+    )
+    warnings = []
+    constant = rungs[0] if rungs[0].name == "constant" else None
+    if constant is not None:
+        for rung in rungs[1:]:
+            if improvement(metric, rung.dev_score, constant.dev_score) <= 0:
+                warnings.append(
+                    f"rung '{rung.name}' does not beat the constant baseline on dev "
+                    f"({metric} {rung.dev_score:.4f} vs {constant.dev_score:.4f}): look for a data or "
+                    "label problem (wrong target, leakage removed too much, a broken join), not a "
+                    "model problem"
+                )
+    return Ladder(metric, rungs, chosen, best, warnings)

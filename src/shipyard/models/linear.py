@@ -1,0 +1,126 @@
+"""The linear rung: logistic regression (classification) or ridge (regression).
+
+Fitted with scikit-learn on the shared transform (one-hot categories, standardized
+numbers); saved as JSON coefficients and predicted with NumPy, so loading needs neither
+scikit-learn nor pickle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shipyard.features.transform import Transform
+from shipyard.models.base import Family
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Linear(Family):
+    """Logistic or ridge regression; ``C`` (classification) or ``alpha`` (regression)."""
+
+    name = "linear"
+    complexity = 2
+    files = ("model.json", "transform.json")
+
+    def __init__(
+        self,
+        *,
+        C: float = 1.0,
+        alpha: float = 1.0,
+        unknown: str = "bucket",
+        hash_buckets: int = 1024,
+        max_iter: int = 500,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.C = C
+        self.alpha = alpha
+        self.unknown = unknown
+        self.hash_buckets = hash_buckets
+        self.max_iter = max_iter
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            **super().get_params(),
+            "C": self.C,
+            "alpha": self.alpha,
+            "unknown": self.unknown,
+            "hash_buckets": self.hash_buckets,
+            "max_iter": self.max_iter,
+        }
+
+    def fit(self, frame, y, *, roles, weights=None, dev=None) -> Linear:
+        from sklearn.linear_model import LogisticRegression, Ridge
+
+        self.transform_ = Transform(
+            categorical="onehot", unknown=self.unknown, hash_buckets=self.hash_buckets, scale=True
+        ).fit(frame, roles)
+        X = self.transform_.transform(frame)
+        if self.task == "regression":
+            model = Ridge(alpha=self.alpha).fit(X, y, sample_weight=weights)
+            self.coef_ = np.atleast_2d(model.coef_).tolist()
+            self.intercept_ = np.atleast_1d(model.intercept_).tolist()
+        else:
+            model = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)
+            model.fit(X, y, sample_weight=weights)
+            self.coef_ = model.coef_.tolist()
+            self.intercept_ = model.intercept_.tolist()
+        self._compile()
+        return self
+
+    def _compile(self) -> None:
+        self._w = np.asarray(self.coef_, dtype=float).T
+        self._b = np.asarray(self.intercept_, dtype=float)
+
+    def _link(self, z: np.ndarray) -> np.ndarray:
+        if self.task == "regression":
+            return z[..., 0]
+        if self.task == "binary":
+            return _sigmoid(z[..., 0])
+        return _softmax(z)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        self.check_fitted()
+        return self._link(self.transform_.transform(frame) @ self._w + self._b)
+
+    def predict_one(self, record: Mapping[str, Any]) -> Any:
+        self.check_fitted()
+        out = self._link(self.transform_.transform_one(record) @ self._w + self._b)
+        return float(out) if np.ndim(out) == 0 else out
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "coef": self.coef_,
+            "intercept": self.intercept_,
+            "features": self.transform_.feature_names_,
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        self.coef_ = state["coef"]
+        self.intercept_ = state["intercept"]
+        self._compile()
+
+    def save(self, folder) -> list[str]:
+        import json
+        from pathlib import Path
+
+        names = super().save(folder)
+        (Path(folder) / "transform.json").write_text(json.dumps(self.transform_.to_dict()))
+        return [*names, "transform.json"]
+
+    def _load_files(self, folder) -> None:
+        import json
+
+        self.transform_ = Transform.from_dict(json.loads((folder / "transform.json").read_text()))

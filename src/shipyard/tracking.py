@@ -1,0 +1,195 @@
+"""Tracking and the model registry: the one module that talks to MLflow.
+
+Embedded default: a SQLite store and an artifact folder under ``.shipyard/``; any tracking
+URI (a team's MLflow server) from ``[tracking] uri`` or ``MLFLOW_TRACKING_URI``. MLflow's
+exceptions are translated here into :class:`TrackingError`.
+
+A server URI is probed before anything is logged, so an unreachable server fails fast with
+its address named, and nothing is half-registered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from shipyard.errors import TrackingError
+
+LOADER = Path(__file__).parent / "resources" / "pyfunc_loader.py"
+# Fail fast rather than retry for minutes against a server that is not there.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+def resolve_uri(configured: str | None, workspace: Path) -> str:
+    """Precedence: ``MLFLOW_TRACKING_URI`` > ``[tracking] uri`` > SQLite under ``.shipyard/``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    if configured:
+        return configured
+    workspace.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(workspace / 'mlflow.db').resolve()}"
+
+
+def probe(uri: str, timeout: float = 5.0) -> None:
+    """Raise :class:`TrackingError` unless an http(s) tracking server answers its health check."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+            if response.status >= 400:
+                raise TrackingError(f"tracking server {uri} answered HTTP {response.status}")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise TrackingError(
+            f"tracking URI {uri} cannot be reached ({getattr(exc, 'reason', exc)}). Start the "
+            "MLflow server, or fix [tracking] uri in shipyard.toml / MLFLOW_TRACKING_URI."
+        ) from exc
+
+
+class Tracker:
+    """An MLflow experiment with one parent run per ``train`` and nested runs per rung."""
+
+    def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
+        probe(uri)
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.mlflow = mlflow
+        self.uri = uri
+        try:
+            mlflow.set_tracking_uri(uri)
+            self.client = MlflowClient(uri)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                location = (
+                    artifact_root.resolve().as_uri()
+                    if artifact_root and uri.startswith("sqlite")
+                    else None
+                )
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=location
+                )
+            else:
+                self.experiment_id = found.experiment_id
+        except Exception as exc:
+            raise TrackingError(f"cannot use tracking URI {uri}: {exc}") from exc
+        self.experiment = experiment
+
+    @contextmanager
+    def run(
+        self, name: str, nested: bool = False, tags: Mapping[str, str] | None = None
+    ) -> Iterator[str]:
+        """Start a run (nested under the active one if ``nested``); yields its id."""
+        with self.mlflow.start_run(
+            experiment_id=self.experiment_id, run_name=name, nested=nested, tags=dict(tags or {})
+        ) as active:
+            yield active.info.run_id
+
+    # --- logging (into the active run) ----------------------------------------------------
+
+    def params(self, values: Mapping[str, Any]) -> None:
+        flat = {
+            k: (json.dumps(v, default=str) if isinstance(v, dict | list | tuple) else v)
+            for k, v in values.items()
+        }
+        self.mlflow.log_params({k: str(v)[:6000] for k, v in flat.items()})
+
+    def metrics(self, values: Mapping[str, float], step: int | None = None) -> None:
+        clean = {_metric_key(k): float(v) for k, v in values.items() if v is not None}
+        self.mlflow.log_metrics(clean, step=step)
+
+    def curve(self, name: str, values: list[float]) -> None:
+        """A learning curve as step metrics."""
+        import time
+
+        from mlflow.entities import Metric
+
+        run_id = self.mlflow.active_run().info.run_id
+        now = int(time.time() * 1000)
+        batch = [Metric(_metric_key(name), float(v), now, i) for i, v in enumerate(values)]
+        for start in range(0, len(batch), 1000):
+            self.client.log_batch(run_id, metrics=batch[start : start + 1000])
+
+    def tags(self, values: Mapping[str, Any]) -> None:
+        self.mlflow.set_tags({k: str(v) for k, v in values.items()})
+
+    def json(self, document: Any, path: str) -> None:
+        self.mlflow.log_dict(json.loads(json.dumps(document, default=str)), path)
+
+    def text(self, text: str, path: str) -> None:
+        self.mlflow.log_text(text, path)
+
+    def figure(self, figure: Any, path: str) -> None:
+        self.mlflow.log_figure(figure, path)
+
+    def table(self, frame: Any, path: str) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            file = Path(folder) / Path(path).name
+            frame.to_parquet(file, index=False) if path.endswith(".parquet") else frame.to_csv(
+                file, index=False
+            )
+            self.mlflow.log_artifact(str(file), str(Path(path).parent) if "/" in path else None)
+
+    def log_bundle(
+        self, bundle: Path, registered_model: str, input_example: Any = None
+    ) -> int | None:
+        """Log the bundle as a pickle-free pyfunc model and register a new version."""
+        from shipyard import __version__
+
+        try:
+            info = self.mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(LOADER),
+                artifacts={"bundle": str(bundle)},
+                pip_requirements=[f"shipyard=={__version__}"],
+                input_example=input_example,
+                registered_model_name=registered_model,
+            )
+        except Exception as exc:
+            raise TrackingError(f"logging the model to {self.uri} failed: {exc}") from exc
+        version = getattr(info, "registered_model_version", None)
+        return int(version) if version is not None else None
+
+    # --- reading ------------------------------------------------------------------------
+
+    def runs(self, max_results: int = 50) -> list[Any]:
+        return self.client.search_runs(
+            [self.experiment_id],
+            filter_string="tags.shipyard_kind = 'train'",
+            order_by=["attributes.start_time DESC"],
+            max_results=max_results,
+        )
+
+    def get_run(self, run_id: str) -> Any:
+        try:
+            return self.client.get_run(run_id)
+        except Exception as exc:
+            raise TrackingError(f"no run '{run_id}' in {self.uri}: {exc}") from exc
+
+    def download(self, run_id: str, path: str, dest: Path) -> Path:
+        try:
+            return Path(self.client.download_artifacts(run_id, path, str(dest)))
+        except Exception as exc:
+            raise TrackingError(f"run '{run_id}' has no artifact '{path}': {exc}") from exc
+
+    def model_uri(self, run_id: str) -> str:
+        models = self.client.search_logged_models(
+            experiment_ids=[self.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+        )
+        if not models:
+            raise TrackingError(f"run '{run_id}' logged no model")
+        return models[0].model_uri
+
+
+def _metric_key(name: str) -> str:
+    """MLflow metric names allow letters, digits, and _ - . space / only."""
+    return "".join(c if c.isalnum() or c in "_-. /" else "_" for c in name)

@@ -1,0 +1,465 @@
+"""Training: split → ladder → calibration → evaluation → bundle → tracked run → registry.
+
+:func:`train` runs the whole pipeline on a checked dataset. Every statistic is fitted on
+the train split; early stopping and model selection use the blackbox dev set; calibration
+is fitted on dev; the test split is scored once, at the end, for the chosen candidate and
+the baselines. The result is a bundle, one MLflow run (a nested run per rung) and a new
+registered model version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shipyard.bundle import Bundle, load_bundle, save_bundle
+from shipyard.data.contract import Contract
+from shipyard.data.dataset import Dataset
+from shipyard.data.split import Splits
+from shipyard.evaluation.calibration import Calibrator, choose_calibrator, ece, reliability
+from shipyard.evaluation.latency import one_record_latency
+from shipyard.evaluation.metrics import all_metrics
+from shipyard.evaluation.slices import slice_metrics
+from shipyard.models import Constant, Family, GradientBoostedTrees, Linear, Rule, class_weights
+from shipyard.models.expression import parse
+from shipyard.models.ladder import Ladder, climb
+from shipyard.spec import Spec
+
+FEATURE_SET_VERSION = 1
+EYEBALL_SAMPLE = 200
+PACKAGES = ("shipyard", "numpy", "pandas", "pyarrow", "scikit-learn", "lightgbm", "mlflow", "scipy")
+
+
+@dataclass
+class TrainResult:
+    """What one ``train`` produced."""
+
+    run_id: str | None
+    version: int | None
+    bundle: Path
+    ladder: list[dict[str, Any]]
+    chosen: str
+    metric: str
+    constraints: dict[str, dict[str, Any]]
+    test: dict[str, dict[str, float]]
+    dev: dict[str, float]
+    calibration: dict[str, Any]
+    slices: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def constraints_met(self) -> bool:
+        return all(c["passed"] for c in self.constraints.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "version": self.version,
+            "bundle": str(self.bundle),
+            "metric": self.metric,
+            "chosen": self.chosen,
+            "ladder": self.ladder,
+            "dev": self.dev,
+            "test": self.test,
+            "constraints": self.constraints,
+            "constraints_met": self.constraints_met,
+            "calibration": self.calibration,
+            "slices": self.slices,
+            "warnings": self.warnings,
+            "seconds": self.seconds,
+        }
+
+
+def git_state(folder: Path) -> dict[str, Any]:
+    """The commit and dirty flag of the repository holding ``folder`` (None outside git)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return {"git_commit": None, "git_dirty": None}
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=folder, capture_output=True, text=True, timeout=10
+        )
+        return {"git_commit": commit.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def classes_of(ds: Dataset) -> list[Any]:
+    """Class labels in the order of the encoded target (binary: [negative, positive])."""
+    y = ds.frame[ds.spec.project.target]
+    if ds.target.kind == "binary":
+        positive = ds.positive
+        others = [v for v in pd.unique(y) if not (v == positive or str(v) == str(positive))]
+        return [others[0] if others else None, positive]
+    if ds.target.kind == "multiclass":
+        return list(pd.factorize(y, sort=True)[1])
+    return []
+
+
+def families_for(spec: Spec, ds: Dataset) -> list[Family]:
+    """The ladder's rungs for this spec: constant, the rule if declared, linear, trees."""
+    common = {"task": ds.target.kind, "n_classes": ds.target.n_classes, "seed": spec.split.seed}
+    hashing = {"unknown": spec.features.unknown, "hash_buckets": spec.features.hash_buckets}
+    rungs: list[Family] = [Constant(**common)]
+    if spec.baseline.rule:
+        roles = {c: r for c, r in ds.role.items() if c != spec.project.target}
+        parse(spec.baseline.rule, roles)  # fail before any fitting, with the position
+        rungs.append(Rule(rule=spec.baseline.rule, roles=roles, **common))
+    rungs += [Linear(**hashing, **common), GradientBoostedTrees(**hashing, **common)]
+    return rungs
+
+
+def _evaluate_constraints(
+    spec: Spec, *, p99_ms: float, size_mb: float, ece_value: float | None, slice_gap: float
+) -> dict[str, dict[str, Any]]:
+    c = spec.constraints
+    checks = {
+        "p99_latency_ms": (c.p99_latency_ms, p99_ms),
+        "max_model_mb": (c.max_model_mb, size_mb),
+        "max_ece": (c.max_ece, ece_value),
+        "max_slice_gap": (c.max_slice_gap, slice_gap),
+    }
+    out = {}
+    for name, (limit, value) in checks.items():
+        if limit is None:
+            out[name] = {"limit": None, "value": value, "passed": True, "note": "not set"}
+        elif value is None:
+            out[name] = {"limit": limit, "value": None, "passed": True, "note": "not applicable"}
+        else:
+            out[name] = {"limit": limit, "value": value, "passed": bool(value <= limit)}
+    return out
+
+
+def _predictions_hash(values: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(values, dtype=np.float64).tobytes()).hexdigest()
+
+
+def train(
+    ds: Dataset,
+    splits: Splits,
+    *,
+    snapshot_id: str,
+    bundle_root: Path,
+    tracker: Any | None,
+    check_report: dict[str, Any],
+    ignored_findings: list[str],
+    progress: Callable[[str], None] = lambda _: None,
+) -> TrainResult:
+    """Run the training pipeline on a checked dataset (see the module docstring)."""
+    spec = ds.spec
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
+    features = ds.candidates
+    roles = {c: ds.role[c] for c in features}
+    frame, y = ds.frame, ds.target.y
+    part = {
+        name: (frame.iloc[rows][features].reset_index(drop=True), y[rows])
+        for name, rows in splits.parts().items()
+    }
+    train_xy, dev_xy, test_xy = part["train"], part["dev_blackbox"], part["test"]
+    if len(dev_xy[0]) == 0:
+        dev_xy = part["dev_eyeball"]
+    families = families_for(spec, ds)
+    if spec.baseline.rule:  # the rule may name columns that are not features
+        rule_cols = [c for c in families[1].expression.columns if c not in features]
+        for name, rows in splits.parts().items():
+            extra = frame.iloc[rows][rule_cols].reset_index(drop=True)
+            part[name] = (pd.concat([part[name][0], extra], axis=1), part[name][1])
+        train_xy, dev_xy, test_xy = part["train"], part["dev_blackbox"], part["test"]
+    weights = class_weights(train_xy[1], ds.target.kind)
+    classes = classes_of(ds)
+    metric = spec.objective.metric
+
+    fit_start = time.perf_counter()
+    ladder: Ladder = climb(
+        families,
+        train_xy,
+        dev_xy,
+        roles=roles,
+        metric=metric,
+        min_improvement=spec.objective.min_improvement,
+        weights=weights,
+        progress=progress,
+    )
+    seconds["fitting"] = sum(r.fit_seconds for r in ladder.rungs)
+    seconds["ladder"] = time.perf_counter() - fit_start
+    chosen = ladder.chosen.model
+
+    progress("calibration")
+    calibrator: Calibrator | None = None
+    calibration: dict[str, Any] = {"applies": ds.target.kind != "regression"}
+    dev_scores = chosen.predict(dev_xy[0])
+    if ds.target.kind == "binary":
+        found, evidence = choose_calibrator(dev_xy[1], dev_scores, seed=spec.split.seed)
+        calibration.update(evidence)
+        limit = spec.constraints.max_ece
+        if found is not None and limit is not None and evidence["ece_before"] > limit:
+            calibrator = found
+            dev_scores = calibrator.apply(dev_scores)
+        calibration["kept"] = None if calibrator is None else calibrator.kind
+        # judged out of sample: the cross-fitted ECE of the kept calibrator on dev
+        calibration["ece_dev_after"] = (evidence[f"ece_{calibrator.kind}_crossfit"]
+                                        if calibrator is not None else evidence["ece_before"])
+    elif ds.target.kind == "multiclass":
+        calibration.update(
+            ece_before=ece(dev_xy[1], dev_scores),
+            kept=None,
+            note="calibrators are fitted for binary tasks only",
+        )
+
+    progress("test split (scored once)")
+    test_scores = {r.name: r.model.predict(test_xy[0]) for r in ladder.rungs}
+    if calibrator is not None:
+        test_scores[chosen.name] = calibrator.apply(test_scores[chosen.name])
+    test = {name: all_metrics(ds.target.kind, test_xy[1], s) for name, s in test_scores.items()}
+    chosen_test = test_scores[chosen.name]
+    if ds.target.kind != "regression":
+        calibration["ece_test"] = ece(test_xy[1], chosen_test)
+        calibration["reliability_test"] = reliability(test_xy[1], chosen_test)
+
+    progress("slices")
+    slice_cols = list(dict.fromkeys([*spec.features.slices, *spec.features.sensitive]))
+    test_frame = frame.iloc[splits.test].reset_index(drop=True)
+    slices = (
+        slice_metrics(
+            test_frame,
+            test_xy[1],
+            chosen_test,
+            slice_cols,
+            ds.role,
+            metric,
+            ds.target.kind,
+            seed=spec.split.seed,
+        )
+        if slice_cols
+        else {"metric": metric, "slices": [], "worst_gap": 0.0, "worst_slice": None}
+    )
+
+    progress("bundle")
+    contract = Contract.learn(frame.iloc[splits.train], ds.role, target=spec.project.target)
+    dev_metrics = all_metrics(ds.target.kind, dev_xy[1], dev_scores)
+    tracked = tracker is not None
+    run_ctx = (
+        tracker.run(f"train-{chosen.name}", tags={"shipyard_kind": "train"}) if tracked else None
+    )
+    run_id = run_ctx.__enter__() if run_ctx is not None else None
+    try:
+        bundle_path = bundle_root / (run_id or f"local-{int(time.time())}")
+        evaluation = {
+            "metric": metric,
+            "chosen": chosen.name,
+            "dev": dev_metrics,
+            "test": test[chosen.name],
+            "ladder": ladder.table(),
+            "slices": slices,
+            "calibration": {k: v for k, v in calibration.items() if k != "reliability_test"},
+        }
+        save_bundle(
+            bundle_path,
+            model=chosen,
+            contract=contract,
+            spec=spec.to_dict(),
+            spec_hash=spec.hash(),
+            features=list(train_xy[0].columns),
+            roles=ds.role,
+            classes=classes,
+            calibrator=calibrator,
+            evaluation=evaluation,
+            run_id=run_id,
+            snapshot_id=snapshot_id,
+        )
+        bundle = load_bundle(bundle_path)
+        records = test_xy[0].head(300).to_dict("records")
+        latency = one_record_latency(bundle.predict_one, records) if records else {"p99_ms": 0.0}
+        size_mb = sum(p.stat().st_size for p in bundle_path.rglob("*") if p.is_file()) / 2**20
+        constraints = _evaluate_constraints(
+            spec,
+            p99_ms=latency["p99_ms"],
+            size_mb=size_mb,
+            ece_value=calibration.get("ece_test"),
+            slice_gap=slices["worst_gap"],
+        )
+        seconds["total"] = time.perf_counter() - started
+        result = TrainResult(
+            run_id=run_id,
+            version=None,
+            bundle=bundle_path,
+            ladder=ladder.table(),
+            chosen=chosen.name,
+            metric=metric,
+            constraints=constraints,
+            test=test,
+            dev=dev_metrics,
+            calibration=calibration,
+            slices=slices,
+            warnings=ladder.warnings,
+            seconds=seconds,
+        )
+        if tracked:
+            progress("tracking")
+            _log_run(
+                tracker,
+                ds,
+                splits,
+                ladder,
+                result,
+                bundle,
+                test_xy,
+                test_scores,
+                part["dev_eyeball"],
+                chosen,
+                calibrator,
+                check_report,
+                ignored_findings,
+                snapshot_id,
+                contract,
+            )
+            result.version = tracker.log_bundle(bundle_path, spec.project.name, input_example=None)
+            tracker.tags({"registered_version": result.version})
+    finally:
+        if run_ctx is not None:
+            run_ctx.__exit__(*sys.exc_info())
+    result.seconds["total"] = time.perf_counter() - started
+    return result
+
+
+def _log_run(
+    tracker: Any,
+    ds: Dataset,
+    splits: Splits,
+    ladder: Ladder,
+    result: TrainResult,
+    bundle: Bundle,
+    test_xy: tuple[pd.DataFrame, np.ndarray],
+    test_scores: dict[str, np.ndarray],
+    eyeball: tuple[pd.DataFrame, np.ndarray],
+    chosen: Family,
+    calibrator: Calibrator | None,
+    check_report: dict[str, Any],
+    ignored: list[str],
+    snapshot_id: str,
+    contract: Contract,
+) -> None:
+    from shipyard.evaluation import plots
+
+    spec = ds.spec
+    metric = result.metric
+    tracker.tags(
+        {
+            **git_state(spec.root),
+            "data_snapshot_id": snapshot_id,
+            "contract_hash": contract.hash(),
+            "spec_hash": spec.hash(),
+            "feature_set_version": FEATURE_SET_VERSION,
+            "chosen_rung": chosen.name,
+            "split_strategy": splits.strategy,
+        }
+    )
+    tracker.params(
+        {
+            "metric": metric,
+            "seed": spec.split.seed,
+            "chosen_rung": chosen.name,
+            "features": ds.candidates,
+            "ignored_findings": ignored,
+            "min_improvement": spec.objective.min_improvement,
+            "calibrator": None if calibrator is None else calibrator.kind,
+            **{f"chosen.{k}": v for k, v in chosen.get_params().items() if k not in ("roles",)},
+        }
+    )
+    tracker.metrics({f"dev_{k}": v for k, v in result.dev.items()})
+    tracker.metrics({f"test_{k}": v for k, v in result.test[chosen.name].items()})
+    for name, values in result.test.items():
+        tracker.metrics({f"test_{name}_{metric}": values[metric]})
+    cal = result.calibration
+    tracker.metrics({k: v for k, v in cal.items() if k.startswith("ece") and v is not None})
+    tracker.metrics(
+        {
+            "worst_slice_gap": result.slices["worst_gap"],
+            "fit_seconds_total": result.seconds.get("fitting", 0.0),
+            "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
+    for entry in result.slices["slices"]:
+        if entry.get(metric) is not None:
+            tracker.metrics({f"slice_{entry['column']}={entry['value']}_{metric}": entry[metric]})
+    for name, item in result.constraints.items():
+        if item["value"] is not None:
+            tracker.metrics({f"constraint_{name}": item["value"]})
+    tracker.json(spec.to_dict(), "spec.json")
+    tracker.json(check_report, "check_report.json")
+    tracker.json(ladder.table(), "ladder.json")
+    tracker.json(splits.to_dict(), "splits.json")
+    tracker.json(result.slices, "slices.json")
+    tracker.json(cal, "calibration.json")
+    tracker.json(result.constraints, "constraints.json")
+    tracker.json(package_versions(), "environment.json")
+    names = [ds.spec.project.target, "prediction"]
+    eyeball_frame = eyeball[0].head(EYEBALL_SAMPLE).copy()
+    eyeball_frame[names[0]] = eyeball[1][:EYEBALL_SAMPLE]
+    eyeball_frame[names[1]] = _as_column(bundle.predict(eyeball[0].head(EYEBALL_SAMPLE)))
+    tracker.table(eyeball_frame, "samples/eyeball_predictions.csv")
+    test_pred = pd.DataFrame(
+        {"row": splits.test, "y": test_xy[1], "prediction": _as_column(test_scores[chosen.name])}
+    )
+    tracker.table(test_pred, "predictions/test_predictions.parquet")
+    tracker.tags({"test_predictions_sha256": _predictions_hash(test_scores[chosen.name])})
+    y_test, s_test = test_xy[1], test_scores[chosen.name]
+    if ds.target.kind == "binary":
+        for fig, path in (
+            (
+                plots.reliability_figure(cal["reliability_test"], "reliability (test)"),
+                "plots/reliability.png",
+            ),
+            (plots.roc_figure(y_test, s_test, f"ROC (test), {chosen.name}"), "plots/roc.png"),
+        ):
+            tracker.figure(fig, path)
+            plots.close(fig)
+    elif ds.target.kind == "regression":
+        fig = plots.residuals_figure(y_test, s_test, f"residuals (test), {chosen.name}")
+        tracker.figure(fig, "plots/residuals.png")
+        plots.close(fig)
+    for rung in ladder.rungs:
+        with tracker.run(f"rung-{rung.name}", nested=True):
+            tracker.tags({"shipyard_kind": "rung", "rung": rung.name})
+            tracker.params({k: v for k, v in rung.model.get_params().items() if k != "roles"})
+            tracker.metrics(
+                {
+                    f"dev_{metric}": rung.dev_score,
+                    "fit_seconds": rung.fit_seconds,
+                    "p99_ms": rung.p99_ms,
+                    "size_mb": rung.size_mb,
+                    f"test_{metric}": result.test[rung.name][metric],
+                }
+            )
+            for part_name, values in getattr(rung.model, "curves_", {}).items():
+                tracker.curve(f"learning_curve_{part_name}", values)
+
+
+def _as_column(values: np.ndarray) -> Any:
+    return list(values) if np.ndim(values) == 2 else values
