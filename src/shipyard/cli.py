@@ -23,6 +23,7 @@ from rich.table import Table as RichTable
 from shipyard import __version__
 from shipyard.errors import ShipyardError
 from shipyard.project import CheckReport, Project
+from shipyard.training import TrainResult
 
 app = typer.Typer(
     name="shipyard",
@@ -175,6 +176,171 @@ def check(
     raise typer.Exit(report.exit_code)
 
 
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def print_train(result: TrainResult, console: Console = out) -> None:
+    """The human form of a training result: ladder, constraints, calibration, slices."""
+    metric = result.metric
+    ladder = RichTable(title=f"ladder (dev {metric}, blackbox)", title_justify="left")
+    for col in (
+        "rung",
+        f"dev {metric}",
+        "Δ vs previous",
+        "fit s",
+        "p99 ms",
+        "size MB",
+        "test " + metric,
+    ):
+        ladder.add_column(col, justify="left" if col == "rung" else "right")
+    for row in result.ladder:
+        name = row["rung"]
+        mark = " ← chosen" if name == result.chosen else ""
+        ladder.add_row(
+            f"{name}{mark}",
+            _fmt(row[f"dev_{metric}"]),
+            "—" if row["delta"] is None else f"{row['delta']:+.4f}",
+            _fmt(row["fit_s"], 2),
+            _fmt(row["p99_ms"], 3),
+            _fmt(row["size_mb"], 3),
+            _fmt(result.test[name][metric]),
+        )
+    console.print(ladder)
+    for warning in result.warnings:
+        console.print(f"[bold yellow]warning:[/] {escape(warning)}")
+    table = RichTable(title="constraints (satisficing)", title_justify="left")
+    for col in ("constraint", "limit", "value", "result"):
+        table.add_column(col)
+    for name, item in result.constraints.items():
+        verdict = (
+            ("[green]pass[/]" if item["passed"] else "[bold red]FAIL[/]")
+            if item["limit"] is not None
+            else f"[dim]{item.get('note', '')}[/]"
+        )
+        table.add_row(name, _fmt(item["limit"]), _fmt(item["value"]), verdict)
+    console.print(table)
+    cal = result.calibration
+    if cal.get("applies") and "ece_before" in cal:
+        crossfit = [v for k, v in cal.items() if k.endswith("_crossfit") and v is not None]
+        if cal.get("kept"):
+            text = (
+                f"ECE on dev {cal['ece_before']:.4f} before, {cal['ece_dev_after']:.4f} after "
+                f"{cal['kept']} calibration (cross-fitted on dev)"
+            )
+        elif crossfit:
+            text = (
+                f"ECE on dev {cal['ece_before']:.4f}; a calibrator would reach {min(crossfit):.4f} "
+                "(cross-fitted), not applied: set [constraints] max_ece to require it"
+            )
+        else:
+            text = f"ECE on dev {cal['ece_before']:.4f}"
+        console.print(f"calibration: {text}; ECE on test {_fmt(cal.get('ece_test'))}")
+    slices = result.slices
+    if slices["slices"]:
+        worst = slices["worst_slice"]
+        where = f" ({worst['column']} = {worst['value']})" if worst else ""
+        tiny = sum(1 for e in slices["slices"] if e["tiny"])
+        console.print(
+            f"slices: {len(slices['slices'])} on test, worst gap {slices['worst_gap']:.4f}{where}"
+            + (f", {tiny} too small to judge (marked tiny)" if tiny else "")
+        )
+    console.print(
+        f"chosen: [bold]{result.chosen}[/]; test {metric} [bold]{result.test[result.chosen][metric]:.4f}[/]"
+        + ("" if result.constraints_met else "  [bold red](constraints not met)[/]")
+    )
+    console.print(
+        f"run {result.run_id or '—'}; registered version {result.version or '—'}; "
+        f"bundle {result.bundle}"
+    )
+
+
+@app.command()
+def train(
+    spec: SpecOption = Path("shipyard.toml"),
+    ignore_findings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ignore-findings",
+            help="Train despite check errors with this code (repeatable; recorded).",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Split, climb the ladder, evaluate, bundle, track and register a candidate."""
+    with _errors():
+        project = Project.load(spec)
+        update, stop = _progress(as_json)
+        try:
+            result = project.train(ignore_findings=ignore_findings or [], progress=update)
+        finally:
+            stop()
+    if as_json:
+        _emit_json(result.to_dict())
+    else:
+        print_train(result)
+
+
+@app.command()
+def runs(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False) -> None:
+    """Tracked training runs, newest first."""
+    with _errors():
+        rows = Project.load(spec).runs()
+    if as_json:
+        _emit_json(rows)
+        return
+    table = RichTable()
+    for col in ("run id", "started", "chosen", "metric", "dev", "test", "version", "snapshot"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["run_id"],
+            r["started"],
+            str(r["chosen"]),
+            r["metric"],
+            _fmt(r["dev"]),
+            _fmt(r["test"]),
+            str(r["version"] or "—"),
+            r["snapshot"],
+        )
+    out.print(table if rows else "no tracked runs yet: run `shipyard train`")
+
+
+@app.command()
+def reproduce(
+    run_id: Annotated[str, typer.Argument(help="The run to reproduce (see `shipyard runs`).")],
+    spec: SpecOption = Path("shipyard.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """Re-run a tracked run from its snapshot, spec and seeds; verify metrics and predictions."""
+    with _errors():
+        update, stop = _progress(as_json)
+        try:
+            outcome = Project.load(spec).reproduce(run_id, progress=update)
+        finally:
+            stop()
+    if as_json:
+        _emit_json(outcome)
+    else:
+        for name, item in outcome["metrics"].items():
+            mark = "[green]same[/]" if item["same"] else "[bold red]DIFFERENT[/]"
+            out.print(f"{name:<24} recorded {item['recorded']:.6f}  now {item['now']:.6f}  {mark}")
+        out.print(
+            f"test predictions: {outcome['test_rows']:,} rows, max difference "
+            f"{_fmt(outcome['max_prediction_diff'], 3)}"
+        )
+        out.print(
+            "[bold green]reproduced exactly[/]"
+            if outcome["identical"]
+            else "[bold red]not reproduced[/]: see the differences above"
+        )
+    raise typer.Exit(0 if outcome["identical"] else 1)
+
+
 @app.command()
 def demo(
     workdir: Annotated[
@@ -183,35 +349,41 @@ def demo(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """The loop so far on NYC flights (bundled): init, then check, in a fresh folder."""
-    from shipyard.demo import flights_frame
+    """The loop on bundled NYC flights: init, check, then train on the unflagged columns."""
+    from shipyard.demo import run_demo
 
     with _errors():
         folder = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="shipyard-demo-"))
-        folder.mkdir(parents=True, exist_ok=True)
-        data = folder / "flights.csv"
         update, stop = _progress(as_json)
         try:
-            update("writing NYC flights (336,776 rows) with target arr_delayed = arr_delay > 15")
-            flights_frame().to_csv(data, index=False)
-            update("shipyard init")
-            _, inferred = Project.init(data, "arr_delayed", folder / "shipyard.toml", force=True)
-            project = Project.load(folder / "shipyard.toml")
-            report = project.check(progress=update)
+            outcome = run_demo(folder, progress=update)
         finally:
             stop()
     if as_json:
-        _emit_json({"folder": str(folder), "check": report.to_dict()})
+        _emit_json(
+            {
+                "folder": str(folder),
+                "check": outcome.check.to_dict(),
+                "excluded": outcome.excluded,
+                "rule": outcome.rule,
+                "train": outcome.train.to_dict(),
+            }
+        )
         return
     out.print(
         f"[bold]shipyard demo[/] in {folder}\n"
-        f"$ shipyard init flights.csv --target arr_delayed   (id: {inferred.id}, "
-        f"time: {inferred.time})\n$ shipyard check"
+        "$ shipyard init flights.csv --target arr_delayed\n$ shipyard check"
     )
-    print_check(report)
+    print_check(outcome.check)
     out.print(
-        f"\nThe project is in {folder}: edit shipyard.toml there and run "
-        f"`shipyard check --spec {folder / 'shipyard.toml'}` again."
+        f"\nexcluding what the check flagged: {', '.join(outcome.excluded)}; "
+        f"baseline rule: {outcome.rule!r}\n$ shipyard train"
+    )
+    print_train(outcome.train)
+    out.print(
+        f"\nSee every run in the MLflow UI:\n  cd {folder} && "
+        f"mlflow ui --backend-store-uri {outcome.tracking_uri} --port 5000\n"
+        "then open http://127.0.0.1:5000"
     )
 
 

@@ -15,7 +15,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -110,6 +110,37 @@ def _violation_finding(v: Violation) -> Finding:
     )
 
 
+#: Leakage findings about feature columns: excluding the columns resolves them.
+FEATURE_LEAKS = (
+    "target_derived",
+    "too_good",
+    "leaky_combination",
+    "model_too_good",
+    "post_event_time",
+    "predictive_id",
+    "row_order",
+)
+
+
+def _resolved_by_spec(finding: Finding, ds: Dataset) -> Finding:
+    """A leak the spec already keeps out of the features becomes information, not an error.
+
+    One excluded column resolves a combination; every column must be out for the others.
+    """
+    if finding.code not in FEATURE_LEAKS or not finding.columns or finding.severity == "info":
+        return finding
+    out = [c not in ds.candidates for c in finding.columns]
+    resolved = any(out) if finding.code == "leaky_combination" else all(out)
+    if not resolved:
+        return finding
+    return replace(
+        finding,
+        severity="info",
+        message=finding.message + " — already kept out of the features",
+        evidence={**finding.evidence, "resolved_by_spec": True},
+    )
+
+
 class Project:
     """A shipyard project: its spec, its workspace, and the actions on them."""
 
@@ -200,11 +231,14 @@ class Project:
         findings += quality_findings(ds, now)
         stage("leakage audit")
         leaks, flagged = leakage_findings(ds)
-        findings += leaks
+        findings += [_resolved_by_spec(f, ds) for f in leaks]
         stage("splits")
         try:
             splits: Splits | None = make_splits(ds)
-            findings += split_findings(ds, splits)
+            for finding in split_findings(ds, splits):
+                if finding.code == "unseen_after_split":
+                    flagged.update(finding.columns)
+                findings.append(_resolved_by_spec(finding, ds))
         except DataError as exc:
             splits = None
             findings.append(

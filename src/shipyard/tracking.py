@@ -55,11 +55,19 @@ def probe(uri: str, timeout: float = 5.0) -> None:
         ) from exc
 
 
+def _quiet_logs() -> None:
+    import logging
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 class Tracker:
     """An MLflow experiment with one parent run per ``train`` and nested runs per rung."""
 
     def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
         probe(uri)
+        _quiet_logs()
         import mlflow
         from mlflow.tracking import MlflowClient
 

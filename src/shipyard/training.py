@@ -191,7 +191,9 @@ def train(
             extra = frame.iloc[rows][rule_cols].reset_index(drop=True)
             part[name] = (pd.concat([part[name][0], extra], axis=1), part[name][1])
         train_xy, dev_xy, test_xy = part["train"], part["dev_blackbox"], part["test"]
-    weights = class_weights(train_xy[1], ds.target.kind)
+    # Weights trade calibrated probabilities for recall on the rare class: worth it only when
+    # the metric thresholds predictions (f1); ranking metrics and log loss do better without.
+    weights = class_weights(train_xy[1], ds.target.kind) if spec.objective.metric == "f1" else None
     classes = classes_of(ds)
     metric = spec.objective.metric
 
@@ -223,8 +225,11 @@ def train(
             dev_scores = calibrator.apply(dev_scores)
         calibration["kept"] = None if calibrator is None else calibrator.kind
         # judged out of sample: the cross-fitted ECE of the kept calibrator on dev
-        calibration["ece_dev_after"] = (evidence[f"ece_{calibrator.kind}_crossfit"]
-                                        if calibrator is not None else evidence["ece_before"])
+        calibration["ece_dev_after"] = (
+            evidence[f"ece_{calibrator.kind}_crossfit"]
+            if calibrator is not None
+            else evidence["ece_before"]
+        )
     elif ds.target.kind == "multiclass":
         calibration.update(
             ece_before=ece(dev_xy[1], dev_scores),

@@ -276,4 +276,38 @@ def split_findings(ds: Dataset, splits: Splits) -> list[Finding]:
                 check="leakage",
             )
         )
+    if splits.strategy == "time" and len(splits.train):
+        later = np.concatenate([splits.dev, splits.test])
+        for col in ds.candidates:
+            if ds.role[col] != "numeric" or not len(later):
+                continue
+            values = pd.to_numeric(ds.frame[col], errors="coerce").to_numpy(
+                dtype=float, na_value=np.nan
+            )
+            seen = values[splits.train]
+            seen = seen[np.isfinite(seen)]
+            ahead = values[later]
+            ahead = ahead[np.isfinite(ahead)]
+            if not len(seen) or not len(ahead):
+                continue
+            outside = float(((ahead < seen.min()) | (ahead > seen.max())).mean())
+            if outside > 0.5:
+                out.append(
+                    Finding(
+                        "unseen_after_split",
+                        "warning",
+                        f"under the time split, {outside:.0%} of dev and test values of '{col}' lie "
+                        f"outside its train range [{seen.min():g}, {seen.max():g}]: it tracks the "
+                        "calendar, so a model can only memorize periods it will never see again",
+                        f"exclude '{col}' (or encode what recurs, such as a season), so the model "
+                        "learns patterns that carry forward in time",
+                        (col,),
+                        {
+                            "share_outside_train_range": round(outside, 6),
+                            "train_min": float(seen.min()),
+                            "train_max": float(seen.max()),
+                        },
+                        check="leakage",
+                    )
+                )
     return out
