@@ -5,6 +5,9 @@ from __future__ import annotations
 import tomllib
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from shipyard.spec import Spec
 
 
@@ -39,4 +42,28 @@ def codes(findings) -> dict[str, list]:
     out: dict[str, list] = {}
     for f in findings:
         out.setdefault(f.code, []).append(f)
+    return out
+
+
+def records_of(frame: pd.DataFrame) -> list[dict]:
+    return [
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+        for r in frame.to_dict("records")
+    ]
+
+
+def with_surprises(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Unseen categories, missing values and out-of-range numbers in a copy of the frame."""
+    out = frame.reset_index(drop=True)
+    rng = np.random.default_rng(seed)
+    for col in out.columns:
+        rows = rng.choice(len(out), size=max(1, len(out) // 10), replace=False)
+        if pd.api.types.is_numeric_dtype(out[col]) and not pd.api.types.is_bool_dtype(out[col]):
+            out[col] = out[col].astype(float)
+            out.loc[rows[: len(rows) // 2], col] = np.nan
+            out.loc[rows[len(rows) // 2 :], col] = out[col].max() * 10
+        else:
+            out[col] = out[col].astype(object)
+            out.loc[rows[: len(rows) // 2], col] = None
+            out.loc[rows[len(rows) // 2 :], col] = "never-seen-before"
     return out

@@ -5,16 +5,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mlflow.tracking import MlflowClient
 
-def test_demo_finds_the_flights_leaks(tmp_path: Path):
+
+def test_demo_checks_then_trains_on_what_is_left(tmp_path: Path):
     result = subprocess.run(
         [sys.executable, "-m", "shipyard", "demo", "--workdir", str(tmp_path), "--json"],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
+
     report = document["check"]
     assert report["rows"] == 336_776
     found = {(f["code"], tuple(f["columns"])): f for f in report["findings"]}
@@ -22,9 +25,19 @@ def test_demo_finds_the_flights_leaks(tmp_path: Path):
     assert ("too_good", ("dep_delay",)) in found
     assert found["leaky_combination", ("arr_time", "sched_arr_time")]["evidence"]["value"] > 0.99
     assert ("entity_repeated", ("tailnum",)) in found
-    assert report["counts"]["error"] >= 2
+    assert report["splits"]["strategy"] == "time"
+    assert {"arr_delay", "dep_delay", "arr_time", "sched_arr_time"} <= set(document["excluded"])
+
+    train = document["train"]
+    dev = {row["rung"]: row["dev_roc_auc"] for row in train["ladder"]}
+    assert dev["gbt"] > dev["linear"] > dev["rule"] > dev["constant"] == 0.5
+    assert train["version"] == 1
+
     spec = (tmp_path / "shipyard.toml").read_text()
     assert 'id = "tailnum"' in spec and 'time = "time_hour"' in spec
-    # the split the demo plans: by time, with planes recurring (purge would leave no test set)
-    assert report["splits"]["strategy"] == "time"
-    assert report["splits"]["parts"]["test"]["rows"] > 40_000
+    client = MlflowClient(f"sqlite:///{tmp_path / '.shipyard' / 'mlflow.db'}")
+    run = client.get_run(train["run_id"])
+    assert run.data.tags["split_strategy"] == "time"
+    assert run.data.metrics["test_roc_auc"] == train["test"][train["chosen"]]["roc_auc"]
+    artifacts = {a.path for a in client.list_artifacts(train["run_id"])}
+    assert {"spec.json", "check_report.json", "ladder.json", "plots", "samples"} <= artifacts

@@ -239,13 +239,19 @@ class Spec:
         return path if path.is_absolute() else self.root / path
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as plain data (no ``root``), with every default filled in."""
+        """The spec as plain data (no ``root``): every default filled in, unset keys left out.
+
+        ``Spec.from_dict(spec.to_dict())`` gives the same spec back.
+        """
         out = asdict(self)
         out.pop("root")
-        for section in out.values():
-            for key, value in section.items():
-                if isinstance(value, tuple):
-                    section[key] = list(value)
+        for name, section in out.items():
+            # None means "not set": TOML has no null, and from_dict must read this back
+            out[name] = {
+                k: list(v) if isinstance(v, tuple) else v
+                for k, v in section.items()
+                if v is not None
+            }
         return out
 
     def hash(self) -> str:

@@ -74,7 +74,14 @@ class Tracker:
         self.mlflow = mlflow
         self.uri = uri
         try:
+            # mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into os.environ; put the
+            # user's value back so the stated precedence holds for the next project in-process.
+            before = os.environ.get("MLFLOW_TRACKING_URI")
             mlflow.set_tracking_uri(uri)
+            if before is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = before
             self.client = MlflowClient(uri)
             found = self.client.get_experiment_by_name(experiment)
             if found is None:

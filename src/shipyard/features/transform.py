@@ -123,7 +123,7 @@ class Transform:
             elif role == "datetime":
                 stamps = to_datetime(series)
                 for part in DATETIME_PARTS:
-                    values = getattr(stamps.dt, "dayofweek" if part == "weekday" else part)
+                    values = getattr(stamps.dt, "day_of_week" if part == "weekday" else part)
                     plan = self._fit_numeric(f"{name}.{part}", values.astype(float))
                     plan.update(kind="datetime", column=name, part=part)
                     plans.append(plan)
@@ -257,7 +257,7 @@ class Transform:
                     stamps_cache[name] = to_datetime(source)
                 stamps = stamps_cache[name]
                 part = plan["part"]
-                values = getattr(stamps.dt, "dayofweek" if part == "weekday" else part)
+                values = getattr(stamps.dt, "day_of_week" if part == "weekday" else part)
                 raw = values.to_numpy(dtype=float, na_value=np.nan)
             elif plan["kind"] == "boolean":
                 series = frame[name] if name in frame.columns else pd.Series([None] * len(frame))

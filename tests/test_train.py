@@ -1,0 +1,253 @@
+"""`shipyard train` end to end on telco churn: ladder, evaluation, bundle, MLflow, reproduce."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shipyard.bundle import load_bundle, verify
+from shipyard.data.contract import Contract
+from shipyard.data.split import make_splits
+from shipyard.errors import BundleError, CheckFailed, RuleError, TrackingError
+from shipyard.project import Project
+from shipyard.training import families_for
+from support import records_of, toml_text, with_surprises
+
+RULE = "tenure < 6 and contract == 'Month-to-month'"
+
+
+def churn_project(folder: Path, churn: pd.DataFrame, **overrides) -> Project:
+    folder.mkdir(parents=True, exist_ok=True)
+    churn.to_csv(folder / "churn.csv", index=False)
+    sections = {
+        "project": {
+            "name": "churn",
+            "task": "binary",
+            "target": "churn",
+            "data": "churn.csv",
+            "positive": "Yes",
+        },
+        "constraints": {"max_ece": 0.03, "p99_latency_ms": 50.0},
+        "features": {"exclude": ["rownames"], "slices": ["contract", "senior_citizen"]},
+        "baseline": {"rule": RULE},
+        "split": {"strategy": "stratified"},
+    }
+    for key, value in overrides.items():
+        sections.setdefault(key, {}).update(value)
+    (folder / "shipyard.toml").write_text(toml_text(sections))
+    return Project.load(folder / "shipyard.toml")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, churn):
+    folder = tmp_path_factory.mktemp("churn")
+    project = churn_project(folder, churn)
+    return project, project.train()
+
+
+def test_churn_ladder_slices_and_calibration(trained):
+    project, result = trained
+    assert [row["rung"] for row in result.ladder] == ["constant", "rule", "linear", "gbt"]
+    dev = {row["rung"]: row["dev_roc_auc"] for row in result.ladder}
+    assert dev["constant"] == 0.5 and dev["rule"] > 0.6 and dev["linear"] > 0.8
+    assert result.chosen in ("linear", "gbt")
+    assert result.test[result.chosen]["roc_auc"] > 0.8
+    columns = {s["column"] for s in result.slices["slices"]}
+    assert columns == {"contract", "senior_citizen"}
+    contract_rows = sum(s["rows"] for s in result.slices["slices"] if s["column"] == "contract")
+    assert contract_rows == len(make_splits(project.dataset()).test)
+    for entry in result.slices["slices"]:
+        if not entry["tiny"]:
+            assert entry["ci_low"] <= entry["roc_auc"] <= entry["ci_high"]
+    cal = result.calibration
+    assert cal["ece_before"] > 0 and cal["ece_dev_after"] is not None
+    assert set(result.constraints) == {"p99_latency_ms", "max_model_mb", "max_ece", "max_slice_gap"}
+    assert result.constraints["max_ece"]["value"] == pytest.approx(cal["ece_test"])
+
+
+def test_the_run_is_tracked_with_everything(trained):
+    project, result = trained
+    tracker = project.tracker()
+    run = tracker.get_run(result.run_id)
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    for key in (
+        "git_commit",
+        "git_dirty",
+        "data_snapshot_id",
+        "contract_hash",
+        "spec_hash",
+        "feature_set_version",
+        "test_predictions_sha256",
+    ):
+        assert key in tags, key
+    assert tags["data_snapshot_id"] == project.read().snapshot_id
+    assert params["seed"] == "42" and params["metric"] == "roc_auc"
+    assert "chosen.seed" in params
+    assert metrics["test_roc_auc"] == pytest.approx(result.test[result.chosen]["roc_auc"])
+    assert "dev_roc_auc" in metrics and "ece_before" in metrics and "peak_memory_mb" in metrics
+    assert any(k.startswith("slice_contract_") for k in metrics)
+    artifacts = {a.path for a in tracker.client.list_artifacts(result.run_id)}
+    assert {
+        "spec.json",
+        "ladder.json",
+        "slices.json",
+        "calibration.json",
+        "environment.json",
+        "samples",
+        "plots",
+        "predictions",
+    } <= artifacts
+    plots = {a.path for a in tracker.client.list_artifacts(result.run_id, "plots")}
+    assert plots == {"plots/reliability.png", "plots/roc.png"}
+    nested = tracker.client.search_runs(
+        [tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'"
+    )
+    assert sorted(r.data.tags["rung"] for r in nested) == ["constant", "gbt", "linear", "rule"]
+    gbt = next(r for r in nested if r.data.tags["rung"] == "gbt")
+    curve = tracker.client.get_metric_history(gbt.info.run_id, "learning_curve_dev")
+    assert len(curve) > 5 and [m.step for m in curve[:3]] == [0, 1, 2]
+    assert result.version == 1
+    version = tracker.client.get_model_version("churn", "1")
+    assert version.run_id == result.run_id
+
+
+def test_bundle_predictions_paths_and_pyfunc_agree(trained, churn, monkeypatch):
+    project, result = trained
+    bundle = load_bundle(result.bundle)
+    frame = with_surprises(churn.drop(columns=["churn"]).iloc[:2000], seed=1)
+    frame_out = bundle.predict(frame)
+    one = np.array([bundle.predict_one(r) for r in records_of(frame)])
+    np.testing.assert_allclose(one, frame_out, rtol=0, atol=1e-9)
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", project.tracker().uri)  # restored after the test
+    mlflow.set_tracking_uri(project.tracker().uri)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/churn/{result.version}")
+    clean = churn.drop(columns=["churn"]).iloc[:500]
+    np.testing.assert_allclose(np.asarray(pyfunc.predict(clean)), bundle.predict(clean), atol=1e-12)
+
+
+def test_tampered_bundles_refuse_to_load(trained, tmp_path):
+    _, result = trained
+    for case in ("changed", "missing", "extra", "version"):
+        copy = tmp_path / case
+        shutil.copytree(result.bundle, copy)
+        if case == "changed":
+            path = copy / "model" / "model.json"
+            path.write_text(path.read_text().replace("0", "1", 1))
+            expected = "model/model.json' changed"
+        elif case == "missing":
+            (copy / "contract.json").unlink()
+            expected = "'contract.json' is missing"
+        elif case == "extra":
+            (copy / "model" / "evil.py").write_text("import os")
+            expected = "'model/evil.py' is not listed"
+        else:
+            manifest = json.loads((copy / "manifest.json").read_text())
+            manifest["format_version"] = 99
+            (copy / "manifest.json").write_text(json.dumps(manifest))
+            expected = "format version 99"
+        with pytest.raises(BundleError, match=expected):
+            load_bundle(copy)
+    assert verify(result.bundle)["run_id"] == result.run_id
+
+
+def test_reproduce_gives_identical_test_predictions(trained):
+    project, result = trained
+    outcome = project.reproduce(result.run_id)
+    assert outcome["identical"], outcome
+    assert outcome["max_prediction_diff"] == 0.0
+    assert (
+        outcome["metrics"]["test_roc_auc"]["recorded"] == outcome["metrics"]["test_roc_auc"]["now"]
+    )
+
+
+def test_reproduce_refuses_changed_data(trained, tmp_path, churn):
+    project, result = trained
+    folder = tmp_path / "copy"
+    shutil.copytree(project.spec.root, folder)
+    churn.iloc[:-5].to_csv(folder / "churn.csv", index=False)
+    with pytest.raises(Exception, match="no longer matches"):
+        Project.load(folder / "shipyard.toml").reproduce(result.run_id)
+
+
+def test_preprocessing_is_fitted_on_train_only(tmp_path, churn):
+    """Change every dev and test value: nothing fitted on train moves (trees may stop at
+    another round, since early stopping watches dev, but their transform does not move)."""
+    project = churn_project(tmp_path, churn)
+    ds = project.dataset()
+    splits = make_splits(ds)
+    changed = ds.frame.copy()
+    rows = np.concatenate([splits.dev, splits.test])
+    changed.loc[rows, "tenure"] = changed.loc[rows, "tenure"] * 7 + 3
+    changed.loc[rows, "monthly_charges"] = np.nan
+    changed.loc[rows, "contract"] = "Ten year"
+    fitted = []
+    for frame in (ds.frame, changed):
+        data = type(ds)(frame, ds.spec)
+        roles = {c: data.role[c] for c in data.candidates}
+        train = frame.iloc[splits.train]
+        dev = (frame.iloc[splits.dev_blackbox], data.target.y[splits.dev_blackbox])
+        models = families_for(ds.spec, data)
+        for model in models:
+            model.fit(train, data.target.y[splits.train], roles=roles, dev=dev)
+        fitted.append(models)
+    for before, after in zip(*fitted, strict=True):
+        if hasattr(before, "transform_"):
+            assert before.transform_.to_dict() == after.transform_.to_dict(), before.name
+        if before.name != "gbt":
+            assert before.state() == after.state(), before.name
+    learned = [
+        Contract.learn(f.iloc[splits.train], ds.role, target="churn").to_dict()
+        for f in (ds.frame, changed)
+    ]
+    assert learned[0] == learned[1]
+
+
+def test_error_findings_refuse_training_unless_ignored(tmp_path, churn):
+    leaky = churn.copy()
+    leaky["churn_flag"] = (leaky["churn"] == "Yes").astype(int)
+    project = churn_project(tmp_path, leaky, baseline={"rule": "tenure < 6"})
+    with pytest.raises(CheckFailed, match="target_derived") as info:
+        project.train(track=False)
+    assert info.value.exit_code == 1
+    result = project.train(ignore_findings=["target_derived"])
+    run = project.tracker().get_run(result.run_id)
+    assert json.loads(run.data.params["ignored_findings"]) == ["target_derived"]
+
+
+def test_bad_rules_exit_2_with_the_position(tmp_path, churn):
+    project = churn_project(tmp_path, churn, baseline={"rule": "tenure < 'six'"})
+    with pytest.raises(RuleError, match="at position 10"):
+        project.train(track=False)
+    cli = subprocess.run(
+        [sys.executable, "-m", "shipyard", "train"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert cli.returncode == 2 and "column 'tenure' is numeric" in cli.stderr
+    assert "Traceback" not in cli.stderr
+
+
+def test_unreachable_tracking_uri_exits_2_and_registers_nothing(tmp_path, churn):
+    project = churn_project(tmp_path, churn, tracking={"uri": "http://127.0.0.1:9"})
+    with pytest.raises(TrackingError, match=r"http://127\.0\.0\.1:9 cannot be reached"):
+        project.train()
+    assert not (tmp_path / ".shipyard" / "bundles").exists()
+    cli = subprocess.run(
+        [sys.executable, "-m", "shipyard", "train"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert cli.returncode == 2 and "127.0.0.1:9" in cli.stderr and "Traceback" not in cli.stderr

@@ -1,0 +1,78 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from shipyard.data.roles import profile
+from shipyard.errors import NotFittedError
+from shipyard.features.transform import Transform
+from support import records_of, with_surprises
+
+FEATURE_ROLES = ("numeric", "categorical", "boolean", "datetime")
+
+
+def _roles(frame: pd.DataFrame, drop=()) -> dict[str, str]:
+    return {
+        c: p.role for c, p in profile(frame).items() if p.role in FEATURE_ROLES and c not in drop
+    }
+
+
+@pytest.mark.parametrize("encoding", ["onehot", "ordinal"])
+@pytest.mark.parametrize("unknown", ["bucket", "hash"])
+def test_frame_and_record_paths_agree_on_churn(churn, encoding, unknown):
+    frame = churn.drop(columns=["churn", "rownames"])
+    roles = _roles(frame)
+    t = Transform(categorical=encoding, unknown=unknown, hash_buckets=64).fit(
+        frame.iloc[:4000], roles
+    )
+    test = with_surprises(frame.iloc[4000:])
+    matrix = t.transform(test)
+    rows = np.array([t.transform_one(r) for r in records_of(test)])
+    assert matrix.shape == (len(test), t.n_features)
+    assert np.isfinite(matrix).all()
+    np.testing.assert_allclose(rows, matrix, rtol=0, atol=1e-9)
+
+
+def test_frame_and_record_paths_agree_on_flights_with_datetimes(flights_sample):
+    frame = flights_sample.drop(columns=["arr_delayed"])
+    roles = _roles(frame, drop=("rownames", "tailnum"))
+    assert roles["time_hour"] == "datetime"
+    t = Transform(categorical="onehot", min_frequency=20).fit(frame.iloc[:20_000], roles)
+    assert {"time_hour.month", "time_hour.weekday", "time_hour.hour"} <= set(t.feature_names_)
+    test = with_surprises(frame.iloc[20_000:25_000], seed=3)
+    np.testing.assert_allclose(
+        np.array([t.transform_one(r) for r in records_of(test)]),
+        t.transform(test),
+        rtol=0,
+        atol=1e-9,
+    )
+
+
+def test_statistics_come_from_the_frame_it_was_fitted_on(churn):
+    frame = churn.drop(columns=["churn", "rownames"])
+    roles = _roles(frame)
+    train, rest = frame.iloc[:5000], frame.iloc[5000:].copy()
+    t = Transform(min_frequency=1).fit(train, roles)
+    plans = {p["column"]: p for p in t.to_dict()["plans"]}
+    assert plans["tenure"]["median"] == train["tenure"].median()
+    assert plans["tenure"]["center"] == pytest.approx(train["tenure"].mean())
+    assert plans["total_charges"]["indicator"] is True  # train has missing total_charges
+    assert set(plans["contract"]["vocabulary"]) == set(train["contract"])
+    rest["tenure"] = rest["tenure"] * 100  # changing other rows changes nothing fitted
+    again = Transform(min_frequency=1).fit(train, roles)
+    assert again.to_dict() == t.to_dict()
+
+
+def test_rare_categories_share_the_unknown_bucket_and_json_round_trip(churn):
+    frame = churn[["payment_method", "tenure"]]
+    t = Transform(min_frequency=2000).fit(
+        frame, {"payment_method": "categorical", "tenure": "numeric"}
+    )
+    counts = frame["payment_method"].value_counts()
+    assert t.to_dict()["plans"][0]["vocabulary"] == sorted(counts[counts >= 2000].index)
+    clone = Transform.from_dict(t.to_dict())
+    np.testing.assert_array_equal(clone.transform(frame), t.transform(frame))
+
+
+def test_unfitted_transform_says_what_to_call():
+    with pytest.raises(NotFittedError, match=r"Transform\.fit"):
+        Transform().transform_one({"a": 1})
