@@ -234,11 +234,14 @@ def print_train(result: TrainResult, console: Console = out) -> None:
             )
         elif crossfit:
             text = (
-                f"ECE on dev {cal['ece_before']:.4f}; a calibrator would reach {min(crossfit):.4f} "
-                "(cross-fitted), not applied: set [constraints] max_ece to require it"
+                f"ECE on dev {cal['ece_before']:.4f}; no calibrator lowered it "
+                f"(best cross-fitted {min(crossfit):.4f}), so none is applied"
             )
         else:
-            text = f"ECE on dev {cal['ece_before']:.4f}"
+            text = (
+                f"ECE on dev {cal['ece_before']:.4f} (set [constraints] max_ece to calibrate "
+                "when it is exceeded)"
+            )
         console.print(f"calibration: {text}; ECE on test {_fmt(cal.get('ece_test'))}")
     slices = result.slices
     if slices["slices"]:

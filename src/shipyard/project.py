@@ -15,14 +15,16 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from shipyard import __version__
 from shipyard.bundle import load_bundle
 from shipyard.data.contract import Contract, Violation
 from shipyard.data.dataset import Dataset
@@ -34,12 +36,13 @@ from shipyard.data.split import Splits, make_splits, split_findings
 from shipyard.errors import CheckFailed, DataError, SpecError
 from shipyard.scaffold import Inferred, write_spec
 from shipyard.spec import Spec, load_spec
-from shipyard.tracking import Tracker, resolve_uri
+from shipyard.tracking import Tracker, probe, resolve_uri
 from shipyard.training import TrainResult
 from shipyard.training import train as run_training
 
 Progress = Callable[[str], None]
 WORKSPACE = ".shipyard"
+REPORT_REUSE = timedelta(days=1)
 
 
 def _quiet(_: str) -> None:
@@ -60,6 +63,9 @@ class CheckReport:
     splits: dict[str, Any]
     contract_source: str
     seconds: dict[str, float] = field(default_factory=dict)
+    spec_hash: str = ""
+    created: str = ""
+    version: str = __version__
 
     @property
     def errors(self) -> list[Finding]:
@@ -88,7 +94,40 @@ class CheckReport:
             "contract": self.contract_source,
             "seconds": self.seconds,
             "exit_code": self.exit_code,
+            "spec_hash": self.spec_hash,
+            "created": self.created,
+            "version": self.version,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckReport:
+        findings = [
+            Finding(
+                f["code"],
+                f["severity"],
+                f["message"],
+                f["action"],
+                tuple(f["columns"]),
+                f["evidence"],
+                f["check"],
+            )
+            for f in data["findings"]
+        ]
+        return cls(
+            data=data["data"],
+            snapshot_id=data["snapshot_id"],
+            rows=data["rows"],
+            columns=data["columns"],
+            roles=data["roles"],
+            findings=findings,
+            flagged=data["flagged_columns"],
+            splits=data["splits"],
+            contract_source=data["contract"],
+            seconds=data["seconds"],
+            spec_hash=data.get("spec_hash", ""),
+            created=data.get("created", ""),
+            version=data.get("version", ""),
+        )
 
 
 def _violation_finding(v: Violation) -> Finding:
@@ -202,7 +241,11 @@ class Project:
         return self._check(data, progress, now)[0]
 
     def _check(
-        self, data: Path | str | None, progress: Progress, now: datetime | None = None
+        self,
+        data: Path | str | None,
+        progress: Progress,
+        now: datetime | None = None,
+        reuse: bool = False,
     ) -> tuple[CheckReport, Dataset, Splits | None, Table]:
         seconds: dict[str, float] = {}
 
@@ -218,6 +261,14 @@ class Project:
         )
         stage("profiling columns")
         ds = Dataset(table.frame, self.spec)
+        previous = self._recent_report(table.snapshot_id) if reuse and own else None
+        if previous is not None:
+            progress(f"reusing the check of {previous.created} (same data, same spec)")
+            try:
+                splits_again: Splits | None = make_splits(ds)
+            except DataError:
+                splits_again = None
+            return previous, ds, splits_again, table
         findings: list[Finding] = []
         stage("contract")
         if own or not self.contract_path.exists():
@@ -266,6 +317,8 @@ class Project:
             splits=splits.to_dict() if splits else {},
             contract_source=source,
             seconds=timing,
+            spec_hash=self.spec.hash(),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         self._save_report(report)
         return report, ds, splits, table
@@ -289,8 +342,16 @@ class Project:
         Refuses (:class:`CheckFailed`, exit 1) when the check finds an error whose code is
         not in ``ignore_findings``; ignoring is deliberate and recorded in the run.
         """
-        tracker = self.tracker() if track else None  # an unreachable server fails here, first
-        report, ds, splits, table = self._check(None, progress)
+        if track:  # an unreachable server fails here, first; the store is set up meanwhile
+            probe(resolve_uri(self.spec.tracking.uri, self.workspace))
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            tracker = pool.submit(self.tracker) if track else None
+            return self._train(tracker, ignore_findings, progress)
+
+    def _train(
+        self, tracker: Any, ignore_findings: tuple[str, ...] | list[str], progress: Progress
+    ) -> TrainResult:
+        report, ds, splits, table = self._check(None, progress, reuse=True)
         ignored = sorted(set(ignore_findings))
         blocking = [f for f in report.errors if f.code not in ignored]
         if blocking:
@@ -414,10 +475,27 @@ class Project:
         )
         return outcome
 
+    def _report_path(self, snapshot_id: str) -> Path:
+        return self.workspace / "reports" / f"check-{snapshot_id[:12]}.json"
+
+    def _recent_report(self, snapshot_id: str) -> CheckReport | None:
+        """The saved check of this very data under this very spec, if made within a day."""
+        path = self._report_path(snapshot_id)
+        try:
+            report = CheckReport.from_dict(json.loads(path.read_text()))
+            age = datetime.now(UTC) - datetime.fromisoformat(report.created)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        same = (
+            report.snapshot_id == snapshot_id
+            and report.spec_hash == self.spec.hash()
+            and report.version == __version__
+        )
+        return report if same and age < REPORT_REUSE else None
+
     def _save_report(self, report: CheckReport) -> None:
-        folder = self.workspace / "reports"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"check-{report.snapshot_id[:12]}.json"
+        path = self._report_path(report.snapshot_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(report.to_dict(), indent=1, default=str))
         tmp.replace(path)

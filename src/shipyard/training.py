@@ -215,20 +215,22 @@ def train(
     progress("calibration")
     calibrator: Calibrator | None = None
     calibration: dict[str, Any] = {"applies": ds.target.kind != "regression"}
-    dev_scores = chosen.predict(dev_xy[0])
+    dev_scores = ladder.chosen.dev_output
+    limit = spec.constraints.max_ece
     if ds.target.kind == "binary":
-        found, evidence = choose_calibrator(dev_xy[1], dev_scores, seed=spec.split.seed)
-        calibration.update(evidence)
-        limit = spec.constraints.max_ece
-        if found is not None and limit is not None and evidence["ece_before"] > limit:
-            calibrator = found
-            dev_scores = calibrator.apply(dev_scores)
+        calibration["ece_before"] = ece(dev_xy[1], dev_scores)
+        if limit is not None and calibration["ece_before"] > limit:
+            found, evidence = choose_calibrator(dev_xy[1], dev_scores, seed=spec.split.seed)
+            calibration.update(evidence)
+            if found is not None:
+                calibrator = found
+                dev_scores = calibrator.apply(dev_scores)
         calibration["kept"] = None if calibrator is None else calibrator.kind
         # judged out of sample: the cross-fitted ECE of the kept calibrator on dev
         calibration["ece_dev_after"] = (
-            evidence[f"ece_{calibrator.kind}_crossfit"]
+            calibration[f"ece_{calibrator.kind}_crossfit"]
             if calibrator is not None
-            else evidence["ece_before"]
+            else calibration["ece_before"]
         )
     elif ds.target.kind == "multiclass":
         calibration.update(
@@ -268,6 +270,9 @@ def train(
     progress("bundle")
     contract = Contract.learn(frame.iloc[splits.train], ds.role, target=spec.project.target)
     dev_metrics = all_metrics(ds.target.kind, dev_xy[1], dev_scores)
+    if hasattr(tracker, "result"):  # set up in the background while the ladder was fitted
+        progress("tracking set-up")
+        tracker = tracker.result()
     tracked = tracker is not None
     run_ctx = (
         tracker.run(f"train-{chosen.name}", tags={"shipyard_kind": "train"}) if tracked else None

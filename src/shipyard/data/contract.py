@@ -139,6 +139,8 @@ def category_key(value: Any) -> str:
     >>> [category_key(v) for v in (True, 1, 1.0, "Yes")]
     ['1', '1', '1', 'Yes']
     """
+    if type(value) is str:  # the common case first: this runs per field on the serving path
+        return value
     if isinstance(value, bool | np.bool_):
         return "1" if value else "0"
     if isinstance(value, float | np.floating) and float(value).is_integer():

@@ -211,9 +211,12 @@ class Transform:
 
     def _code_of(self, plan: dict[str, Any], value: Any, lookup: dict[str, int]) -> int:
         """The bucket of one categorical value: vocabulary index, UNKNOWN, MISSING or hash."""
-        if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        if type(value) is str:
+            key = value
+        elif value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
             return plan["size"] - 1 if plan["missing"] else self._unknown_code(plan)
-        key = category_key(value)
+        else:
+            key = category_key(value)
         if "hash_buckets" in plan:
             return _hash_bucket(key, plan["hash_buckets"])
         return lookup.get(key, len(plan["vocabulary"]))

@@ -35,6 +35,7 @@ class Rung:
     p50_ms: float
     size_mb: float
     delta: float | None = None  # vs the previous rung, positive = better
+    dev_output: np.ndarray | None = None  # predictions on dev, kept to avoid scoring twice
 
     @property
     def name(self) -> str:
@@ -87,7 +88,8 @@ def climb(
         start = time.perf_counter()
         model.fit(train[0], train[1], roles=roles, weights=weights, dev=dev)
         seconds = time.perf_counter() - start
-        dev_score = score(metric, dev[1], model.predict(dev[0]))
+        dev_output = model.predict(dev[0])
+        dev_score = score(metric, dev[1], dev_output)
         latency = (
             one_record_latency(model.predict_one, records)
             if records
@@ -100,6 +102,7 @@ def climb(
             latency["p99_ms"],
             latency["p50_ms"],
             saved_size_mb(model.save),
+            dev_output=dev_output,
         )
         if rungs:
             rung.delta = improvement(metric, dev_score, rungs[-1].dev_score)
