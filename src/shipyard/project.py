@@ -345,11 +345,13 @@ class Project:
         if track:  # an unreachable server fails here, first; the store is set up meanwhile
             probe(resolve_uri(self.spec.tracking.uri, self.workspace))
         with ThreadPoolExecutor(max_workers=1) as pool:
-            tracker = pool.submit(self.tracker) if track else None
-            return self._train(tracker, ignore_findings, progress)
+            return self._train(pool if track else None, ignore_findings, progress)
 
     def _train(
-        self, tracker: Any, ignore_findings: tuple[str, ...] | list[str], progress: Progress
+        self,
+        pool: ThreadPoolExecutor | None,
+        ignore_findings: tuple[str, ...] | list[str],
+        progress: Progress,
     ) -> TrainResult:
         report, ds, splits, table = self._check(None, progress, reuse=True)
         ignored = sorted(set(ignore_findings))
@@ -367,6 +369,8 @@ class Project:
             raise CheckFailed(
                 "training refused: the data cannot be split under [split]; see `shipyard check`."
             )
+        # the tracking store is set up in the background while the models fit
+        tracker = pool.submit(self.tracker) if pool is not None else None
         return run_training(
             ds,
             splits,

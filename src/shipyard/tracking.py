@@ -62,6 +62,22 @@ def _quiet_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _warm_up() -> None:
+    """Pay MLflow's one-off costs now (the Tracker is built in the background while models
+    fit): the scan of installed packages behind pip requirements, and plotting imports."""
+    try:
+        from mlflow.utils import requirements_utils
+
+        requirements_utils._init_packages_to_modules_map()
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot
+        import mlflow.pyfunc  # noqa: F401
+    except Exception:  # an optimization only: never fail tracking because of it
+        return
+
+
 class Tracker:
     """An MLflow experiment with one parent run per ``train`` and nested runs per rung."""
 
@@ -98,6 +114,7 @@ class Tracker:
         except Exception as exc:
             raise TrackingError(f"cannot use tracking URI {uri}: {exc}") from exc
         self.experiment = experiment
+        _warm_up()
 
     @contextmanager
     def run(

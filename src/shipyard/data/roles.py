@@ -77,7 +77,10 @@ def to_datetime(series: pd.Series) -> pd.Series:
         if getattr(series.dt, "tz", None) is None:
             return series.dt.tz_localize("UTC")
         return series.dt.tz_convert("UTC")
-    return pd.to_datetime(series, errors="coerce", utc=True, format="mixed")
+    try:  # ISO 8601 text parses an order of magnitude faster than format inference
+        return pd.to_datetime(series, utc=True, format="ISO8601")
+    except (ValueError, TypeError):
+        return pd.to_datetime(series, errors="coerce", utc=True, format="mixed")
 
 
 def epoch_seconds(series: pd.Series) -> np.ndarray:

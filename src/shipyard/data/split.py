@@ -70,16 +70,17 @@ def resolve_strategy(ds: Dataset) -> str:
 
 def _unit_codes(ds: Dataset, by_entity: bool) -> np.ndarray:
     """One code per row: rows sharing a code must land in the same part."""
-    hashes = ds.row_hashes.astype(np.uint64)
     if by_entity:
-        key = ds.frame[ds.spec.project.id]
-        entity_codes, _ = pd.factorize(key)
-        dup_codes, _ = pd.factorize(hashes)
-        # rows without an entity fall back to their duplicate group
-        offset = entity_codes.max() + 1
-        codes = np.where(entity_codes >= 0, entity_codes, offset + dup_codes)
+        entity_codes, _ = pd.factorize(ds.frame[ds.spec.project.id])
+        missing = np.flatnonzero(entity_codes < 0)
+        if not len(missing):
+            return entity_codes
+        # rows without an entity fall back to their duplicate group (hashing only those rows)
+        hashes = pd.util.hash_pandas_object(ds.frame.iloc[missing], index=False).to_numpy()
+        codes = entity_codes.astype(np.int64)
+        codes[missing] = entity_codes.max() + 1 + pd.factorize(hashes)[0]
         return pd.factorize(codes)[0]
-    return pd.factorize(hashes)[0]
+    return pd.factorize(ds.row_hashes)[0]
 
 
 def _assign_units(

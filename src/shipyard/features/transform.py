@@ -244,9 +244,8 @@ class Transform:
                 codes = np.array([self._code_of(plan, u, lookup) for u in uniques], dtype=np.int64)
                 row_codes = codes[inverse]
                 if plan["encoding"] == "onehot":
-                    block = np.zeros((len(frame), plan["size"]))
-                    block[np.arange(len(frame)), row_codes] = 1.0
-                    out[:, col : col + plan["size"]] = block
+                    out[:, col : col + plan["size"]] = 0.0
+                    out[np.arange(len(frame)), col + row_codes] = 1.0
                     col += plan["size"]
                 else:
                     out[:, col] = row_codes
