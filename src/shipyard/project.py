@@ -370,7 +370,7 @@ class Project:
                 "training refused: the data cannot be split under [split]; see `shipyard check`."
             )
         # the tracking store is set up in the background while the models fit
-        tracker = pool.submit(self.tracker) if pool is not None else None
+        tracker = (lambda: pool.submit(self.tracker)) if pool is not None else None
         return run_training(
             ds,
             splits,

@@ -197,6 +197,8 @@ def train(
     classes = classes_of(ds)
     metric = spec.objective.metric
 
+    if callable(tracker) and not hasattr(tracker, "run"):
+        tracker = tracker()  # start setting up the tracking store now, beside the fitting
     fit_start = time.perf_counter()
     ladder: Ladder = climb(
         families,
