@@ -251,3 +251,36 @@ def test_unreachable_tracking_uri_exits_2_and_registers_nothing(tmp_path, churn)
         timeout=300,
     )
     assert cli.returncode == 2 and "127.0.0.1:9" in cli.stderr and "Traceback" not in cli.stderr
+
+
+def test_cli_train_prints_the_ladder_constraints_and_run(tmp_path, churn):
+    churn_project(tmp_path, churn, constraints={"max_ece": 0.5})
+    cli = subprocess.run(
+        [sys.executable, "-m", "shipyard", "train"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert cli.returncode == 0, cli.stderr
+    text = " ".join(cli.stdout.split())
+    for part in (
+        "ladder (dev roc_auc, blackbox)",
+        "constant",
+        "rule",
+        "linear",
+        "gbt",
+        "max_ece",
+        "pass",
+        "calibration: ECE on dev",
+        "registered version 1",
+    ):
+        assert part in text, part
+    runs = subprocess.run(
+        [sys.executable, "-m", "shipyard", "runs", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert json.loads(runs.stdout)[0]["version"] == "1"

@@ -242,7 +242,7 @@ def print_train(result: TrainResult, console: Console = out) -> None:
                 f"ECE on dev {cal['ece_before']:.4f} (set [constraints] max_ece to calibrate "
                 "when it is exceeded)"
             )
-        console.print(f"calibration: {text}; ECE on test {_fmt(cal.get('ece_test'))}")
+        console.print(f"calibration: {escape(text)}; ECE on test {_fmt(cal.get('ece_test'))}")
     slices = result.slices
     if slices["slices"]:
         worst = slices["worst_slice"]
