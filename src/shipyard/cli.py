@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -58,12 +58,14 @@ def _errors():
         _fail("interrupted", 130)
 
 
-def _progress(quiet: bool) -> tuple[Callable[[str], None], Callable[[], None]]:
+@contextmanager
+def _progress(quiet: bool) -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr naming the current stage (nothing under --json)."""
     if quiet:
-        return (lambda _: None), (lambda: None)
-    status = err.status("starting")
-    status.start()
-    return (lambda stage: status.update(f"{stage}…")), status.stop
+        yield lambda _: None
+        return
+    with err.status("starting") as status:
+        yield lambda stage: status.update(f"{stage}…")
 
 
 def _emit_json(document: Any) -> None:
@@ -164,11 +166,8 @@ def check(
     """Contract, data quality and leakage audit; findings sorted by severity."""
     with _errors():
         project = Project.load(spec)
-        update, stop = _progress(as_json)
-        try:
+        with _progress(as_json) as update:
             report = project.check(data, progress=update)
-        finally:
-            stop()
     if as_json:
         _emit_json(report.to_dict())
     else:
@@ -277,11 +276,8 @@ def train(
     """Split, climb the ladder, evaluate, bundle, track and register a candidate."""
     with _errors():
         project = Project.load(spec)
-        update, stop = _progress(as_json)
-        try:
+        with _progress(as_json) as update:
             result = project.train(ignore_findings=ignore_findings or [], progress=update)
-        finally:
-            stop()
     if as_json:
         _emit_json(result.to_dict())
     else:
@@ -320,12 +316,8 @@ def reproduce(
     as_json: JsonOption = False,
 ) -> None:
     """Re-run a tracked run from its snapshot, spec and seeds; verify metrics and predictions."""
-    with _errors():
-        update, stop = _progress(as_json)
-        try:
-            outcome = Project.load(spec).reproduce(run_id, progress=update)
-        finally:
-            stop()
+    with _errors(), _progress(as_json) as update:
+        outcome = Project.load(spec).reproduce(run_id, progress=update)
     if as_json:
         _emit_json(outcome)
     else:
@@ -357,11 +349,8 @@ def demo(
 
     with _errors():
         folder = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="shipyard-demo-"))
-        update, stop = _progress(as_json)
-        try:
+        with _progress(as_json) as update:
             outcome = run_demo(folder, progress=update)
-        finally:
-            stop()
     if as_json:
         _emit_json(
             {

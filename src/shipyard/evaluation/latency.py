@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +14,10 @@ WARMUP = 20
 
 
 def one_record_latency(
-    predict_one: Callable[[Mapping[str, Any]], Any], records: Sequence[Mapping[str, Any]]
+    predict_one: Callable[[Any], Any], records: Sequence[Any], warmup: int = WARMUP
 ) -> dict[str, float]:
-    """p50 / p99 milliseconds of single-record predictions, after a short warm-up."""
-    for record in records[:WARMUP]:
+    """p50 / p99 milliseconds of single calls ``predict_one(record)``, after a warm-up."""
+    for record in records[:warmup]:
         predict_one(record)
     times = np.empty(len(records))
     clock = time.perf_counter_ns
