@@ -232,15 +232,20 @@ def print_train(result: TrainResult, console: Console = out) -> None:
                 f"{cal['kept']} calibration (cross-fitted on dev)"
             )
         elif crossfit:
+            best = min(crossfit)
+            why = (
+                f"within max_ece {cal['max_ece']:g}"
+                if cal.get("max_ece") is not None
+                else "set [constraints] max_ece to require calibration"
+            )
             text = (
-                f"ECE on dev {cal['ece_before']:.4f}; no calibrator lowered it "
-                f"(best cross-fitted {min(crossfit):.4f}), so none is applied"
+                f"ECE on dev {cal['ece_before']:.4f} before, {best:.4f} after "
+                f"{cal.get('chosen') or 'the best'} calibration (cross-fitted on dev)"
+                + ("" if cal.get("chosen") else ": no calibrator helped")
+                + f"; not applied: {why}"
             )
         else:
-            text = (
-                f"ECE on dev {cal['ece_before']:.4f} (set [constraints] max_ece to calibrate "
-                "when it is exceeded)"
-            )
+            text = f"ECE on dev {cal['ece_before']:.4f}"
         console.print(f"calibration: {escape(text)}; ECE on test {_fmt(cal.get('ece_test'))}")
     slices = result.slices
     if slices["slices"]:

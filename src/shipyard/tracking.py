@@ -83,9 +83,10 @@ class Tracker:
 
     def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
         probe(uri)
-        _quiet_logs()
         import mlflow
         from mlflow.tracking import MlflowClient
+
+        _quiet_logs()  # after the import: importing mlflow sets its own logger to INFO
 
         self.mlflow = mlflow
         self.uri = uri

@@ -209,6 +209,7 @@ def train(
         min_improvement=spec.objective.min_improvement,
         weights=weights,
         progress=progress,
+        before_timing=lambda: tracker.result() if hasattr(tracker, "result") else None,
     )
     seconds["fitting"] = sum(r.fit_seconds for r in ladder.rungs)
     seconds["ladder"] = time.perf_counter() - fit_start
@@ -219,14 +220,15 @@ def train(
     calibration: dict[str, Any] = {"applies": ds.target.kind != "regression"}
     dev_scores = ladder.chosen.dev_output
     limit = spec.constraints.max_ece
+    calibration["max_ece"] = limit
     if ds.target.kind == "binary":
-        calibration["ece_before"] = ece(dev_xy[1], dev_scores)
-        if limit is not None and calibration["ece_before"] > limit:
-            found, evidence = choose_calibrator(dev_xy[1], dev_scores, seed=spec.split.seed)
-            calibration.update(evidence)
-            if found is not None:
-                calibrator = found
-                dev_scores = calibrator.apply(dev_scores)
+        # the search always runs, so ECE after calibration is reported; it is applied only
+        # when max_ece is set and exceeded, and only if it lowered cross-fitted ECE on dev
+        found, evidence = choose_calibrator(dev_xy[1], dev_scores, seed=spec.split.seed)
+        calibration.update(evidence)
+        if found is not None and limit is not None and evidence["ece_before"] > limit:
+            calibrator = found
+            dev_scores = calibrator.apply(dev_scores)
         calibration["kept"] = None if calibrator is None else calibrator.kind
         # judged out of sample: the cross-fitted ECE of the kept calibrator on dev
         calibration["ece_dev_after"] = (

@@ -79,8 +79,13 @@ def climb(
     min_improvement: float,
     weights: np.ndarray | None = None,
     progress: Callable[[str], None] = lambda _: None,
+    before_timing: Callable[[], None] = lambda: None,
 ) -> Ladder:
-    """Fit every family in order of complexity and choose one."""
+    """Fit every family in order of complexity, then time each, and choose one.
+
+    Latency is measured after every fit, once ``before_timing()`` returns (the caller waits
+    there for any background work), so no fit or set-up competes with the timing loop.
+    """
     records = dev[0].head(LATENCY_RECORDS).to_dict("records")
     rungs: list[Rung] = []
     for model in sorted(families, key=lambda m: m.complexity):
@@ -90,23 +95,18 @@ def climb(
         seconds = time.perf_counter() - start
         dev_output = model.predict(dev[0])
         dev_score = score(metric, dev[1], dev_output)
-        latency = (
-            one_record_latency(model.predict_one, records)
-            if records
-            else {"p99_ms": 0.0, "p50_ms": 0.0}
-        )
         rung = Rung(
-            model,
-            dev_score,
-            seconds,
-            latency["p99_ms"],
-            latency["p50_ms"],
-            saved_size_mb(model.save),
-            dev_output=dev_output,
+            model, dev_score, seconds, 0.0, 0.0, saved_size_mb(model.save), dev_output=dev_output
         )
         if rungs:
             rung.delta = improvement(metric, dev_score, rungs[-1].dev_score)
         rungs.append(rung)
+    before_timing()
+    progress("timing one-record predictions")
+    for rung in rungs:
+        if records:
+            latency = one_record_latency(rung.model.predict_one, records)
+            rung.p99_ms, rung.p50_ms = latency["p99_ms"], latency["p50_ms"]
     best = max(rungs, key=lambda r: r.dev_score if HIGHER_IS_BETTER[metric] else -r.dev_score)
     chosen = next(
         r for r in rungs if improvement(metric, best.dev_score, r.dev_score) <= min_improvement
