@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -67,3 +69,43 @@ def with_surprises(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
             out.loc[rows[: len(rows) // 2], col] = None
             out.loc[rows[len(rows) // 2 :], col] = "never-seen-before"
     return out
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_server(command: list[str], health_url: str, log_path, env=None, timeout: float = 120):
+    """Start a server process, wait until ``health_url`` answers, stop it afterwards."""
+    import subprocess
+    import time
+    import urllib.request
+
+    import pytest
+
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    tail = Path(log_path).read_text()[-3000:]
+                    pytest.fail(f"{command[:4]} did not start: {tail}")
+                try:
+                    with urllib.request.urlopen(health_url, timeout=2):
+                        break
+                except OSError:
+                    time.sleep(0.5)
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
