@@ -69,6 +69,24 @@ def test_check_new_data_against_the_contract(tmp_path: Path, churn: pd.DataFrame
     assert contract["tenure", "wrong_type"]["evidence"]["rows"] == 3
 
 
+def test_check_unlabeled_batch_against_the_contract(tmp_path: Path, churn: pd.DataFrame):
+    churn.to_csv(tmp_path / "churn.csv", index=False)
+    assert run("init", "churn.csv", "--target", "churn", cwd=tmp_path).returncode == 0
+    batch = churn.drop(columns=["churn"]).head(500)
+    batch.to_csv(tmp_path / "batch.csv", index=False)
+    before = run("check", "batch.csv", cwd=tmp_path)  # no contract learned yet
+    assert before.returncode == 2 and "run `shipyard check` on the training data" in before.stderr
+    assert run("check", cwd=tmp_path).returncode == 0
+    batch.loc[:2, "contract"] = "Ten year"
+    batch.to_csv(tmp_path / "batch.csv", index=False)
+    result = run("check", "batch.csv", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr  # warnings only: unseen categories can be scored
+    report = json.loads(result.stdout)
+    codes = {f["code"]: f for f in report["findings"]}
+    assert codes["unseen_category"]["evidence"]["rows"] == 3
+    assert "unlabeled_data" in codes and report["splits"] == {}
+
+
 def test_check_exits_1_on_leaky_flights(tmp_path: Path, flights_sample: pd.DataFrame):
     flights_sample.to_parquet(tmp_path / "flights.parquet", index=False)
     assert run("init", "flights.parquet", "--target", "arr_delayed", cwd=tmp_path).returncode == 0

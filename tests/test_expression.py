@@ -58,3 +58,10 @@ def test_bad_rules_report_the_position(text, message, column):
         parse(text, ROLES)
     assert message in str(info.value)
     assert f"at position {column}:" in str(info.value)
+
+
+def test_true_and_false_match_yes_no_booleans():
+    rule = parse("paperless == true", {"paperless": "boolean"})
+    frame = pd.DataFrame({"paperless": ["Yes", "No", None, "yes"]})
+    assert rule.evaluate(frame).tolist() == [True, False, False, True]
+    assert [rule.evaluate_one(r) for r in frame.to_dict("records")] == [True, False, False, True]

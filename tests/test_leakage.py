@@ -118,3 +118,14 @@ def test_multiclass_audit_finds_a_derived_column(churn):
     spec = make_spec("contract", task="multiclass")
     found = codes(leakage_findings(Dataset(frame, spec))[0])
     assert found["target_derived"][0].columns == ("contract_code",)
+
+
+def test_numbers_stored_as_text_are_still_binned(churn):
+    frame = churn.drop(columns=["rownames"]).copy()
+    frame["churn_score"] = (
+        np.where(frame["churn"] == "Yes", 0.9, 0.1) + np.arange(len(frame)) * 1e-6
+    )
+    frame["churn_score"] = frame["churn_score"].astype(str)
+    frame.loc[17, "churn_score"] = "?"  # one stray string makes the whole column text
+    found = codes(leakage_findings(Dataset(frame, make_spec("churn")))[0])
+    assert found["target_derived"][0].columns == ("churn_score",)

@@ -98,6 +98,13 @@ experiment = "churn"
         ({"project": {"task": "binary"}}, "missing required key 'project.target'"),
         ({"objective": {"metric": "roc_auc"}}, "missing [project] section"),
         (
+            {
+                "project": {"target": "y", "task": "binary"},
+                "split": {"train": 0.8, "dev": 0.0, "test": 0.2},
+            },
+            "'split.dev' and 'split.test' must each be greater than 0",
+        ),
+        (
             {"project": {"target": "y", "task": "binary"}, "split": {"seed": True}},
             "'split.seed' must be an integer; got True",
         ),

@@ -15,7 +15,7 @@ import pytest
 from shipyard.bundle import load_bundle, verify
 from shipyard.data.contract import Contract
 from shipyard.data.split import make_splits
-from shipyard.errors import BundleError, CheckFailed, RuleError, TrackingError
+from shipyard.errors import BundleError, CheckFailed, DataError, RuleError, TrackingError
 from shipyard.project import Project
 from shipyard.training import families_for
 from support import records_of, toml_text, with_surprises
@@ -284,3 +284,26 @@ def test_cli_train_prints_the_ladder_constraints_and_run(tmp_path, churn):
         timeout=300,
     )
     assert json.loads(runs.stdout)[0]["version"] == "1"
+
+
+def test_a_class_absent_from_train_is_a_clear_error(tmp_path, churn):
+    frame = churn.copy()
+    frame["when"] = pd.date_range("2024-01-01", periods=len(frame), freq="h").astype(str)
+    frame["plan"] = np.where(np.arange(len(frame)) > len(frame) * 0.9, "new", frame["contract"])
+    frame.drop(columns=["contract"]).to_csv(tmp_path / "plans.csv", index=False)
+    (tmp_path / "shipyard.toml").write_text(
+        toml_text(
+            {
+                "project": {
+                    "target": "plan",
+                    "task": "multiclass",
+                    "data": "plans.csv",
+                    "time": "when",
+                },
+                "features": {"exclude": ["rownames", "churn"]},
+                "split": {"strategy": "time"},
+            }
+        )
+    )
+    with pytest.raises(DataError, match="no rows of class new"):
+        Project.load(tmp_path / "shipyard.toml").train(track=False)

@@ -76,3 +76,12 @@ def test_rare_categories_share_the_unknown_bucket_and_json_round_trip(churn):
 def test_unfitted_transform_says_what_to_call():
     with pytest.raises(NotFittedError, match=r"Transform\.fit"):
         Transform().transform_one({"a": 1})
+
+
+def test_a_boolean_with_no_values_in_train_does_not_raise():
+    train = pd.DataFrame({"flag": [None, None, None], "x": [1.0, 2.0, 3.0]})
+    t = Transform().fit(train, {"flag": "boolean", "x": "numeric"})
+    later = pd.DataFrame({"flag": ["yes", None], "x": [1.0, None]})
+    np.testing.assert_array_equal(
+        t.transform(later), np.array([t.transform_one(r) for r in records_of(later)])
+    )

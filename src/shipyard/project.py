@@ -259,6 +259,8 @@ class Project:
             self.spec.data_path is not None
             and Path(data).resolve() == self.spec.data_path.resolve()
         )
+        if not own and self.spec.project.target not in table.frame.columns:
+            return self._check_unlabeled(table), None, None, table  # type: ignore[return-value]
         stage("profiling columns")
         ds = Dataset(table.frame, self.spec)
         previous = self._recent_report(table.snapshot_id) if reuse and own else None
@@ -478,6 +480,44 @@ class Project:
             and outcome["chosen"] == outcome["recorded_chosen"]
         )
         return outcome
+
+    def _check_unlabeled(self, table: Table) -> CheckReport:
+        """New data without the target (a production batch): the contract is all to check."""
+        target = self.spec.project.target
+        if not self.contract_path.exists():
+            raise DataError(
+                f"'{table.path}' has no target column '{target}', and no contract has been learned "
+                "yet: run `shipyard check` on the training data first, then check this file "
+                "against it."
+            )
+        contract = Contract.load(self.contract_path)
+        findings = [_violation_finding(v) for v in contract.validate(table.frame)]
+        findings.append(
+            Finding(
+                "unlabeled_data",
+                "info",
+                f"'{table.path}' has no target column '{target}': validated against the contract "
+                f"learned from the training data ({contract.n_rows:,} rows); quality and leakage "
+                "checks need the target",
+                "nothing to do for scoring data",
+                check="contract",
+            )
+        )
+        report = CheckReport(
+            data=str(table.path),
+            snapshot_id=table.snapshot_id,
+            rows=len(table.frame),
+            columns=table.frame.shape[1],
+            roles={c: col.role for c, col in contract.columns.items() if c in table.frame.columns},
+            findings=by_severity(findings),
+            flagged=[],
+            splits={},
+            contract_source=f"validated against {self.contract_path}",
+            spec_hash=self.spec.hash(),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        self._save_report(report)
+        return report
 
     def _report_path(self, snapshot_id: str) -> Path:
         return self.workspace / "reports" / f"check-{snapshot_id[:12]}.json"

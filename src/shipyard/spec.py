@@ -345,8 +345,13 @@ def _cross_checks(sections: dict[str, Any]) -> list[str]:
             problems.append(
                 f"'split.train' + 'split.dev' + 'split.test' must add up to 1; got {total:g}"
             )
-        if split.train <= 0 or split.test <= 0:
-            problems.append("'split.train' and 'split.test' must both be greater than 0")
+        if split.train <= 0 or split.dev <= 0 or split.test <= 0:
+            problems.append(
+                "'split.train', 'split.dev' and 'split.test' must each be greater than 0 "
+                "(dev selects the model; test is scored once at the end)"
+            )
+        if split.eyeball >= 1:
+            problems.append("'split.eyeball' must be below 1: the rest of dev selects the model")
     features: FeaturesSection | None = sections.get("features")
     if features:
         both = sorted(set(features.include) & set(features.exclude))

@@ -28,6 +28,7 @@ from shipyard.bundle import Bundle, load_bundle, save_bundle
 from shipyard.data.contract import Contract
 from shipyard.data.dataset import Dataset
 from shipyard.data.split import Splits
+from shipyard.errors import DataError
 from shipyard.evaluation.calibration import Calibrator, choose_calibrator, ece, reliability
 from shipyard.evaluation.latency import one_record_latency
 from shipyard.evaluation.metrics import all_metrics
@@ -113,8 +114,9 @@ def classes_of(ds: Dataset) -> list[Any]:
     """Class labels in the order of the encoded target (binary: [negative, positive])."""
     y = ds.frame[ds.spec.project.target]
     if ds.target.kind == "binary":
-        positive = ds.positive
-        others = [v for v in pd.unique(y) if not (v == positive or str(v) == str(positive))]
+        labels = list(pd.factorize(y, sort=True)[1])
+        positive = ds.positive if ds.positive is not None else labels[-1]
+        others = [v for v in labels if not (v == positive or str(v) == str(positive))]
         return [others[0] if others else None, positive]
     if ds.target.kind == "multiclass":
         return list(pd.factorize(y, sort=True)[1])
@@ -177,20 +179,29 @@ def train(
     features = ds.candidates
     roles = {c: ds.role[c] for c in features}
     frame, y = ds.frame, ds.target.y
+    families = families_for(spec, ds)
+    # the rule may name columns that are not features: carry them along, unused by the others
+    rule_cols = (
+        [c for c in families[1].expression.columns if c not in features]
+        if (spec.baseline.rule)
+        else []
+    )
     part = {
-        name: (frame.iloc[rows][features].reset_index(drop=True), y[rows])
+        name: (frame.iloc[rows][features + rule_cols].reset_index(drop=True), y[rows])
         for name, rows in splits.parts().items()
     }
     train_xy, dev_xy, test_xy = part["train"], part["dev_blackbox"], part["test"]
     if len(dev_xy[0]) == 0:
         dev_xy = part["dev_eyeball"]
-    families = families_for(spec, ds)
-    if spec.baseline.rule:  # the rule may name columns that are not features
-        rule_cols = [c for c in families[1].expression.columns if c not in features]
-        for name, rows in splits.parts().items():
-            extra = frame.iloc[rows][rule_cols].reset_index(drop=True)
-            part[name] = (pd.concat([part[name][0], extra], axis=1), part[name][1])
-        train_xy, dev_xy, test_xy = part["train"], part["dev_blackbox"], part["test"]
+    if ds.target.kind != "regression":
+        absent = sorted(set(range(ds.target.n_classes)) - set(np.unique(train_xy[1]).tolist()))
+        if absent:
+            names = [str(classes_of(ds)[k]) for k in absent]
+            raise DataError(
+                f"the train split has no rows of class {', '.join(names)} of target "
+                f"'{spec.project.target}' (split strategy '{splits.strategy}'); no model can learn "
+                "it. Use more data, a stratified split, or move the time cut."
+            )
     # Weights trade calibrated probabilities for recall on the rare class: worth it only when
     # the metric thresholds predictions (f1); ranking metrics and log loss do better without.
     weights = class_weights(train_xy[1], ds.target.kind) if spec.objective.metric == "f1" else None
@@ -273,7 +284,7 @@ def train(
 
     progress("bundle")
     contract = Contract.learn(frame.iloc[splits.train], ds.role, target=spec.project.target)
-    dev_metrics = all_metrics(ds.target.kind, dev_xy[1], dev_scores)
+    dev_metrics = all_metrics(ds.target.kind, dev_xy[1], ladder.chosen.dev_output)
     if hasattr(tracker, "result"):  # set up in the background while the ladder was fitted
         progress("tracking set-up")
         tracker = tracker.result()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from shipyard.data.roles import epoch_seconds, is_string_like
+from shipyard.data.roles import epoch_seconds, is_string_like, numeric_share
 
 N_BINS = 32
 N_FOLDS = 5
@@ -73,6 +73,8 @@ def codes_for(series: pd.Series, n_bins: int = N_BINS) -> np.ndarray:
     """
     if pd.api.types.is_datetime64_any_dtype(series):
         return _bin(epoch_seconds(series), n_bins)
+    if is_string_like(series) and numeric_share(series) >= 0.95:  # numbers stored as text
+        return _bin(pd.to_numeric(series, errors="coerce").to_numpy(dtype=float), n_bins)
     if (
         pd.api.types.is_bool_dtype(series)
         or is_string_like(series)

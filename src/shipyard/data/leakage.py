@@ -136,7 +136,11 @@ class LeakageAudit:
         for a, b in itertools.combinations(cols, 2):
             tries = [joint_power((a, b), ds.sample_codes(a, 10), ds.sample_codes(b, 10), target)]
             if a in numeric and b in numeric and ds.role[a] == ds.role[b] != "boolean":
-                tries.append(difference_power(_numeric(sample[a]), _numeric(sample[b]), target))
+                tries.append(
+                    difference_power(
+                        _numeric(sample[a], ds.role[a]), _numeric(sample[b], ds.role[b]), target
+                    )
+                )
             best = max(tries, key=lambda p: p.power)
             gain = best.power - max(single[a], single[b])
             if gain >= PAIR_GAIN and (
@@ -363,7 +367,9 @@ def _similar_names(col: str, target: str) -> bool:
     return len(a) >= 3 and len(b) >= 3 and (a in b or b in a)
 
 
-def _numeric(series: pd.Series) -> pd.Series:
+def _numeric(series: pd.Series, role: str = "datetime") -> pd.Series:
+    if role == "numeric":
+        return pd.to_numeric(series, errors="coerce").astype(float)
     if pd.api.types.is_datetime64_any_dtype(series) or not pd.api.types.is_numeric_dtype(series):
         return pd.Series(epoch_seconds(series), index=series.index, name=series.name)
     return series.astype(float)
@@ -373,8 +379,8 @@ def _model_frame(frame: pd.DataFrame, cols: list[str], roles: dict[str, str]) ->
     out = {}
     for col in cols:
         s = frame[col]
-        if roles[col] == "numeric" and pd.api.types.is_numeric_dtype(s):
-            out[col] = s.astype(float)
+        if roles[col] == "numeric":
+            out[col] = _numeric(s, "numeric")
         elif roles[col] == "datetime":
             out[col] = _numeric(s)
         else:

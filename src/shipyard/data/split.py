@@ -139,7 +139,7 @@ def make_splits(ds: Dataset) -> Splits:
         test=np.flatnonzero(part == 2),
         dropped=dropped,
     )
-    for name in ("train", "test"):
+    for name in ("train", "dev", "test"):
         if len(getattr(splits, name)) == 0:
             raise DataError(
                 f"the {name} split is empty under strategy '{strategy}' ({n:,} rows"

@@ -20,6 +20,8 @@ N_BOOT = 100
 
 
 def _groups(series: pd.Series, role: str) -> pd.Series:
+    if role == "numeric":
+        series = pd.to_numeric(series, errors="coerce")  # text that holds numbers, too
     if role == "numeric" and series.nunique() > 8:
         edges = np.unique(
             np.nanquantile(series.to_numpy(dtype=float, na_value=np.nan), [0, 0.25, 0.5, 0.75, 1])

@@ -165,7 +165,7 @@ class Transform:
     def _fit_boolean(self, name: str, series: pd.Series) -> dict[str, Any]:
         keys = sorted({category_key(v) for v in series.dropna().unique()})
         true_keys = [k for k in keys if k.strip().lower() in _TRUE_STRINGS]
-        true_key = true_keys[0] if true_keys else keys[-1]
+        true_key = true_keys[0] if true_keys else (keys[-1] if keys else "1")
         numeric = series.map(lambda v: np.nan if pd.isna(v) else float(category_key(v) == true_key))
         plan = self._fit_numeric(name, numeric.astype(float))
         plan.update(kind="boolean", true_key=true_key, known=keys)

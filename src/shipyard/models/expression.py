@@ -279,8 +279,14 @@ class _Parser:
         fn = _OPS[op]
         numeric = self.roles[name] in ("numeric", "boolean") and isinstance(value, float | bool)
 
+        boolean = self.roles[name] == "boolean"
+
         def cmp_frame(f: pd.DataFrame) -> np.ndarray:
             series = frame_col(f, name)
+            if numeric and boolean:  # Yes/No, true/false, 1/0 all compare as 1.0 / 0.0
+                arr = np.array([_truth(v) for v in series], dtype=float)
+                with np.errstate(invalid="ignore"):
+                    return np.where(np.isnan(arr), False, fn(arr, float(value)))
             if numeric:
                 arr = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
                 with np.errstate(invalid="ignore"):
@@ -292,6 +298,9 @@ class _Parser:
             raw = r.get(name)
             if _is_missing(raw):
                 return False
+            if numeric and boolean:
+                truth = _truth(raw)
+                return not math.isnan(truth) and bool(fn(truth, float(value)))
             if numeric:
                 try:
                     number = float(raw)
@@ -305,6 +314,18 @@ class _Parser:
 
 def _key(value: Any) -> str:
     return category_key(value)
+
+
+_TRUE = {"1", "true", "yes", "y", "t"}
+_FALSE = {"0", "false", "no", "n", "f"}
+
+
+def _truth(value: Any) -> float:
+    """1.0 / 0.0 for the usual spellings of true and false, NaN for missing or anything else."""
+    if _is_missing(value):
+        return math.nan
+    key = category_key(value).strip().lower()
+    return 1.0 if key in _TRUE else 0.0 if key in _FALSE else math.nan
 
 
 def _per_unique(series: pd.Series, test: Callable[[Any], bool]) -> np.ndarray:
