@@ -307,3 +307,41 @@ def test_a_class_absent_from_train_is_a_clear_error(tmp_path, churn):
     )
     with pytest.raises(DataError, match="no rows of class new"):
         Project.load(tmp_path / "shipyard.toml").train(track=False)
+
+
+def test_readiness_checklist_is_computed_stored_and_tracked(trained):
+    project, result = trained
+    readiness = result.readiness
+    assert [i["name"] for i in readiness["items"]] == [
+        "beats_baselines",
+        "constraints_met",
+        "slices_hold",
+        "calibration_validated",
+        "features_available",
+        "skew_guarded",
+        "reproducible",
+        "bundle_verifies",
+        "rollback_target",
+    ]
+    items = {i["name"]: i for i in readiness["items"]}
+    assert readiness["passed"] == all(i["passed"] for i in readiness["items"])
+    assert items["skew_guarded"]["evidence"]["max_difference"] <= 1e-9
+    assert items["bundle_verifies"]["passed"] and items["reproducible"]["passed"]
+    margins = items["beats_baselines"]["evidence"]["margins"]
+    dev = {row["rung"]: row["dev_roc_auc"] for row in result.ladder}
+    assert margins["rule"] == pytest.approx(dev[result.chosen] - dev["rule"])
+    assert items["rollback_target"]["evidence"]["fallback"] in ("linear", "rule")
+    stored = json.loads((result.bundle / "readiness.json").read_text())
+    assert stored == json.loads(json.dumps(readiness))
+    assert verify(result.bundle)["fallback"] == items["rollback_target"]["evidence"]["fallback"]
+    tags = project.tracker().get_run(result.run_id).data.tags
+    assert tags["readiness_passed"] == str(readiness["passed"])
+
+
+def test_an_impossible_constraint_fails_readiness(tmp_path, churn):
+    project = churn_project(tmp_path, churn, constraints={"p99_latency_ms": 0.0001})
+    result = project.train(track=False)
+    items = {i["name"]: i for i in result.readiness["items"]}
+    assert not result.readiness["passed"]
+    assert not items["constraints_met"]["passed"]
+    assert "p99_latency_ms" in items["constraints_met"]["summary"]

@@ -109,6 +109,7 @@ def save_bundle(
     evaluation: dict[str, Any],
     run_id: str | None,
     snapshot_id: str,
+    fallback: Family | None = None,
 ) -> Path:
     """Write a bundle atomically (a temporary folder renamed into place)."""
     folder = Path(folder)
@@ -117,6 +118,8 @@ def save_bundle(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     model.save(tmp / "model")
+    if fallback is not None:  # a simpler rung to fall back to (readiness item 9)
+        fallback.save(tmp / "fallback")
     contract.save(tmp / "contract.json")
     cols = contract.columns
     signature = {
@@ -145,6 +148,7 @@ def save_bundle(
         "spec_hash": spec_hash,
         "contract_hash": contract.hash(),
         "family": model.name,
+        "fallback": None if fallback is None else fallback.name,
         "task": model.task,
         "classes": [_plain(c) for c in classes],
         "files": {name: _sha256(tmp / name) for name in _files(tmp)},
@@ -154,6 +158,18 @@ def save_bundle(
         shutil.rmtree(folder)
     tmp.rename(folder)
     return folder
+
+
+def add_document(path: Path | str, name: str, document: Any) -> None:
+    """Add a JSON document to a verified bundle and re-sign its manifest (atomic replace)."""
+    path = Path(path)
+    manifest = verify(path)
+    target = path / name
+    target.write_text(json.dumps(document, indent=1, sort_keys=True, default=_json_default))
+    manifest["files"][name] = _sha256(target)
+    tmp = path / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    tmp.replace(path / MANIFEST)
 
 
 def _outputs(task: str, classes: list[Any]) -> dict[str, Any]:

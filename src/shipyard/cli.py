@@ -256,6 +256,13 @@ def print_train(result: TrainResult, console: Console = out) -> None:
             f"slices: {len(slices['slices'])} on test, worst gap {slices['worst_gap']:.4f}{where}"
             + (f", {tiny} too small to judge (marked tiny)" if tiny else "")
         )
+    readiness = result.readiness
+    if readiness:
+        verdict = "[bold green]ready[/]" if readiness["passed"] else "[bold red]not ready[/]"
+        console.print(f"readiness: {verdict}")
+        for item in readiness["items"]:
+            mark = "[green]✓[/]" if item["passed"] else "[bold red]✗[/]"
+            console.print(f"  {mark} {item['number']}. {item['name']}: {escape(item['summary'])}")
     console.print(
         f"chosen: [bold]{result.chosen}[/]; test {metric} [bold]{result.test[result.chosen][metric]:.4f}[/]"
         + ("" if result.constraints_met else "  [bold red](constraints not met)[/]")

@@ -382,6 +382,7 @@ class Project:
             check_report=report.to_dict(),
             ignored_findings=ignored,
             progress=progress,
+            flagged=report.flagged,
         )
 
     def runs(self, max_results: int = 50) -> list[dict[str, Any]]:

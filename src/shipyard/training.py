@@ -24,14 +24,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shipyard.bundle import Bundle, load_bundle, save_bundle
+from shipyard.bundle import Bundle, add_document, load_bundle, save_bundle, verify
 from shipyard.data.contract import Contract
 from shipyard.data.dataset import Dataset
 from shipyard.data.split import Splits
-from shipyard.errors import DataError
+from shipyard.errors import BundleError, DataError
 from shipyard.evaluation.calibration import Calibrator, choose_calibrator, ece, reliability
 from shipyard.evaluation.latency import one_record_latency
-from shipyard.evaluation.metrics import all_metrics
+from shipyard.evaluation.metrics import HIGHER_IS_BETTER, all_metrics
+from shipyard.evaluation.readiness import assess
 from shipyard.evaluation.slices import slice_metrics
 from shipyard.models import Constant, Family, GradientBoostedTrees, Linear, Rule, class_weights
 from shipyard.models.expression import parse
@@ -60,6 +61,7 @@ class TrainResult:
     slices: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    readiness: dict[str, Any] = field(default_factory=dict)
 
     @property
     def constraints_met(self) -> bool:
@@ -81,6 +83,7 @@ class TrainResult:
             "slices": self.slices,
             "warnings": self.warnings,
             "seconds": self.seconds,
+            "readiness": self.readiness,
         }
 
 
@@ -171,6 +174,7 @@ def train(
     check_report: dict[str, Any],
     ignored_findings: list[str],
     progress: Callable[[str], None] = lambda _: None,
+    flagged: list[str] | tuple[str, ...] = (),
 ) -> TrainResult:
     """Run the training pipeline on a checked dataset (see the module docstring)."""
     spec = ds.spec
@@ -304,8 +308,12 @@ def train(
             "slices": slices,
             "calibration": {k: v for k, v in calibration.items() if k != "reliability_test"},
         }
+        simpler = [r for r in ladder.rungs if r.model.complexity < chosen.complexity]
+        sign = 1 if HIGHER_IS_BETTER[metric] else -1
+        fallback = max(simpler, key=lambda r: sign * r.dev_score).model if simpler else None
         save_bundle(
             bundle_path,
+            fallback=fallback,
             model=chosen,
             contract=contract,
             spec=spec.to_dict(),
@@ -329,6 +337,39 @@ def train(
             ece_value=calibration.get("ece_test"),
             slice_gap=slices["worst_gap"],
         )
+        progress("readiness")
+        sample = test_xy[0].head(500)
+        try:
+            verify(bundle_path)
+            bundle_problem = None
+        except BundleError as exc:
+            bundle_problem = str(exc)
+        readiness = assess(
+            metric=metric,
+            min_improvement=spec.objective.min_improvement,
+            ladder=ladder.table(),
+            chosen=chosen.name,
+            constraints=constraints,
+            slices=slices,
+            max_slice_gap=spec.constraints.max_slice_gap,
+            calibration=calibration,
+            max_ece=spec.constraints.max_ece,
+            task=ds.target.kind,
+            features=features,
+            flagged=flagged,
+            frame_output=bundle.predict(sample),
+            record_output=np.array([bundle.predict_one(r) for r in sample.to_dict("records")]),
+            recorded={
+                "data_snapshot_id": snapshot_id,
+                "spec_hash": spec.hash(),
+                "seed": spec.split.seed,
+                "environment": package_versions(),
+                "git_commit": git_state(spec.root)["git_commit"],
+            },
+            bundle_problem=bundle_problem,
+            fallback=None if fallback is None else fallback.name,
+        )
+        add_document(bundle_path, "readiness.json", readiness.to_dict())
         seconds["total"] = time.perf_counter() - started
         result = TrainResult(
             run_id=run_id,
@@ -344,6 +385,7 @@ def train(
             slices=slices,
             warnings=ladder.warnings,
             seconds=seconds,
+            readiness=readiness.to_dict(),
         )
         if tracked:
             progress("tracking")
@@ -443,6 +485,8 @@ def _log_run(
     tracker.json(result.slices, "slices.json")
     tracker.json(cal, "calibration.json")
     tracker.json(result.constraints, "constraints.json")
+    tracker.json(result.readiness, "readiness.json")
+    tracker.tags({"readiness_passed": result.readiness.get("passed")})
     tracker.json(package_versions(), "environment.json")
     names = [ds.spec.project.target, "prediction"]
     eyeball_frame = eyeball[0].head(EYEBALL_SAMPLE).copy()

@@ -1,0 +1,242 @@
+"""The production-readiness checklist, item by item with its evidence.
+
+Computed for every candidate at the end of ``train``, shown, tracked and stored in the
+bundle (``readiness.json``). A candidate is ready when every item passes:
+
+1. ``beats_baselines`` — the chosen model beats the constant and rule rungs on blackbox dev
+   by at least ``min_improvement``;
+2. ``constraints_met`` — every satisficing constraint set in ``[constraints]`` holds;
+3. ``slices_hold`` — every judged slice is within the floor of the overall metric
+   (``max_slice_gap``, or 0.10 when unset); the comparison with a champion is made when one
+   exists (``promote``);
+4. ``calibration_validated`` — classifiers: test ECE within ``max_ece`` (recorded when unset);
+5. ``features_available`` — no input feature is a column the leakage audit flagged;
+6. ``skew_guarded`` — the bundle's frame path and one-record path agree on held-out rows;
+7. ``reproducible`` — data snapshot, spec, seeds and environment are recorded;
+8. ``bundle_verifies`` — the bundle's manifest and every file check out;
+9. ``rollback_target`` — a simpler rung is packaged alongside (``fallback/``) to fall back to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shipyard.evaluation.metrics import HIGHER_IS_BETTER, improvement
+
+DEFAULT_SLICE_FLOOR = 0.10
+SKEW_TOLERANCE = 1e-9
+BASELINES = ("constant", "rule")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One checklist item: passed or not, and the computed evidence."""
+
+    number: int
+    name: str
+    passed: bool
+    summary: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """The whole checklist."""
+
+    items: list[Item]
+
+    @property
+    def passed(self) -> bool:
+        return all(item.passed for item in self.items)
+
+    @property
+    def failed(self) -> list[Item]:
+        return [item for item in self.items if not item.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "items": [asdict(i) for i in self.items]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Readiness:
+        return cls([Item(**item) for item in data["items"]])
+
+
+def assess(
+    *,
+    metric: str,
+    min_improvement: float,
+    ladder: Sequence[Mapping[str, Any]],
+    chosen: str,
+    constraints: Mapping[str, Mapping[str, Any]],
+    slices: Mapping[str, Any],
+    max_slice_gap: float | None,
+    calibration: Mapping[str, Any],
+    max_ece: float | None,
+    task: str,
+    features: Sequence[str],
+    flagged: Sequence[str],
+    frame_output: np.ndarray,
+    record_output: np.ndarray,
+    recorded: Mapping[str, Any],
+    bundle_problem: str | None,
+    fallback: str | None,
+) -> Readiness:
+    """Compute every item from what ``train`` measured."""
+    items: list[Item] = []
+    scores = {row["rung"]: row[f"dev_{metric}"] for row in ladder}
+    baselines = {name: scores[name] for name in BASELINES if name in scores and name != chosen}
+    if chosen in BASELINES:
+        items.append(
+            Item(
+                1,
+                "beats_baselines",
+                False,
+                f"the chosen model is the '{chosen}' baseline itself",
+                {"dev": scores},
+            )
+        )
+    else:
+        margins = {
+            name: improvement(metric, scores[chosen], value) for name, value in baselines.items()
+        }
+        ok = all(m >= min_improvement for m in margins.values())
+        worst = min(margins, key=margins.get) if margins else None
+        items.append(
+            Item(
+                1,
+                "beats_baselines",
+                ok,
+                f"dev {metric} {scores[chosen]:.4f}; beats "
+                + ", ".join(f"{n} by {m:+.4f}" for n, m in margins.items())
+                + f" (needs ≥ {min_improvement:g})"
+                + ("" if ok else f"; not enough over '{worst}'"),
+                {"dev": scores, "margins": margins, "min_improvement": min_improvement},
+            )
+        )
+    failed = [n for n, c in constraints.items() if not c["passed"]]
+    items.append(
+        Item(
+            2,
+            "constraints_met",
+            not failed,
+            "every constraint set holds" if not failed else f"failed: {', '.join(failed)}",
+            {n: dict(c) for n, c in constraints.items()},
+        )
+    )
+    floor = max_slice_gap if max_slice_gap is not None else DEFAULT_SLICE_FLOOR
+    sign = 1 if HIGHER_IS_BETTER[metric] else -1
+    overall = slices.get("overall")
+    below = [
+        f"{s['column']}={s['value']}"
+        for s in slices.get("slices", [])
+        if not s["tiny"]
+        and s.get(metric) is not None
+        and overall is not None
+        and sign * (overall - s[metric]) > floor
+    ]
+    items.append(
+        Item(
+            3,
+            "slices_hold",
+            not below,
+            (
+                f"{len(slices.get('slices', []))} slices within {floor:g} of the overall {metric}"
+                if not below
+                else f"below the floor ({floor:g} under overall): {', '.join(below)}"
+            )
+            + "; no champion to compare with yet",
+            {"floor": floor, "below": below, "worst_gap": slices.get("worst_gap")},
+        )
+    )
+    if task == "regression":
+        items.append(Item(4, "calibration_validated", True, "regression: not applicable"))
+    else:
+        value = calibration.get("ece_test")
+        ok = value is not None and (max_ece is None or value <= max_ece)
+        items.append(
+            Item(
+                4,
+                "calibration_validated",
+                ok,
+                f"test ECE {value:.4f}"
+                + (
+                    f" ≤ max_ece {max_ece:g}"
+                    if ok and max_ece is not None
+                    else f" > max_ece {max_ece:g}"
+                    if max_ece is not None
+                    else " (max_ece not set: recorded, not bounded)"
+                ),
+                {"ece_test": value, "max_ece": max_ece, "calibrator": calibration.get("kept")},
+            )
+        )
+    leaky = sorted(set(features) & set(flagged))
+    items.append(
+        Item(
+            5,
+            "features_available",
+            not leaky,
+            "no feature was flagged by the leakage audit"
+            if not leaky
+            else f"features flagged by the leakage audit: {', '.join(leaky)}",
+            {"flagged_features": leaky},
+        )
+    )
+    diff = float(np.max(np.abs(np.asarray(frame_output, float) - np.asarray(record_output, float))))
+    items.append(
+        Item(
+            6,
+            "skew_guarded",
+            diff <= SKEW_TOLERANCE,
+            f"frame and one-record paths agree on {len(frame_output)} held-out rows "
+            f"(max difference {diff:.1e})",
+            {"rows": len(frame_output), "max_difference": diff},
+        )
+    )
+    missing = [
+        k for k in ("data_snapshot_id", "spec_hash", "seed", "environment") if not recorded.get(k)
+    ]
+    note = "" if recorded.get("git_commit") else "; no git commit (the project is not in git)"
+    items.append(
+        Item(
+            7,
+            "reproducible",
+            not missing,
+            (
+                "snapshot, spec, seeds and environment recorded"
+                if not missing
+                else f"not recorded: {', '.join(missing)}"
+            )
+            + note,
+            dict(recorded),
+        )
+    )
+    items.append(
+        Item(
+            8,
+            "bundle_verifies",
+            bundle_problem is None,
+            "manifest and every file verified" if bundle_problem is None else bundle_problem,
+        )
+    )
+    items.append(
+        Item(
+            9,
+            "rollback_target",
+            fallback is not None,
+            f"the '{fallback}' rung is packaged alongside as fallback/"
+            if fallback
+            else "no simpler rung to fall back to",
+            {"fallback": fallback},
+        )
+    )
+    return Readiness(items)
+
+
+def skew_sample(frame: pd.DataFrame, n: int = 500) -> pd.DataFrame:
+    """Up to ``n`` held-out rows for the skew check."""
+    return frame.head(n)
