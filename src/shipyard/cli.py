@@ -322,6 +322,128 @@ def runs(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False) 
 
 
 @app.command()
+def models(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False) -> None:
+    """Registered versions with metrics, readiness and deployment role (aliases repaired)."""
+    with _errors(), _progress(as_json) as update:
+        update("reading the registry")
+        listing = Project.load(spec).models()
+    if as_json:
+        _emit_json(listing)
+        return
+    state = listing["state"]
+    metric = listing["versions"][-1]["metric"] if listing["versions"] else ""
+    table = RichTable(title=f"model {listing['model']} ({metric})", title_justify="left")
+    for col in ("v", "created", "chosen", "dev", "test", "ready", "role", "aliases"):
+        table.add_column(col)
+    for r in listing["versions"]:
+        ready = (
+            "—"
+            if r["ready"] is None
+            else "[green]yes[/]"
+            if r["ready"]
+            else f"[red]no[/] ({', '.join(r['failed'])})"
+        )
+        table.add_row(
+            str(r["version"]),
+            r["created"],
+            str(r["chosen"]),
+            _fmt(r["dev"]),
+            _fmt(r["test"]),
+            ready,
+            f"[bold]{r['role']}[/]" if r["role"] else "",
+            ", ".join(r["aliases"]),
+        )
+    out.print(table if listing["versions"] else "no registered versions yet: run `shipyard train`")
+    out.print(
+        f"deployment state (revision {state['revision']}): champion {state['champion'] or '—'}, "
+        f"challenger {state['challenger'] or '—'}"
+        + (f" ({state['mode']} {state['percent']:g}%)" if state["challenger"] else "")
+    )
+    for repair in listing["repairs"]:
+        out.print(f"[yellow]repaired MLflow alias[/]: {escape(repair)}")
+    for h in listing["history"][-10:]:
+        what = (
+            f"promote v{h['version']} → {h['to']}"
+            + (f" {h['after']['percent']:g}%" if h.get("to") == "canary" else "")
+            if h["action"] == "promote"
+            else f"rollback of v{h['version']} → champion v{h['after']['champion']}"
+        )
+        reason = f"  reason: {escape(h['reason'])}" if h.get("reason") else ""
+        forced = "  [red]forced[/]" if h.get("forced") else ""
+        out.print(
+            f"  r{h['revision']} {h['time'][:19]} {escape(h['actor'])}: {what}{reason}{forced}"
+        )
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="Version number, NAME/N or models:/NAME/N.")],
+    to: Annotated[str, typer.Option("--to", help="shadow, canary or champion.")],
+    percent: Annotated[
+        float | None,
+        typer.Option(help="Canary traffic percent (default: next of [serving] canary_steps)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Override failed gates.")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why (required with --force).")] = None,
+    spec: SpecOption = Path("shipyard.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """Gate a version on readiness (and on beating the champion), then deploy it."""
+    with _errors(), _progress(as_json) as update:
+        outcome = Project.load(spec).promote(
+            version, to, percent=percent, force=force, reason=reason, progress=update
+        )
+    if as_json:
+        _emit_json(outcome)
+        return
+    after = outcome["after"]
+    role = (
+        "champion"
+        if to == "champion"
+        else f"{after['mode']}"
+        + (f" at {after['percent']:g}%" if after["mode"] == "canary" else "")
+    )
+    versus = outcome.get("versus")
+    if versus:
+        out.print(
+            f"vs champion v{versus['version']} on the newest test split ({versus['rows']:,} rows): "
+            f"{versus['metric']} {versus['candidate']:.4f} vs {versus['champion']:.4f} "
+            f"({versus['improvement']:+.4f}); {versus['slices_compared']} slices compared"
+        )
+    if outcome["failures"]:
+        out.print("[bold red]FORCED over[/]: " + "; ".join(map(escape, outcome["failures"])))
+    out.print(
+        f"[bold green]version {outcome['version']} is now {role}[/] (revision "
+        f"{outcome['revision']}, committed in {outcome['committed_seconds']:.2f} s)"
+    )
+    for line in outcome["aliases"]:
+        out.print(f"  MLflow {escape(line)}")
+
+
+@app.command()
+def rollback(
+    reason: Annotated[str | None, typer.Option(help="Why, recorded in the history.")] = None,
+    spec: SpecOption = Path("shipyard.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """The champion goes back to the previous champion; the current one is marked."""
+    with _errors():
+        project = Project.load(spec)
+        with _progress(as_json) as update:
+            outcome = project.rollback(reason=reason, progress=update)
+    if as_json:
+        _emit_json(outcome)
+        return
+    out.print(
+        f"[bold green]champion is v{outcome['after']['champion']}[/] again (v"
+        f"{outcome['rolled_back']} rolled back; revision {outcome['revision']}, committed in "
+        f"{outcome['committed_seconds'] * 1000:.1f} ms)"
+    )
+    for line in outcome["aliases"]:
+        out.print(f"  MLflow {escape(line)}")
+
+
+@app.command()
 def reproduce(
     run_id: Annotated[str, typer.Argument(help="The run to reproduce (see `shipyard runs`).")],
     spec: SpecOption = Path("shipyard.toml"),

@@ -11,6 +11,7 @@ service translate errors in exactly one place each::
     │   └── ContractViolation           data breaks the learned contract (carries violations)
     ├── WorkspaceError                  refusing to overwrite or write project state
     ├── CheckFailed                     exit 1: a check or gate found a problem
+    ├── RegistryLocked                  exit 1 / HTTP 409: another promotion holds the lock
     ├── BundleError                     a bundle fails verification or has an unknown format
     ├── TrackingError                   the MLflow tracking store/server is unreachable or refused
     └── NotFittedError(AttributeError)  a transform, model or contract used before fit/learn
@@ -62,6 +63,13 @@ class CheckFailed(ShipyardError):
     """A check or gate found a problem (error findings, a failed constraint, a mismatch)."""
 
     exit_code = 1
+
+
+class RegistryLocked(ShipyardError):
+    """Another process is changing the deployment state; nothing was changed."""
+
+    exit_code = 1
+    http_status = 409
 
 
 class BundleError(ShipyardError):

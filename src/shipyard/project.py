@@ -34,6 +34,7 @@ from shipyard.data.leakage import leakage_findings
 from shipyard.data.quality import quality_findings
 from shipyard.data.split import Splits, make_splits, split_findings
 from shipyard.errors import CheckFailed, DataError, SpecError
+from shipyard.registry import Registry
 from shipyard.scaffold import Inferred, write_spec
 from shipyard.spec import Spec, load_spec
 from shipyard.tracking import Tracker, probe, resolve_uri
@@ -327,11 +328,11 @@ class Project:
 
     # --- training ------------------------------------------------------------------------
 
-    def tracker(self) -> Tracker:
+    def tracker(self, warm: bool = False) -> Tracker:
         """The MLflow tracker for this project (probes a server URI before use)."""
         uri = resolve_uri(self.spec.tracking.uri, self.workspace)
         experiment = self.spec.tracking.experiment or self.spec.project.name
-        return Tracker(uri, experiment, artifact_root=self.workspace / "mlartifacts")
+        return Tracker(uri, experiment, artifact_root=self.workspace / "mlartifacts", warm=warm)
 
     def train(
         self,
@@ -372,7 +373,7 @@ class Project:
                 "training refused: the data cannot be split under [split]; see `shipyard check`."
             )
         # the tracking store is set up in the background while the models fit
-        tracker = (lambda: pool.submit(self.tracker)) if pool is not None else None
+        tracker = (lambda: pool.submit(self.tracker, True)) if pool is not None else None
         return run_training(
             ds,
             splits,
@@ -383,7 +384,50 @@ class Project:
             ignored_findings=ignored,
             progress=progress,
             flagged=report.flagged,
+            champion=self._champion_bundle(),
         )
+
+    def _champion_bundle(self) -> tuple[int, Path] | None:
+        state = self.registry.state()
+        recorded = state.bundle(state.champion) if state.champion is not None else None
+        if recorded is None or not (self.workspace / recorded).is_dir():
+            return None
+        return state.champion, self.workspace / recorded
+
+    # --- deployment ----------------------------------------------------------------------
+
+    @property
+    def registry(self) -> Registry:
+        """The deployment state of this project's registered model."""
+        return Registry(self.workspace / "deployment", self.spec.project.name)
+
+    def models(self) -> dict[str, Any]:
+        """Registered versions with metrics, readiness and role; MLflow aliases repaired."""
+        from shipyard import promotion
+
+        return promotion.models(self)
+
+    def promote(
+        self,
+        version: str | int,
+        to: str,
+        percent: float | None = None,
+        force: bool = False,
+        reason: str | None = None,
+        progress: Progress = _quiet,
+    ) -> dict[str, Any]:
+        """Gate ``version`` and make it shadow, canary or champion (see :mod:`promotion`)."""
+        from shipyard import promotion
+
+        return promotion.promote(
+            self, version, to, percent=percent, force=force, reason=reason, progress=progress
+        )
+
+    def rollback(self, reason: str | None = None, progress: Progress = _quiet) -> dict[str, Any]:
+        """The champion goes back to the previous champion; the current one is marked."""
+        from shipyard import promotion
+
+        return promotion.rollback(self, reason=reason, progress=progress)
 
     def runs(self, max_results: int = 50) -> list[dict[str, Any]]:
         """Tracked training runs, newest first."""

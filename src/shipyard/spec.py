@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import itertools
 import json
 import tomllib
 from collections.abc import Callable
@@ -96,6 +97,13 @@ class SplitSection:
 
 
 @dataclass(frozen=True)
+class ServingSection:
+    """How challengers meet traffic: the canary's percent steps (``promote --to canary``)."""
+
+    canary_steps: tuple[float, ...] = (5, 10, 25, 50, 100)
+
+
+@dataclass(frozen=True)
 class TrackingSection:
     """Where runs are tracked: an MLflow tracking URI (default: SQLite under .shipyard/)."""
 
@@ -122,6 +130,15 @@ def _positive(v: Any) -> str | None:
 
 def _non_negative(v: Any) -> str | None:
     return None if v >= 0 else "a number of 0 or more"
+
+
+def _percent_steps(v: Any) -> str | None:
+    ok = (
+        v
+        and all(isinstance(p, int | float) and not isinstance(p, bool) and 0 < p <= 100 for p in v)
+        and all(a < b for a, b in itertools.pairwise(v))
+    )
+    return None if ok else "a non-empty, increasing list of percents, each in (0, 100]"
 
 
 def _non_empty(v: Any) -> str | None:
@@ -201,6 +218,10 @@ SECTIONS: dict[str, tuple[type, dict[str, Key]]] = {
             "purge_entities": Key((bool,), type_name="true or false"),
         },
     ),
+    "serving": (
+        ServingSection,
+        {"canary_steps": Key((list,), _percent_steps, type_name="a list of percents")},
+    ),
     "tracking": (TrackingSection, {"uri": _STR, "experiment": _STR}),
 }
 
@@ -223,6 +244,7 @@ class Spec:
     features: FeaturesSection = field(default_factory=FeaturesSection)
     baseline: BaselineSection = field(default_factory=BaselineSection)
     split: SplitSection = field(default_factory=SplitSection)
+    serving: ServingSection = field(default_factory=ServingSection)
     tracking: TrackingSection = field(default_factory=TrackingSection)
     root: Path = field(default=Path("."), compare=False)
 
@@ -321,6 +343,8 @@ def _check_value(decl: Key, value: Any) -> str | None:
     if not isinstance(value, decl.types):
         return decl.type_name
     if isinstance(value, list):
+        if decl.check is not None:
+            return decl.check(value)
         if not all(isinstance(v, str) and v for v in value):
             return "a list of column names (strings)"
         return None

@@ -81,7 +81,9 @@ def _warm_up() -> None:
 class Tracker:
     """An MLflow experiment with one parent run per ``train`` and nested runs per rung."""
 
-    def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
+    def __init__(
+        self, uri: str, experiment: str, artifact_root: Path | None = None, warm: bool = False
+    ) -> None:
         probe(uri)
         import mlflow
         from mlflow.tracking import MlflowClient
@@ -115,7 +117,8 @@ class Tracker:
         except Exception as exc:
             raise TrackingError(f"cannot use tracking URI {uri}: {exc}") from exc
         self.experiment = experiment
-        _warm_up()
+        if warm:  # about to log a model: pay MLflow's one-off costs now (in the background)
+            _warm_up()
 
     @contextmanager
     def run(
@@ -213,6 +216,47 @@ class Tracker:
             return Path(self.client.download_artifacts(run_id, path, str(dest)))
         except Exception as exc:
             raise TrackingError(f"run '{run_id}' has no artifact '{path}': {exc}") from exc
+
+    # --- the model registry ---------------------------------------------------------------
+
+    def versions(self, model: str) -> list[Any]:
+        """Every registered version of ``model``, oldest first (empty if none)."""
+        try:
+            found = self.client.search_model_versions(f"name = '{model}'")
+        except Exception as exc:
+            raise TrackingError(f"cannot list versions of '{model}' in {self.uri}: {exc}") from exc
+        return sorted(found, key=lambda v: int(v.version))
+
+    def aliases(self, model: str) -> dict[str, int]:
+        try:
+            found = self.client.get_registered_model(model)
+        except Exception:
+            return {}
+        return {alias: int(version) for alias, version in (found.aliases or {}).items()}
+
+    def set_alias(self, model: str, alias: str, version: int) -> None:
+        try:
+            self.client.set_registered_model_alias(model, alias, str(version))
+        except Exception as exc:
+            raise TrackingError(f"cannot set alias '{alias}' of '{model}': {exc}") from exc
+
+    def delete_alias(self, model: str, alias: str) -> None:
+        try:
+            self.client.delete_registered_model_alias(model, alias)
+        except Exception as exc:
+            raise TrackingError(f"cannot delete alias '{alias}' of '{model}': {exc}") from exc
+
+    def download_bundle(self, model: str, version: int, dest: Path) -> Path:
+        """The bundle artifact of a registered version, downloaded into ``dest``."""
+        try:
+            folder = self.mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{model}/{version}", dst_path=str(dest)
+            )
+        except Exception as exc:
+            raise TrackingError(
+                f"cannot download version {version} of '{model}' from {self.uri}: {exc}"
+            ) from exc
+        return Path(folder) / "artifacts" / "bundle"
 
     def model_uri(self, run_id: str) -> str:
         models = self.client.search_logged_models(

@@ -32,7 +32,7 @@ from shipyard.errors import BundleError, DataError
 from shipyard.evaluation.calibration import Calibrator, choose_calibrator, ece, reliability
 from shipyard.evaluation.latency import one_record_latency
 from shipyard.evaluation.metrics import HIGHER_IS_BETTER, all_metrics
-from shipyard.evaluation.readiness import assess
+from shipyard.evaluation.readiness import assess, compare_with_champion
 from shipyard.evaluation.slices import slice_metrics
 from shipyard.models import Constant, Family, GradientBoostedTrees, Linear, Rule, class_weights
 from shipyard.models.expression import parse
@@ -160,6 +160,38 @@ def _evaluate_constraints(
     return out
 
 
+def _versus_champion(
+    champion: tuple[int, Path],
+    spec: Any,
+    ds: Dataset,
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    scores: np.ndarray,
+    slice_cols: list[str],
+) -> dict[str, Any] | None:
+    """The candidate against the current champion on the candidate's test split."""
+    version, path = champion
+    try:
+        bundle = load_bundle(path)
+    except BundleError:
+        return None  # promote compares again, and refuses a champion that fails to verify
+    if any(c not in frame.columns for c in bundle.features):
+        return None
+    return compare_with_champion(
+        version=version,
+        metric=spec.objective.metric,
+        task=ds.target.kind,
+        y=y,
+        frame=frame,
+        candidate=scores,
+        champion=bundle.predict(frame[bundle.features]),
+        slice_columns=slice_cols,
+        roles=ds.role,
+        min_improvement=spec.objective.min_improvement,
+        seed=spec.split.seed,
+    )
+
+
 def _predictions_hash(values: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(values, dtype=np.float64).tobytes()).hexdigest()
 
@@ -175,6 +207,7 @@ def train(
     ignored_findings: list[str],
     progress: Callable[[str], None] = lambda _: None,
     flagged: list[str] | tuple[str, ...] = (),
+    champion: tuple[int, Path] | None = None,
 ) -> TrainResult:
     """Run the training pipeline on a checked dataset (see the module docstring)."""
     spec = ds.spec
@@ -286,6 +319,12 @@ def train(
         else {"metric": metric, "slices": [], "worst_gap": 0.0, "worst_slice": None}
     )
 
+    versus = (
+        _versus_champion(champion, spec, ds, test_frame, test_xy[1], chosen_test, slice_cols)
+        if champion is not None
+        else None
+    )
+
     progress("bundle")
     contract = Contract.learn(frame.iloc[splits.train], ds.role, target=spec.project.target)
     dev_metrics = all_metrics(ds.target.kind, dev_xy[1], ladder.chosen.dev_output)
@@ -368,6 +407,7 @@ def train(
             },
             bundle_problem=bundle_problem,
             fallback=None if fallback is None else fallback.name,
+            champion=versus,
         )
         add_document(bundle_path, "readiness.json", readiness.to_dict())
         seconds["total"] = time.perf_counter() - started

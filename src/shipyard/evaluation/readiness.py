@@ -7,8 +7,9 @@ bundle (``readiness.json``). A candidate is ready when every item passes:
    by at least ``min_improvement``;
 2. ``constraints_met`` — every satisficing constraint set in ``[constraints]`` holds;
 3. ``slices_hold`` — every judged slice is within the floor of the overall metric
-   (``max_slice_gap``, or 0.10 when unset); the comparison with a champion is made when one
-   exists (``promote``);
+   (``max_slice_gap``, or 0.10 when unset), and, when a champion exists, no slice is worse
+   than the champion's beyond the candidate's 95% interval (:func:`compare_with_champion`,
+   on the candidate's test split at ``train``, again on the newest test split at ``promote``);
 4. ``calibration_validated`` — classifiers: test ECE within ``max_ece`` (recorded when unset);
 5. ``features_available`` — no input feature is a column the leakage audit flagged;
 6. ``skew_guarded`` — the bundle's frame path and one-record path agree on held-out rows;
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from shipyard.evaluation.metrics import HIGHER_IS_BETTER, improvement
+from shipyard.evaluation.slices import slice_metrics
 
 DEFAULT_SLICE_FLOOR = 0.10
 SKEW_TOLERANCE = 1e-9
@@ -85,6 +87,7 @@ def assess(
     recorded: Mapping[str, Any],
     bundle_problem: str | None,
     fallback: str | None,
+    champion: Mapping[str, Any] | None = None,
 ) -> Readiness:
     """Compute every item from what ``train`` measured."""
     items: list[Item] = []
@@ -139,18 +142,35 @@ def assess(
         and overall is not None
         and sign * (overall - s[metric]) > floor
     ]
+    regressed = list(champion["regressed_slices"]) if champion else []
+    if champion is None:
+        versus = "; no champion to compare with"
+    elif regressed:
+        versus = f"; worse than champion v{champion['version']} beyond the interval: " + ", ".join(
+            regressed
+        )
+    else:
+        versus = (
+            f"; no slice worse than champion v{champion['version']} beyond the interval "
+            f"({champion['slices_compared']} compared)"
+        )
     items.append(
         Item(
             3,
             "slices_hold",
-            not below,
+            not below and not regressed,
             (
                 f"{len(slices.get('slices', []))} slices within {floor:g} of the overall {metric}"
                 if not below
                 else f"below the floor ({floor:g} under overall): {', '.join(below)}"
             )
-            + "; no champion to compare with yet",
-            {"floor": floor, "below": below, "worst_gap": slices.get("worst_gap")},
+            + versus,
+            {
+                "floor": floor,
+                "below": below,
+                "worst_gap": slices.get("worst_gap"),
+                "champion": dict(champion) if champion else None,
+            },
         )
     )
     if task == "regression":
@@ -235,6 +255,52 @@ def assess(
         )
     )
     return Readiness(items)
+
+
+def compare_with_champion(
+    *,
+    version: int,
+    metric: str,
+    task: str,
+    y: np.ndarray,
+    frame: pd.DataFrame,
+    candidate: np.ndarray,
+    champion: np.ndarray,
+    slice_columns: Sequence[str],
+    roles: Mapping[str, str],
+    min_improvement: float,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Candidate vs champion ``version`` on the same rows: overall and slice by slice.
+
+    A slice regresses when the champion's value lies beyond the candidate's 95% bootstrap
+    interval on the wrong side; tiny slices are not judged.
+    """
+    columns = list(slice_columns)
+    mine = slice_metrics(frame, y, candidate, columns, dict(roles), metric, task, seed=seed)
+    theirs = slice_metrics(frame, y, champion, columns, dict(roles), metric, task, seed=seed)
+    higher = HIGHER_IS_BETTER[metric]
+    regressed, compared = [], 0
+    for a, b in zip(mine["slices"], theirs["slices"], strict=True):
+        if a["tiny"] or b["tiny"] or a[metric] is None or b[metric] is None:
+            continue
+        compared += 1
+        bound = a.get("ci_high" if higher else "ci_low", a[metric])
+        if (b[metric] > bound) if higher else (b[metric] < bound):
+            regressed.append(f"{a['column']}={a['value']} ({a[metric]:.4f} vs {b[metric]:.4f})")
+    gain = improvement(metric, mine["overall"], theirs["overall"])
+    return {
+        "version": version,
+        "metric": metric,
+        "rows": len(y),
+        "candidate": mine["overall"],
+        "champion": theirs["overall"],
+        "improvement": gain,
+        "min_improvement": min_improvement,
+        "beats_champion": bool(gain >= min_improvement),
+        "slices_compared": compared,
+        "regressed_slices": regressed,
+    }
 
 
 def skew_sample(frame: pd.DataFrame, n: int = 500) -> pd.DataFrame:

@@ -1,0 +1,369 @@
+"""Deployment state: who serves, who challenges, and every change — one record, one write.
+
+The whole state of a registered model — champion version, challenger version, challenger
+mode (``shadow`` or ``canary``), canary percent, the champions in order (for rollback), the
+versions rolled back, where each promoted version's bundle lives, and a history of every
+change with time, actor and reason — is ONE JSON document,
+``.shipyard/deployment/<model>.json``. It is replaced in one atomic operation (written to a
+temporary file, flushed to disk, renamed over the old one), so a crash at any point leaves
+either the previous state or the new one, never a mix. Changes take an exclusive lock
+(``<model>.lock``, released by the kernel if the holder dies); a second promotion while one
+holds it is refused, with the holder named.
+
+MLflow's aliases ``champion`` and ``challenger`` mirror this record for the MLflow UI;
+:func:`sync_aliases` repairs them from it when they disagree (after a crash between the two
+writes, or a hand edit in the UI). Reading the state needs neither MLflow nor pandas, so a
+rollback commits in milliseconds.
+
+>>> state = Deployment("flights")
+>>> state = promoted(state, 1, "champion", actor="ana", bundle="bundles/r1")
+>>> state = promoted(state, 2, "canary", percent=10, actor="ana", bundle="bundles/r2")
+>>> state.champion, state.challenger, state.mode, state.percent
+(1, 2, 'canary', 10.0)
+>>> state = promoted(state, 2, "champion", actor="ana")
+>>> state = rolled_back(state, actor="ana", reason="p99 doubled")
+>>> state.champion, state.rolled_back, state.revision
+(1, (2,), 4)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import json
+import os
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from shipyard.errors import CheckFailed, RegistryLocked, SpecError, WorkspaceError
+
+TARGETS = ("shadow", "canary", "champion")
+ALIASES = ("champion", "challenger")
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The deployment state of one registered model (see the module docstring)."""
+
+    model: str
+    revision: int = 0
+    champion: int | None = None
+    challenger: int | None = None
+    mode: str | None = None  # "shadow" or "canary" when there is a challenger
+    percent: float = 0.0  # share of traffic the canary gets
+    champions: tuple[int, ...] = ()  # every champion in order; the current one last
+    rolled_back: tuple[int, ...] = ()
+    bundles: dict[str, str] = field(default_factory=dict)  # version -> bundle folder
+    history: tuple[dict[str, Any], ...] = ()
+
+    def role(self, version: int) -> str:
+        """What the version does now: champion, shadow, canary P%, rolled back, or ''."""
+        if version == self.champion:
+            return "champion"
+        if version == self.challenger:
+            return f"canary {self.percent:g}%" if self.mode == "canary" else "shadow"
+        if version in self.rolled_back:
+            return "rolled back"
+        if version in self.champions:
+            return "former champion"
+        return ""
+
+    def aliases(self) -> dict[str, int | None]:
+        return {"champion": self.champion, "challenger": self.challenger}
+
+    def bundle(self, version: int) -> str | None:
+        return self.bundles.get(str(version))
+
+    def summary(self) -> dict[str, Any]:
+        """The state without its history (what each history entry records as before/after)."""
+        return {
+            "champion": self.champion,
+            "challenger": self.challenger,
+            "mode": self.mode,
+            "percent": self.percent,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["state_version"] = STATE_VERSION
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Deployment:
+        return cls(
+            model=data["model"],
+            revision=int(data["revision"]),
+            champion=data.get("champion"),
+            challenger=data.get("challenger"),
+            mode=data.get("mode"),
+            percent=float(data.get("percent", 0.0)),
+            champions=tuple(data.get("champions", ())),
+            rolled_back=tuple(data.get("rolled_back", ())),
+            bundles=dict(data.get("bundles", {})),
+            history=tuple(data.get("history", ())),
+        )
+
+
+def actor() -> str:
+    """Who is making a change: ``SHIPYARD_ACTOR``, else user@host."""
+    name = os.environ.get("SHIPYARD_ACTOR")
+    if name:
+        return name
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _entry(
+    before: Deployment, after: Deployment, action: str, who: str, **details: Any
+) -> dict[str, Any]:
+    return {
+        "revision": after.revision,
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "actor": who,
+        "action": action,
+        "before": before.summary(),
+        "after": after.summary(),
+        **{k: v for k, v in details.items() if v is not None},
+    }
+
+
+def next_canary_percent(state: Deployment, version: int, steps: tuple[float, ...]) -> float:
+    """The canary's next step: the first step when the version is not the canary yet."""
+    if state.challenger == version and state.mode == "canary":
+        later = [p for p in steps if p > state.percent]
+        if not later:
+            raise SpecError(
+                f"version {version} is already a canary at {state.percent:g}%, the last of "
+                f"[serving] canary_steps {list(steps)}; promote it --to champion."
+            )
+        return float(later[0])
+    return float(steps[0])
+
+
+def promoted(
+    state: Deployment,
+    version: int,
+    to: str,
+    *,
+    actor: str,
+    percent: float | None = None,
+    bundle: str | None = None,
+    reason: str | None = None,
+    forced: list[str] | None = None,
+    evidence: Mapping[str, Any] | None = None,
+) -> Deployment:
+    """The state after promoting ``version`` to ``to`` (pure: nothing is written).
+
+    Raises :class:`SpecError` (exit 2) for a move that makes no sense in this state.
+    """
+    if to not in TARGETS:
+        raise SpecError(f"--to must be one of {', '.join(TARGETS)}; got {to!r}")
+    bundles = dict(state.bundles)
+    if bundle is not None:
+        bundles[str(version)] = bundle
+    if to == "champion":
+        if state.champion == version:
+            raise SpecError(f"version {version} is already the champion of '{state.model}'.")
+        if percent is not None:
+            raise SpecError("--percent applies to --to canary only.")
+        challenger = None if state.challenger == version else state.challenger
+        after = replace(
+            state,
+            revision=state.revision + 1,
+            champion=version,
+            challenger=challenger,
+            mode=None if challenger is None else state.mode,
+            percent=0.0 if challenger is None else state.percent,
+            champions=(*[v for v in state.champions if v != version], version),
+            rolled_back=tuple(v for v in state.rolled_back if v != version),
+            bundles=bundles,
+        )
+    else:
+        if state.champion is None:
+            raise SpecError(
+                f"'{state.model}' has no champion yet, so there is nothing to {to} against: "
+                "promote a version --to champion first."
+            )
+        if state.champion == version:
+            raise SpecError(
+                f"version {version} is the champion; a challenger must be another version."
+            )
+        if to == "shadow":
+            if percent is not None:
+                raise SpecError("--percent applies to --to canary only (a shadow gets 0%).")
+            percent = 0.0
+        elif percent is None or not 0 < percent <= 100:
+            raise SpecError(f"--percent must be in (0, 100]; got {percent!r}")
+        after = replace(
+            state,
+            revision=state.revision + 1,
+            challenger=version,
+            mode=to,
+            percent=float(percent),
+            rolled_back=tuple(v for v in state.rolled_back if v != version),
+            bundles=bundles,
+        )
+    entry = _entry(
+        state,
+        after,
+        "promote",
+        actor,
+        version=version,
+        to=to,
+        reason=reason,
+        forced=forced,
+        evidence=dict(evidence) if evidence else None,
+    )
+    return replace(after, history=(*state.history, entry))
+
+
+def rolled_back(state: Deployment, *, actor: str, reason: str | None = None) -> Deployment:
+    """The state after rolling the champion back to the previous one (pure).
+
+    The rolled-back version is marked: promoting it again needs ``--force --reason``.
+    Raises :class:`CheckFailed` (exit 1) when there is nothing to roll back to.
+    """
+    if state.champion is None:
+        raise CheckFailed(f"'{state.model}' has no champion: there is nothing to roll back.")
+    earlier = [v for v in state.champions[:-1] if v not in state.rolled_back]
+    if not earlier:
+        raise CheckFailed(
+            f"version {state.champion} is the first champion of '{state.model}': there is no "
+            "previous champion to roll back to. Promote another version --to champion instead."
+        )
+    target = earlier[-1]
+    gone = state.champion
+    challenger = None if state.challenger in (target, gone) else state.challenger
+    after = replace(
+        state,
+        revision=state.revision + 1,
+        champion=target,
+        challenger=challenger,
+        mode=None if challenger is None else state.mode,
+        percent=0.0 if challenger is None else state.percent,
+        champions=(*[v for v in state.champions if v not in (gone, target)], target),
+        rolled_back=(*[v for v in state.rolled_back if v != gone], gone),
+    )
+    entry = _entry(state, after, "rollback", actor, version=gone, reason=reason)
+    return replace(after, history=(*state.history, entry))
+
+
+class Registry:
+    """The deployment-state file of one model, its lock, and atomic replacement."""
+
+    def __init__(self, folder: Path, model: str) -> None:
+        self.folder = Path(folder)
+        self.model = model
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
+        self.path = self.folder / f"{safe}.json"
+        self.lock_path = self.folder / f"{safe}.lock"
+
+    def state(self) -> Deployment:
+        """The committed state (an empty one before the first promotion)."""
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return Deployment(self.model)
+        try:
+            state = Deployment.from_dict(json.loads(text))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise WorkspaceError(
+                f"the deployment state '{self.path}' cannot be read ({exc}); it was edited by "
+                "hand or by another tool. Restore it from version control or a backup."
+            ) from exc
+        if state.model != self.model:
+            raise WorkspaceError(
+                f"'{self.path}' holds the state of model '{state.model}', not '{self.model}'."
+            )
+        return state
+
+    @contextlib.contextmanager
+    def lock(self, action: str) -> Iterator[None]:
+        """Hold the exclusive change lock, or raise :class:`RegistryLocked` at once."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+                raise RegistryLocked(
+                    f"another change to '{self.model}' is in progress ({holder}); nothing was "
+                    "changed. Wait for it to finish and run again."
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{action} by pid {os.getpid()} since {_now()}".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock; the kernel releases it if we die
+
+    def update(
+        self, action: str, change: Callable[[Deployment], Deployment]
+    ) -> tuple[Deployment, Deployment]:
+        """Under the lock: read the state, compute the new one, commit it atomically."""
+        with self.lock(action):
+            self._sweep()
+            before = self.state()
+            after = change(before)
+            self._write(after)
+            return before, after
+
+    def _write(self, state: Deployment) -> None:
+        tmp = self.folder / f".{self.path.name}.{os.getpid()}.tmp"
+        data = json.dumps(state.to_dict(), indent=1, sort_keys=True).encode()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)  # the one atomic step: before it the old state, after the new
+        folder = os.open(self.folder, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+    def _sweep(self) -> None:
+        """Remove temporary files a killed writer left behind (under the lock)."""
+        for leftover in self.folder.glob(f".{self.path.name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+
+
+class AliasStore(Protocol):
+    def aliases(self, model: str) -> dict[str, int]: ...
+    def set_alias(self, model: str, alias: str, version: int) -> None: ...
+    def delete_alias(self, model: str, alias: str) -> None: ...
+
+
+def sync_aliases(state: Deployment, store: AliasStore) -> list[str]:
+    """Make MLflow's ``champion``/``challenger`` aliases mirror the state; list the repairs."""
+    current = store.aliases(state.model)
+    repairs = []
+    for alias, version in state.aliases().items():
+        have = current.get(alias)
+        if have == version:
+            continue
+        if version is None:
+            store.delete_alias(state.model, alias)
+            repairs.append(f"removed alias '{alias}' (was version {have})")
+        else:
+            store.set_alias(state.model, alias, version)
+            repairs.append(
+                f"alias '{alias}' → version {version}"
+                + (f" (was {have})" if have is not None else "")
+            )
+    return repairs
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
