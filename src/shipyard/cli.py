@@ -444,6 +444,68 @@ def rollback(
 
 
 @app.command()
+def predict(
+    source: Annotated[Path, typer.Argument(help="CSV or Parquet file, or a folder of Parquet.")],
+    output: Annotated[Path, typer.Argument(help="Output Parquet file (written atomically).")],
+    model: Annotated[
+        str, typer.Option("--model", help="champion, challenger, or a version number.")
+    ] = "champion",
+    engine: Annotated[str, typer.Option(help="local, or ray (Ray Data; the 'ray' extra).")] = (
+        "local"
+    ),
+    keep: Annotated[
+        list[str] | None, typer.Option("--keep", help="Pass-through column (repeatable).")
+    ] = None,
+    chunk_rows: Annotated[int | None, typer.Option(help="Rows per chunk (memory bound).")] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="A Ray cluster's address (default: a local instance).")
+    ] = None,
+    spec: SpecOption = Path("shipyard.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """Score a file of any size in chunks; rows breaking the contract go to a side file."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with _errors():
+        project = Project.load(spec)
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            disable=as_json,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(f"scoring {source.name}", total=None)
+            result = project.predict(
+                source,
+                output,
+                model=model,
+                engine=engine,
+                keep=keep or [],
+                chunk_rows=chunk_rows,
+                ray_address=ray_address,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    if as_json:
+        _emit_json(result.to_dict())
+        return
+    out.print(
+        f"[bold green]scored {result.scored:,} of {result.rows:,} rows[/] with version "
+        f"{result.version} ({result.engine}, {result.seconds:.1f} s, "
+        f"{result.rows / max(result.seconds, 1e-9):,.0f} rows/s) → {escape(str(result.output))}"
+    )
+    out.print(f"columns: {', '.join(result.columns)}; input snapshot {result.snapshot_id[:12]}")
+    if result.problems_file is not None:
+        reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(result.problems.items()))
+        out.print(
+            f"[yellow]rows breaking the contract[/]: {reasons}; {result.not_scored:,} not scored "
+            f"(prediction null). Listed with reasons in {escape(str(result.problems_file))}"
+        )
+
+
+@app.command()
 def reproduce(
     run_id: Annotated[str, typer.Argument(help="The run to reproduce (see `shipyard runs`).")],
     spec: SpecOption = Path("shipyard.toml"),

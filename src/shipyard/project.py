@@ -429,6 +429,35 @@ class Project:
 
         return promotion.rollback(self, reason=reason, progress=progress)
 
+    def predict(
+        self,
+        source: Path | str,
+        output: Path | str,
+        model: str | int = "champion",
+        engine: str = "local",
+        keep: tuple[str, ...] | list[str] = (),
+        chunk_rows: int | None = None,
+        ray_address: str | None = None,
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> Any:
+        """Batch-score ``source`` into ``output`` (Parquet) with a deployed or given version."""
+        from shipyard import batch
+        from shipyard.promotion import bundle_for
+
+        version, path = bundle_for(self, model)
+        return batch.predict(
+            path,
+            source,
+            output,
+            version=version,
+            id_column=self.spec.project.id,
+            keep=keep,
+            engine=engine,
+            chunk_rows=chunk_rows or batch.DEFAULT_CHUNK_ROWS,
+            ray_address=ray_address,
+            progress=progress or (lambda done, total: None),
+        )
+
     def runs(self, max_results: int = 50) -> list[dict[str, Any]]:
         """Tracked training runs, newest first."""
         out = []

@@ -104,6 +104,24 @@ def resolve(project: Project, tracker: Tracker, selector: str | int) -> Version:
     return Version(wanted, run_id, folder)
 
 
+def bundle_for(project: Project, selector: str | int) -> tuple[int, Path]:
+    """The version and bundle folder ``selector`` names; deployed ones without MLflow."""
+    state = project.registry.state()
+    wanted = parse_selector(selector, project.spec.project.name)
+    if isinstance(wanted, str):
+        number = state.aliases()[wanted]
+        if number is None:
+            raise SpecError(
+                f"'{project.spec.project.name}' has no {wanted} yet: promote a version first "
+                "(`shipyard promote VERSION --to ...`), or pass --model VERSION."
+            )
+        wanted = number
+    recorded = state.bundle(wanted)
+    if recorded and (project.workspace / recorded).is_dir():
+        return wanted, project.workspace / recorded
+    return wanted, resolve(project, project.tracker(), wanted).bundle
+
+
 def _readiness_failures(bundle: Bundle) -> list[str]:
     from shipyard.evaluation.readiness import Readiness
 

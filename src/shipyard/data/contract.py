@@ -50,9 +50,10 @@ class Violation:
     count: int = 1
     examples: tuple[Any, ...] = ()
     first_row: int | None = None
+    rows: Any = field(default=None, repr=False, compare=False)  # positions hit, when known
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = {k: v for k, v in asdict(self).items() if k != "rows"}
         out["examples"] = [_plain(v) for v in self.examples]
         return out
 
@@ -478,4 +479,5 @@ def _violation(
         count=len(hits),
         examples=examples,
         first_row=first,
+        rows=hits,
     )
