@@ -10,7 +10,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shipyard.project import Project
 from shipyard.spec import Spec
+
+RULE = "tenure < 6 and contract == 'Month-to-month'"
 
 
 def _toml_value(value: Any) -> str:
@@ -109,3 +112,26 @@ def running_server(command: list[str], health_url: str, log_path, env=None, time
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def churn_project(folder: Path, churn: pd.DataFrame, **overrides) -> Project:
+    """Telco churn as CSV with a rule baseline, slices and constraints; sections overridable."""
+    folder.mkdir(parents=True, exist_ok=True)
+    churn.to_csv(folder / "churn.csv", index=False)
+    sections = {
+        "project": {
+            "name": "churn",
+            "task": "binary",
+            "target": "churn",
+            "data": "churn.csv",
+            "positive": "Yes",
+        },
+        "constraints": {"max_ece": 0.03, "p99_latency_ms": 50.0},
+        "features": {"exclude": ["rownames"], "slices": ["contract", "senior_citizen"]},
+        "baseline": {"rule": RULE},
+        "split": {"strategy": "stratified"},
+    }
+    for key, value in overrides.items():
+        sections.setdefault(key, {}).update(value)
+    (folder / "shipyard.toml").write_text(toml_text(sections))
+    return Project.load(folder / "shipyard.toml")

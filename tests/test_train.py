@@ -6,7 +6,6 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,31 +17,7 @@ from shipyard.data.split import make_splits
 from shipyard.errors import BundleError, CheckFailed, DataError, RuleError, TrackingError
 from shipyard.project import Project
 from shipyard.training import families_for
-from support import records_of, toml_text, with_surprises
-
-RULE = "tenure < 6 and contract == 'Month-to-month'"
-
-
-def churn_project(folder: Path, churn: pd.DataFrame, **overrides) -> Project:
-    folder.mkdir(parents=True, exist_ok=True)
-    churn.to_csv(folder / "churn.csv", index=False)
-    sections = {
-        "project": {
-            "name": "churn",
-            "task": "binary",
-            "target": "churn",
-            "data": "churn.csv",
-            "positive": "Yes",
-        },
-        "constraints": {"max_ece": 0.03, "p99_latency_ms": 50.0},
-        "features": {"exclude": ["rownames"], "slices": ["contract", "senior_citizen"]},
-        "baseline": {"rule": RULE},
-        "split": {"strategy": "stratified"},
-    }
-    for key, value in overrides.items():
-        sections.setdefault(key, {}).update(value)
-    (folder / "shipyard.toml").write_text(toml_text(sections))
-    return Project.load(folder / "shipyard.toml")
+from support import churn_project, records_of, toml_text, with_surprises
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,21 @@ from shipyard.errors import (
     WorkspaceError,
 )
 
+from shipyard.spec import Spec, load_spec
+
 __version__ = "0.1.0"
 
-from shipyard.project import CheckReport, Project
-from shipyard.spec import Spec, load_spec
+_LAZY = {"CheckReport": "shipyard.project", "Project": "shipyard.project"}
+
+
+def __getattr__(name: str):
+    # Project pulls in pandas and the whole pipeline: imported on first use, so that
+    # `shipyard rollback` and the registry start in milliseconds.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'shipyard' has no attribute {name!r}")
 
 __all__ = [
     "CheckReport",
