@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -88,7 +87,7 @@ def test_rows_breaking_the_contract_are_listed_not_dropped(scored, churn):
 
 
 def test_missing_columns_exit_2_naming_them_and_leave_no_file(scored, churn, tmp_path):
-    folder, path, bundle = scored
+    _folder, path, _bundle = scored
     churn.drop(columns=["tenure", "contract", "churn"]).to_csv(tmp_path / "m.csv", index=False)
     out = tmp_path / "m.parquet"
     with pytest.raises(DataError, match="tenure, contract"):
@@ -98,7 +97,7 @@ def test_missing_columns_exit_2_naming_them_and_leave_no_file(scored, churn, tmp
 
 def test_bad_output_names_and_engines_are_refused(scored, tmp_path):
     folder, path, _ = scored
-    with pytest.raises(DataError, match="must be a .parquet"):
+    with pytest.raises(DataError, match=r"must be a \.parquet"):
         batch.predict(path, folder / "churn.csv", tmp_path / "x.csv", version=1)
     with pytest.raises(WorkspaceError, match="is the input"):
         batch.predict(path, folder / "churn.parquet", folder / "churn.parquet", version=1)

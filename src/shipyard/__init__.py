@@ -14,7 +14,6 @@ from shipyard.errors import (
     SpecError,
     WorkspaceError,
 )
-
 from shipyard.spec import Spec, load_spec
 
 __version__ = "0.1.0"
@@ -30,6 +29,7 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'shipyard' has no attribute {name!r}")
+
 
 __all__ = [
     "CheckReport",

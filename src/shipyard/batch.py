@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shipyard.bundle import Bundle, load_bundle
@@ -222,7 +223,9 @@ def score_chunk(
     columns["model_version"] = pa.array(
         np.full(len(frame), -1 if version is None else version, np.int32)
     )
-    columns["snapshot_id"] = pa.array([snapshot] * len(frame), type=pa.string())
+    columns["snapshot_id"] = pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(len(frame), dtype=np.int32)), pa.array([snapshot], type=pa.string())
+    )
     problems = [None] * len(frame)
     for row, items in per_row.items():
         problems[row] = json.dumps(items, default=str)
@@ -270,7 +273,8 @@ class _Sink:
             self.writer = pq.ParquetWriter(self.tmp, table.schema)
             self.columns = table.schema.names
         self.writer.write_table(table)
-        hits = [(i, p) for i, p in enumerate(problems.to_pylist()) if p is not None]
+        positions = pc.indices_nonzero(pc.is_valid(problems)).to_numpy()
+        hits = [(int(i), problems[int(i)].as_py()) for i in positions]
         if hits:
             ids = table.column(id_column).to_pylist() if id_column else None
             records = []
@@ -401,7 +405,7 @@ def _ray(
             options = _csv_options(files[0], needed, chunk_rows * 64)
             data = ray.data.read_csv(paths, **options)
         else:
-            data = ray.data.read_parquet(paths, columns=needed)
+            data = ray.data.read_parquet(paths).select_columns(needed)
         scored = data.map_batches(
             _RayScorer,
             fn_constructor_kwargs={"bundle_path": str(bundle_path), **kwargs},
