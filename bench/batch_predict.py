@@ -88,6 +88,7 @@ def flights_bundle(folder: Path):
     from shipyard.project import Project
 
     frame = flights_frame()
+    folder.mkdir(parents=True)
     data = folder / "flights.parquet"
     frame.to_parquet(data, index=False)
     spec = folder / "shipyard.toml"
@@ -106,6 +107,7 @@ def rollback_times(folder: Path, repeat: int) -> dict[str, float]:
     from shipyard.demo import churn_frame
     from shipyard.project import Project
 
+    folder.mkdir(parents=True)
     churn_frame().to_csv(folder / "churn.csv", index=False)
     spec = folder / "shipyard.toml"
     Project.init(folder / "churn.csv", "churn", spec)

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,8 +22,23 @@ from rich.table import Table as RichTable
 
 from shipyard import __version__
 from shipyard.errors import ShipyardError
-from shipyard.project import CheckReport, Project
-from shipyard.training import TrainResult
+
+if TYPE_CHECKING:
+    from shipyard.project import CheckReport
+    from shipyard.training import TrainResult
+
+
+class _LazyProject:
+    """``Project`` imported on first use: it pulls in pandas and the whole pipeline, which
+    `shipyard rollback` does not need (it commits in milliseconds from a cold start)."""
+
+    def __getattr__(self, name: str) -> Any:
+        from shipyard.project import Project as real
+
+        return getattr(real, name)
+
+
+Project = _LazyProject()
 
 app = typer.Typer(
     name="shipyard",
@@ -427,10 +442,11 @@ def rollback(
     as_json: JsonOption = False,
 ) -> None:
     """The champion goes back to the previous champion; the current one is marked."""
-    with _errors():
-        project = Project.load(spec)
-        with _progress(as_json) as update:
-            outcome = project.rollback(reason=reason, progress=update)
+    from shipyard.promotion import rollback_spec
+    from shipyard.spec import load_spec
+
+    with _errors(), _progress(as_json) as update:
+        outcome = rollback_spec(load_spec(spec), reason=reason, progress=update)
     if as_json:
         _emit_json(outcome)
         return

@@ -36,13 +36,12 @@ from shipyard.data.split import Splits, make_splits, split_findings
 from shipyard.errors import CheckFailed, DataError, SpecError
 from shipyard.registry import Registry
 from shipyard.scaffold import Inferred, write_spec
-from shipyard.spec import Spec, load_spec
+from shipyard.spec import WORKSPACE, Spec, load_spec
 from shipyard.tracking import Tracker, probe, resolve_uri
 from shipyard.training import TrainResult
 from shipyard.training import train as run_training
 
 Progress = Callable[[str], None]
-WORKSPACE = ".shipyard"
 REPORT_REUSE = timedelta(days=1)
 
 

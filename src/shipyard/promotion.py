@@ -31,6 +31,7 @@ from shipyard.registry import Deployment, actor, next_canary_percent, promoted, 
 if TYPE_CHECKING:
     from shipyard.bundle import Bundle
     from shipyard.project import Project
+    from shipyard.spec import Spec
     from shipyard.tracking import Tracker
 
 Progress = Callable[[str], None]
@@ -274,9 +275,23 @@ def promote(
 def rollback(
     project: Project, *, reason: str | None = None, progress: Progress = _quiet
 ) -> dict[str, Any]:
-    """Champion back to the previous champion: committed without touching MLflow."""
+    """Champion back to the previous champion (see :func:`rollback_spec`)."""
+    return rollback_spec(project.spec, reason=reason, progress=progress)
+
+
+def rollback_spec(
+    spec: Spec, *, reason: str | None = None, progress: Progress = _quiet
+) -> dict[str, Any]:
+    """Champion back to the previous champion: committed from the spec alone — no pandas,
+    no MLflow — in milliseconds; MLflow's aliases are mirrored after the commit."""
+    from shipyard.registry import Registry
+    from shipyard.spec import WORKSPACE
+    from shipyard.tracking import Tracker, resolve_uri
+
     started = time.perf_counter()
-    before, after = project.registry.update(
+    workspace = spec.root / WORKSPACE
+    registry = Registry(workspace / "deployment", spec.project.name)
+    before, after = registry.update(
         "rollback", lambda state: rolled_back(state, actor=actor(), reason=reason)
     )
     committed = time.perf_counter() - started
@@ -289,7 +304,12 @@ def rollback(
     }
     progress("mirroring MLflow aliases")
     try:
-        outcome["aliases"] = _mirror(after, project.tracker(), progress)
+        tracker = Tracker(
+            resolve_uri(spec.tracking.uri, workspace),
+            spec.tracking.experiment or spec.project.name,
+            artifact_root=workspace / "mlartifacts",
+        )
+        outcome["aliases"] = _mirror(after, tracker, progress)
     except ShipyardError as exc:
         outcome["aliases"] = [f"not mirrored ({exc}); `shipyard models` repairs them"]
     return outcome
