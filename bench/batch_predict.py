@@ -230,6 +230,9 @@ def main() -> None:
         "notes": notes,
     }
     print(json.dumps(report, indent=2))
+    folder = Path(__file__).parent / "results"
+    folder.mkdir(exist_ok=True)
+    (folder / "batch_predict.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
