@@ -424,6 +424,7 @@ class _RayScorer:
 
     def __init__(self, bundle_path: str, **kwargs: Any) -> None:
         self.bundle = load_bundle(bundle_path)
+        self.bundle.model.accelerate()
         self.kwargs = kwargs
 
     def __call__(self, table: pa.Table) -> pa.Table:
@@ -480,6 +481,7 @@ def predict(
     sink = _Sink(output)
     try:
         if engine == "local":
+            bundle.model.accelerate()  # the compiled forest for trees: same output, faster
             chunks = _local(files, needed, chunk_rows, lambda t: score_chunk(t, bundle, **kwargs))
         else:
             chunks = _ray(files, needed, chunk_rows, Path(bundle_path), kwargs, ray_address)
