@@ -609,5 +609,43 @@ def _main(
     """shipyard: from a data file to a model in production, the disciplined way."""
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (each loads the models).")] = 1,
+    spec: SpecOption = Path("shipyard.toml"),
+) -> None:
+    """The online service: the champion answers, a challenger shadows or takes a canary share;
+    every answer is logged under .shipyard/logs/. Admin routes need SHIPYARD_ADMIN_TOKEN."""
+    import os
+
+    from shipyard.spec import load_spec
+
+    if workers < 1:
+        _fail("--workers must be 1 or more", 2)
+    with _errors():
+        loaded = load_spec(spec)
+        from shipyard.serving.app import build
+
+        build(spec, log=False)[1].router.close()  # refuse now, clearly, what workers would fail on
+    os.environ["SHIPYARD_SPEC"] = str(Path(spec).resolve())
+    import uvicorn
+
+    err.print(
+        f"serving '{loaded.project.name}' on http://{host}:{port} ({workers} worker(s)); "
+        "Ctrl-C stops"
+    )
+    uvicorn.run(
+        "shipyard.serving.app:from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
 def main() -> None:
     app()

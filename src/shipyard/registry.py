@@ -257,6 +257,31 @@ def rolled_back(state: Deployment, *, actor: str, reason: str | None = None) -> 
     return replace(after, history=(*state.history, entry))
 
 
+def challenger_stopped(
+    state: Deployment, *, actor: str, reason: str | None = None, evidence: Any = None
+) -> Deployment:
+    """The state after taking the challenger off traffic (a guardrail breach) (pure).
+
+    The challenger is marked rolled back; the champion is untouched. A state without a
+    challenger comes back unchanged (two servers may breach at once; the first one wins).
+    """
+    if state.challenger is None:
+        return state
+    gone = state.challenger
+    after = replace(
+        state,
+        revision=state.revision + 1,
+        challenger=None,
+        mode=None,
+        percent=0.0,
+        rolled_back=(*[v for v in state.rolled_back if v != gone], gone),
+    )
+    entry = _entry(
+        state, after, "stop challenger", actor, version=gone, reason=reason, evidence=evidence
+    )
+    return replace(after, history=(*state.history, entry))
+
+
 class Registry:
     """The deployment-state file of one model, its lock, and atomic replacement."""
 

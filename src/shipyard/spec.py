@@ -99,9 +99,23 @@ class SplitSection:
 
 @dataclass(frozen=True)
 class ServingSection:
-    """How challengers meet traffic: the canary's percent steps (``promote --to canary``)."""
+    """How challengers meet traffic (the canary's percent steps and guardrails) and the
+    service's limits and prediction log (``shipyard serve``)."""
 
     canary_steps: tuple[float, ...] = (5, 10, 25, 50, 100)
+    # guardrails, checked on the last `guardrail_window` canary requests (and as many champion
+    # ones) once `guardrail_min_requests` arrived; a breach rolls the challenger back
+    guardrail_window: int = 500
+    guardrail_min_requests: int = 100
+    max_error_rate: float = 0.02
+    max_p99_ratio: float = 3.0  # canary p99 latency over the champion's
+    max_prediction_shift: float = 0.5  # |mean difference| in champion standard deviations
+    max_records: int = 1000  # per request
+    max_body_mb: float = 4.0
+    poll_seconds: float = 2.0  # how often the deployment state is re-read
+    shadow_queue: int = 1000
+    log_batch_rows: int = 1000
+    log_flush_seconds: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -160,6 +174,7 @@ _STR = Key((str,), _non_empty, type_name="a string")
 _NUM = Key((int, float), _positive, type_name="a number")
 _FRAC = Key((int, float), _fraction, type_name="a number")
 _LIST = Key((list,), type_name="a list of column names")
+_POS_INT = Key((int,), _positive, type_name="an integer")
 
 SECTIONS: dict[str, tuple[type, dict[str, Key]]] = {
     "project": (
@@ -221,7 +236,20 @@ SECTIONS: dict[str, tuple[type, dict[str, Key]]] = {
     ),
     "serving": (
         ServingSection,
-        {"canary_steps": Key((list,), _percent_steps, type_name="a list of percents")},
+        {
+            "canary_steps": Key((list,), _percent_steps, type_name="a list of percents"),
+            "guardrail_window": _POS_INT,
+            "guardrail_min_requests": _POS_INT,
+            "max_error_rate": _FRAC,
+            "max_p99_ratio": Key((int, float), _positive, type_name="a number"),
+            "max_prediction_shift": Key((int, float), _positive, type_name="a number"),
+            "max_records": _POS_INT,
+            "max_body_mb": Key((int, float), _positive, type_name="a number"),
+            "poll_seconds": Key((int, float), _positive, type_name="a number"),
+            "shadow_queue": _POS_INT,
+            "log_batch_rows": _POS_INT,
+            "log_flush_seconds": Key((int, float), _positive, type_name="a number"),
+        },
     ),
     "tracking": (TrackingSection, {"uri": _STR, "experiment": _STR}),
 }

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -387,6 +387,34 @@ class Contract:
                         )
                     )
         return out
+
+    def record_validator(
+        self, columns: Sequence[str], allowed: Sequence[str] = ()
+    ) -> Callable[[Mapping[str, Any]], list[Violation]]:
+        """A compiled check of one record that should hold ``columns`` (and may hold
+        ``allowed``): every violation, any other field an error. Built for serving."""
+        self._check_learned()
+        checks = [self._compile(self.columns[c]) for c in columns if c in self.columns]
+        known = frozenset([*columns, *allowed])
+        expected = ", ".join(columns)
+
+        def validate(record: Mapping[str, Any]) -> list[Violation]:
+            out = [v for check in checks if (v := check(record)) is not None]
+            for key in record:
+                if key not in known:
+                    out.append(
+                        Violation(
+                            str(key),
+                            "presence",
+                            "unknown_field",
+                            "error",
+                            f"field '{key}' is not an input of this model; expected fields: "
+                            f"{expected}",
+                        )
+                    )
+            return out
+
+        return validate
 
     def _compile(self, col: ColumnContract) -> Callable[[Mapping[str, Any]], Violation | None]:
         name, lo, hi, cats = col.name, col.min, col.max, frozenset(col.categories)

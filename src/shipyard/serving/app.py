@@ -1,0 +1,664 @@
+"""The HTTP service: FastAPI routes over the router, the contract check and the log.
+
+Endpoints (the request schemas and the OpenAPI document come from the champion's contract):
+
+- ``POST /predict``: one record or a list of records (JSON objects);
+- the Open Inference Protocol (KServe V2) REST: ``/v2/health/live``, ``/v2/health/ready``,
+  ``/v2/models/{name}[/versions/{v}]``, ``…/ready``, ``…/infer`` (JSON tensors, one input
+  per column; errors as ``{"error": "…"}``);
+- MLflow's scoring protocol: ``POST /invocations`` with ``dataframe_split`` or
+  ``dataframe_records``;
+- ``GET /metrics`` (Prometheus), ``GET /health``;
+- ``POST /admin/reload`` and ``GET /admin/state`` with ``Authorization: Bearer $SHIPYARD_ADMIN_TOKEN``.
+
+Handlers take the raw request and parse it with orjson (no pydantic or pandas on the request
+path); every refusal is a 4xx naming what is wrong, and nothing reaches a client as a
+traceback. Each answered record goes to the prediction log off the request path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shipyard.serving import schema
+from shipyard.serving.log import PredictionLog
+from shipyard.serving.metrics import Metrics
+from shipyard.serving.router import Answer, Router
+
+ADMIN_TOKEN_ENV = "SHIPYARD_ADMIN_TOKEN"
+_NUMBER_TYPES = {
+    "FP16",
+    "FP32",
+    "FP64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+}
+
+
+class Refusal(Exception):
+    """A request the service refuses: status, message, and details (offending fields)."""
+
+    def __init__(self, status: int, message: str, kind: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.details = status, message, kind, details
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+class Service:
+    """What the routes share: the router, the log, the metrics and the limits."""
+
+    def __init__(
+        self, router: Router, log: PredictionLog | None, model: str, id_field: str | None
+    ) -> None:
+        self.router = router
+        self.log = log
+        self.model = model
+        self.id_field = id_field
+        self.metrics = router.metrics
+        policy = router.policy
+        self.max_records = policy.max_records
+        self.max_bytes = int(policy.max_body_mb * 1024 * 1024)
+
+    async def body(self, request: Request) -> Any:
+        """The parsed JSON body, refused when it is not JSON, too large or empty."""
+        kind = request.headers.get("content-type", "")
+        if kind.split(";")[0].strip().lower() != "application/json":
+            raise Refusal(
+                415,
+                f"send JSON with 'Content-Type: application/json' (got {kind or 'none'!r})",
+                "content_type",
+            )
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            raise Refusal(
+                413,
+                f"the body is {int(length):,} bytes; the limit is {self.max_bytes:,} ([serving] max_body_mb)",
+                "too_large",
+            )
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise Refusal(
+                    413,
+                    f"the body is over the limit of {self.max_bytes:,} bytes ([serving] max_body_mb)",
+                    "too_large",
+                )
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        if not raw.strip():
+            raise Refusal(400, "the body is empty; send a JSON document", "empty")
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise Refusal(
+                400,
+                f"the body is not valid JSON ({exc}); NaN and Infinity are not JSON: send null",
+                "malformed",
+            ) from None
+
+    def records(self, records: Any) -> list[dict[str, Any]]:
+        if not isinstance(records, list) or not records:
+            raise Refusal(
+                400, "expected one record (a JSON object) or a non-empty list of them", "shape"
+            )
+        if len(records) > self.max_records:
+            raise Refusal(
+                413,
+                f"{len(records):,} records in one request; the limit is {self.max_records:,} ([serving] max_records)",
+                "too_many",
+            )
+        for i, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise Refusal(
+                    400, f"record {i} is {type(record).__name__}, not a JSON object", "shape"
+                )
+        return records
+
+    def score(
+        self, records: list[dict[str, Any]], endpoint: str, arm: str | None = None
+    ) -> tuple[str, list[Answer], list[list[str]]]:
+        """Validate every record, answer them, log them; a contract error refuses them all."""
+        started = time.perf_counter()
+        routes = self.router.routes
+        problems, warnings = [], []
+        for i, record in enumerate(records):
+            mine = []
+            for v in routes.validate(record):
+                if v.severity == "error":
+                    problems.append(
+                        {"record": i, "field": v.column, "reason": v.reason, "message": v.message}
+                    )
+                else:
+                    mine.append(f"{v.column}: {v.reason}")
+                    self.metrics.count("shipyard_warnings_total", field=v.column, reason=v.reason)
+            warnings.append(mine)
+        if problems:
+            fields = sorted({p["field"] for p in problems})
+            raise Refusal(
+                422,
+                f"{len(problems)} field problem(s) in {', '.join(fields)}: {problems[0]['message']}",
+                "contract",
+                problems,
+            )
+        request_id = uuid.uuid4().hex
+        entities = [self._entity(r, request_id) for r in records]
+        if arm is None:
+            answers = [
+                self.router.answer(routes, r, e) for r, e in zip(records, entities, strict=True)
+            ]
+            self.router.mirror(routes, request_id, records, entities)
+        else:  # a version asked for by number (OIP /versions/{v}): no routing
+            target = routes.champion if arm == "champion" else routes.challenger
+            answers = []
+            for r in records:
+                start = time.perf_counter()
+                out = target.score(r)
+                answers.append(Answer(out, arm, target.version, time.perf_counter() - start))
+        elapsed = time.perf_counter() - started
+        now = time.time()
+        for record, entity, answer, warned in zip(
+            records, entities, answers, warnings, strict=True
+        ):
+            self.metrics.count(
+                "shipyard_requests_total",
+                endpoint=endpoint,
+                arm=answer.arm,
+                version=str(answer.version),
+            )
+            if self.log is not None:
+                self.log.append(
+                    {
+                        "request_id": request_id,
+                        "time": now,
+                        "entity_id": entity if entity != request_id else None,
+                        "model_version": answer.version,
+                        "arm": answer.arm,
+                        "features": record,
+                        "prediction": answer.output,
+                        "latency_ms": answer.latency * 1e3,
+                        "warnings": warned,
+                        "error": None,
+                    }
+                )
+        self.metrics.observe(
+            "shipyard_latency_seconds",
+            elapsed,
+            endpoint=endpoint,
+            arm=answers[0].arm,
+            version=str(answers[0].version),
+        )
+        return request_id, answers, warnings
+
+    def _entity(self, record: Mapping[str, Any], request_id: str) -> str:
+        if self.id_field is not None:
+            value = record.get(self.id_field)
+            if value is not None:
+                return str(value)
+        return request_id
+
+    def log_shadow(
+        self,
+        request_id: str,
+        answer: Answer | None,
+        error: str | None,
+        *,
+        record: Any,
+        entity: str,
+        version: int,
+    ) -> None:
+        if self.log is None:
+            return
+        self.log.append(
+            {
+                "request_id": request_id,
+                "time": time.time(),
+                "entity_id": entity if entity != request_id else None,
+                "model_version": version,
+                "arm": "shadow",
+                "features": record,
+                "prediction": None if answer is None else answer.output,
+                "latency_ms": None if answer is None else answer.latency * 1e3,
+                "warnings": [],
+                "error": error,
+            }
+        )
+
+
+def create_app(service: Service) -> FastAPI:
+    """The FastAPI application over a :class:`Service`."""
+    routes = service.router.routes
+    contract = routes.champion.bundle.contract
+    features = routes.champion.features
+    record_schema = schema.record_schema(contract, features, service.id_field)
+    app = FastAPI(
+        title=f"shipyard: {service.model}",
+        version=str(routes.champion.version),
+        description=f"Predictions of '{service.model}'. Inputs follow the champion's data contract.",
+    )
+    app.state.service = service
+
+    @app.exception_handler(Refusal)
+    async def refused(request: Request, exc: Refusal) -> Response:
+        service.metrics.count(
+            "shipyard_errors_total",
+            endpoint=request.url.path.split("/")[1] or "root",
+            kind=exc.kind,
+        )
+        body: dict[str, Any] = {"error": exc.message}
+        if exc.details is not None:
+            body["details"] = exc.details
+        return _json(body, exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return _json({"error": str(exc.detail)}, exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        return _json(
+            {"error": "invalid request: " + "; ".join(str(e.get("msg")) for e in exc.errors())}, 422
+        )
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, exc: Exception) -> Response:
+        service.metrics.count(
+            "shipyard_errors_total",
+            endpoint=request.url.path.split("/")[1] or "root",
+            kind="internal",
+        )
+        return _json(
+            {
+                "error": f"internal error ({type(exc).__name__}); the server logged it and keeps serving"
+            },
+            500,
+        )
+
+    @app.post(
+        "/predict", openapi_extra=schema.predict_openapi(record_schema), response_class=Response
+    )
+    async def predict(request: Request) -> Response:
+        body = await service.body(request)
+        single = isinstance(body, dict)
+        request_id, answers, warnings = service.score(
+            service.records([body] if single else body), "predict"
+        )
+        items = [
+            {"prediction": a.output, "model_version": a.version, "arm": a.arm, "warnings": w}
+            for a, w in zip(answers, warnings, strict=True)
+        ]
+        if single:
+            return _json({"request_id": request_id, **items[0]})
+        return _json({"request_id": request_id, "predictions": items})
+
+    @app.post(
+        "/invocations",
+        openapi_extra=schema.invocations_openapi(record_schema),
+        response_class=Response,
+    )
+    async def invocations(request: Request) -> Response:
+        body = await service.body(request)
+        records = _mlflow_records(body)
+        _, answers, _ = service.score(service.records(records), "invocations")
+        return _json({"predictions": [a.output for a in answers]})
+
+    @app.get("/health", response_class=Response, openapi_extra=schema.plain_openapi())
+    async def health() -> Response:
+        r = service.router.routes
+        return _json(
+            {
+                "status": "ok",
+                "model": service.model,
+                "champion": r.champion.version,
+                "challenger": None if r.challenger is None else r.challenger.version,
+                "mode": r.mode,
+                "percent": r.percent,
+                "revision": r.revision,
+            }
+        )
+
+    @app.get("/metrics", response_class=Response, openapi_extra=schema.text_openapi())
+    async def metrics() -> Response:
+        if service.log is not None:
+            service.metrics.gauges["shipyard_log_dropped_total"] = service.log.dropped
+        return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v2/health/live", response_class=Response, openapi_extra=schema.plain_openapi())
+    async def live() -> Response:
+        return _json({"live": True})
+
+    @app.get("/v2/health/ready", response_class=Response, openapi_extra=schema.plain_openapi())
+    async def ready() -> Response:
+        return _json({"ready": True})
+
+    def arm_of(name: str, version: str | None) -> str:
+        if name != service.model:
+            raise Refusal(
+                404,
+                f"model '{name}' is not served here; this server serves '{service.model}'",
+                "not_found",
+            )
+        r = service.router.routes
+        if version is None:
+            return "routed"
+        if version == str(r.champion.version):
+            return "champion"
+        if r.challenger is not None and version == str(r.challenger.version):
+            return "challenger"
+        served = [str(r.champion.version), *([str(r.challenger.version)] if r.challenger else [])]
+        raise Refusal(
+            404,
+            f"version '{version}' of '{name}' is not served; served: {', '.join(served)}",
+            "not_found",
+        )
+
+    def metadata(name: str, version: str | None) -> Response:
+        arm = arm_of(name, version)
+        r = service.router.routes
+        target = r.challenger if arm == "challenger" else r.champion
+        return _json(
+            {
+                "name": name,
+                "versions": [
+                    str(r.champion.version),
+                    *([str(r.challenger.version)] if r.challenger else []),
+                ],
+                "platform": "shipyard",
+                "inputs": schema.oip_inputs(target.bundle.contract, target.features),
+                "outputs": [
+                    {
+                        "name": "prediction",
+                        "datatype": "FP64",
+                        "shape": [-1]
+                        if not target.multiclass
+                        else [-1, len(target.bundle.classes)],
+                    }
+                ],
+            }
+        )
+
+    async def infer(request: Request, name: str, version: str | None) -> Response:
+        arm = arm_of(name, version)
+        body = await service.body(request)
+        records, request_id = _oip_records(body)
+        _, answers, _ = service.score(
+            service.records(records), "infer", None if arm == "routed" else arm
+        )
+        multiclass = isinstance(answers[0].output, list)
+        data = [x for a in answers for x in a.output] if multiclass else [a.output for a in answers]
+        shape = [len(answers), len(answers[0].output)] if multiclass else [len(answers)]
+        return _json(
+            {
+                "model_name": name,
+                "model_version": str(answers[0].version),
+                "id": request_id,
+                "outputs": [
+                    {"name": "prediction", "datatype": "FP64", "shape": shape, "data": data}
+                ],
+            }
+        )
+
+    oip = schema.oip_openapi()
+    plain = schema.plain_openapi()
+
+    @app.get("/v2/models/{name}", response_class=Response, openapi_extra=plain)
+    async def model_metadata(name: str) -> Response:
+        return metadata(name, None)
+
+    @app.get("/v2/models/{name}/versions/{version}", response_class=Response, openapi_extra=plain)
+    async def version_metadata(name: str, version: str) -> Response:
+        return metadata(name, version)
+
+    @app.get("/v2/models/{name}/ready", response_class=Response, openapi_extra=plain)
+    async def model_ready(name: str) -> Response:
+        arm_of(name, None)
+        return _json({"name": name, "ready": True})
+
+    @app.get(
+        "/v2/models/{name}/versions/{version}/ready", response_class=Response, openapi_extra=plain
+    )
+    async def version_ready(name: str, version: str) -> Response:
+        arm_of(name, version)
+        return _json({"name": name, "ready": True})
+
+    @app.post("/v2/models/{name}/infer", response_class=Response, openapi_extra=oip)
+    async def model_infer(name: str, request: Request) -> Response:
+        return await infer(request, name, None)
+
+    @app.post(
+        "/v2/models/{name}/versions/{version}/infer", response_class=Response, openapi_extra=oip
+    )
+    async def version_infer(name: str, version: str, request: Request) -> Response:
+        return await infer(request, name, version)
+
+    def admin(request: Request) -> None:
+        token = os.environ.get(ADMIN_TOKEN_ENV)
+        if not token:
+            raise Refusal(
+                403, f"admin routes are off: start the server with {ADMIN_TOKEN_ENV} set", "admin"
+            )
+        if request.headers.get("authorization", "") != f"Bearer {token}":
+            raise Refusal(401, f"send 'Authorization: Bearer <{ADMIN_TOKEN_ENV}>'", "admin")
+
+    @app.post("/admin/reload", response_class=Response, openapi_extra=plain)
+    async def reload(request: Request) -> Response:
+        admin(request)
+        r = service.router.reload()
+        return _json(
+            {
+                "revision": r.revision,
+                "champion": r.champion.version,
+                "challenger": None if r.challenger is None else r.challenger.version,
+            }
+        )
+
+    @app.get("/admin/state", response_class=Response, openapi_extra=plain)
+    async def state(request: Request) -> Response:
+        admin(request)
+        deployment = service.router.registry.state()
+        return _json(
+            {
+                "state": deployment.to_dict(),
+                "serving_revision": service.router.routes.revision,
+                "breaches": service.router.breaches,
+                "log": None
+                if service.log is None
+                else {
+                    "written": service.log.written,
+                    "dropped": service.log.dropped,
+                    "errors": service.log.errors,
+                },
+            }
+        )
+
+    return app
+
+
+def _mlflow_records(body: Any) -> list[dict[str, Any]]:
+    if not isinstance(body, dict):
+        raise Refusal(
+            400, "expected {'dataframe_split': {...}} or {'dataframe_records': [...]}", "shape"
+        )
+    if "dataframe_records" in body:
+        return body["dataframe_records"]
+    split = body.get("dataframe_split")
+    if isinstance(split, dict):
+        columns, data = split.get("columns"), split.get("data")
+        if (
+            not isinstance(columns, list)
+            or not all(isinstance(c, str) for c in columns)
+            or not isinstance(data, list)
+        ):
+            raise Refusal(
+                400,
+                "dataframe_split needs 'columns' (a list of names) and 'data' (a list of rows)",
+                "shape",
+            )
+        rows = []
+        for i, row in enumerate(data):
+            if not isinstance(row, list) or len(row) != len(columns):
+                raise Refusal(
+                    400, f"dataframe_split row {i} must be a list of {len(columns)} values", "shape"
+                )
+            rows.append(dict(zip(columns, row, strict=True)))
+        return rows
+    raise Refusal(
+        400, "expected {'dataframe_split': {...}} or {'dataframe_records': [...]}", "shape"
+    )
+
+
+def _oip_records(body: Any) -> tuple[list[dict[str, Any]], str]:
+    """One record per row of the OIP tensors (one input per column)."""
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
+        raise Refusal(
+            400, "an inference request needs 'inputs': a non-empty list of tensors", "shape"
+        )
+    request_id = body.get("id") if isinstance(body.get("id"), str) else uuid.uuid4().hex
+    columns: dict[str, list[Any]] = {}
+    rows = None
+    for i, tensor in enumerate(body["inputs"]):
+        if not isinstance(tensor, dict):
+            raise Refusal(
+                400, f"input {i} must be an object with name, shape, datatype and data", "shape"
+            )
+        name, shape, datatype, data = (tensor.get(k) for k in ("name", "shape", "datatype", "data"))
+        if not isinstance(name, str) or not name:
+            raise Refusal(400, f"input {i} needs a 'name' (the column)", "shape")
+        if (
+            not isinstance(shape, list)
+            or not shape
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
+        ):
+            raise Refusal(
+                400, f"input '{name}': 'shape' must be a list of non-negative integers", "shape"
+            )
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            raise Refusal(
+                400,
+                f"input '{name}': shape must be [n] or [n, 1] (one value per row); got {shape}",
+                "shape",
+            )
+        if datatype not in _NUMBER_TYPES | {"BYTES", "BOOL"}:
+            raise Refusal(400, f"input '{name}': unsupported datatype {datatype!r}", "datatype")
+        flat = _flatten(data)
+        if flat is None or len(flat) != math.prod(shape):
+            raise Refusal(
+                400,
+                f"input '{name}': 'data' must hold {math.prod(shape)} values for shape {shape}",
+                "shape",
+            )
+        for value in flat:
+            if not _fits(value, datatype):
+                raise Refusal(
+                    400, f"input '{name}': {value!r} is not a {datatype} value", "datatype"
+                )
+        if rows is not None and shape[0] != rows:
+            raise Refusal(
+                400, f"input '{name}' has {shape[0]} rows; the others have {rows}", "shape"
+            )
+        rows = shape[0]
+        if name in columns:
+            raise Refusal(400, f"input '{name}' is given twice", "shape")
+        columns[name] = flat
+    return [
+        {name: values[i] for name, values in columns.items()} for i in range(rows or 0)
+    ], request_id
+
+
+def _flatten(data: Any) -> list[Any] | None:
+    if not isinstance(data, list):
+        return None
+    if all(not isinstance(v, list) for v in data):
+        return data
+    out = []
+    for v in data:
+        if isinstance(v, list):
+            if any(isinstance(x, list) for x in v):
+                return None
+            out.extend(v)
+        else:
+            out.append(v)
+    return out
+
+
+def _fits(value: Any, datatype: str) -> bool:
+    if value is None:
+        return True
+    if datatype == "BYTES":
+        return isinstance(value, str)
+    if datatype == "BOOL":
+        return isinstance(value, bool)
+    if datatype.startswith(("INT", "UINT")):
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def build(
+    spec_path: Path | str, *, arm_loader: Any = None, log: bool = True
+) -> tuple[FastAPI, Service]:
+    """The app of a project: the router over its deployment state, its log, its metrics."""
+    from shipyard.registry import Registry
+    from shipyard.spec import WORKSPACE, load_spec
+
+    spec = load_spec(Path(spec_path))
+    workspace = spec.root / WORKSPACE
+    metrics = Metrics()
+    registry = Registry(workspace / "deployment", spec.project.name)
+    policy = spec.serving
+    prediction_log = (
+        PredictionLog(
+            workspace / "logs",
+            batch_rows=policy.log_batch_rows,
+            flush_seconds=policy.log_flush_seconds,
+        )
+        if log
+        else None
+    )
+    holder: dict[str, Service] = {}
+    kwargs = {} if arm_loader is None else {"arm_loader": arm_loader}
+    router = Router(
+        registry,
+        workspace,
+        policy,
+        id_field=spec.project.id,
+        metrics=metrics,
+        on_shadow=lambda *a, **k: holder["service"].log_shadow(*a, **k),
+        **kwargs,
+    )
+    service = Service(router, prediction_log, spec.project.name, spec.project.id)
+    holder["service"] = service
+    app = create_app(service)
+
+    @app.on_event("shutdown")
+    def _close() -> None:
+        router.close()
+        if prediction_log is not None:
+            prediction_log.close()
+
+    return app, service
+
+
+def from_env() -> FastAPI:
+    """The app factory uvicorn's workers call (``SHIPYARD_SPEC`` names the spec)."""
+    return build(os.environ.get("SHIPYARD_SPEC", "shipyard.toml"))[0]

@@ -1,0 +1,347 @@
+"""Routing: which deployed version answers each record, and the challenger's two modes.
+
+The router reads the deployment state (``registry.py``) at start, on ``reload()`` and on a
+poll, builds the new :class:`Routes` completely (bundles loaded and verified) and only then
+swaps one reference: a request reads the routes once, so it is answered by the old set or
+the new one, never a mix, and never fails because of a swap.
+
+- **champion** answers every record not sent to a canary;
+- **shadow**: the challenger scores a copy of each request on a worker thread fed by a
+  bounded queue; its errors, slowness or a full queue never change a response (they are
+  counted, and its outputs logged as rows with arm ``shadow``);
+- **canary**: ``percent`` of entity ids (the spec's ``id`` field, else the request id) go to
+  the challenger, by a hash of the id, so an id always lands on the same arm. A canary that
+  raises is answered by the champion (the user never sees it) and counted. Guardrails
+  compare the last ``guardrail_window`` canary records with the champion's: error rate,
+  p99 latency ratio, and the shift of the mean prediction in champion standard deviations; a
+  breach takes the challenger off in the deployment state (history: who, why, evidence) and
+  reloads.
+
+An :class:`Arm` is the one-method predictor (``score(record)``) the router composes; tests
+hand the router arms of their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shipyard.registry import Deployment, Registry, actor, challenger_stopped
+from shipyard.spec import ServingSection
+
+BUCKETS = 10_000
+
+
+class Arm:
+    """One deployed version answering records through its bundle's one-record path."""
+
+    def __init__(self, version: int, bundle: Any) -> None:
+        self.version = version
+        self.bundle = bundle
+        self.features = list(bundle.features)
+        self.multiclass = bundle.task == "multiclass"
+
+    def score(self, record: Mapping[str, Any]) -> float | list[float]:
+        out = self.bundle.predict_one(record)
+        return [float(x) for x in out] if self.multiclass else float(out)
+
+
+def load_arm(version: int, path: Path) -> Arm:
+    """The arm of a bundle folder (verified on load)."""
+    from shipyard.bundle import load_bundle
+
+    return Arm(version, load_bundle(path))
+
+
+def in_canary(entity: str, percent: float) -> bool:
+    """Whether an entity id falls in the canary's share (stable across processes)."""
+    digest = hashlib.blake2b(entity.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % BUCKETS < percent * (BUCKETS / 100)
+
+
+@dataclass(frozen=True)
+class Routes:
+    """One consistent deployment: who answers, who challenges, how."""
+
+    revision: int
+    champion: Arm
+    challenger: Arm | None = None
+    mode: str | None = None
+    percent: float = 0.0
+    validate: Callable[[Mapping[str, Any]], list] | None = None
+
+
+@dataclass
+class Answer:
+    output: Any
+    arm: str
+    version: int
+    latency: float
+
+
+def _scalar(output: Any) -> float:
+    return max(output) if isinstance(output, list) else float(output)
+
+
+class Router:
+    """Reads the deployment state and answers records (see the module docstring)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        workspace: Path,
+        policy: ServingSection,
+        *,
+        id_field: str | None = None,
+        arm_loader: Callable[[int, Path], Arm] = load_arm,
+        on_shadow: Callable[[str, Answer | None, str | None], None] | None = None,
+        metrics: Any = None,
+    ) -> None:
+        self.registry = registry
+        self.workspace = Path(workspace)
+        self.policy = policy
+        self.id_field = id_field
+        self._load_arm = arm_loader
+        self._arms: dict[int, Arm] = {}
+        self._on_shadow = on_shadow
+        self.metrics = metrics
+        self.breaches: list[dict[str, Any]] = []
+        self._window = {
+            "champion": deque(maxlen=policy.guardrail_window),
+            "canary": deque(maxlen=policy.guardrail_window),
+        }
+        self._shadow: queue.Queue = queue.Queue(maxsize=policy.shadow_queue)
+        self._stop = threading.Event()
+        self._reload_lock = threading.Lock()
+        self.routes = self._build(registry.state())
+        self._threads = [
+            threading.Thread(target=self._shadow_worker, name="shipyard-shadow", daemon=True),
+            threading.Thread(target=self._watch, name="shipyard-watch", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # --- deployment state ---------------------------------------------------------------
+
+    def _arm(self, state: Deployment, version: int) -> Arm:
+        if version not in self._arms:
+            folder = state.bundle(version)
+            if folder is None:
+                raise LookupError(f"the deployment state names no bundle for version {version}")
+            path = Path(folder)
+            self._arms[version] = self._load_arm(
+                version, path if path.is_absolute() else self.workspace / path
+            )
+        return self._arms[version]
+
+    def _build(self, state: Deployment) -> Routes:
+        if state.champion is None:
+            raise LookupError(
+                f"model '{state.model}' has no champion yet: promote a version first "
+                "(shipyard promote VERSION --to champion)."
+            )
+        champion = self._arm(state, state.champion)
+        challenger = self._arm(state, state.challenger) if state.challenger is not None else None
+        allowed = [
+            *(challenger.features if challenger else []),
+            *([self.id_field] if self.id_field else []),
+        ]
+        validate = champion.bundle.contract.record_validator(champion.features, allowed)
+        return Routes(state.revision, champion, challenger, state.mode, state.percent, validate)
+
+    def reload(self) -> Routes:
+        """Re-read the state; swap in new routes when it changed (atomically)."""
+        with self._reload_lock:
+            state = self.registry.state()
+            if state.revision != self.routes.revision:
+                routes = self._build(state)
+                if routes.challenger is not getattr(self.routes, "challenger", None):
+                    for window in self._window.values():
+                        window.clear()
+                self.routes = routes
+                keep = {state.champion, state.challenger}
+                self._arms = {v: a for v, a in self._arms.items() if v in keep}
+            return self.routes
+
+    def _watch(self) -> None:
+        last_poll = time.monotonic()
+        while not self._stop.wait(0.2):
+            try:
+                self._check_guardrails()
+                if time.monotonic() - last_poll >= self.policy.poll_seconds:
+                    last_poll = time.monotonic()
+                    self.reload()
+            except Exception as exc:  # the watcher must outlive a bad state file
+                print(
+                    f"shipyard serve: watching the deployment state failed: {exc}", file=sys.stderr
+                )
+
+    # --- answering ----------------------------------------------------------------------
+
+    def answer(self, routes: Routes, record: Mapping[str, Any], entity: str) -> Answer:
+        """The answer to one (validated) record, by the champion or the canary."""
+        challenger = routes.challenger
+        if challenger is not None and routes.mode == "canary" and in_canary(entity, routes.percent):
+            start = time.perf_counter()
+            try:
+                output = challenger.score(record)
+            except Exception:
+                self._window["canary"].append((time.perf_counter() - start, True, math.nan))
+                if self.metrics is not None:
+                    self.metrics.count(
+                        "shipyard_errors_total", endpoint="canary", kind="challenger_error"
+                    )
+            else:
+                latency = time.perf_counter() - start
+                self._window["canary"].append((latency, False, _scalar(output)))
+                return Answer(output, "canary", challenger.version, latency)
+        start = time.perf_counter()
+        output = routes.champion.score(record)
+        latency = time.perf_counter() - start
+        if challenger is not None and routes.mode == "canary":
+            self._window["champion"].append((latency, False, _scalar(output)))
+        return Answer(output, "champion", routes.champion.version, latency)
+
+    def mirror(self, routes: Routes, request_id: str, records: list, entities: list[str]) -> None:
+        """Hand a copy of the request to the shadow (never blocks, never raises)."""
+        if routes.challenger is None or routes.mode != "shadow":
+            return
+        try:
+            self._shadow.put_nowait((routes.challenger, request_id, records, entities))
+        except queue.Full:
+            if self.metrics is not None:
+                self.metrics.count("shipyard_shadow_total", len(records), outcome="dropped")
+
+    def _shadow_worker(self) -> None:
+        while not self._stop.is_set():
+            try:
+                arm, request_id, records, entities = self._shadow.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            for record, entity in zip(records, entities, strict=True):
+                start = time.perf_counter()
+                try:
+                    output = arm.score(record)
+                except Exception as exc:
+                    outcome, answer, error = "error", None, f"{type(exc).__name__}: {exc}"
+                else:
+                    answer = Answer(output, "shadow", arm.version, time.perf_counter() - start)
+                    outcome, error = "ok", None
+                if self.metrics is not None:
+                    self.metrics.count(
+                        "shipyard_shadow_total", outcome=outcome, version=str(arm.version)
+                    )
+                if self._on_shadow is not None:
+                    try:
+                        self._on_shadow(
+                            request_id,
+                            answer,
+                            error,
+                            record=record,
+                            entity=entity,
+                            version=arm.version,
+                        )
+                    except Exception as exc:  # logging must not kill the worker
+                        print(
+                            f"shipyard serve: logging a shadow answer failed: {exc}",
+                            file=sys.stderr,
+                        )
+
+    # --- guardrails ---------------------------------------------------------------------
+
+    def guardrail_breach(self) -> dict[str, Any] | None:
+        """The first breached guardrail on the current windows, with its evidence, or None."""
+        canary, champion = list(self._window["canary"]), list(self._window["champion"])
+        p = self.policy
+        if len(canary) < p.guardrail_min_requests:
+            return None
+        errors = sum(1 for _, failed, _ in canary if failed) / len(canary)
+        if errors > p.max_error_rate:
+            return {
+                "guardrail": "max_error_rate",
+                "value": errors,
+                "limit": p.max_error_rate,
+                "requests": len(canary),
+            }
+        if len(champion) < p.guardrail_min_requests:
+            return None
+        p99_canary = _quantile([lat for lat, failed, _ in canary if not failed], 0.99)
+        p99_champion = _quantile([lat for lat, _, _ in champion], 0.99)
+        if p99_champion > 0 and p99_canary / p99_champion > p.max_p99_ratio:
+            return {
+                "guardrail": "max_p99_ratio",
+                "value": p99_canary / p99_champion,
+                "limit": p.max_p99_ratio,
+                "canary_p99_ms": p99_canary * 1e3,
+                "champion_p99_ms": p99_champion * 1e3,
+            }
+        ours = [y for _, failed, y in canary if not failed]
+        theirs = [y for _, _, y in champion]
+        spread = _std(theirs)
+        if ours and spread > 0:
+            shift = abs(sum(ours) / len(ours) - sum(theirs) / len(theirs)) / spread
+            if shift > p.max_prediction_shift:
+                return {
+                    "guardrail": "max_prediction_shift",
+                    "value": shift,
+                    "limit": p.max_prediction_shift,
+                }
+        return None
+
+    def _check_guardrails(self) -> None:
+        routes = self.routes
+        if routes.challenger is None or routes.mode != "canary":
+            return
+        breach = self.guardrail_breach()
+        if breach is None:
+            return
+        version = routes.challenger.version
+        reason = (
+            f"guardrail {breach['guardrail']} breached: {breach['value']:.4g} > {breach['limit']:g}"
+        )
+        self.registry.update(
+            "stop challenger",
+            lambda state: (
+                challenger_stopped(
+                    state, actor=f"shipyard serve ({actor()})", reason=reason, evidence=breach
+                )
+                if state.challenger == version
+                else state
+            ),
+        )
+        self.breaches.append({"version": version, **breach})
+        if self.metrics is not None:
+            self.metrics.count(
+                "shipyard_guardrail_breaches_total",
+                guardrail=breach["guardrail"],
+                version=str(version),
+            )
+        self.reload()
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=2)
+
+
+def _quantile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _std(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))

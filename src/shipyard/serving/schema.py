@@ -1,0 +1,193 @@
+"""The service's OpenAPI pieces, generated from the champion's data contract.
+
+A record is a JSON object with one property per model input: numbers for numeric columns,
+strings (or numbers) for categories, true/false for booleans, date-time strings; ``null``
+is accepted everywhere (served with a warning where training saw none); nothing else may be
+sent, except the spec's entity ``id`` field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}, "details": {}},
+    "required": ["error"],
+}
+_REFUSALS = {
+    "400": "malformed JSON, wrong shape or datatype",
+    "413": "body or record count over the limit",
+    "415": "not JSON",
+    "422": "a record breaks the data contract (details name each field)",
+}
+_TYPES = {
+    "numeric": ["number", "null"],
+    "boolean": ["boolean", "integer", "string", "null"],
+    "datetime": ["string", "null"],
+}
+
+
+def record_schema(contract: Any, features: list[str], id_field: str | None) -> dict[str, Any]:
+    """The JSON schema of one record."""
+    properties: dict[str, Any] = {}
+    required = []
+    for name in features:
+        col = contract.columns.get(name)
+        role = col.role if col is not None else "categorical"
+        properties[name] = {"type": _TYPES.get(role, ["string", "number", "boolean", "null"])}
+        if col is not None and col.required:
+            required.append(name)
+    if id_field and id_field not in properties:
+        properties[id_field] = {"type": ["string", "integer", "null"]}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+def _responses(ok: dict[str, Any], content: str = "application/json") -> dict[str, Any]:
+    out = {"200": {"description": "answered", "content": {content: {"schema": ok}}}}
+    for code, why in _REFUSALS.items():
+        out[code] = {"description": why, "content": {"application/json": {"schema": _ERROR}}}
+    return out
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+_ANSWER = {
+    "type": "object",
+    "properties": {
+        "prediction": {"type": ["number", "array"]},
+        "model_version": {"type": "integer"},
+        "arm": {"type": "string", "enum": ["champion", "canary", "challenger"]},
+        "warnings": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["prediction", "model_version", "arm", "warnings"],
+}
+
+
+def predict_openapi(record: dict[str, Any]) -> dict[str, Any]:
+    many = {"type": "array", "items": record, "minItems": 1}
+    answer = {
+        "type": "object",
+        "properties": {
+            "request_id": {"type": "string"},
+            "predictions": {"type": "array", "items": _ANSWER},
+            **_ANSWER["properties"],
+        },
+        "required": ["request_id"],
+    }
+    return {"requestBody": _body({"oneOf": [record, many]}), "responses": _responses(answer)}
+
+
+def invocations_openapi(record: dict[str, Any]) -> dict[str, Any]:
+    split = {
+        "type": "object",
+        "properties": {
+            "columns": {"type": "array", "items": {"type": "string"}},
+            "data": {"type": "array", "items": {"type": "array"}},
+        },
+        "required": ["columns", "data"],
+    }
+    body = {
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {"dataframe_split": split},
+                "required": ["dataframe_split"],
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "properties": {
+                    "dataframe_records": {"type": "array", "items": record, "minItems": 1}
+                },
+                "required": ["dataframe_records"],
+                "additionalProperties": False,
+            },
+        ]
+    }
+    ok = {
+        "type": "object",
+        "properties": {"predictions": {"type": "array"}},
+        "required": ["predictions"],
+    }
+    return {"requestBody": _body(body), "responses": _responses(ok)}
+
+
+def oip_openapi() -> dict[str, Any]:
+    tensor = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "shape": {"type": "array", "items": {"type": "integer"}},
+            "datatype": {"type": "string"},
+            "data": {"type": "array"},
+        },
+        "required": ["name", "shape", "datatype", "data"],
+    }
+    body = {
+        "type": "object",
+        "properties": {"id": {"type": "string"}, "inputs": {"type": "array", "items": tensor}},
+        "required": ["inputs"],
+    }
+    ok = {
+        "type": "object",
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "id": {"type": "string"},
+            "outputs": {"type": "array", "items": tensor},
+        },
+        "required": ["model_name", "outputs"],
+    }
+    out = {"requestBody": _body(body), "responses": _responses(ok)}
+    out["responses"]["404"] = {
+        "description": "model or version not served",
+        "content": {"application/json": {"schema": _ERROR}},
+    }
+    return out
+
+
+def plain_openapi() -> dict[str, Any]:
+    """A GET answered with a JSON object (or refused with an error object)."""
+    error = {"content": {"application/json": {"schema": _ERROR}}}
+    return {
+        "responses": {
+            "200": {
+                "description": "ok",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            "401": {"description": "admin token missing or wrong", **error},
+            "403": {"description": "admin routes off", **error},
+            "404": {"description": "not served", **error},
+            "422": {"description": "invalid path", **error},
+        }
+    }
+
+
+def text_openapi() -> dict[str, Any]:
+    return {
+        "responses": {
+            "200": {
+                "description": "Prometheus text",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        }
+    }
+
+
+def oip_inputs(contract: Any, features: list[str]) -> list[dict[str, Any]]:
+    """The OIP metadata of the inputs: one [-1] tensor per column."""
+    out = []
+    for name in features:
+        col = contract.columns.get(name)
+        role = col.role if col is not None else "categorical"
+        datatype = {"numeric": "FP64", "boolean": "BOOL"}.get(role, "BYTES")
+        out.append({"name": name, "datatype": datatype, "shape": [-1]})
+    return out
