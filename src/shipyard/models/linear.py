@@ -18,7 +18,8 @@ from shipyard.models.base import Family
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
+    with np.errstate(over="ignore"):  # exp overflows to inf for very negative z: 1/inf = 0
+        return 1.0 / (1.0 + np.exp(-z))
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

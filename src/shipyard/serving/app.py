@@ -18,11 +18,12 @@ traceback. Each answered record goes to the prediction log off the request path.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +81,19 @@ class Service:
         self.max_records = policy.max_records
         self.max_bytes = int(policy.max_body_mb * 1024 * 1024)
 
-    async def body(self, request: Request) -> Any:
-        """The parsed JSON body, refused when it is not JSON, too large or empty."""
+    def close(self) -> None:
+        """Stop the router's threads and flush the log (the app's shutdown)."""
+        self.router.close()
+        if self.log is not None:
+            self.log.close()
+
+    async def body(self, request: Request, *, untyped: bool = False) -> Any:
+        """The parsed JSON body, refused when it is not JSON, too large or empty.
+
+        ``untyped``: a body without a content type is read as JSON (the Open Inference
+        Protocol's clients send none)."""
         kind = request.headers.get("content-type", "")
-        if kind.split(";")[0].strip().lower() != "application/json":
+        if not (untyped and not kind) and kind.split(";")[0].strip().lower() != "application/json":
             raise Refusal(
                 415,
                 f"send JSON with 'Content-Type: application/json' (got {kind or 'none'!r})",
@@ -252,7 +262,14 @@ def create_app(service: Service) -> FastAPI:
     contract = routes.champion.bundle.contract
     features = routes.champion.features
     record_schema = schema.record_schema(contract, features, service.id_field)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title=f"shipyard: {service.model}",
         version=str(routes.champion.version),
         description=f"Predictions of '{service.model}'. Inputs follow the champion's data contract.",
@@ -400,7 +417,13 @@ def create_app(service: Service) -> FastAPI:
 
     async def infer(request: Request, name: str, version: str | None) -> Response:
         arm = arm_of(name, version)
-        body = await service.body(request)
+        if request.headers.get("inference-header-content-length"):
+            raise Refusal(
+                400,
+                "binary tensor data is not supported; send JSON tensors (binary_data=False)",
+                "datatype",
+            )
+        body = await service.body(request, untyped=True)
         records, request_id = _oip_records(body)
         _, answers, _ = service.score(
             service.records(records), "infer", None if arm == "routed" else arm
@@ -648,15 +671,7 @@ def build(
     )
     service = Service(router, prediction_log, spec.project.name, spec.project.id)
     holder["service"] = service
-    app = create_app(service)
-
-    @app.on_event("shutdown")
-    def _close() -> None:
-        router.close()
-        if prediction_log is not None:
-            prediction_log.close()
-
-    return app, service
+    return create_app(service), service
 
 
 def from_env() -> FastAPI:

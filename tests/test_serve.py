@@ -1,0 +1,554 @@
+"""The online service on NYC flights: a real `shipyard serve` called over HTTP with httpx, the
+Open Inference Protocol client and MLflow's protocol; shadow, canary, guardrails, reload and
+kill -9 with in-process servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+
+from shipyard.bundle import load_bundle
+from shipyard.demo import flights_frame
+from shipyard.project import Project
+from shipyard.registry import Registry, promoted
+from shipyard.serving.app import build
+from shipyard.serving.log import read_log
+from shipyard.serving.router import Arm, in_canary
+
+EXCLUDE = ["rownames", "year", "month", "arr_delay", "arr_time", "dep_delay", "dep_time"]
+EXCLUDE += ["sched_arr_time", "sched_dep_time"]
+TOKEN = "test-admin-token"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _plain(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+@pytest.fixture(scope="module")
+def flights(tmp_path_factory):
+    """A flights project (every 10th row) with one bundle, champion as version 1."""
+    folder = tmp_path_factory.mktemp("serve")
+    frame = flights_frame().iloc[::10].reset_index(drop=True)
+    frame.to_parquet(folder / "flights.parquet", index=False)
+    spec = folder / "shipyard.toml"
+    Project.init(folder / "flights.parquet", "arr_delayed", spec)
+    text = spec.read_text()
+    listed = ", ".join(f'"{c}"' for c in EXCLUDE)
+    text = re.sub(r"^exclude = \[.*\]$", f"exclude = [{listed}]", text, count=1, flags=re.M)
+    text = re.sub(r"^min_improvement = .*$", "min_improvement = 0.0", text, count=1, flags=re.M)
+    text = text.replace(
+        "log_flush_seconds = 1.0", "log_flush_seconds = 0.2\nlog_batch_rows = 100000"
+    )
+    text = text.replace(
+        "max_records = 1000", "max_records = 500\nguardrail_min_requests = 200\npoll_seconds = 0.5"
+    )
+    spec.write_text(text)
+    project = Project.load(spec)
+    result = project.train(track=False)
+    bundle = load_bundle(result.bundle)
+    rel = result.bundle.relative_to(project.workspace).as_posix()
+    project.registry.update(
+        "promote", lambda s: promoted(s, 1, "champion", actor="test", bundle=rel)
+    )
+    sample = frame.sample(400, random_state=1)
+    columns = [*bundle.features, "tailnum"]
+    records = [{k: _plain(v) for k, v in r.items()} for r in sample[columns].to_dict("records")]
+    expected = bundle.predict(sample[bundle.features])
+    return {
+        "spec": spec,
+        "project": project,
+        "bundle": bundle,
+        "rel": rel,
+        "records": records,
+        "expected": np.asarray(expected, dtype=float),
+        "frame": sample,
+    }
+
+
+def _set_state(flights, change) -> None:
+    Registry(
+        flights["project"].workspace / "deployment", flights["project"].spec.project.name
+    ).update("test", change)
+
+
+def _reset(flights) -> None:
+    """Champion v1 alone again (the bundle is reused as version 2 where a challenger is needed)."""
+
+    def change(state):
+        from dataclasses import replace
+
+        return replace(
+            state,
+            revision=state.revision + 1,
+            challenger=None,
+            mode=None,
+            percent=0.0,
+            rolled_back=(),
+        )
+
+    _set_state(flights, change)
+
+
+@contextlib.contextmanager
+def in_process(flights, arm_loader=None):
+    """The service in this process, on a real uvicorn server on 127.0.0.1."""
+    app, service = build(flights["spec"], arm_loader=arm_loader)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client, service
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        service.router.close()
+        if service.log is not None:
+            service.log.close()
+
+
+class Faulty(Arm):
+    """An in-memory challenger: raises, sleeps, or shifts the real bundle's output."""
+
+    def __init__(self, version, bundle, fault):
+        super().__init__(version, bundle)
+        self.fault = fault
+
+    def score(self, record):
+        if self.fault == "raise":
+            raise RuntimeError("challenger broken")
+        if self.fault == "sleep":
+            time.sleep(1.0)
+        out = super().score(record)
+        return min(1.0, out + 0.5) if self.fault == "shift" else out
+
+
+def loader(fault):
+    def load(version, path):
+        bundle = load_bundle(path)
+        return Arm(version, bundle) if version == 1 else Faulty(version, bundle, fault)
+
+    return load
+
+
+# --- a real `shipyard serve` ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(flights):
+    port = _free_port()
+    env = {**os.environ, "SHIPYARD_ADMIN_TOKEN": TOKEN}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shipyard",
+            "serve",
+            "--spec",
+            str(flights["spec"]),
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "shipyard serve did not become healthy"
+        time.sleep(0.1)
+    yield {"url": url, "port": port, "proc": proc}
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_three_protocols_give_the_bundles_predictions(flights, server):
+    records, expected = flights["records"], flights["expected"]
+    name = flights["project"].spec.project.name
+    with httpx.Client(base_url=server["url"]) as client:
+        one = client.post("/predict", json=records[0]).json()
+        assert one["model_version"] == 1 and one["arm"] == "champion"
+        assert one["prediction"] == pytest.approx(expected[0], rel=1e-12, abs=1e-15)
+        many = client.post("/predict", json=records[:100]).json()["predictions"]
+        np.testing.assert_allclose([m["prediction"] for m in many], expected[:100], rtol=1e-12)
+
+        features = flights["bundle"].features
+        split = {"columns": features, "data": [[r[f] for f in features] for r in records[:100]]}
+        mlflow = client.post("/invocations", json={"dataframe_split": split}).json()["predictions"]
+        np.testing.assert_allclose(mlflow, expected[:100], rtol=1e-12)
+        rows = client.post("/invocations", json={"dataframe_records": records[:5]}).json()
+        np.testing.assert_allclose(rows["predictions"], expected[:5], rtol=1e-12)
+
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url=f"127.0.0.1:{server['port']}")
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(name)
+    assert [i["name"] for i in client.get_model_metadata(name)["inputs"]] == features
+    complete = [i for i, r in enumerate(records) if all(r[f] is not None for f in features)][:100]
+    inputs = []
+    for f in features:
+        values = [records[i][f] for i in complete]
+        text = isinstance(values[0], str)
+        tensor = triton.InferInput(f, [len(values)], "BYTES" if text else "FP64")
+        tensor.set_data_from_numpy(
+            np.array(values, dtype=object if text else np.float64), binary_data=False
+        )
+        inputs.append(tensor)
+    result = client.infer(
+        name, inputs, outputs=[triton.InferRequestedOutput("prediction", binary_data=False)]
+    )
+    np.testing.assert_allclose(result.as_numpy("prediction"), expected[complete], rtol=1e-12)
+    client.close()
+
+
+BAD = [
+    (b"{not json", "application/json", 400),
+    (b"", "application/json", 400),
+    (b'{"a": NaN}', "application/json", 400),
+    (b"[]", "application/json", 400),
+    (b"[1, 2]", "application/json", 400),
+    (b'"text"', "application/json", 400),
+    (b"day=1", "application/x-www-form-urlencoded", 415),
+    (b"x" * (5 * 1024 * 1024), "application/json", 413),
+]
+
+
+def test_bad_input_is_a_clear_4xx_and_the_server_keeps_serving(flights, server):
+    records = flights["records"]
+    name = flights["project"].spec.project.name
+    with httpx.Client(base_url=server["url"]) as client:
+        for body, kind, status in BAD:
+            r = client.post("/predict", content=body, headers={"content-type": kind})
+            assert r.status_code == status, (body[:30], r.text)
+            assert r.json()["error"]
+        bad = {**records[0], "hour": "late", "wings": 2}
+        del bad["carrier"]
+        r = client.post("/predict", json=bad)
+        assert r.status_code == 422
+        fields = {d["field"]: d["reason"] for d in r.json()["details"]}
+        assert fields == {
+            "hour": "wrong_type",
+            "wings": "unknown_field",
+            "carrier": "missing_column",
+        }
+        assert client.post("/predict", json=(records * 2)[:501]).status_code == 413
+        oip = {"inputs": [{"name": "day", "shape": [2], "datatype": "FP64", "data": [1]}]}
+        r = client.post(f"/v2/models/{name}/infer", json=oip)
+        assert r.status_code == 400 and "2 values" in r.json()["error"]
+        oip = {"inputs": [{"name": "day", "shape": [1], "datatype": "FP64", "data": ["x"]}]}
+        assert client.post(f"/v2/models/{name}/infer", json=oip).status_code == 400
+        assert client.post("/v2/models/other/infer", json=oip).status_code == 404
+        assert client.post("/invocations", json={"instances": [1]}).status_code == 400
+        assert client.post("/admin/reload").status_code == 401
+        ok = client.post("/admin/reload", headers={"authorization": f"Bearer {TOKEN}"})
+        assert ok.status_code == 200 and ok.json()["champion"] == 1
+        # unseen categories and out-of-range values are served, with warnings counted
+        odd = {**records[0], "carrier": "ZZ", "distance": 1e6}
+        r = client.post("/predict", json=odd)
+        assert r.status_code == 200 and sorted(r.json()["warnings"]) == [
+            "carrier: unseen_category",
+            "distance: out_of_range",
+        ]
+        metrics = client.get("/metrics").text
+        assert 'shipyard_warnings_total{field="carrier",reason="unseen_category"}' in metrics
+        assert 'kind="contract"' in metrics and 'kind="malformed"' in metrics
+        assert client.post("/predict", json=records[1]).status_code == 200
+
+
+def test_kill_9_during_load_keeps_every_acknowledged_answer(flights, server):
+    """Runs last against the real server: kill -9 it mid-load, then read its log."""
+    records = flights["records"]
+    acked: list[tuple[float, str]] = []
+    stop = threading.Event()
+
+    def load():
+        with httpx.Client(base_url=server["url"], timeout=5) as client:
+            for i in range(20_000):
+                if stop.is_set():
+                    return
+                try:
+                    r = client.post("/predict", json=records[i % len(records)])
+                except httpx.HTTPError:
+                    return
+                if r.status_code == 200:
+                    acked.append((time.monotonic(), r.json()["request_id"]))
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    time.sleep(1.5)
+    killed_at = time.monotonic()
+    os.kill(server["proc"].pid, signal.SIGKILL)
+    server["proc"].wait(timeout=10)
+    stop.set()
+    thread.join(timeout=10)
+    assert len(acked) > 50
+    logged = set(read_log(flights["project"].workspace / "logs").column("request_id").to_pylist())
+    window = 0.2 + 0.5  # log_flush_seconds plus margin
+    due = [rid for t, rid in acked if t < killed_at - window]
+    assert due, "no answer was old enough to be due on disk"
+    missing = [rid for rid in due if rid not in logged]
+    assert not missing, f"{len(missing)} of {len(due)} acknowledged answers missing from the log"
+
+
+# --- shadow, canary, guardrails, reload (in-process server, in-memory challengers) --------
+
+
+@pytest.mark.parametrize("fault", ["raise", "sleep"])
+def test_a_broken_or_slow_shadow_never_touches_the_response(flights, fault):
+    _reset(flights)
+    _set_state(flights, lambda s: promoted(s, 2, "shadow", actor="test", bundle=flights["rel"]))
+    records, expected = flights["records"], flights["expected"]
+    try:
+        with in_process(flights, loader(fault)) as (client, service):
+            assert service.router.routes.mode == "shadow"
+            latencies = []
+            for i in range(60):
+                start = time.perf_counter()
+                r = client.post("/predict", json=records[i])
+                latencies.append(time.perf_counter() - start)
+                body = r.json()
+                assert (
+                    r.status_code == 200
+                    and body["arm"] == "champion"
+                    and body["model_version"] == 1
+                )
+                assert body["prediction"] == pytest.approx(expected[i], rel=1e-12)
+            # a sleeping shadow (1 s per record) would make requests take >= 1 s if on the path
+            assert max(latencies) < 0.5
+            deadline = time.monotonic() + 10
+            outcome = "error" if fault == "raise" else "ok"
+            while service.metrics.value("shipyard_shadow_total", outcome=outcome, version="2") < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            if fault == "raise":
+                while (
+                    service.metrics.value("shipyard_shadow_total", outcome="error", version="2")
+                    < 60
+                ):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+    finally:
+        _reset(flights)
+
+
+def test_canary_share_is_sticky_per_entity(flights):
+    ids = [f"N{i:05d}" for i in range(10_000)]
+    share = sum(in_canary(i, 10.0) for i in ids) / len(ids)
+    assert abs(share - 0.10) <= 0.02
+    _reset(flights)
+    _set_state(
+        flights, lambda s: promoted(s, 2, "canary", percent=10, actor="test", bundle=flights["rel"])
+    )
+    template = flights["records"][0]
+    try:
+        with in_process(flights, loader("none")) as (client, _):
+            arms = {}
+            for start in range(0, 2000, 500):
+                batch = [{**template, "tailnum": t} for t in ids[start : start + 500]]
+                for t, answer in zip(
+                    ids[start : start + 500],
+                    client.post("/predict", json=batch).json()["predictions"],
+                    strict=True,
+                ):
+                    arms[t] = answer["arm"]
+            assert abs(sum(a == "canary" for a in arms.values()) / len(arms) - 0.10) <= 0.03
+            assert all(arms[t] == ("canary" if in_canary(t, 10.0) else "champion") for t in arms)
+            again = client.post(
+                "/predict", json=[{**template, "tailnum": t} for t in ids[:500]]
+            ).json()
+            assert [a["arm"] for a in again["predictions"]] == [arms[t] for t in ids[:500]]
+    finally:
+        _reset(flights)
+
+
+def test_a_breached_guardrail_rolls_the_canary_back(flights):
+    _reset(flights)
+    _set_state(
+        flights, lambda s: promoted(s, 2, "canary", percent=50, actor="test", bundle=flights["rel"])
+    )
+    records = flights["records"]
+    try:
+        with in_process(flights, loader("shift")) as (client, service):
+            deadline = time.monotonic() + 60
+            n = 0
+            while service.router.routes.challenger is not None:
+                assert time.monotonic() < deadline, "the guardrail never fired"
+                batch = [
+                    {**records[(n + i) % len(records)], "tailnum": f"T{n + i}"} for i in range(100)
+                ]
+                r = client.post("/predict", json=batch)
+                assert r.status_code == 200
+                n += 100
+                time.sleep(0.05)
+            state = flights["project"].registry.state()
+            assert state.challenger is None and 2 in state.rolled_back and state.champion == 1
+            last = state.history[-1]
+            assert last["action"] == "stop challenger" and "max_prediction_shift" in last["reason"]
+            assert last["evidence"]["value"] > last["evidence"]["limit"]
+            after = client.post("/predict", json=records[:50]).json()["predictions"]
+            assert {a["arm"] for a in after} == {"champion"}
+    finally:
+        _reset(flights)
+
+
+def test_reload_during_load_fails_no_request(flights):
+    _reset(flights)
+    records, expected = flights["records"], flights["expected"]
+    failures, answered = [], []
+    stop = threading.Event()
+    os.environ["SHIPYARD_ADMIN_TOKEN"] = TOKEN
+    try:
+        with in_process(flights) as (client, service):
+
+            def load():
+                with httpx.Client(base_url=str(client.base_url), timeout=10) as c:
+                    i = 0
+                    while not stop.is_set() and i < 5000:
+                        r = c.post("/predict", json=records[i % 100])
+                        if r.status_code != 200 or r.json()["prediction"] != pytest.approx(
+                            expected[i % 100], rel=1e-12
+                        ):
+                            failures.append((r.status_code, r.text))
+                        answered.append(r.json().get("arm"))
+                        i += 1
+
+            thread = threading.Thread(target=load)
+            thread.start()
+            moves = [
+                lambda s: promoted(s, 2, "shadow", actor="t", bundle=flights["rel"]),
+                lambda s: promoted(s, 2, "canary", percent=25, actor="t"),
+                lambda s: promoted(s, 2, "canary", percent=50, actor="t"),
+            ]
+            for move in moves:
+                _set_state(flights, move)
+                r = client.post("/admin/reload", headers={"authorization": f"Bearer {TOKEN}"})
+                assert r.status_code == 200
+                time.sleep(0.3)
+            _reset(flights)
+            client.post("/admin/reload", headers={"authorization": f"Bearer {TOKEN}"})
+            time.sleep(0.3)
+            stop.set()
+            thread.join(timeout=30)
+            assert service.router.routes.challenger is None
+    finally:
+        os.environ.pop("SHIPYARD_ADMIN_TOKEN", None)
+        _reset(flights)
+    assert len(answered) > 50
+    assert not failures, failures[:3]
+    assert "canary" in answered  # the reloads did take effect mid-load
+
+
+def test_the_log_holds_every_answer_with_its_shadow(flights):
+    _reset(flights)
+    _set_state(flights, lambda s: promoted(s, 2, "shadow", actor="test", bundle=flights["rel"]))
+    records = flights["records"]
+    try:
+        with in_process(flights, loader("none")) as (client, service):
+            ids = [client.post("/predict", json=records[i]).json()["request_id"] for i in range(20)]
+            deadline = time.monotonic() + 10
+            while service.metrics.value("shipyard_shadow_total", outcome="ok", version="2") < 20:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            service.log.flush()
+            table = read_log(flights["project"].workspace / "logs").to_pylist()
+    finally:
+        _reset(flights)
+    rows = [r for r in table if r["request_id"] in set(ids)]
+    assert sorted(r["arm"] for r in rows) == ["champion"] * 20 + ["shadow"] * 20
+    first = [r for r in rows if r["request_id"] == ids[0]]
+    assert {r["model_version"] for r in first} == {1, 2}
+    assert first[0]["prediction"] == pytest.approx(first[1]["prediction"], rel=1e-12)
+    assert all(r["entity_id"] == records[0]["tailnum"] for r in first)
+
+
+def test_openapi_document_comes_from_the_contract(flights):
+    app, service = build(flights["spec"], log=False)
+    try:
+        doc = app.openapi()
+    finally:
+        service.router.close()
+    body = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    record = body["oneOf"][0]
+    assert set(record["properties"]) == {*flights["bundle"].features, "tailnum"}
+    assert record["properties"]["hour"]["type"] == ["number", "null"]
+    assert record["additionalProperties"] is False
+    assert "/v2/models/{name}/infer" in doc["paths"] and "/invocations" in doc["paths"]
+
+
+def test_schemathesis_finds_no_server_error(flights):
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import (
+        content_type_conformance,
+        not_a_server_error,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    # what the service promises: no 5xx, and every response (status, type, body) as documented
+    CHECKS = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
+
+    app, service = build(flights["spec"], log=False)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    failures = []
+    try:
+        for result in schema.get_all_operations():
+            operation = result.ok()
+
+            @settings(
+                max_examples=25,
+                deadline=None,
+                suppress_health_check=list(HealthCheck),
+                database=None,
+            )
+            @given(case=operation.as_strategy())
+            def check(case):
+                try:
+                    case.call_and_validate(checks=CHECKS)
+                except Exception as exc:
+                    failures.append(f"{case.method} {case.path}: {str(exc)[:300]}")
+
+            check()
+    finally:
+        service.router.close()
+    assert not failures, "\n".join(failures[:5])
