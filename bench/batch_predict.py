@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _memory import PEAK_MB
+
 EXCLUDE = (
     "rownames",
     "year",
@@ -49,18 +51,18 @@ EXCLUDE = (
 )
 
 SCORE = """
-import json, resource, sys, time
+import json, sys, time
 from shipyard.batch import predict
 start = time.perf_counter()
 result = predict(sys.argv[1], sys.argv[2], sys.argv[3], version=1, engine=sys.argv[4],
                  chunk_rows=int(sys.argv[5]))
 wall = time.perf_counter() - start
 print(json.dumps({"rows": result.rows, "seconds": wall,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_mb": peak_mb()}))
 """
 
 BOOSTER = """
-import json, resource, sys, time
+import json, sys, time
 import lightgbm, numpy as np
 X = np.load(sys.argv[2])
 booster = lightgbm.Booster(model_file=sys.argv[1])
@@ -69,13 +71,13 @@ start = time.perf_counter()
 out = booster.predict(X)
 wall = time.perf_counter() - start
 print(json.dumps({"rows": len(X), "seconds": wall,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_mb": peak_mb()}))
 """
 
 
 def run(script: str, *args: str) -> dict[str, float]:
     proc = subprocess.run(
-        [sys.executable, "-c", script, *args], capture_output=True, text=True, check=False
+        [sys.executable, "-c", PEAK_MB + script, *args], capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
         raise SystemExit(proc.stderr)

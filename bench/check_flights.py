@@ -1,6 +1,7 @@
 """Benchmark: `shipyard check` on the full NYC flights table beside a plain pandas read.
 
-Both run in fresh child processes, so each peak resident memory (ru_maxrss) is its own.
+Both run in fresh child processes, so each peak resident memory (VmHWM, see _memory.py) is
+its own.
 Reported, as the median of --repeat runs, all in this one run:
 
 - ``pandas read``: ``pd.read_csv`` of the same CSV file (the reference);
@@ -23,34 +24,35 @@ import tempfile
 import time
 from pathlib import Path
 
+from _memory import PEAK_MB
+
 READ = """
-import resource, sys, time
+import sys, time
 import pandas as pd
 start = time.perf_counter()
 frame = pd.read_csv(sys.argv[1])
 wall = time.perf_counter() - start
-print(wall, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, len(frame))
+print(wall, peak_mb(), len(frame))
 """
 
 CHECK = """
-import resource, sys, time
+import sys, time
 from shipyard.project import Project
 start = time.perf_counter()
 report = Project.load(sys.argv[1]).check()
 wall = time.perf_counter() - start
-print(wall, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, report.rows)
+print(wall, peak_mb(), report.rows)
 """
 
 BASELINE = """
-import resource
 import pandas, shipyard.project
-print(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0)
+print(0, peak_mb(), 0)
 """
 
 
 def child(code: str, *args: str) -> tuple[float, float]:
     out = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+        [sys.executable, "-c", PEAK_MB + code, *args], capture_output=True, text=True, check=True
     )
     wall, peak_mb, _ = out.stdout.split()
     return float(wall), float(peak_mb)

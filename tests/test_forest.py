@@ -52,8 +52,19 @@ def booster(X, y, cats, **params) -> lgb.Booster:
         {"objective": "binary"},
         {"objective": "binary", "sigmoid": 0.7},
         {"objective": "multiclass", "num_class": 3},
+        {"objective": "regression", "num_leaves": 48, "min_child_samples": 5},
+        {"objective": "regression", "min_gain_to_split": 1e12},
     ],
-    ids=["regression", "zero-as-missing", "no-missing", "binary", "sigmoid", "multiclass"],
+    ids=[
+        "regression",
+        "zero-as-missing",
+        "no-missing",
+        "binary",
+        "sigmoid",
+        "multiclass",
+        "64-bit-leaf-masks",
+        "one-leaf-trees",
+    ],
 )
 def test_forest_equals_lightgbm_exactly(params):
     X, price, cats = diamonds()
@@ -65,6 +76,8 @@ def test_forest_equals_lightgbm_exactly(params):
         y = price
     model = booster(X, y, cats, **params)
     forest = Forest.from_text(model.model_to_string())
+    widest = max(tree["num_leaves"] for tree in model.dump_model()["tree_info"])
+    assert forest.states.dtype == (np.uint64 if widest > 32 else np.uint32)
     for rows in (X, awkward(X)):
         expected = model.predict(rows)
         got = forest.predict(rows)
@@ -82,6 +95,9 @@ def test_forest_refuses_what_it_cannot_reproduce():
     poisson = booster(X, price, cats, objective="poisson")
     with pytest.raises(ValueError, match="poisson"):
         Forest.from_text(poisson.model_to_string())
+    wide = booster(X, price, cats, objective="regression", num_leaves=100, min_child_samples=2)
+    with pytest.raises(ValueError, match="more than 64 leaves"):
+        Forest.from_text(wide.model_to_string())
     forest = Forest.from_text(booster(X, price, cats).model_to_string())
     with pytest.raises(ValueError, match="9 columns"):
         forest.predict(X[:, :5])

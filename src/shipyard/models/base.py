@@ -62,6 +62,10 @@ class Family:
     def predict_one(self, record: Mapping[str, Any]) -> Any:
         raise NotImplementedError
 
+    def warm(self) -> None:
+        """Build now whatever the one-record path would build on its first call (a server
+        calls this at load so its first request does not pay for it)."""
+
     def accelerate(self) -> bool:
         """Switch frame scoring to a faster path with the same output, if the family has one
         (used by batch scoring); returns whether it did."""

@@ -1,9 +1,21 @@
-"""LightGBM's trees as flat arrays, walked by a compiled kernel: LightGBM's output, faster.
+"""LightGBM's trees as lookup tables, scored by a compiled kernel: LightGBM's output, faster.
 
-``Booster.predict`` spends most of its time around the trees rather than in them: every row
-is copied into (index, value) pairs and back into a buffer before a tree sees it. A
-:class:`Forest` reads the model text the bundle stores into flat NumPy arrays and walks them in
-a numba-compiled loop over the rows (split across threads), giving LightGBM's output exactly:
+Walking a tree is a chain of unpredictable branches and dependent loads; ``Booster.predict``
+adds a copy of every row into (index, value) pairs on top. A :class:`Forest` instead reads the
+model text the bundle stores and turns it into tables in the spirit of QuickScorer (Lucchese
+et al., SIGIR 2015), so that scoring a row is a few table lookups and bitwise ANDs:
+
+- the leaves of each tree are numbered left to right, and a row's state in that tree is a bit
+  per leaf (≤ 64 leaves). A split the row does not take to the left rules out the leaves of
+  its left subtree; the row's exit leaf is the lowest bit still set after every such split;
+- all splits on one feature depend on the row only through that feature's value, and only
+  through which *class* it falls in: between two consecutive thresholds of the feature, zero,
+  NaN (numeric features); a category code, or "none of them" (categorical features). For each
+  class the table holds the AND of the masks of every split that value sends right, for every
+  tree at once. A row is then one binary search (or code lookup) and one vector AND per feature,
+  and one lowest-bit lookup per tree.
+
+The output is LightGBM's exactly:
 
 - the same decisions: ``value <= threshold`` for numbers, with LightGBM's missing-value rules
   (``None``: NaN counts as 0; ``Zero``: |value| ≤ 1e-35 goes the default way; ``NaN``: NaN
@@ -12,8 +24,9 @@ a numba-compiled loop over the rows (split across threads), giving LightGBM's ou
 - leaf values summed tree by tree in model order, then the same link (sigmoid for binary,
   softmax for multiclass, identity for regression).
 
-A model it cannot reproduce exactly (linear trees, averaged output, another objective) is
-refused with ``ValueError``; the caller then keeps LightGBM.
+A model it cannot reproduce exactly (linear trees, averaged output, another objective), trees
+of more than 64 leaves, or tables beyond :data:`MAX_TABLE_BYTES` are refused with
+``ValueError``; the caller then keeps LightGBM.
 """
 
 from __future__ import annotations
@@ -27,36 +40,44 @@ import numpy as np
 
 # LightGBM's kZeroThreshold is the float 1e-35f; as a double it reads 1.0000000180025095e-35
 ZERO = float(np.float32(1e-35))
+MAX_TABLE_BYTES = 256 << 20
+MAX_LEAVES = 64
 _CATEGORICAL, _DEFAULT_LEFT = 1, 2
 _MISSING_NONE, _MISSING_ZERO = 0, 1
+_UNUSED, _NUMERIC, _CODES = 0, 1, 2
 _MIN_ROWS_PER_THREAD = 4096
+_LINKS = {"identity": 0, "sigmoid": 1, "softmax": 2}
+
+# lowest set bit of a 64-bit word: isolate it, multiply by a de Bruijn constant, look up
+_DE_BRUIJN = 0x03F79D71B4CB0A89
+_BIT_INDEX = np.zeros(64, dtype=np.int32)
+_BIT_INDEX[[((1 << i) * _DE_BRUIJN % 2**64) >> 58 for i in range(64)]] = np.arange(64)
 
 
 @dataclass(frozen=True)
 class Forest:
-    """A LightGBM model as flat arrays; build with :meth:`from_text`.
+    """A LightGBM model as per-feature tables; build with :meth:`from_text`.
 
-    The internal nodes of all trees are numbered together, then the leaves: slot ``s`` below
-    ``n_internal`` is a node whose children are ``child[2 * s]`` (left) and ``child[2 * s + 1]``
-    (right); slot ``n_internal + k`` is leaf ``k``.
+    ``states`` is a flat ``(rows, n_trees)`` table of leaf bitmasks (``uint32``, or ``uint64``
+    when a tree has more than 32 leaves). Row 0 is all ones. Feature ``k`` owns the rows from
+    ``base[k]``: for a numeric feature, ``n + 1`` intervals between its ``n`` sorted thresholds
+    ``cuts[cut_start[k]:][:n]``, then zero, then NaN; for a categorical one, codes ``0 … n-1``,
+    then every other value.
     """
 
     n_features: int
     n_outputs: int
     link: str  # "sigmoid", "softmax" or "identity"
     sigmoid: float
-    roots: np.ndarray  # per tree: its root slot
     tree_output: np.ndarray  # per tree: the output (class) it adds to
-    feature: np.ndarray  # per node
-    threshold: np.ndarray  # per node
-    is_cat: np.ndarray  # per node: a categorical split
-    nan_right: np.ndarray  # per node: where NaN goes (1: right)
-    zero_right: np.ndarray  # per node: where 0 goes (1: right)
-    child: np.ndarray  # two per node
-    cat_start: np.ndarray  # per node: offset of its bitset in ``bits``
-    cat_words: np.ndarray  # per node: bitset length in 32-bit words
-    bits: np.ndarray  # uint32
-    leaf_value: np.ndarray  # per leaf
+    kind: np.ndarray  # per feature: unused, numeric or codes
+    base: np.ndarray  # per feature: its first row in ``states``
+    cut_start: np.ndarray  # per feature: offset of its thresholds in ``cuts``
+    n_classes: np.ndarray  # per feature: thresholds (numeric) or codes (categorical)
+    cuts: np.ndarray
+    states: np.ndarray
+    leaf_start: np.ndarray  # per tree: offset of its leaves (left to right) in leaf_value
+    leaf_value: np.ndarray
 
     @classmethod
     def from_text(cls, text: str) -> Forest:
@@ -68,51 +89,52 @@ class Forest:
         if "average_output" in head.split():
             raise ValueError("averaged (random forest) output is not supported")
         link, sigmoid = _link(objective, n_outputs)
-        trees = body.split("\nend of trees")[0].split("\nTree=")
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in _NODE_KEYS}
-        roots, leaves, bits = [], [], []
-        n_nodes = n_leaves = n_bits = 0
-        for tree in trees:
-            f = _fields(tree)
-            if f.get("is_linear", "0") != "0":
-                raise ValueError("linear trees are not supported")
-            leaf_value = _floats(f["leaf_value"])
-            if int(f["num_leaves"]) == 1:
-                roots.append(~n_leaves)
+        trees = [_Tree.parse(block) for block in body.split("\nend of trees")[0].split("\nTree=")]
+        widest = max(len(t.leaf_value) for t in trees)
+        if widest > MAX_LEAVES:
+            raise ValueError(f"trees of more than {MAX_LEAVES} leaves ({widest}) are not supported")
+        splits = _Splits.of(trees, np.uint32 if widest <= 32 else np.uint64)
+        n_features = int(header["max_feature_idx"]) + 1
+        kind = np.zeros(n_features, np.int8)
+        base = np.zeros(n_features, np.int64)
+        cut_start = np.zeros(n_features, np.int64)
+        n_classes = np.zeros(n_features, np.int64)
+        blocks = [np.full((1, len(trees)), splits.full, splits.dtype)]
+        cuts: list[np.ndarray] = []
+        rows = 1
+        for k in range(n_features):
+            on = np.flatnonzero(splits.feature == k)
+            if not len(on):
+                continue
+            if splits.is_cat[on].all():
+                block, n = splits.code_table(on, len(trees))
+                kind[k] = _CODES
+            elif not splits.is_cat[on].any():
+                block, thresholds = splits.numeric_table(on, len(trees))
+                kind[k], n = _NUMERIC, len(thresholds)
+                cut_start[k] = sum(len(c) for c in cuts)
+                cuts.append(thresholds)
             else:
-                node = _node_arrays(f, n_nodes, n_leaves, n_bits)
-                for key in _NODE_KEYS:
-                    parts[key].append(node[key])
-                bits.append(node["bits"])
-                roots.append(n_nodes)
-                n_nodes += len(node["feature"])
-                n_bits += len(node["bits"])
-            leaves.append(leaf_value)
-            n_leaves += len(leaf_value)
-
-        def joined(key: str, dtype) -> np.ndarray:
-            return np.concatenate(parts[key]).astype(dtype) if parts[key] else np.zeros(0, dtype)
-
-        def slot(c: np.ndarray) -> np.ndarray:  # a leaf ~k becomes slot n_nodes + k
-            return np.where(c >= 0, c, n_nodes + ~c).astype(np.int32)
-
+                raise ValueError(f"feature {k} has both numeric and categorical splits")
+            base[k], n_classes[k] = rows, n
+            blocks.append(block)
+            rows += len(block)
+            if rows * len(trees) * block.itemsize > MAX_TABLE_BYTES:
+                raise ValueError(f"the model's tables would exceed {MAX_TABLE_BYTES >> 20} MB")
         return cls(
-            n_features=int(header["max_feature_idx"]) + 1,
+            n_features=n_features,
             n_outputs=n_outputs,
             link=link,
             sigmoid=sigmoid,
-            roots=slot(np.asarray(roots, dtype=np.int64)),
             tree_output=(np.arange(len(trees)) % n_outputs).astype(np.int32),
-            feature=joined("feature", np.int32),
-            threshold=joined("threshold", np.float64),
-            is_cat=joined("is_cat", np.uint8),
-            nan_right=joined("nan_right", np.int32),
-            zero_right=joined("zero_right", np.int32),
-            child=slot(np.stack([joined("left", np.int64), joined("right", np.int64)], 1).ravel()),
-            cat_start=joined("cat_start", np.int32),
-            cat_words=joined("cat_words", np.int32),
-            bits=np.concatenate([*bits, [0]]).astype(np.uint32),
-            leaf_value=np.concatenate(leaves).astype(np.float64),
+            kind=kind,
+            base=base,
+            cut_start=cut_start,
+            n_classes=n_classes,
+            cuts=np.concatenate(cuts) if cuts else np.zeros(0),
+            states=np.concatenate(blocks).ravel(),
+            leaf_start=np.cumsum([0] + [len(t.leaf_value) for t in trees[:-1]]).astype(np.int64),
+            leaf_value=np.concatenate([t.leaf_value[t.leaf_order] for t in trees]),
         )
 
     def predict(self, X: np.ndarray, *, num_threads: int = 1) -> np.ndarray:
@@ -126,43 +148,158 @@ class Forest:
         out = np.zeros((len(X), self.n_outputs), dtype=np.float64)
         kernel = _kernel()
         args = (
-            self.roots,
-            self.tree_output,
-            self.feature,
-            self.threshold,
-            self.is_cat,
-            self.nan_right,
-            self.zero_right,
-            self.child,
-            self.cat_start,
-            self.cat_words,
-            self.bits,
+            self.kind,
+            self.base,
+            self.cut_start,
+            self.n_classes,
+            self.cuts,
+            self.states,
+            self.leaf_start,
             self.leaf_value,
+            self.tree_output,
+            _BIT_INDEX,
             _LINKS[self.link],
             self.sigmoid,
         )
+
+        def score(start: int, stop: int) -> None:
+            workspace = np.empty(len(self.tree_output), dtype=self.states.dtype)
+            kernel(X, start, stop, out, *args, workspace)
+
         threads = max(1, min(num_threads, len(X) // _MIN_ROWS_PER_THREAD, os.cpu_count() or 1))
         if threads == 1:
-            kernel(X, 0, len(X), out, *args)
+            score(0, len(X))
         else:
             edges = np.linspace(0, len(X), threads + 1).astype(int)
             with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(lambda a, b: kernel(X, a, b, out, *args), edges[:-1], edges[1:]))
+                list(pool.map(score, edges[:-1], edges[1:]))
         return out if self.n_outputs > 1 else out[:, 0]
 
 
-_NODE_KEYS = (
-    "feature",
-    "threshold",
-    "is_cat",
-    "nan_right",
-    "zero_right",
-    "left",
-    "right",
-    "cat_start",
-    "cat_words",
-)
-_LINKS = {"identity": 0, "sigmoid": 1, "softmax": 2}
+@dataclass(frozen=True)
+class _Tree:
+    """One tree of the model text, its leaves numbered left to right."""
+
+    decision: np.ndarray
+    feature: np.ndarray
+    threshold: np.ndarray
+    cat_bounds: np.ndarray
+    cat_bits: np.ndarray
+    leaf_value: np.ndarray
+    leaf_order: np.ndarray  # leaf indices, left to right
+    left_leaves: np.ndarray  # per node: (first, count) of the leaves of its left subtree
+
+    @classmethod
+    def parse(cls, block: str) -> _Tree:
+        f = _fields(block)
+        if f.get("is_linear", "0") != "0":
+            raise ValueError("linear trees are not supported")
+        leaf_value = _floats(f["leaf_value"])
+        if len(leaf_value) == 1:  # a tree that never split: one leaf, no nodes
+            f.update(decision_type="", split_feature="", threshold="", left_child="")
+            f.update(right_child="")
+        left, right = _ints(f["left_child"]), _ints(f["right_child"])
+        order: list[int] = []
+        left_leaves = np.zeros((len(left), 2), np.int64)
+        stack: list[int] = []
+        node = 0 if len(left) else ~0  # in-order: a node's left subtree is done when popped
+        while True:
+            while node >= 0:
+                left_leaves[node, 0] = len(order)
+                stack.append(node)
+                node = int(left[node])
+            order.append(~node)
+            if not stack:
+                break
+            parent = stack.pop()
+            left_leaves[parent, 1] = len(order) - left_leaves[parent, 0]
+            node = int(right[parent])
+        has_cats = "cat_boundaries" in f
+        return cls(
+            decision=_ints(f["decision_type"]),
+            feature=_ints(f["split_feature"]),
+            threshold=_floats(f["threshold"]),
+            cat_bounds=_ints(f["cat_boundaries"]) if has_cats else np.zeros(1, np.int64),
+            cat_bits=_ints(f["cat_threshold"]) if has_cats else np.zeros(0, np.int64),
+            leaf_value=leaf_value,
+            leaf_order=np.asarray(order, np.int64),
+            left_leaves=left_leaves,
+        )
+
+
+@dataclass(frozen=True)
+class _Splits:
+    """Every split of every tree, with where it sends zero and NaN, and its leaf mask."""
+
+    dtype: type
+    full: int
+    tree: np.ndarray
+    feature: np.ndarray
+    threshold: np.ndarray
+    is_cat: np.ndarray
+    zero_right: np.ndarray
+    nan_right: np.ndarray
+    mask: np.ndarray  # the tree's leaves minus the split's left subtree
+    codes: list[np.ndarray | None]  # categorical: the codes that go left
+
+    @classmethod
+    def of(cls, trees: list[_Tree], dtype: type) -> _Splits:
+        full = (1 << (8 * np.dtype(dtype).itemsize)) - 1
+        tree, masks, codes = [], [], []
+        for t, tr in enumerate(trees):
+            tree.append(np.full(len(tr.feature), t))
+            first, count = tr.left_leaves[:, 0].tolist(), tr.left_leaves[:, 1].tolist()
+            masks.append([full & ~(((1 << c) - 1) << a) for a, c in zip(first, count, strict=True)])
+            for node, decision in enumerate(tr.decision.tolist()):
+                if not decision & _CATEGORICAL:
+                    codes.append(None)
+                    continue
+                i = int(tr.threshold[node])
+                words = tr.cat_bits[tr.cat_bounds[i] : tr.cat_bounds[i + 1]].astype("<u4")
+                bits = np.unpackbits(words.view(np.uint8), bitorder="little")
+                codes.append(np.flatnonzero(bits))
+        decision = np.concatenate([t.decision for t in trees])
+        threshold = np.concatenate([t.threshold for t in trees])
+        missing = (decision >> 2) & 3
+        default_right = (decision & _DEFAULT_LEFT) == 0
+        as_zero = threshold < 0.0  # where a value read as 0 goes: 0 > threshold
+        return cls(
+            dtype=dtype,
+            full=full,
+            tree=np.concatenate(tree).astype(np.int64),
+            feature=np.concatenate([t.feature for t in trees]),
+            threshold=threshold,
+            is_cat=(decision & _CATEGORICAL) != 0,
+            # "None": NaN reads as 0; "Zero": NaN and 0 take the default; "NaN": NaN does
+            zero_right=np.where(missing == _MISSING_ZERO, default_right, as_zero),
+            nan_right=np.where(missing == _MISSING_NONE, as_zero, default_right),
+            mask=np.asarray([m for ms in masks for m in ms], dtype=dtype),
+            codes=codes,
+        )
+
+    def numeric_table(self, on: np.ndarray, n_trees: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows for the intervals between the feature's thresholds, then zero, then NaN."""
+        thresholds = np.unique(self.threshold[on])
+        n = len(thresholds)
+        table = np.full((n + 3, n_trees), self.full, self.dtype)
+        # a split with threshold cuts[i] sends right every value in interval i + 1 and beyond
+        first = np.searchsorted(thresholds, self.threshold[on]) + 1
+        np.bitwise_and.at(table, (first, self.tree[on]), self.mask[on])
+        table[: n + 1] = np.bitwise_and.accumulate(table[: n + 1], axis=0)
+        for row, goes_right in ((n + 1, self.zero_right), (n + 2, self.nan_right)):
+            right = on[goes_right[on]]
+            np.bitwise_and.at(table, (np.full(len(right), row), self.tree[right]), self.mask[right])
+        return table, thresholds
+
+    def code_table(self, on: np.ndarray, n_trees: int) -> tuple[np.ndarray, int]:
+        """Rows for codes 0 … n-1 (n covers every bitset), then every other value."""
+        n = max(int(self.codes[i].max()) + 1 if len(self.codes[i]) else 0 for i in on)
+        table = np.full((n + 1, n_trees), self.full, self.dtype)
+        for i in on:
+            right = np.ones(n + 1, dtype=bool)
+            right[self.codes[i]] = False
+            table[right, self.tree[i]] &= self.mask[i]
+        return table, n
 
 
 def _fields(block: str) -> dict[str, str]:
@@ -195,45 +332,7 @@ def _link(objective: list[str], n_outputs: int) -> tuple[str, float]:
     raise ValueError(f"objective {' '.join(objective)!r} is not supported")
 
 
-def _node_arrays(f: dict[str, str], n_nodes: int, n_leaves: int, n_bits: int) -> dict:
-    """One tree's nodes, renumbered into the forest's shared numbering (leaves stay ~k)."""
-    decision = _ints(f["decision_type"])
-    threshold = _floats(f["threshold"])
-    left, right = _ints(f["left_child"]), _ints(f["right_child"])
-    is_cat = (decision & _CATEGORICAL) != 0
-    missing = (decision >> 2) & 3
-    default_right = (decision & _DEFAULT_LEFT) == 0
-    as_zero = threshold < 0.0  # where a value read as 0 goes: 0 > threshold
-    cat_start = np.zeros(len(decision), dtype=np.int64)
-    cat_words = np.zeros(len(decision), dtype=np.int64)
-    tree_bits = np.zeros(0, dtype=np.int64)
-    if is_cat.any():
-        bounds = _ints(f["cat_boundaries"])
-        tree_bits = _ints(f["cat_threshold"])
-        index = threshold[is_cat].astype(np.int64)
-        cat_start[is_cat] = n_bits + bounds[index]
-        cat_words[is_cat] = bounds[index + 1] - bounds[index]
-
-    def renumber(child: np.ndarray) -> np.ndarray:
-        return np.where(child >= 0, child + n_nodes, ~(~child + n_leaves))
-
-    return {
-        "feature": _ints(f["split_feature"]),
-        "threshold": threshold,
-        "is_cat": is_cat,
-        # "None": NaN reads as 0; "Zero": NaN and 0 take the default; "NaN": NaN does
-        "nan_right": np.where(missing == _MISSING_NONE, as_zero, default_right),
-        "zero_right": np.where(missing == _MISSING_ZERO, default_right, as_zero),
-        "left": renumber(left),
-        "right": renumber(right),
-        "cat_start": cat_start,
-        "cat_words": cat_words,
-        "bits": tree_bits,
-    }
-
-
 _COMPILED = None
-_BLOCK = 64  # rows walked through one tree before the next tree
 
 
 def _kernel():
@@ -242,73 +341,74 @@ def _kernel():
     if _COMPILED is None:
         from numba import njit
 
-        _COMPILED = njit(nogil=True, cache=True)(_walk)
+        _COMPILED = njit(nogil=True, cache=True)(_score)
     return _COMPILED
 
 
-def _walk(
+def _score(
     X,
     start,
     stop,
     out,
-    roots,
+    kind,
+    base,
+    cut_start,
+    n_classes,
+    cuts,
+    states,
+    leaf_start,
+    leaf_value,
     tree_output,
-    feature,
-    threshold,
-    is_cat,
-    nan_right,
-    zero_right,
-    child,
-    cat_start,
-    cat_words,
-    bits,
-    slot_value,
+    bit_index,
     link,
     sigmoid,
+    alive,
 ):  # pragma: no cover - run compiled; its result is tested against LightGBM
-    """Walk rows ``start:stop`` through every tree, ``_BLOCK`` rows at a time (the block's
-    rows and the tree's nodes stay in the CPU's nearest cache while they meet)."""
+    """Score rows ``start:stop``; ``alive`` (one word per tree) is the workspace."""
+    n_trees = alive.shape[0]
     n_out = out.shape[1]
-    n_features = X.shape[1]
-    n_internal = feature.shape[0]
-    row = np.empty((_BLOCK, n_features), dtype=np.float64)
-    for first in range(start, stop, _BLOCK):
-        n = min(_BLOCK, stop - first)
-        for r in range(n):
-            for j in range(n_features):
-                v = X[first + r, j]
-                row[r, j] = 0.0 if -ZERO <= v <= ZERO else v
-        for t in range(roots.shape[0]):
-            root = roots[t]
-            o = tree_output[t]
-            for r in range(n):
-                s = root
-                while s < n_internal:
-                    v = row[r, feature[s]]
-                    if is_cat[s]:
-                        go_right = 1
-                        if 0.0 <= v < 2147483648.0:  # False for NaN
-                            code = int(v)
-                            word = code >> 5
-                            if word < cat_words[s]:
-                                go_right = 1 - ((bits[cat_start[s] + word] >> (code & 31)) & 1)
-                    else:
-                        go_right = 1 if v > threshold[s] else 0
-                        go_right = zero_right[s] if v == 0.0 else go_right
-                        go_right = nan_right[s] if v != v else go_right
-                    s = child[2 * s + go_right]
-                out[first + r, o] += slot_value[s - n_internal]
-        for r in range(n):
-            i = first + r
-            if link == 1:
-                out[i, 0] = 1.0 / (1.0 + math.exp(-sigmoid * out[i, 0]))
-            elif link == 2:
-                top = out[i, 0]
-                for c in range(1, n_out):
-                    top = max(top, out[i, c])
-                total = 0.0
-                for c in range(n_out):
-                    out[i, c] = math.exp(out[i, c] - top)
-                    total += out[i, c]
-                for c in range(n_out):
-                    out[i, c] /= total
+    for i in range(start, stop):
+        for t in range(n_trees):
+            alive[t] = states[t]
+        for k in range(X.shape[1]):
+            if kind[k] == _UNUSED:
+                continue
+            v = X[i, k]
+            n = n_classes[k]
+            if kind[k] == _NUMERIC:
+                if v != v:
+                    row = n + 2
+                elif -ZERO <= v <= ZERO:
+                    row = n + 1
+                else:  # the number of thresholds below v
+                    lo, hi, first = 0, n, cut_start[k]
+                    while lo < hi:
+                        mid = (lo + hi) >> 1
+                        if cuts[first + mid] < v:
+                            lo = mid + 1
+                        else:
+                            hi = mid
+                    row = lo
+            else:
+                v = 0.0 if -ZERO <= v <= ZERO else v
+                row = int(v) if 0.0 <= v < n else n  # False for NaN
+            offset = (base[k] + row) * n_trees
+            for t in range(n_trees):
+                alive[t] &= states[offset + t]
+        for t in range(n_trees):
+            word = np.uint64(alive[t])
+            lowest = word & (~word + np.uint64(1))
+            leaf = bit_index[(lowest * np.uint64(_DE_BRUIJN)) >> np.uint64(58)]
+            out[i, tree_output[t]] += leaf_value[leaf_start[t] + leaf]
+        if link == 1:
+            out[i, 0] = 1.0 / (1.0 + math.exp(-sigmoid * out[i, 0]))
+        elif link == 2:
+            top = out[i, 0]
+            for c in range(1, n_out):
+                top = max(top, out[i, c])
+            total = 0.0
+            for c in range(n_out):
+                out[i, c] = math.exp(out[i, c] - top)
+                total += out[i, c]
+            for c in range(n_out):
+                out[i, c] /= total

@@ -193,11 +193,34 @@ class GradientBoostedTrees(Family):
         return self
 
     def _compile(self) -> None:
-        import lightgbm as lgb
+        """Drop any Booster built from an older model text; the next use builds it again."""
+        self.__dict__.pop("_booster", None)
+        self.__dict__.pop("_single_row", None)
+        self.__dict__.pop("_forest", None)
 
-        self.booster_ = lgb.Booster(model_str=self.model_text_)
-        n_outputs = self.n_classes if self.task == "multiclass" else 1
-        self._single_row = _SingleRow(self.booster_, self.booster_.num_feature(), n_outputs)
+    @property
+    def booster_(self) -> Any:
+        """LightGBM's Booster for the model text, built on first use (importing LightGBM,
+        and with it scikit-learn, costs ~1.5 s a compiled forest never needs to pay)."""
+        booster = self.__dict__.get("_booster")
+        if booster is None:
+            import lightgbm as lgb
+
+            booster = self._booster = lgb.Booster(model_str=self.model_text_)
+        return booster
+
+    @property
+    def _one_row(self) -> _SingleRow:
+        single = self.__dict__.get("_single_row")
+        if single is None:
+            n_outputs = self.n_classes if self.task == "multiclass" else 1
+            booster = self.booster_
+            single = self._single_row = _SingleRow(booster, booster.num_feature(), n_outputs)
+        return single
+
+    def warm(self) -> None:
+        self.check_fitted()
+        self._one_row  # noqa: B018 - builds the Booster and the one-row path
 
     def accelerate(self) -> bool:
         """Score frames with a compiled :class:`~shipyard.models.forest.Forest`: LightGBM's
@@ -224,7 +247,7 @@ class GradientBoostedTrees(Family):
 
     def predict_one(self, record: Mapping[str, Any]) -> Any:
         self.check_fitted()
-        out = self._single_row(self.transform_.transform_one(record))
+        out = self._one_row(self.transform_.transform_one(record))
         return float(out[0]) if self.task != "multiclass" else out
 
     def state(self) -> dict[str, Any]:
