@@ -1,7 +1,8 @@
-"""Helpers for tests: writing specs, grouping findings."""
+"""Helpers for tests: writing specs, grouping findings, a faulty challenger."""
 
 from __future__ import annotations
 
+import time
 import tomllib
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,7 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shipyard.bundle import load_bundle
 from shipyard.project import Project
+from shipyard.serving.router import Arm
 from shipyard.spec import Spec
 
 RULE = "tenure < 6 and contract == 'Month-to-month'"
@@ -135,3 +138,25 @@ def churn_project(folder: Path, churn: pd.DataFrame, **overrides) -> Project:
         sections.setdefault(key, {}).update(value)
     (folder / "shipyard.toml").write_text(toml_text(sections))
     return Project.load(folder / "shipyard.toml")
+
+
+class Faulty(Arm):
+    """An in-memory challenger: raises, sleeps, or shifts the real bundle's output."""
+
+    def __init__(self, version, bundle, fault):
+        super().__init__(version, bundle)
+        self.fault = fault
+
+    def score(self, record):
+        if self.fault == "raise":
+            raise RuntimeError("challenger broken")
+        if self.fault == "sleep":
+            time.sleep(1.0)
+        out = super().score(record)
+        return min(1.0, out + 0.5) if self.fault == "shift" else out
+
+
+def faulty_arm(fault, version, path):
+    """Version 1 as it is; any other version a :class:`Faulty` with ``fault``."""
+    bundle = load_bundle(path)
+    return Arm(version, bundle) if version == 1 else Faulty(version, bundle, fault)

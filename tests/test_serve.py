@@ -5,6 +5,7 @@ kill -9 with in-process servers on 127.0.0.1."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import re
@@ -26,7 +27,8 @@ from shipyard.project import Project
 from shipyard.registry import Registry, promoted
 from shipyard.serving.app import build
 from shipyard.serving.log import read_log
-from shipyard.serving.router import Arm, in_canary
+from shipyard.serving.router import in_canary
+from support import faulty_arm
 
 EXCLUDE = ["rownames", "year", "month", "arr_delay", "arr_time", "dep_delay", "dep_time"]
 EXCLUDE += ["sched_arr_time", "sched_dep_time"]
@@ -133,28 +135,10 @@ def in_process(flights, arm_loader=None):
             service.log.close()
 
 
-class Faulty(Arm):
-    """An in-memory challenger: raises, sleeps, or shifts the real bundle's output."""
-
-    def __init__(self, version, bundle, fault):
-        super().__init__(version, bundle)
-        self.fault = fault
-
-    def score(self, record):
-        if self.fault == "raise":
-            raise RuntimeError("challenger broken")
-        if self.fault == "sleep":
-            time.sleep(1.0)
-        out = super().score(record)
-        return min(1.0, out + 0.5) if self.fault == "shift" else out
-
-
 def loader(fault):
-    def load(version, path):
-        bundle = load_bundle(path)
-        return Arm(version, bundle) if version == 1 else Faulty(version, bundle, fault)
-
-    return load
+    """An arm loader whose challenger raises, sleeps or shifts (see ``support.Faulty``); it
+    crosses into the shadow's own process, so it is a picklable partial."""
+    return functools.partial(faulty_arm, fault)
 
 
 # --- a real `shipyard serve` ------------------------------------------------------------

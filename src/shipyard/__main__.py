@@ -2,4 +2,5 @@
 
 from shipyard.cli import main
 
-main()
+if __name__ == "__main__":  # a spawned child process imports this module too
+    main()

@@ -6,9 +6,9 @@ swaps one reference: a request reads the routes once, so it is answered by the o
 the new one, never a mix, and never fails because of a swap.
 
 - **champion** answers every record not sent to a canary;
-- **shadow**: the challenger scores a copy of each request on a worker thread fed by a
-  bounded queue; its errors, slowness or a full queue never change a response (they are
-  counted, and its outputs logged as rows with arm ``shadow``);
+- **shadow**: the challenger scores a copy of each request in a process of its own
+  (``shadow.py``), fed by a bounded queue; its errors, slowness or a full queue never change
+  a response (they are counted, and its outputs logged as rows with arm ``shadow``);
 - **canary**: ``percent`` of entity ids (the spec's ``id`` field, else the request id) go to
   the challenger, by a hash of the id, so an id always lands on the same arm. A canary that
   raises is answered by the champion (the user never sees it) and counted. Guardrails
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import queue
 import sys
 import threading
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.registry import Deployment, Registry, actor, challenger_stopped
+from shipyard.serving.shadow import Shadow
 from shipyard.spec import ServingSection
 
 BUCKETS = 10_000
@@ -59,7 +59,9 @@ def load_arm(version: int, path: Path) -> Arm:
     """The arm of a bundle folder (verified on load)."""
     from shipyard.bundle import load_bundle
 
-    return Arm(version, load_bundle(path))
+    bundle = load_bundle(path)
+    bundle.model.warm()
+    return Arm(version, bundle)
 
 
 def in_canary(entity: str, percent: float) -> bool:
@@ -119,12 +121,13 @@ class Router:
             "champion": deque(maxlen=policy.guardrail_window),
             "canary": deque(maxlen=policy.guardrail_window),
         }
-        self._shadow: queue.Queue = queue.Queue(maxsize=policy.shadow_queue)
+        self._paths: dict[int, Path] = {}
+        self._shadow: Shadow | None = None
         self._stop = threading.Event()
         self._reload_lock = threading.Lock()
         self.routes = self._build(registry.state())
+        self._follow(self.routes)
         self._threads = [
-            threading.Thread(target=self._shadow_worker, name="shipyard-shadow", daemon=True),
             threading.Thread(target=self._watch, name="shipyard-watch", daemon=True),
         ]
         for thread in self._threads:
@@ -138,10 +141,30 @@ class Router:
             if folder is None:
                 raise LookupError(f"the deployment state names no bundle for version {version}")
             path = Path(folder)
-            self._arms[version] = self._load_arm(
-                version, path if path.is_absolute() else self.workspace / path
-            )
+            self._paths[version] = path if path.is_absolute() else self.workspace / path
+            self._arms[version] = self._load_arm(version, self._paths[version])
         return self._arms[version]
+
+    def _follow(self, routes: Routes) -> None:
+        """Start the shadow process a shadow challenger needs; stop one no longer needed."""
+        wanted = (
+            routes.challenger.version if routes.mode == "shadow" and routes.challenger else None
+        )
+        current = self._shadow
+        if current is not None and current.version == wanted:
+            return
+        self._shadow = None
+        if current is not None:
+            current.close()
+        if wanted is not None:
+            self._shadow = Shadow(
+                self._load_arm,
+                wanted,
+                self._paths[wanted],
+                self._shadow_answered,
+                queue_size=self.policy.shadow_queue,
+                on_drop=self._shadow_dropped,
+            )
 
     def _build(self, state: Deployment) -> Routes:
         if state.champion is None:
@@ -170,6 +193,7 @@ class Router:
                 self.routes = routes
                 keep = {state.champion, state.challenger}
                 self._arms = {v: a for v, a in self._arms.items() if v in keep}
+                self._follow(routes)
             return self.routes
 
     def _watch(self) -> None:
@@ -213,48 +237,35 @@ class Router:
 
     def mirror(self, routes: Routes, request_id: str, records: list, entities: list[str]) -> None:
         """Hand a copy of the request to the shadow (never blocks, never raises)."""
-        if routes.challenger is None or routes.mode != "shadow":
+        shadow = self._shadow
+        if routes.mode != "shadow" or shadow is None or routes.challenger is None:
             return
-        try:
-            self._shadow.put_nowait((routes.challenger, request_id, records, entities))
-        except queue.Full:
-            if self.metrics is not None:
-                self.metrics.count("shipyard_shadow_total", len(records), outcome="dropped")
+        if shadow.version == routes.challenger.version:
+            shadow.submit(request_id, records, entities)
 
-    def _shadow_worker(self) -> None:
-        while not self._stop.is_set():
-            try:
-                arm, request_id, records, entities = self._shadow.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            for record, entity in zip(records, entities, strict=True):
-                start = time.perf_counter()
-                try:
-                    output = arm.score(record)
-                except Exception as exc:
-                    outcome, answer, error = "error", None, f"{type(exc).__name__}: {exc}"
-                else:
-                    answer = Answer(output, "shadow", arm.version, time.perf_counter() - start)
-                    outcome, error = "ok", None
-                if self.metrics is not None:
-                    self.metrics.count(
-                        "shipyard_shadow_total", outcome=outcome, version=str(arm.version)
-                    )
-                if self._on_shadow is not None:
-                    try:
-                        self._on_shadow(
-                            request_id,
-                            answer,
-                            error,
-                            record=record,
-                            entity=entity,
-                            version=arm.version,
-                        )
-                    except Exception as exc:  # logging must not kill the worker
-                        print(
-                            f"shipyard serve: logging a shadow answer failed: {exc}",
-                            file=sys.stderr,
-                        )
+    def _shadow_dropped(self, n: int) -> None:
+        if self.metrics is not None:
+            self.metrics.count("shipyard_shadow_total", n, outcome="dropped")
+
+    def _shadow_answered(
+        self,
+        request_id: str,
+        output: Any,
+        latency: float | None,
+        error: str | None,
+        *,
+        record: Mapping[str, Any],
+        entity: str,
+        version: int,
+    ) -> None:
+        answer = None if error is not None else Answer(output, "shadow", version, latency or 0.0)
+        if self._on_shadow is not None:  # logged before counted: a count means a log row
+            self._on_shadow(
+                request_id, answer, error, record=record, entity=entity, version=version
+            )
+        if self.metrics is not None:
+            outcome = "ok" if error is None else "error"
+            self.metrics.count("shipyard_shadow_total", outcome=outcome, version=str(version))
 
     # --- guardrails ---------------------------------------------------------------------
 
@@ -331,6 +342,10 @@ class Router:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=2)
+        with self._reload_lock:
+            shadow, self._shadow = self._shadow, None
+        if shadow is not None:
+            shadow.close()
 
 
 def _quantile(values: list[float], q: float) -> float:
