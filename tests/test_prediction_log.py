@@ -273,13 +273,14 @@ def test_kill_9_loses_only_the_unflushed_batch_and_a_restart_carries_on(
     finally:
         writer.kill()
         writer.wait()
-    appended = [line.split() for line in lines if line.strip()]
+    # the kill can cut the last line short, and can fall between an append and its print
+    appended = [line.split() for line in lines if len(line.split()) == 2]
     due = {f"k{i}" for i, at in appended if float(at) < killed_at - (0.2 + 0.5)}
     assert len(due) > 20  # the kill came late enough to test something
 
     on_disk = set(read_log(tmp_path).column("request_id").to_pylist())
     assert due <= on_disk
-    assert on_disk <= {f"k{i}" for i, _ in appended}
+    assert on_disk <= {f"k{i}" for i in range(int(appended[-1][0]) + 2)}
     for path in tmp_path.rglob("part-*.parquet"):
         pq.read_table(path)  # every file left behind is whole
 
