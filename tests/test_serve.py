@@ -457,6 +457,30 @@ def test_reload_during_load_fails_no_request(flights):
     assert "canary" in answered  # the reloads did take effect mid-load
 
 
+def test_a_shadow_process_that_dies_only_drops_copies(flights):
+    _reset(flights)
+    _set_state(flights, lambda s: promoted(s, 2, "shadow", actor="test", bundle=flights["rel"]))
+    records, expected = flights["records"], flights["expected"]
+    try:
+        with in_process(flights, loader("none")) as (client, service):
+            shadow = service.router._shadow
+            assert shadow is not None and shadow.process.is_alive()
+            os.kill(shadow.process.pid, signal.SIGKILL)
+            shadow.process.join(timeout=10)
+            for i in range(30):
+                body = client.post("/predict", json=records[i]).json()
+                assert body["arm"] == "champion"
+                assert body["prediction"] == pytest.approx(expected[i], rel=1e-12)
+            deadline = time.monotonic() + 10
+            while service.metrics.value("shipyard_shadow_total", outcome="dropped") < 30:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert service.metrics.value("shipyard_shadow_total", outcome="ok", version="2") == 0
+            assert service.router.flush_shadow(timeout=1) is False
+    finally:
+        _reset(flights)
+
+
 def test_the_log_holds_every_answer_with_its_shadow(flights):
     _reset(flights)
     _set_state(flights, lambda s: promoted(s, 2, "shadow", actor="test", bundle=flights["rel"]))
@@ -468,7 +492,7 @@ def test_the_log_holds_every_answer_with_its_shadow(flights):
             while service.metrics.value("shipyard_shadow_total", outcome="ok", version="2") < 20:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
-            service.log.flush()
+            service.flush()
             table = read_log(flights["project"].workspace / "logs").to_pylist()
     finally:
         _reset(flights)

@@ -19,6 +19,7 @@ traceback. Each answered record goes to the prediction log off the request path.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import time
@@ -80,6 +81,12 @@ class Service:
         policy = router.policy
         self.max_records = policy.max_records
         self.max_bytes = int(policy.max_body_mb * 1024 * 1024)
+
+    def flush(self) -> None:
+        """Write every answer logged so far, the shadow's too (blocking)."""
+        self.router.flush_shadow()
+        if self.log is not None:
+            self.log.flush()
 
     def close(self) -> None:
         """Stop the router's threads and flush the log (the app's shutdown)."""
@@ -227,33 +234,6 @@ class Service:
             if value is not None:
                 return str(value)
         return request_id
-
-    def log_shadow(
-        self,
-        request_id: str,
-        answer: Answer | None,
-        error: str | None,
-        *,
-        record: Any,
-        entity: str,
-        version: int,
-    ) -> None:
-        if self.log is None:
-            return
-        self.log.append(
-            {
-                "request_id": request_id,
-                "time": time.time(),
-                "entity_id": entity if entity != request_id else None,
-                "model_version": version,
-                "arm": "shadow",
-                "features": record,
-                "prediction": None if answer is None else answer.output,
-                "latency_ms": None if answer is None else answer.latency * 1e3,
-                "warnings": [],
-                "error": error,
-            }
-        )
 
 
 def create_app(service: Service) -> FastAPI:
@@ -649,16 +629,8 @@ def build(
     metrics = Metrics()
     registry = Registry(workspace / "deployment", spec.project.name)
     policy = spec.serving
-    prediction_log = (
-        PredictionLog(
-            workspace / "logs",
-            batch_rows=policy.log_batch_rows,
-            flush_seconds=policy.log_flush_seconds,
-        )
-        if log
-        else None
-    )
-    holder: dict[str, Service] = {}
+    log_options = {"batch_rows": policy.log_batch_rows, "flush_seconds": policy.log_flush_seconds}
+    prediction_log = PredictionLog(workspace / "logs", **log_options) if log else None
     kwargs = {} if arm_loader is None else {"arm_loader": arm_loader}
     router = Router(
         registry,
@@ -666,11 +638,12 @@ def build(
         policy,
         id_field=spec.project.id,
         metrics=metrics,
-        on_shadow=lambda *a, **k: holder["service"].log_shadow(*a, **k),
+        shadow_log=functools.partial(PredictionLog, workspace / "logs", **log_options)
+        if log
+        else None,
         **kwargs,
     )
     service = Service(router, prediction_log, spec.project.name, spec.project.id)
-    holder["service"] = service
     return create_app(service), service
 
 

@@ -23,6 +23,7 @@ hand the router arms of their own.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import sys
@@ -105,7 +106,7 @@ class Router:
         *,
         id_field: str | None = None,
         arm_loader: Callable[[int, Path], Arm] = load_arm,
-        on_shadow: Callable[[str, Answer | None, str | None], None] | None = None,
+        shadow_log: Callable[[], Any] | None = None,
         metrics: Any = None,
     ) -> None:
         self.registry = registry
@@ -114,7 +115,7 @@ class Router:
         self.id_field = id_field
         self._load_arm = arm_loader
         self._arms: dict[int, Arm] = {}
-        self._on_shadow = on_shadow
+        self._shadow_log = shadow_log
         self.metrics = metrics
         self.breaches: list[dict[str, Any]] = []
         self._window = {
@@ -161,8 +162,9 @@ class Router:
                 self._load_arm,
                 wanted,
                 self._paths[wanted],
-                self._shadow_answered,
+                log=self._shadow_log,
                 queue_size=self.policy.shadow_queue,
+                on_counts=functools.partial(self._shadow_counted, wanted),
                 on_drop=self._shadow_dropped,
             )
 
@@ -247,25 +249,18 @@ class Router:
         if self.metrics is not None:
             self.metrics.count("shipyard_shadow_total", n, outcome="dropped")
 
-    def _shadow_answered(
-        self,
-        request_id: str,
-        output: Any,
-        latency: float | None,
-        error: str | None,
-        *,
-        record: Mapping[str, Any],
-        entity: str,
-        version: int,
-    ) -> None:
-        answer = None if error is not None else Answer(output, "shadow", version, latency or 0.0)
-        if self._on_shadow is not None:  # logged before counted: a count means a log row
-            self._on_shadow(
-                request_id, answer, error, record=record, entity=entity, version=version
-            )
+    def _shadow_counted(self, version: int, counts: dict[str, int]) -> None:
         if self.metrics is not None:
-            outcome = "ok" if error is None else "error"
-            self.metrics.count("shipyard_shadow_total", outcome=outcome, version=str(version))
+            for outcome, n in counts.items():
+                if n:
+                    self.metrics.count(
+                        "shipyard_shadow_total", n, outcome=outcome, version=str(version)
+                    )
+
+    def flush_shadow(self, timeout: float = 10.0) -> bool:
+        """Have the shadow log what it was handed so far (True when there is none)."""
+        shadow = self._shadow
+        return shadow is None or shadow.flush(timeout)
 
     # --- guardrails ---------------------------------------------------------------------
 
