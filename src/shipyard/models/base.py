@@ -88,7 +88,13 @@ class Family:
         return any(k.endswith("_") and not k.startswith("_") for k in vars(self))
 
     def check_fitted(self) -> None:
-        if not self.fitted:
+        # the one-record path calls this on every request: once fitted, a model stays fitted
+        # (fit and set_state only add attributes), so the scan of its attributes is done once
+        if self.__dict__.get("_seen_fitted"):
+            return
+        if self.fitted:
+            self._seen_fitted = True
+        else:
             raise NotFittedError(
                 f"this {type(self).__name__} is not fitted yet; call .fit(train_frame, y, roles=...) first"
             )
