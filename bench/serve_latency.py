@@ -19,8 +19,10 @@ All in this one run, on NYC flights (each server a subprocess with one worker on
     ``mlflow``: ``mlflow models serve -m models:/flights/1 --env-manager local``, stock
     settings, ``POST /invocations {"dataframe_records": [record]}``;
     ``shipyard``: ``shipyard serve --workers 1``, ``POST /predict`` with the raw record,
-    champion v1 alone; ``shipyard_shadow``: the same on a copy of the project in which v2
-    is promoted to shadow (a copy, so both can run at once: a server polls its state);
+    champion v1 alone; ``shipyard_control``: a second, identical server (the noise floor of
+    an on/off comparison: how far two equal servers' p99 differ here); ``shipyard_shadow``:
+    the same on a copy of the project in which v2 is promoted to shadow (a copy, so both can
+    run at once: a server polls its state);
 - the load generator is this process: one thread per concurrent caller, each with one
   keep-alive HTTP/1.1 connection (a blocking socket), requests encoded beforehand,
   responses parsed by hand, the garbage collector off while timing. It shares the 2 cores
@@ -30,9 +32,9 @@ All in this one run, on NYC flights (each server a subprocess with one worker on
   answering every request with canned bytes;
 - each level (concurrency 1, then 16) warms every server up, then runs --requests timed
   requests per server, under a time limit. ``mlflow`` (about 60 requests/s) gets
-  --mlflow-requests, alone. ``minimal``, ``shipyard`` and ``shipyard_shadow`` run at the
+  --mlflow-requests, alone. ``minimal`` and the three ``shipyard`` servers run at the
   same time and take turns in --bursts rounds (the order rotating), so that what other
-  processes do to the machine meanwhile falls on all three alike.
+  processes do to the machine meanwhile falls on all of them alike.
 
 Reported per server and level: p50 / p95 / p99 / mean / max latency (ms), requests/s and
 p99 (also per burst), errors (non-2xx, exceptions, unfinished, malformed bodies), the server's CPU
@@ -43,7 +45,8 @@ Targets: shipyard p50 at concurrency 1 ≤ 1.5× the minimal app's; shipyard req
 concurrency 16 ≥ 0.6× the minimal app's; shadow-on p99 at concurrency 1 ≤ 1.10× shadow-off's
 on the pooled requests (at 16, where the server is saturated and the shadow's work takes
 CPU from the champion, the ratio is reported beside it; so is, at both levels, the median
-over rounds of one round's ratio); zero errors on every server.
+over rounds of one round's ratio, and the same ratios for the control server: the noise
+floor the shadow's ratio should be read against); zero errors on every server.
 
     .venv/bin/python bench/serve_latency.py [--requests 8000] [--mlflow-requests 300]
         [--warmup 200] [--bursts 16] [--records 2000] [--only-references] [--workdir DIR]
@@ -748,8 +751,8 @@ def report(
         x, y = level(*a), level(*b)
         return round(x / y, digits) if x is not None and y else None
 
-    def paired(concurrency: int) -> float | None:
-        on = level("shipyard_shadow", concurrency, "p99_ms_per_burst") or []
+    def paired(concurrency: int, subject: str = "shipyard_shadow") -> float | None:
+        on = level(subject, concurrency, "p99_ms_per_burst") or []
         off = level("shipyard", concurrency, "p99_ms_per_burst") or []
         rounds = [a / b for a, b in zip(on, off, strict=False) if a is not None and b]
         return round(float(np.median(rounds)), 3) if rounds else None
@@ -768,6 +771,16 @@ def report(
         # of a round run back to back): less swayed by a noisy minute than the pooled p99
         "shadow_on_vs_off_p99_c1_median_of_rounds": paired(1),
         "shadow_on_vs_off_p99_c16_median_of_rounds": paired(16),
+        # the noise floor: a second shadow-off server, identical to the first, measured the
+        # same way (a ratio away from 1.0 here is this machine, not the shadow)
+        "control_vs_off_p99_c1": ratio(
+            ("shipyard_control", 1, "p99_ms"), ("shipyard", 1, "p99_ms")
+        ),
+        "control_vs_off_p99_c16": ratio(
+            ("shipyard_control", 16, "p99_ms"), ("shipyard", 16, "p99_ms")
+        ),
+        "control_vs_off_p99_c1_median_of_rounds": paired(1, "shipyard_control"),
+        "control_vs_off_p99_c16_median_of_rounds": paired(16, "shipyard_control"),
         "minimal_rps_c16_vs_mlflow": ratio(("minimal", 16, "rps"), ("mlflow", 16, "rps"), 1),
         "mlflow_p50_c1_vs_minimal": ratio(("mlflow", 1, "p50_ms"), ("minimal", 1, "p50_ms"), 1),
         "minimal_rps_c16_vs_client_ceiling": ratio(
@@ -840,7 +853,7 @@ def main() -> None:
         "--bursts",
         type=int,
         default=16,
-        help="rounds in which the minimal app and shipyard (shadow off, on) take turns",
+        help="rounds in which the minimal app and shipyard (shadow off, its control, on) take turns",
     )
     parser.add_argument(
         "--only-references", action="store_true", help="skip `shipyard serve` (the subject)"
@@ -932,9 +945,11 @@ def main() -> None:
         ]
         if args.only_references:
             notes.append("the subject (`shipyard serve`) was skipped: --only-references")
-        else:  # shadow off: the project; shadow on: a copy of it with v2 promoted to shadow
+        else:  # shadow off: the project, twice (the second, a control: the noise floor);
+            # shadow on: a copy of it with v2 promoted to shadow
             for label, project_spec in (
                 ("shipyard", spec),
+                ("shipyard_control", spec),
                 ("shipyard_shadow", shadow_copy(spec.parent, folder / "flights-shadow")),
             ):
                 port = free_port()
