@@ -155,6 +155,9 @@ class Faulty(Arm):
         out = super().score(record)
         return min(1.0, out + 0.5) if self.fault == "shift" else out
 
+    def score_many(self, records):
+        return [self.score(record) for record in records]
+
 
 def faulty_arm(fault, version, path):
     """Version 1 as it is; any other version a :class:`Faulty` with ``fault``."""

@@ -82,6 +82,18 @@ def test_one_record_path_equals_frame_path(fitted):
     np.testing.assert_allclose(one, frame_out, rtol=0, atol=1e-9)
 
 
+def test_records_path_equals_one_record_path_exactly(fitted):
+    model, test, _, _, _ = fitted
+    records = records_of(with_surprises(test.head(200), seed=7))
+    one = np.array([model.predict_one(r) for r in records])
+    np.testing.assert_array_equal(model.predict_records(records), one)
+    np.testing.assert_array_equal(model.predict_records(records[:1]), one[:1])
+    # many records: a family may switch to its matrix scorer, which equals the frame path
+    np.testing.assert_allclose(
+        model.predict_records(records_of(test)), model.predict(test), rtol=0, atol=1e-9
+    )
+
+
 def test_save_load_round_trip_gives_identical_predictions(fitted, tmp_path: Path):
     model, test, _, _, _ = fitted
     files = model.save(tmp_path)

@@ -26,10 +26,14 @@ def test_frame_and_record_paths_agree_on_churn(churn, encoding, unknown):
     )
     test = with_surprises(frame.iloc[4000:])
     matrix = t.transform(test)
-    rows = np.array([t.transform_one(r) for r in records_of(test)])
+    records = records_of(test)
+    rows = np.array([t.transform_one(r) for r in records])
     assert matrix.shape == (len(test), t.n_features)
     assert np.isfinite(matrix).all()
     np.testing.assert_allclose(rows, matrix, rtol=0, atol=1e-9)
+    # the many-records path is the one-record path exactly, row for row
+    np.testing.assert_array_equal(t.transform_records(records), rows)
+    assert t.transform_records([]).shape == (0, t.n_features)
 
 
 def test_frame_and_record_paths_agree_on_flights_with_datetimes(flights_sample):
@@ -39,12 +43,10 @@ def test_frame_and_record_paths_agree_on_flights_with_datetimes(flights_sample):
     t = Transform(categorical="onehot", min_frequency=20).fit(frame.iloc[:20_000], roles)
     assert {"time_hour.month", "time_hour.weekday", "time_hour.hour"} <= set(t.feature_names_)
     test = with_surprises(frame.iloc[20_000:25_000], seed=3)
-    np.testing.assert_allclose(
-        np.array([t.transform_one(r) for r in records_of(test)]),
-        t.transform(test),
-        rtol=0,
-        atol=1e-9,
-    )
+    records = records_of(test)
+    rows = np.array([t.transform_one(r) for r in records])
+    np.testing.assert_allclose(rows, t.transform(test), rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(t.transform_records(records), rows)
 
 
 def test_statistics_come_from_the_frame_it_was_fitted_on(churn):

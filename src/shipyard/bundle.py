@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,12 @@ class Bundle:
     def predict_one(self, record: Mapping[str, Any]) -> Any:
         """The same for one record (a dict), through the one-record path."""
         out = self.model.predict_one(record)
+        return self.calibrator.apply(out) if self.calibrator is not None else out
+
+    def predict_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """The same for many records (dicts) at once, without pandas: what ``predict``
+        returns for them as a frame, through the family's matrix path where it has one."""
+        out = self.model.predict_records(records)
         return self.calibrator.apply(out) if self.calibrator is not None else out
 
     def evaluation(self) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -320,6 +320,44 @@ class Transform:
             col += 1
             if plan["indicator"]:
                 out[col] = 1.0 if missing else 0.0
+                col += 1
+        return out
+
+    def transform_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """The feature rows of many records (dicts): row ``i`` equals
+        ``transform_one(records[i])`` exactly (the same per-value steps, then the same float
+        arithmetic column by column), without pandas and at a fraction of the per-record cost."""
+        self._check_fitted()
+        n = len(records)
+        out = np.empty((n, len(self.feature_names_)), dtype=np.float64)
+        col = 0
+        stamps: dict[str, list[datetime | None]] = {}
+        for plan, lookup in zip(self.plans_, self._lookups, strict=True):
+            kind, name = plan["kind"], plan["column"]
+            values = [record.get(name) for record in records]
+            if kind == "categorical":
+                codes = np.array([self._code_of(plan, v, lookup) for v in values], dtype=np.int64)
+                if plan["encoding"] == "onehot":
+                    out[:, col : col + plan["size"]] = 0.0
+                    out[np.arange(n), col + codes] = 1.0
+                    col += plan["size"]
+                else:
+                    out[:, col] = codes
+                    col += 1
+                continue
+            if kind == "datetime":
+                if name not in stamps:
+                    stamps[name] = [_parse_time(v) for v in values]
+                raw = np.array([_part(t, plan["part"]) for t in stamps[name]], dtype=np.float64)
+            elif kind == "boolean":
+                raw = np.array([self._boolean(plan, v) for v in values], dtype=np.float64)
+            else:
+                raw = np.array([_number(v) for v in values], dtype=np.float64)
+            missing = np.isnan(raw)
+            out[:, col] = (np.where(missing, plan["median"], raw) - plan["center"]) / plan["scale"]
+            col += 1
+            if plan["indicator"]:
+                out[:, col] = missing
                 col += 1
         return out
 

@@ -17,7 +17,7 @@ only — and give:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -61,6 +61,12 @@ class Family:
 
     def predict_one(self, record: Mapping[str, Any]) -> Any:
         raise NotImplementedError
+
+    def predict_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """``predict_one`` of many records at once, as ``predict`` returns it (one value or
+        one row of class probabilities per record). Families with a matrix path override this
+        to score the records together."""
+        return np.array([self.predict_one(record) for record in records], dtype=np.float64)
 
     def warm(self) -> None:
         """Build now whatever the one-record path would build on its first call (a server

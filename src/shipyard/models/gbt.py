@@ -13,7 +13,7 @@ import ctypes
 import json
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from shipyard.models.forest import Forest
 
 MODEL_FILE = "model.lgb.txt"
 _PREDICT_NORMAL = 0
+_MATRIX_ROWS = 256  # from this many records on, Booster.predict beats the one-row path
 _FLOAT64 = 1
 
 
@@ -249,6 +250,18 @@ class GradientBoostedTrees(Family):
         self.check_fitted()
         out = self._one_row(self.transform_.transform_one(record))
         return float(out[0]) if self.task != "multiclass" else out
+
+    def predict_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """The records' rows as one matrix, scored by the compiled forest once accelerated
+        or when there are many (``Booster.predict`` costs ~0.7 ms a call), else row by row
+        through the one-row path: LightGBM's output either way."""
+        self.check_fitted()
+        X = self.transform_.transform_records(records)
+        if getattr(self, "_forest", None) is not None or len(X) >= _MATRIX_ROWS:
+            return self._scores(X)
+        one = self._one_row
+        out = np.array([one(row) for row in X], dtype=np.float64).reshape(len(X), -1)
+        return out if self.task == "multiclass" else out[:, 0]
 
     def state(self) -> dict[str, Any]:
         return {

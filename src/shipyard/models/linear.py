@@ -7,7 +7,7 @@ scikit-learn nor pickle.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -100,6 +100,15 @@ class Linear(Family):
         self.check_fitted()
         out = self._link(self.transform_.transform_one(record) @ self._w + self._b)
         return float(out) if np.ndim(out) == 0 else out
+
+    def predict_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """``predict_one``'s values exactly: each row's product is the same vector-matrix
+        call as ``predict_one``'s (one matrix product would sum in another order and differ
+        in the last bit), and the link works element by element."""
+        self.check_fitted()
+        rows = self.transform_.transform_records(records)
+        z = np.array([row @ self._w for row in rows]).reshape(len(rows), -1) + self._b
+        return self._link(z)
 
     def state(self) -> dict[str, Any]:
         return {

@@ -17,8 +17,8 @@ the new one, never a mix, and never fails because of a swap.
   breach takes the challenger off in the deployment state (history: who, why, evidence) and
   reloads.
 
-An :class:`Arm` is the one-method predictor (``score(record)``) the router composes; tests
-hand the router arms of their own.
+An :class:`Arm` is the predictor (``score(record)``, and ``score_many(records)`` for the
+shadow's batches) the router composes; tests hand the router arms of their own.
 """
 
 from __future__ import annotations
@@ -54,6 +54,12 @@ class Arm:
     def score(self, record: Mapping[str, Any]) -> float | list[float]:
         out = self.bundle.predict_one(record)
         return [float(x) for x in out] if self.multiclass else float(out)
+
+    def score_many(self, records: list[Mapping[str, Any]]) -> list[float | list[float]]:
+        """``score`` of each record, scored together (the shadow's batches): the same
+        values, at a fraction of the per-record cost."""
+        out = self.bundle.predict_records(records)
+        return [[float(x) for x in row] for row in out] if self.multiclass else out.tolist()
 
 
 def load_arm(version: int, path: Path) -> Arm:
