@@ -92,8 +92,8 @@ class Bundle:
         return self.calibrator.apply(out) if self.calibrator is not None else out
 
     def predict_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """The same for many records (dicts) at once, without pandas: what ``predict``
-        returns for them as a frame, through the family's matrix path where it has one."""
+        """``predict_one`` of many records (dicts) as one array, scored together and without
+        pandas (the shadow's batches)."""
         out = self.model.predict_records(records)
         return self.calibrator.apply(out) if self.calibrator is not None else out
 

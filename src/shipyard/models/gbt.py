@@ -26,8 +26,8 @@ from shipyard.models.forest import Forest
 
 MODEL_FILE = "model.lgb.txt"
 _PREDICT_NORMAL = 0
-_MATRIX_ROWS = 256  # from this many records on, Booster.predict beats the one-row path
 _FLOAT64 = 1
+_MATRIX_ROWS = 256  # from this many records on, Booster.predict beats the one-row path
 
 
 class _SingleRow:

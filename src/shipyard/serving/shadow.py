@@ -17,9 +17,8 @@ runs in a child process (started with ``spawn``, at idle CPU priority), fed thro
   priority, slows the champion's tail on a small machine; a row's latency is its share of
   the batch's time), and writes its answers (arm ``shadow``, or the error) to a prediction
   log of its own — same folder, its own files — so logging them costs the server nothing
-  either. It counts a record after logging it, and
-  exits, flushing its log, when its pipe closes: a server killed with ``kill -9`` leaves no
-  orphan behind.
+  either. It counts a record after logging it, and exits, flushing its log, when its pipe
+  closes: a server killed with ``kill -9`` leaves no orphan behind.
 """
 
 from __future__ import annotations
