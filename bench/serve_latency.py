@@ -34,7 +34,13 @@ All in this one run, on NYC flights (each server a subprocess with one worker on
   requests per server, under a time limit. ``mlflow`` (about 60 requests/s) gets
   --mlflow-requests, alone. ``minimal`` and the three ``shipyard`` servers run at the
   same time and take turns in --bursts rounds (the order rotating), so that what other
-  processes do to the machine meanwhile falls on all of them alike.
+  processes do to the machine meanwhile falls on all of them alike;
+- the shadow scores the champion's rows of the prediction log a log flush after they were
+  answered, so the shipyard servers log with ``log_flush_seconds`` --log-flush-seconds
+  (0.1; the default of a project is 1.0): a burst of about 0.7 s then spans several
+  flushes and most of the shadow's work falls inside its own burst, where it counts. The
+  pause before each burst (at least the flush plus 0.15 s) lets what a burst left finish
+  before another server's burst starts.
 
 Reported per server and level: p50 / p95 / p99 / mean / max latency (ms), requests/s and
 p99 (also per burst), errors (non-2xx, exceptions, unfinished, malformed bodies), the server's CPU
@@ -656,12 +662,14 @@ def _outcome(target: Server, runs: dict[int, list[dict[str, Any]]]) -> tuple[dic
 
 
 def measure(
-    targets: list[Server], logs: Path, bursts: int, notes: list[str]
+    targets: list[Server], logs: Path, bursts: int, notes: list[str], pause: float = PAUSE_S
 ) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
     """Start every target; at each concurrency level, warm each up, then run ``bursts``
     rounds of one burst per target, the order rotating, so that what other processes do to
-    the machine falls on all of them alike; stop them all. Per target that started: its
-    summary, and how far its predictions are from the expected ones."""
+    the machine falls on all of them alike; stop them all. ``pause`` seconds pass before
+    each burst: what the last burst left to do (a log flush, the shadow's copies) is done
+    then, not during another server's burst. Per target that started: its summary, and how
+    far its predictions are from the expected ones."""
     with contextlib.ExitStack() as stack:
         pids = _started(targets, stack, logs, notes)
         up = [t for t in targets if t.label in pids]
@@ -673,7 +681,7 @@ def measure(
                 runs[t.label][concurrency] = []
             for round_ in range(bursts):
                 for t in up[round_ % len(up) :] + up[: round_ % len(up)]:
-                    time.sleep(PAUSE_S)  # what the last burst left queued (a shadow) drains
+                    time.sleep(pause)  # what the last burst left queued (a shadow) drains
                     count = max(1, t.plan.requests // bursts)
                     load_avg, cpu = os.getloadavg()[0], group_cpu(pids[t.label])
                     run = burst(
@@ -682,13 +690,28 @@ def measure(
                     run["server_cpu"] = group_cpu(pids[t.label]) - cpu
                     run["load_avg_1m"] = load_avg
                     runs[t.label][concurrency].append(run)
-        time.sleep(PAUSE_S)
+        time.sleep(pause)
         after = {t.label: {path: fetch(t.port, path) for path in t.after} for t in up}
     out = {t.label: _outcome(t, runs[t.label]) for t in up}
     for t in up:
         if after[t.label]:
             out[t.label][0]["after_load"] = after[t.label]
     return out
+
+
+def set_log_flush(spec: Path, seconds: float) -> None:
+    """Set ``[serving] log_flush_seconds`` of the bench's project (before the shadow's copy
+    is made): the shadow scores the champion's logged rows a flush after they were
+    answered, so a burst must span many flushes for the shadow's work to fall inside it."""
+    text, found = re.subn(
+        r"^log_flush_seconds = [^#\n]*",
+        f"log_flush_seconds = {seconds!r} ",
+        spec.read_text(),
+        count=1,
+        flags=re.M,
+    )
+    assert found == 1, f"{spec} has no log_flush_seconds line"
+    spec.write_text(text)
 
 
 def shadow_copy(project: Path, copy: Path) -> Path:
@@ -856,6 +879,13 @@ def main() -> None:
         help="rounds in which the minimal app and shipyard (shadow off, its control, on) take turns",
     )
     parser.add_argument(
+        "--log-flush-seconds",
+        type=float,
+        default=0.1,
+        help="the shipyard servers' [serving] log_flush_seconds: how often the shadow is "
+        "handed its copies",
+    )
+    parser.add_argument(
         "--only-references", action="store_true", help="skip `shipyard serve` (the subject)"
     )
     parser.add_argument(
@@ -890,6 +920,8 @@ def main() -> None:
             else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shipyard-bench-")))
         )
         project, spec, bundle_path = build_project(folder / "flights", not args.only_references)
+        set_log_flush(spec, args.log_flush_seconds)
+        pause = max(PAUSE_S, args.log_flush_seconds + 0.15)
         train_s = time.perf_counter() - started
         name = project.spec.project.name
         bundle = load_bundle(bundle_path)
@@ -971,7 +1003,7 @@ def main() -> None:
                     )
                 )
         for group, bursts in (([ceiling], 1), ([mlflow], 1), (together, args.bursts)):
-            for label, (result, agreement) in measure(group, logs, bursts, notes).items():
+            for label, (result, agreement) in measure(group, logs, bursts, notes, pause).items():
                 results[label], predictions[label] = result, agreement
 
     load_after = os.getloadavg()
@@ -995,6 +1027,8 @@ def main() -> None:
             "model": name,
             "champion": 1,
             "shadow": None if args.only_references else 2,
+            "log_flush_seconds": args.log_flush_seconds,
+            "pause_between_bursts_s": pause,
             "cpus": os.cpu_count(),
             "load_avg_1_5_15_before": [round(x, 2) for x in load_before],
             "load_avg_1_5_15_after": [round(x, 2) for x in load_after],

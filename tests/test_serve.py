@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 import os
 import re
@@ -26,8 +27,9 @@ from shipyard.demo import flights_frame
 from shipyard.project import Project
 from shipyard.registry import Registry, promoted
 from shipyard.serving.app import build
-from shipyard.serving.log import read_log
+from shipyard.serving.log import PredictionLog, read_log
 from shipyard.serving.router import in_canary
+from shipyard.serving.shadow import Shadow
 from support import faulty_arm
 
 EXCLUDE = ["rownames", "year", "month", "arr_delay", "arr_time", "dep_delay", "dep_time"]
@@ -86,6 +88,12 @@ def flights(tmp_path_factory):
         "expected": np.asarray(expected, dtype=float),
         "frame": sample,
     }
+
+
+def _gauge(client, name: str) -> float:
+    """A gauge's value as ``/metrics`` shows it."""
+    lines = client.get("/metrics").text.splitlines()
+    return float(next(line.split()[1] for line in lines if line.startswith(name + " ")))
 
 
 def _set_state(flights, change) -> None:
@@ -320,12 +328,13 @@ def test_a_broken_or_slow_shadow_never_touches_the_response(flights, fault):
     try:
         with in_process(flights, loader(fault)) as (client, service):
             assert service.router.routes.mode == "shadow"
-            latencies = []
+            latencies, ids = [], []
             for i in range(60):
                 start = time.perf_counter()
                 r = client.post("/predict", json=records[i])
                 latencies.append(time.perf_counter() - start)
                 body = r.json()
+                ids.append(body["request_id"])
                 assert (
                     r.status_code == 200
                     and body["arm"] == "champion"
@@ -335,17 +344,29 @@ def test_a_broken_or_slow_shadow_never_touches_the_response(flights, fault):
             # a sleeping shadow (1 s per record) would make requests take >= 1 s if on the path
             assert max(latencies) < 0.5
             deadline = time.monotonic() + 10
-            outcome = "error" if fault == "raise" else "ok"
-            while service.metrics.value("shipyard_shadow_total", outcome=outcome, version="2") < 1:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-            if fault == "raise":
+            if fault == "raise":  # every copy reached the shadow, and failed there
                 while (
                     service.metrics.value("shipyard_shadow_total", outcome="error", version="2")
                     < 60
                 ):
                     assert time.monotonic() < deadline
                     time.sleep(0.05)
+                service.flush()
+                logged = read_log(flights["project"].workspace / "logs").to_pylist()
+                failed = {r["request_id"]: r for r in logged if r["arm"] == "shadow"}
+                assert all(  # each failure is logged as the shadow's row of its request
+                    failed[i]["error"] == "RuntimeError: challenger broken"
+                    and failed[i]["prediction"] is None
+                    and failed[i]["model_version"] == 2
+                    for i in ids
+                )
+            else:  # every copy reached the shadow, which is still asleep on them
+                while _gauge(client, "shipyard_shadow_pending") < 60:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+                assert (
+                    service.metrics.value("shipyard_shadow_total", outcome="ok", version="2") == 0
+                )
     finally:
         _reset(flights)
 
@@ -481,6 +502,47 @@ def test_a_shadow_process_that_dies_only_drops_copies(flights):
         _reset(flights)
 
 
+def test_a_full_shadow_backlog_drops_whole_files_and_counts_them(flights, tmp_path):
+    """A shadow still asleep on its first file (1 s per record) takes no more than
+    ``queue_size`` rows: the log's later files are dropped and counted, and handing them
+    over never waits."""
+    dropped = []
+    shadow = Shadow(
+        loader("sleep"),
+        2,
+        flights["project"].workspace / flights["rel"],
+        log=None,
+        queue_size=5,
+        on_drop=dropped.append,
+    )
+    log = PredictionLog(tmp_path, batch_rows=3, flush_seconds=60)
+    log.on_written = shadow.feed
+    try:
+        for i, record in enumerate(flights["records"][:12]):
+            log.append(
+                {
+                    "request_id": f"r{i}",
+                    "time": time.time(),
+                    "entity_id": None,
+                    "model_version": 1,
+                    "arm": "champion",
+                    "features": record,
+                    "prediction": 0.5,
+                    "latency_ms": 1.0,
+                    "warnings": [],
+                    "error": None,
+                }
+            )
+        started = time.perf_counter()
+        log.flush()  # four files of three rows: the first is taken, 3 + 3 > 5 drops the rest
+        handed_over = time.perf_counter() - started
+        assert (shadow.pending, dropped) == (3, [3, 3, 3])
+        assert handed_over < 1.0  # the shadow sleeps 3 s on its file; the log did not wait
+    finally:
+        log.close()
+        shadow.close(timeout=0.5)
+
+
 def test_the_log_holds_every_answer_with_its_shadow(flights):
     _reset(flights)
     _set_state(flights, lambda s: promoted(s, 2, "shadow", actor="test", bundle=flights["rel"]))
@@ -508,6 +570,10 @@ def test_the_log_holds_every_answer_with_its_shadow(flights):
         if r["arm"] == "champion"
     )
     assert all(r["entity_id"] == records[0]["tailnum"] for r in first)
+    # the features are logged once, in the champion's row; the shadow's row points to it
+    by_arm = {r["arm"]: r for r in first}
+    assert json.loads(by_arm["champion"]["features"]) == records[0]
+    assert by_arm["shadow"]["features"] is None
 
 
 def test_openapi_document_comes_from_the_contract(flights):

@@ -113,7 +113,7 @@ class ServingSection:
     max_records: int = 1000  # per request
     max_body_mb: float = 4.0
     poll_seconds: float = 2.0  # how often the deployment state is re-read
-    shadow_queue: int = 1000
+    shadow_queue: int = 1000  # logged rows waiting for the shadow; beyond, log files are dropped
     log_batch_rows: int = 1000
     log_flush_seconds: float = 1.0
 

@@ -84,15 +84,16 @@ class Service:
 
     def flush(self) -> None:
         """Write every answer logged so far, the shadow's too (blocking)."""
-        self.router.flush_shadow()
         if self.log is not None:
-            self.log.flush()
+            self.log.flush()  # first: the shadow's copies come from this log
+        self.router.flush_shadow()
 
     def close(self) -> None:
-        """Stop the router's threads and flush the log (the app's shutdown)."""
-        self.router.close()
+        """Flush the log, then stop the router's threads and its shadow (the app's
+        shutdown): the shadow still answers the log's last rows."""
         if self.log is not None:
             self.log.close()
+        self.router.close()
 
     async def body(self, request: Request, *, untyped: bool = False) -> Any:
         """The parsed JSON body, refused when it is not JSON, too large or empty.
@@ -185,7 +186,6 @@ class Service:
             answers = [
                 self.router.answer(routes, r, e) for r, e in zip(records, entities, strict=True)
             ]
-            self.router.mirror(routes, request_id, records, entities)
         else:  # a version asked for by number (OIP /versions/{v}): no routing
             target = routes.champion if arm == "champion" else routes.challenger
             answers = []
@@ -339,6 +339,7 @@ def create_app(service: Service) -> FastAPI:
     async def metrics() -> Response:
         if service.log is not None:
             service.metrics.gauges["shipyard_log_dropped_total"] = service.log.dropped
+        service.metrics.gauges["shipyard_shadow_pending"] = service.router.shadow_pending()
         return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/v2/health/live", response_class=Response, openapi_extra=schema.plain_openapi())
@@ -638,7 +639,12 @@ def build(
         policy,
         id_field=spec.project.id,
         metrics=metrics,
-        shadow_log=functools.partial(PredictionLog, workspace / "logs", **log_options)
+        log=prediction_log,
+        shadow_log=functools.partial(
+            PredictionLog,
+            workspace / "logs",
+            **{**log_options, "flush_seconds": max(1.0, policy.log_flush_seconds)},
+        )
         if log
         else None,
         **kwargs,

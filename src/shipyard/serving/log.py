@@ -12,7 +12,9 @@ Each file is written under a hidden ``.tmp`` name in the same folder, fsynced, r
 place with :func:`os.replace`, and the folder is fsynced: a reader, or a ``kill -9``, never
 sees half a file, and a killed server loses at most the batch it had not flushed yet. A new
 log on the same folder removes the temporary files dead writers left and carries on.
-:func:`read_log` reads every flushed row while the server keeps writing.
+:func:`read_log` reads every flushed row while the server keeps writing, and a listener set as
+:attr:`PredictionLog.on_written` hears of each file once it is in place (the shadow reads its
+copies of the champion's requests from there).
 
 Importing this module loads neither pandas nor pyarrow; the first :class:`PredictionLog`
 loads pyarrow, and writing never loads pandas.
@@ -28,6 +30,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,6 +92,9 @@ class PredictionLog:
     errors : int
         Failed writes and malformed records. Each kind is reported once on stderr; rows of a
         failed write are kept and tried again.
+    on_written : callable or None
+        Called as ``on_written(path, rows)`` by the writing thread after each file is renamed
+        into place; it must not block (an exception it raises is counted in ``errors``).
 
     Examples
     --------
@@ -127,6 +133,7 @@ class PredictionLog:
         self.batch_rows, self.max_queue = batch_rows, max_queue
         self.flush_seconds = float(flush_seconds)
         self.dropped = self.written = self.errors = 0
+        self.on_written: Callable[[Path, int], None] | None = None
         self._queue: deque[tuple[float, Any]] = deque()  # (monotonic arrival, record)
         self._retained: list[tuple[int, bytes]] = []  # rows of failed writes, to retry
         self._retry_at = 0.0
@@ -222,13 +229,20 @@ class PredictionLog:
             days.setdefault(row[0] // _US_PER_DAY, []).append(row)
         for day_rows in days.values():
             try:
-                _write_file(self.folder, sorted(day_rows, key=lambda row: row[0]))
+                path = _write_file(self.folder, sorted(day_rows, key=lambda row: row[0]))
                 self.written += len(day_rows)
             except Exception as exc:
                 self._report(
                     "write", exc, f"could not write {len(day_rows)} rows; keeping them to retry"
                 )
                 self._retained.extend(day_rows)
+                continue
+            listener = self.on_written
+            if listener is not None:
+                try:
+                    listener(path, len(day_rows))
+                except Exception as exc:
+                    self._report("listener", exc, f"on_written failed for {path.name}")
         overflow = len(self._retained) - self.max_queue
         if overflow > 0:  # a long outage: keep the newest rows
             del self._retained[:overflow]
@@ -255,7 +269,9 @@ def _row(record: dict) -> tuple[int, bytes]:
     """One record as its time in microseconds and a JSON line of its column values.
 
     Values are coerced here, one record at a time, so that a malformed record is dropped
-    alone instead of failing its batch. A NaN prediction or latency is stored as null.
+    alone instead of failing its batch. A NaN prediction or latency is stored as null, as
+    is a missing latency (a failed answer's); missing ``features`` (a shadow's row: its
+    champion's row of the request holds them) are stored as null.
     """
     import orjson
 
@@ -269,7 +285,9 @@ def _row(record: dict) -> tuple[int, bytes]:
     if isinstance(prediction, list | tuple) or getattr(prediction, "ndim", 0):
         prediction, probabilities = None, [float(p) for p in prediction]
     options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-    features = orjson.dumps(record["features"], default=str, option=options)
+    features = record["features"]
+    if features is not None:
+        features = orjson.dumps(features, default=str, option=options).decode()
     entity_id, error = record["entity_id"], record["error"]
     values = {
         "request_id": str(record["request_id"]),
@@ -277,18 +295,19 @@ def _row(record: dict) -> tuple[int, bytes]:
         "entity_id": None if entity_id is None else str(entity_id),
         "model_version": version,
         "arm": str(record["arm"]),
-        "features": features.decode(),
+        "features": features,
         "prediction": None if prediction is None else float(prediction),
         "probabilities": probabilities,
-        "latency_ms": float(record["latency_ms"]),
+        "latency_ms": None if record["latency_ms"] is None else float(record["latency_ms"]),
         "warnings": [str(warning) for warning in record["warnings"] or ()],
         "error": None if error is None else str(error),
     }
     return micros, orjson.dumps(values)
 
 
-def _write_file(folder: Path, rows: list[tuple[int, bytes]]) -> None:
-    """Write one day's rows: temporary file, fsync, rename into place, fsync the folder."""
+def _write_file(folder: Path, rows: list[tuple[int, bytes]]) -> Path:
+    """Write one day's rows: temporary file, fsync, rename into place, fsync the folder;
+    return the file's path."""
     import pyarrow as pa
     import pyarrow.json
     import pyarrow.parquet as pq
@@ -320,6 +339,7 @@ def _write_file(folder: Path, rows: list[tuple[int, bytes]]) -> None:
         temporary.unlink(missing_ok=True)
         raise
     _fsync_folder(partition)
+    return final
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -7,8 +7,10 @@ the new one, never a mix, and never fails because of a swap.
 
 - **champion** answers every record not sent to a canary;
 - **shadow**: the challenger scores a copy of each request in a process of its own
-  (``shadow.py``), fed by a bounded queue; its errors, slowness or a full queue never change
-  a response (they are counted, and its outputs logged as rows with arm ``shadow``);
+  (``shadow.py``), fed from the champion's rows of the server's prediction log (``log``:
+  without one there is no shadow) with a bounded backlog; its errors, slowness or a full
+  backlog never change a response (they are counted, and its outputs logged as rows with
+  arm ``shadow``);
 - **canary**: ``percent`` of entity ids (the spec's ``id`` field, else the request id) go to
   the challenger, by a hash of the id, so an id always lands on the same arm. A canary that
   raises is answered by the champion (the user never sees it) and counted. Guardrails
@@ -112,6 +114,7 @@ class Router:
         *,
         id_field: str | None = None,
         arm_loader: Callable[[int, Path], Arm] = load_arm,
+        log: Any = None,
         shadow_log: Callable[[], Any] | None = None,
         metrics: Any = None,
     ) -> None:
@@ -121,6 +124,7 @@ class Router:
         self.id_field = id_field
         self._load_arm = arm_loader
         self._arms: dict[int, Arm] = {}
+        self._log = log
         self._shadow_log = shadow_log
         self.metrics = metrics
         self.breaches: list[dict[str, Any]] = []
@@ -154,14 +158,14 @@ class Router:
 
     def _follow(self, routes: Routes) -> None:
         """Start the shadow process a shadow challenger needs; stop one no longer needed."""
-        wanted = (
-            routes.challenger.version if routes.mode == "shadow" and routes.challenger else None
-        )
+        shadowing = routes.mode == "shadow" and routes.challenger and self._log is not None
+        wanted = routes.challenger.version if shadowing else None
         current = self._shadow
         if current is not None and current.version == wanted:
             return
         self._shadow = None
         if current is not None:
+            self._log.on_written = None
             current.close()
         if wanted is not None:
             self._shadow = Shadow(
@@ -173,6 +177,7 @@ class Router:
                 on_counts=functools.partial(self._shadow_counted, wanted),
                 on_drop=self._shadow_dropped,
             )
+            self._log.on_written = self._shadow.feed
 
     def _build(self, state: Deployment) -> Routes:
         if state.champion is None:
@@ -243,14 +248,6 @@ class Router:
             self._window["champion"].append((latency, False, _scalar(output)))
         return Answer(output, "champion", routes.champion.version, latency)
 
-    def mirror(self, routes: Routes, request_id: str, records: list, entities: list[str]) -> None:
-        """Hand a copy of the request to the shadow (never blocks, never raises)."""
-        shadow = self._shadow
-        if routes.mode != "shadow" or shadow is None or routes.challenger is None:
-            return
-        if shadow.version == routes.challenger.version:
-            shadow.submit(request_id, records, entities)
-
     def _shadow_dropped(self, n: int) -> None:
         if self.metrics is not None:
             self.metrics.count("shipyard_shadow_total", n, outcome="dropped")
@@ -264,9 +261,15 @@ class Router:
                     )
 
     def flush_shadow(self, timeout: float = 10.0) -> bool:
-        """Have the shadow log what it was handed so far (True when there is none)."""
+        """Have the shadow log what it was handed so far (True when there is none); flush
+        the server's log first."""
         shadow = self._shadow
         return shadow is None or shadow.flush(timeout)
+
+    def shadow_pending(self) -> int:
+        """Copies handed to the shadow and not answered yet (0 without a shadow)."""
+        shadow = self._shadow
+        return 0 if shadow is None else shadow.pending
 
     # --- guardrails ---------------------------------------------------------------------
 
@@ -346,6 +349,7 @@ class Router:
         with self._reload_lock:
             shadow, self._shadow = self._shadow, None
         if shadow is not None:
+            self._log.on_written = None
             shadow.close()
 
 

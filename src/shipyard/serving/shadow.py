@@ -2,23 +2,30 @@
 
 Scoring one record costs a challenger a few hundred microseconds of Python. On the server's
 threads that time holds the interpreter lock, and a request arriving meanwhile waits for it:
-the champion's tail latency grew by a third in ``bench/serve_latency.py``. So the challenger
-runs in a child process (started with ``spawn``, at idle CPU priority), fed through a pipe:
+the champion's tail latency grew by a third in ``bench/serve_latency.py``. Handing each
+request's copy to a child process still cost the server's threads tens of microseconds per
+request, in bursts that lengthened the champion's tail by a fifth. So the shadow adds no
+per-request work to the server at all: its copies are the champion's rows of the prediction
+log, which the server writes anyway.
 
-- :meth:`Shadow.submit` appends a copy of a request to a bounded queue and returns at once;
-  when the queue is full the copy is dropped (counted), never waited for;
-- a sender thread wakes every ``SEND_EVERY`` seconds and hands what is queued to the child in
-  batches (one wake-up per interval, not one per request); a receiver thread reads back the
-  child's tallies of records answered and failed, for the metrics, at most one per
-  ``REPORT_EVERY``;
-- the child loads the challenger with the server's own arm loader, scores each batch it is
-  handed together (``Arm.score_many``: the one-record path's values at a fraction of its
-  cost per record, which matters because whatever CPU the shadow uses, even at idle
-  priority, slows the champion's tail on a small machine; a row's latency is its share of
-  the batch's time), and writes its answers (arm ``shadow``, or the error) to a prediction
-  log of its own — same folder, its own files — so logging them costs the server nothing
-  either. It counts a record after logging it, and exits, flushing its log, when its pipe
-  closes: a server killed with ``kill -9`` leaves no orphan behind.
+- The server's :class:`~shipyard.serving.log.PredictionLog` tells :meth:`Shadow.feed` of
+  each file it has just put in place (``on_written``); the feed passes the file's name to
+  the child through a pipe — one small message per file, never blocking. A file that would
+  take the rows waiting for the child past ``queue_size`` is dropped (its rows counted),
+  never waited for; an idle child always takes the next file.
+- The child (started with ``spawn``, at idle CPU priority) loads the challenger with the
+  server's own arm loader, reads the champion's rows of each file, scores them together
+  (``Arm.score_many``: the one-record path's values at a fraction of its cost per record; a
+  row's latency is its share of the batch's time) and writes its answers (arm ``shadow``,
+  same ``request_id`` and entity, the prediction or the error; the features stay in the
+  champion's row of the request) to a prediction log of its own — same folder, its own
+  files, written every second (or every ``log_flush_seconds``, when longer). It reports
+  tallies of records answered, failed and dropped, at most one per ``REPORT_EVERY``,
+  counting a record after logging it; a receiver thread in the server hands them to the
+  metrics.
+- A copy is scored a log flush (``log_flush_seconds``) after its request was answered, in
+  one burst per file rather than one per request. The child exits, flushing its log, when
+  its pipe closes: a server killed with ``kill -9`` leaves no orphan behind.
 """
 
 from __future__ import annotations
@@ -30,17 +37,15 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-BATCH = 64  # requests handed to the child in one message, at most
-SEND_EVERY = 0.01  # seconds between the sender's hand-overs
 REPORT_EVERY = 0.1  # seconds between the child's tallies, at most one per interval
 _FLUSH = b'"flush"'
+_TALLY = ("ok", "error", "dropped", "other")  # "other": rows of other arms, not copies
 
 
 class Shadow:
@@ -49,7 +54,9 @@ class Shadow:
     ``loader(version, path)`` loads the challenger in the child; ``log()``, when given, makes
     the child's prediction log. Both cross into the child, so they must be picklable (a
     module-level function or a ``functools.partial`` of one). ``on_counts({"ok": n,
-    "error": m})`` receives the child's tallies; ``on_drop(n)`` the records dropped.
+    "error": m})`` receives the child's tallies of copies answered and failed; ``on_drop(n)``
+    the copies dropped (a backlog over ``queue_size``, a file the child could not read, a
+    child gone).
     """
 
     def __init__(
@@ -66,9 +73,9 @@ class Shadow:
         self.version = version
         self._on_counts = on_counts
         self._on_drop = on_drop
-        self._queue: deque = deque()  # copies waiting for the sender (and flush marks)
         self._queue_size = queue_size
-        self._stop = threading.Event()
+        self._pending = 0  # rows handed to the child and not yet tallied
+        self._lock = threading.Lock()  # the log's writer, flush() and the receiver share it
         self._flushed = threading.Condition()
         self._flushes = 0
         context = multiprocessing.get_context("spawn")
@@ -83,41 +90,30 @@ class Shadow:
         self.process.start()
         child_inbox.close()
         child_outbox.close()
-        self._threads = [
-            threading.Thread(target=self._send, name="shipyard-shadow-send", daemon=True),
-            threading.Thread(target=self._receive, name="shipyard-shadow-receive", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        os.set_blocking(self._outbox.fileno(), False)  # a full pipe drops, never waits
+        self._receiver = threading.Thread(
+            target=self._receive, name="shipyard-shadow-receive", daemon=True
+        )
+        self._receiver.start()
 
-    def submit(self, request_id: str, records: list, entities: list[str]) -> None:
-        """Queue a copy of a request for the shadow; never blocks, never raises."""
-        if len(self._queue) >= self._queue_size:
-            self._on_drop(len(records))
-        else:
-            self._queue.append((request_id, records, entities))
+    @property
+    def pending(self) -> int:
+        """Rows handed to the child that it has not answered yet."""
+        return self._pending
 
-    def _send(self) -> None:
-        """Every ``SEND_EVERY`` seconds, hand what is queued to the child in batches: one
-        wake-up per interval, not one per request, however busy the server."""
-        while True:
-            stopping = self._stop.wait(SEND_EVERY)
-            while self._queue:
-                copies, flush = [], False
-                while self._queue and len(copies) < BATCH and not flush:
-                    item = self._queue.popleft()
-                    flush = item is _FLUSH
-                    if not flush:
-                        copies.append(item)
-                try:
-                    if copies:
-                        self._outbox.send_bytes(orjson.dumps(copies))
-                    if flush:
-                        self._outbox.send_bytes(_FLUSH)
-                except (OSError, ValueError):  # the child is gone: the copies are dropped
-                    self._on_drop(sum(len(records) for _, records, _ in copies))
-            if stopping:
+    def feed(self, path: Path, rows: int) -> None:
+        """Hand the child a prediction-log file of ``rows`` rows (the log's ``on_written``);
+        never blocks, never raises."""
+        with self._lock:
+            if self._pending and self._pending + rows > self._queue_size:
+                self._on_drop(rows)
                 return
+            self._pending += rows
+            try:
+                self._outbox.send_bytes(orjson.dumps([str(path), rows]))
+            except (OSError, ValueError):  # the child is gone, or far behind
+                self._pending -= rows
+                self._on_drop(rows)
 
     def _receive(self) -> None:
         while True:
@@ -129,21 +125,30 @@ class Shadow:
                 with self._flushed:
                     self._flushes += 1
                     self._flushed.notify_all()
-            else:
-                self._on_counts(message)
+                continue
+            with self._lock:
+                self._pending -= sum(message.values())
+            if message["dropped"]:
+                self._on_drop(message["dropped"])
+            self._on_counts({"ok": message["ok"], "error": message["error"]})
         with self._flushed:  # nobody waits for a child that is gone
             self._flushes = -1
             self._flushed.notify_all()
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Have the child log every copy queued so far and write its log; True once it did
-        (False when the child is gone or the timeout passed)."""
+        """Have the child answer every file handed to it so far and write its log; True once
+        it did (False when the child is gone or the timeout passed). Flush the server's log
+        first, so that its last rows reach the child."""
         deadline = time.monotonic() + timeout
         with self._flushed:
             before = self._flushes
         if before < 0:
             return False
-        self._queue.append(_FLUSH)  # behind the copies already queued
+        with self._lock:  # behind the files already handed over
+            try:
+                self._outbox.send_bytes(_FLUSH)
+            except (OSError, ValueError):
+                return False
         with self._flushed:
             done = self._flushed.wait_for(
                 lambda: self._flushes != before, max(0.0, deadline - time.monotonic())
@@ -151,16 +156,14 @@ class Shadow:
             return done and self._flushes > 0
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop taking copies, let the child finish what it holds, then stop it."""
-        self._stop.set()
-        self._threads[0].join(timeout=timeout)
-        with contextlib.suppress(OSError):
+        """Let the child finish the files it was handed, then stop it."""
+        with self._lock, contextlib.suppress(OSError):
             self._outbox.close()  # the child sees the end of its input, flushes and exits
         self.process.join(timeout=timeout)
         if self.process.is_alive():
             self.process.kill()
             self.process.join(timeout=timeout)
-        self._threads[1].join(timeout=timeout)
+        self._receiver.join(timeout=timeout)
         with contextlib.suppress(OSError):
             self._inbox.close()
 
@@ -173,7 +176,7 @@ def _child(
     path: str,
     make_log: Callable[[], Any] | None,
 ) -> None:
-    """The shadow process: load the challenger, answer batches until the input closes."""
+    """The shadow process: load the challenger, answer files until the input closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when the shadow stops
     _idle_priority()
     log = make_log() if make_log is not None else None
@@ -182,14 +185,15 @@ def _child(
     except Exception as exc:
         arm, failure = None, f"version {version} did not load: {type(exc).__name__}: {exc}"
         print(f"shipyard serve: the shadow could not start: {failure}", file=sys.stderr)
-    counts, reported = {"ok": 0, "error": 0}, time.monotonic()
+    counts, reported = dict.fromkeys(_TALLY, 0), time.monotonic()
+    unreadable: set[str] = set()
     try:
         while True:
             if any(counts.values()):  # report the tally when a quiet interval passes
                 wait = REPORT_EVERY - (time.monotonic() - reported)
                 if wait <= 0 or not inbox.poll(wait):
                     outbox.send_bytes(orjson.dumps(counts))
-                    counts, reported = {"ok": 0, "error": 0}, time.monotonic()
+                    counts, reported = dict.fromkeys(_TALLY, 0), time.monotonic()
                     continue
             try:
                 message = inbox.recv_bytes()
@@ -199,35 +203,65 @@ def _child(
                 if log is not None:
                     log.flush()
                 outbox.send_bytes(orjson.dumps(counts))  # counted before "flushed" is seen
-                counts, reported = {"ok": 0, "error": 0}, time.monotonic()
+                counts, reported = dict.fromkeys(_TALLY, 0), time.monotonic()
                 outbox.send_bytes(b'"flushed"')
                 continue
-            copies = orjson.loads(message)
-            answers = iter(_score_all(arm, failure, [r for _, rs, _ in copies for r in rs]))
-            for request_id, records, entities in copies:
-                for record, entity in zip(records, entities, strict=True):
-                    output, latency, error = next(answers)
-                    if log is not None:
-                        log.append(
-                            {
-                                "request_id": request_id,
-                                "time": time.time(),
-                                "entity_id": entity if entity != request_id else None,
-                                "model_version": version,
-                                "arm": "shadow",
-                                "features": record,
-                                "prediction": output,
-                                "latency_ms": None if latency is None else latency * 1e3,
-                                "warnings": [],
-                                "error": error,
-                            }
-                        )
-                    counts["ok" if error is None else "error"] += 1  # after its log row
+            file, rows = orjson.loads(message)
+            try:
+                copies = _copies(file)
+            except Exception as exc:
+                counts["dropped"] += rows
+                kind = type(exc).__name__
+                if kind not in unreadable:
+                    unreadable.add(kind)
+                    print(
+                        f"shipyard serve: the shadow could not read {file}: {kind}: {exc} "
+                        "(its rows are counted as dropped)",
+                        file=sys.stderr,
+                    )
+                continue
+            counts["other"] += rows - len(copies)
+            answers = _score_all(arm, failure, [orjson.loads(f) for _, _, f in copies])
+            for (request_id, entity, _), (output, latency, error) in zip(
+                copies, answers, strict=True
+            ):
+                if log is not None:
+                    log.append(
+                        {
+                            "request_id": request_id,
+                            "time": time.time(),
+                            "entity_id": entity,
+                            "model_version": version,
+                            "arm": "shadow",
+                            "features": None,  # the champion's row of this request has them
+                            "prediction": output,
+                            "latency_ms": None if latency is None else latency * 1e3,
+                            "warnings": [],
+                            "error": error,
+                        }
+                    )
+                counts["ok" if error is None else "error"] += 1  # after its log row
     except OSError:  # the server is gone
         return
     finally:
         if log is not None:
             log.close()
+
+
+def _copies(file: str) -> list[tuple[str, str | None, str]]:
+    """(request id, entity id, features as JSON) of each champion row of a log file."""
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(file) as parquet:  # not read_table: it would import pandas
+        table = parquet.read(
+            columns=["request_id", "entity_id", "arm", "features"], use_threads=False
+        )
+    columns = [table.column(name).to_pylist() for name in table.column_names]
+    return [
+        (request_id, entity, features)
+        for request_id, entity, arm, features in zip(*columns, strict=True)
+        if arm == "champion"
+    ]
 
 
 def _idle_priority() -> None:
