@@ -185,6 +185,11 @@ def _child(
     except Exception as exc:
         arm, failure = None, f"version {version} did not load: {type(exc).__name__}: {exc}"
         print(f"shipyard serve: the shadow could not start: {failure}", file=sys.stderr)
+    else:
+        try:
+            arm.accelerate()  # the batch path: a tree model scores its rows as a forest
+        except Exception as exc:  # the one-record path, row by row, still gives the values
+            print(f"shipyard serve: the shadow scores row by row: {exc}", file=sys.stderr)
     counts, reported = dict.fromkeys(_TALLY, 0), time.monotonic()
     unreadable: set[str] = set()
     try:
@@ -250,9 +255,12 @@ def _child(
 
 def _copies(file: str) -> list[tuple[str, str | None, str]]:
     """(request id, entity id, features as JSON) of each champion row of a log file."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    with pq.ParquetFile(file) as parquet:  # not read_table: it would import pandas
+    with open(file, "rb") as opened:  # whole, then parsed: a third less CPU than from a path
+        data = pa.BufferReader(opened.read())
+    with pq.ParquetFile(data) as parquet:  # not read_table: it would import pandas
         table = parquet.read(
             columns=["request_id", "entity_id", "arm", "features"], use_threads=False
         )
