@@ -35,12 +35,13 @@ All in this one run, on NYC flights (each server a subprocess with one worker on
   --mlflow-requests, alone. ``minimal`` and the three ``shipyard`` servers run at the
   same time and take turns in --bursts rounds (the order rotating), so that what other
   processes do to the machine meanwhile falls on all of them alike;
-- the shadow scores the champion's rows of the prediction log a log flush after they were
-  answered, so the shipyard servers log with ``log_flush_seconds`` --log-flush-seconds
-  (0.1; the default of a project is 1.0): a burst of about 0.7 s then spans several
-  flushes and most of the shadow's work falls inside its own burst, where it counts. The
-  pause before each burst (at least the flush plus 0.15 s) lets what a burst left finish
-  before another server's burst starts.
+- the shadow scores the champion's rows of the prediction log once the log has written
+  them, so its work trails its requests by up to a log flush: the shipyard servers log
+  with ``log_flush_seconds`` --log-flush-seconds (1.0, a project's default), and a burst
+  lasts about ten flushes (--requests / --bursts = 8000 requests, about 10 s at
+  concurrency 1), so that nine tenths of the shadow's work fall inside its own burst,
+  where they count. The pause before each burst (the flush plus 0.15 s) lets what a
+  burst left finish before another server's burst starts.
 
 Reported per server and level: p50 / p95 / p99 / mean / max latency (ms), requests/s and
 p99 (also per burst), errors (non-2xx, exceptions, unfinished, malformed bodies), the server's CPU
@@ -54,8 +55,8 @@ CPU from the champion, the ratio is reported beside it; so is, at both levels, t
 over rounds of one round's ratio, and the same ratios for the control server: the noise
 floor the shadow's ratio should be read against); zero errors on every server.
 
-    .venv/bin/python bench/serve_latency.py [--requests 8000] [--mlflow-requests 300]
-        [--warmup 200] [--bursts 16] [--records 2000] [--only-references] [--workdir DIR]
+    .venv/bin/python bench/serve_latency.py [--requests 32000] [--mlflow-requests 300]
+        [--warmup 200] [--bursts 4] [--records 2000] [--only-references] [--workdir DIR]
 
 ``--workdir DIR`` keeps the project and the servers' logs in DIR and reuses a project an
 earlier run left there (no training: about 70 s less).
@@ -863,7 +864,7 @@ def report(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=8000, help="timed requests per level")
+    parser.add_argument("--requests", type=int, default=32000, help="timed requests per level")
     parser.add_argument(
         "--mlflow-requests", type=int, default=300, help="timed requests per level, mlflow"
     )
@@ -875,13 +876,13 @@ def main() -> None:
     parser.add_argument(
         "--bursts",
         type=int,
-        default=16,
+        default=4,
         help="rounds in which the minimal app and shipyard (shadow off, its control, on) take turns",
     )
     parser.add_argument(
         "--log-flush-seconds",
         type=float,
-        default=0.1,
+        default=1.0,
         help="the shipyard servers' [serving] log_flush_seconds: how often the shadow is "
         "handed its copies",
     )
