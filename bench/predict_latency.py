@@ -135,7 +135,6 @@ def main() -> None:
     import pandas as pd
 
     from shipyard.bundle import load_bundle
-    from shipyard.tracking import resolve_uri
 
     notes: list[str] = []
     load_before = os.getloadavg()
@@ -166,7 +165,7 @@ def main() -> None:
         else:
             notes.append("the chosen model has no LightGBM booster: raw booster path skipped")
 
-        uri = resolve_uri(project.spec.tracking.uri, project.workspace)
+        uri = project.workspace.tracking_uri()
         mlflow.set_tracking_uri(uri)
         model_uri = project.tracker().model_uri(result.run_id)
         start = time.perf_counter()

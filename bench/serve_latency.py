@@ -462,7 +462,6 @@ def build_project(folder: Path, with_shadow: bool) -> tuple[Any, Path, Path]:
     champion v1 and no challenger. Returns the project, its spec and v1's bundle."""
     from shipyard.demo import flights_frame
     from shipyard.project import Project
-    from shipyard.promotion import bundle_for
 
     folder.mkdir(parents=True, exist_ok=True)
     spec = folder / "shipyard.toml"
@@ -495,7 +494,7 @@ def build_project(folder: Path, with_shadow: bool) -> tuple[Any, Path, Path]:
     project = Project.load(spec)
     project.registry.path.unlink(missing_ok=True)  # the bench's own project: start over
     project.promote(1, "champion", force=True, reason="bench")
-    return project, spec, bundle_for(project, 1)[1]
+    return project, spec, project.workspace.bundle(1).path
 
 
 @dataclass

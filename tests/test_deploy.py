@@ -96,7 +96,7 @@ def flow(tmp_path_factory, flights):
 def test_january_to_october_challenger_goes_shadow_canary_champion_and_rolls_back(flow):
     folder, first, second, promoted = flow
     project = Project.load(folder / "shipyard.toml")
-    assert first.readiness["passed"] and promoted["after"]["champion"] == first.version == 1
+    assert first.readiness["passed"] and promoted.after["champion"] == first.version == 1
     # v2 was judged against the champion at train time (item 3), slice by slice
     item3 = second.readiness["items"][2]
     assert item3["evidence"]["champion"]["version"] == 1
@@ -121,8 +121,8 @@ def test_january_to_october_challenger_goes_shadow_canary_champion_and_rolls_bac
     started = time.perf_counter()
     back = project.rollback(reason="test: restore the first")
     assert time.perf_counter() - started < 30  # the alias mirror included; the commit is ms
-    assert back["committed_seconds"] < 1.0
-    assert back["after"]["champion"] == 1 and back["rolled_back"] == 2
+    assert back.committed_seconds < 1.0
+    assert back.after["champion"] == 1 and back.rolled_back == 2
     assert aliases(project) == {"champion": 1}
 
     listing = json.loads(cli(folder, "models", "--json").stdout)
@@ -218,7 +218,12 @@ def test_kill_9_during_promote_leaves_old_or_new_state_and_aliases_are_repaired(
     state = registry.state()
     assert aliases(project) == {"champion": state.champion, "challenger": state.challenger}
     # leave the flow's state as the next tests expect it
-    registry.update("test", lambda s: Deployment.from_dict({**s.to_dict(), "challenger": None}))
+    registry.update(
+        "test",
+        lambda s: Deployment.from_dict(
+            {**s.to_dict(), "challenger": None, "mode": None, "percent": 0.0}
+        ),
+    )
 
 
 @pytest.fixture(scope="module")

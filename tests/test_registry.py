@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from shipyard.errors import CheckFailed, RegistryLocked, SpecError, WorkspaceError
+from shipyard.errors import (
+    CheckFailed,
+    DeploymentError,
+    RegistryLocked,
+    SpecError,
+    WorkspaceError,
+)
 from shipyard.registry import (
     Deployment,
     Registry,
@@ -67,7 +73,7 @@ def test_moves_that_make_no_sense_are_refused():
         next_canary_percent(last, 2, STEPS)
     with pytest.raises(CheckFailed, match="first champion"):
         rolled_back(state, actor="t")
-    with pytest.raises(CheckFailed, match="no champion"):
+    with pytest.raises(DeploymentError, match="no champion"):
         rolled_back(Deployment("m"), actor="t")
 
 

@@ -25,7 +25,7 @@ import uvicorn
 from shipyard.bundle import load_bundle
 from shipyard.demo import flights_frame
 from shipyard.project import Project
-from shipyard.registry import Registry, promoted
+from shipyard.registry import promoted
 from shipyard.serving.app import build
 from shipyard.serving.log import PredictionLog, read_log
 from shipyard.serving.router import in_canary
@@ -71,7 +71,7 @@ def flights(tmp_path_factory):
     project = Project.load(spec)
     result = project.train(track=False)
     bundle = load_bundle(result.bundle)
-    rel = result.bundle.relative_to(project.workspace).as_posix()
+    rel = project.workspace.relative(result.bundle)
     project.registry.update(
         "promote", lambda s: promoted(s, 1, "champion", actor="test", bundle=rel)
     )
@@ -97,9 +97,7 @@ def _gauge(client, name: str) -> float:
 
 
 def _set_state(flights, change) -> None:
-    Registry(
-        flights["project"].workspace / "deployment", flights["project"].spec.project.name
-    ).update("test", change)
+    flights["project"].workspace.registry.update("test", change)
 
 
 def _reset(flights) -> None:
@@ -309,7 +307,7 @@ def test_kill_9_during_load_keeps_every_acknowledged_answer(flights, server):
     stop.set()
     thread.join(timeout=10)
     assert len(acked) > 50
-    logged = set(read_log(flights["project"].workspace / "logs").column("request_id").to_pylist())
+    logged = set(read_log(flights["project"].workspace.logs).column("request_id").to_pylist())
     window = 0.2 + 0.5  # log_flush_seconds plus margin
     due = [rid for t, rid in acked if t < killed_at - window]
     assert due, "no answer was old enough to be due on disk"
@@ -352,7 +350,7 @@ def test_a_broken_or_slow_shadow_never_touches_the_response(flights, fault):
                     assert time.monotonic() < deadline
                     time.sleep(0.05)
                 service.flush()
-                logged = read_log(flights["project"].workspace / "logs").to_pylist()
+                logged = read_log(flights["project"].workspace.logs).to_pylist()
                 failed = {r["request_id"]: r for r in logged if r["arm"] == "shadow"}
                 assert all(  # each failure is logged as the shadow's row of its request
                     failed[i]["error"] == "RuntimeError: challenger broken"
@@ -510,7 +508,7 @@ def test_a_full_shadow_backlog_drops_whole_files_and_counts_them(flights, tmp_pa
     shadow = Shadow(
         loader("sleep"),
         2,
-        flights["project"].workspace / flights["rel"],
+        flights["project"].workspace.folder / flights["rel"],
         log=None,
         queue_size=5,
         on_drop=dropped.append,
@@ -555,7 +553,7 @@ def test_the_log_holds_every_answer_with_its_shadow(flights):
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             service.flush()
-            table = read_log(flights["project"].workspace / "logs").to_pylist()
+            table = read_log(flights["project"].workspace.logs).to_pylist()
     finally:
         _reset(flights)
     rows = [r for r in table if r["request_id"] in set(ids)]

@@ -53,4 +53,4 @@ def test_train_tracks_and_registers_on_a_real_server(tmp_path: Path, churn, mlfl
         result.test[result.chosen][result.metric]
     )
     assert client.get_model_version("churn", str(result.version)).run_id == result.run_id
-    assert project.runs()[0]["run_id"] == result.run_id
+    assert project.runs()[0].run_id == result.run_id

@@ -137,11 +137,9 @@ def test_tampered_bundles_refuse_to_load(trained, tmp_path):
 def test_reproduce_gives_identical_test_predictions(trained):
     project, result = trained
     outcome = project.reproduce(result.run_id)
-    assert outcome["identical"], outcome
-    assert outcome["max_prediction_diff"] == 0.0
-    assert (
-        outcome["metrics"]["test_roc_auc"]["recorded"] == outcome["metrics"]["test_roc_auc"]["now"]
-    )
+    assert outcome.identical, outcome
+    assert outcome.max_prediction_diff == 0.0
+    assert outcome.metrics["test_roc_auc"]["recorded"] == outcome.metrics["test_roc_auc"]["now"]
 
 
 def test_reproduce_refuses_changed_data(trained, tmp_path, churn):

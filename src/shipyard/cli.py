@@ -317,21 +317,21 @@ def runs(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False) 
     with _errors():
         rows = Project.load(spec).runs()
     if as_json:
-        _emit_json(rows)
+        _emit_json([r.to_dict() for r in rows])
         return
     table = RichTable()
     for col in ("run id", "started", "chosen", "metric", "dev", "test", "version", "snapshot"):
         table.add_column(col)
     for r in rows:
         table.add_row(
-            r["run_id"],
-            r["started"],
-            str(r["chosen"]),
-            r["metric"],
-            _fmt(r["dev"]),
-            _fmt(r["test"]),
-            str(r["version"] or "—"),
-            r["snapshot"],
+            r.run_id,
+            r.started,
+            str(r.chosen or "—"),
+            r.metric,
+            _fmt(r.dev),
+            _fmt(r.test),
+            str(r.version or "—"),
+            r.snapshot,
         )
     out.print(table if rows else "no tracked runs yet: run `shipyard train`")
 
@@ -343,46 +343,48 @@ def models(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False
         update("reading the registry")
         listing = Project.load(spec).models()
     if as_json:
-        _emit_json(listing)
+        _emit_json(listing.to_dict())
         return
-    state = listing["state"]
-    metric = listing["versions"][-1]["metric"] if listing["versions"] else ""
-    table = RichTable(title=f"model {listing['model']} ({metric})", title_justify="left")
+    state = listing.state
+    metric = listing.versions[-1].metric if listing.versions else ""
+    table = RichTable(title=f"model {listing.model} ({metric})", title_justify="left")
     for col in ("v", "created", "chosen", "dev", "test", "ready", "role", "aliases"):
         table.add_column(col)
-    for r in listing["versions"]:
+    for r in listing.versions:
         ready = (
             "—"
-            if r["ready"] is None
+            if r.ready is None
             else "[green]yes[/]"
-            if r["ready"]
-            else f"[red]no[/] ({', '.join(r['failed'])})"
+            if r.ready
+            else f"[red]no[/] ({', '.join(r.failed)})"
         )
         table.add_row(
-            str(r["version"]),
-            r["created"],
-            str(r["chosen"]),
-            _fmt(r["dev"]),
-            _fmt(r["test"]),
+            str(r.version),
+            r.created,
+            str(r.chosen),
+            _fmt(r.dev),
+            _fmt(r.test),
             ready,
-            f"[bold]{r['role']}[/]" if r["role"] else "",
-            ", ".join(r["aliases"]),
+            f"[bold]{r.role}[/]" if r.role else "",
+            ", ".join(r.aliases),
         )
-    out.print(table if listing["versions"] else "no registered versions yet: run `shipyard train`")
+    out.print(table if listing.versions else "no registered versions yet: run `shipyard train`")
     out.print(
         f"deployment state (revision {state['revision']}): champion {state['champion'] or '—'}, "
         f"challenger {state['challenger'] or '—'}"
         + (f" ({state['mode']} {state['percent']:g}%)" if state["challenger"] else "")
     )
-    for repair in listing["repairs"]:
+    for repair in listing.repairs:
         out.print(f"[yellow]repaired MLflow alias[/]: {escape(repair)}")
-    for h in listing["history"][-10:]:
-        what = (
-            f"promote v{h['version']} → {h['to']}"
-            + (f" {h['after']['percent']:g}%" if h.get("to") == "canary" else "")
-            if h["action"] == "promote"
-            else f"rollback of v{h['version']} → champion v{h['after']['champion']}"
-        )
+    for h in listing.history[-10:]:
+        if h.get("action") == "promote":
+            what = f"promote v{h.get('version')} → {h.get('to')}" + (
+                f" {h['after']['percent']:g}%" if h.get("to") == "canary" else ""
+            )
+        elif h.get("action") == "rollback":
+            what = f"rollback of v{h.get('version')} → champion v{h['after']['champion']}"
+        else:
+            what = f"{h.get('action')} v{h.get('version')}"
         reason = f"  reason: {escape(h['reason'])}" if h.get("reason") else ""
         forced = "  [red]forced[/]" if h.get("forced") else ""
         out.print(
@@ -409,29 +411,29 @@ def promote(
             version, to, percent=percent, force=force, reason=reason, progress=update
         )
     if as_json:
-        _emit_json(outcome)
+        _emit_json(outcome.to_dict())
         return
-    after = outcome["after"]
+    after = outcome.after
     role = (
         "champion"
         if to == "champion"
         else f"{after['mode']}"
         + (f" at {after['percent']:g}%" if after["mode"] == "canary" else "")
     )
-    versus = outcome.get("versus")
+    versus = outcome.versus
     if versus:
         out.print(
             f"vs champion v{versus['version']} on the newest test split ({versus['rows']:,} rows): "
             f"{versus['metric']} {versus['candidate']:.4f} vs {versus['champion']:.4f} "
             f"({versus['improvement']:+.4f}); {versus['slices_compared']} slices compared"
         )
-    if outcome["failures"]:
-        out.print("[bold red]FORCED over[/]: " + "; ".join(map(escape, outcome["failures"])))
+    if outcome.failures:
+        out.print("[bold red]FORCED over[/]: " + "; ".join(map(escape, outcome.failures)))
     out.print(
-        f"[bold green]version {outcome['version']} is now {role}[/] (revision "
-        f"{outcome['revision']}, committed in {outcome['committed_seconds']:.2f} s)"
+        f"[bold green]version {outcome.version} is now {role}[/] (revision "
+        f"{outcome.revision}, committed in {outcome.committed_seconds:.2f} s)"
     )
-    for line in outcome["aliases"]:
+    for line in outcome.aliases:
         out.print(f"  MLflow {escape(line)}")
 
 
@@ -442,20 +444,22 @@ def rollback(
     as_json: JsonOption = False,
 ) -> None:
     """The champion goes back to the previous champion; the current one is marked."""
-    from shipyard.promotion import rollback_spec
+    from shipyard import promotion
     from shipyard.spec import load_spec
+    from shipyard.workspace import Workspace
 
     with _errors(), _progress(as_json) as update:
-        outcome = rollback_spec(load_spec(spec), reason=reason, progress=update)
+        workspace = Workspace.of(load_spec(spec))
+        outcome = promotion.rollback(workspace, reason=reason, progress=update, mirror="background")
     if as_json:
-        _emit_json(outcome)
+        _emit_json(outcome.to_dict())
         return
     out.print(
-        f"[bold green]champion is v{outcome['after']['champion']}[/] again (v"
-        f"{outcome['rolled_back']} rolled back; revision {outcome['revision']}, committed in "
-        f"{outcome['committed_seconds'] * 1000:.1f} ms)"
+        f"[bold green]champion is v{outcome.after['champion']}[/] again (v"
+        f"{outcome.rolled_back} rolled back; revision {outcome.revision}, committed in "
+        f"{outcome.committed_seconds * 1000:.1f} ms)"
     )
-    for line in outcome["aliases"]:
+    for line in outcome.aliases:
         out.print(f"  MLflow {escape(line)}")
 
 
@@ -531,21 +535,21 @@ def reproduce(
     with _errors(), _progress(as_json) as update:
         outcome = Project.load(spec).reproduce(run_id, progress=update)
     if as_json:
-        _emit_json(outcome)
+        _emit_json(outcome.to_dict())
     else:
-        for name, item in outcome["metrics"].items():
+        for name, item in outcome.metrics.items():
             mark = "[green]same[/]" if item["same"] else "[bold red]DIFFERENT[/]"
             out.print(f"{name:<24} recorded {item['recorded']:.6f}  now {item['now']:.6f}  {mark}")
         out.print(
-            f"test predictions: {outcome['test_rows']:,} rows, max difference "
-            f"{_fmt(outcome['max_prediction_diff'], 3)}"
+            f"test predictions: {outcome.test_rows:,} rows, max difference "
+            f"{_fmt(outcome.max_prediction_diff, 3)}"
         )
         out.print(
             "[bold green]reproduced exactly[/]"
-            if outcome["identical"]
+            if outcome.identical
             else "[bold red]not reproduced[/]: see the differences above"
         )
-    raise typer.Exit(0 if outcome["identical"] else 1)
+    raise typer.Exit(0 if outcome.identical else 1)
 
 
 @app.command()

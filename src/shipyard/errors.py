@@ -9,11 +9,13 @@ service translate errors in exactly one place each::
     │   └── RuleError                   the baseline rule does not parse or type-check
     ├── DataError(ValueError)           a data file cannot be read or does not fit the spec
     │   └── ContractViolation           data breaks the learned contract (carries violations)
-    ├── WorkspaceError                  refusing to overwrite or write project state
+    ├── WorkspaceError                  refusing to overwrite, or unreadable project state
+    ├── DeploymentError                 HTTP 503: nothing deployed where something must be
     ├── CheckFailed                     exit 1: a check or gate found a problem
     ├── RegistryLocked                  exit 1 / HTTP 409: another promotion holds the lock
     ├── BundleError                     a bundle fails verification or has an unknown format
     ├── TrackingError                   the MLflow tracking store/server is unreachable or refused
+    ├── RequestRefused                  HTTP 4xx: a request the service refuses (status per case)
     └── NotFittedError(AttributeError)  a transform, model or contract used before fit/learn
 
 Messages state the rule, the value received and the fix.
@@ -56,7 +58,16 @@ class ContractViolation(DataError):
 
 
 class WorkspaceError(ShipyardError):
-    """A file shipyard would write already exists, or project state cannot be written."""
+    """A file shipyard would write already exists, or project state cannot be read or
+    written (the service cannot serve from it: HTTP 503)."""
+
+    http_status = 503
+
+
+class DeploymentError(ShipyardError):
+    """Nothing is deployed where the action needs it (no champion, no challenger)."""
+
+    http_status = 503
 
 
 class CheckFailed(ShipyardError):
@@ -78,6 +89,21 @@ class BundleError(ShipyardError):
 
 class TrackingError(ShipyardError):
     """The tracking server or store cannot be reached, or refused a request."""
+
+
+class RequestRefused(ShipyardError):
+    """A request the service refuses: its HTTP status, a stable ``kind`` (counted in
+    ``/metrics``) and, when fields are at fault, ``details`` naming each of them."""
+
+    def __init__(self, status: int, message: str, kind: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.http_status = status
+        self.kind = kind
+        self.details = details
+
+    @property
+    def message(self) -> str:
+        return str(self)
 
 
 class NotFittedError(ShipyardError, AttributeError):

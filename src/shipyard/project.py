@@ -16,10 +16,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,12 +34,18 @@ from shipyard.data.leakage import leakage_findings
 from shipyard.data.quality import quality_findings
 from shipyard.data.split import Splits, make_splits, split_findings
 from shipyard.errors import CheckFailed, DataError, SpecError
+from shipyard.files import atomic_write
 from shipyard.registry import Registry
 from shipyard.scaffold import Inferred, write_spec
-from shipyard.spec import WORKSPACE, Spec, load_spec
-from shipyard.tracking import Tracker, probe, resolve_uri
+from shipyard.spec import Spec, load_spec
+from shipyard.tracking import Tracker, probe
 from shipyard.training import TrainResult
 from shipyard.training import train as run_training
+from shipyard.workspace import Workspace
+
+if TYPE_CHECKING:
+    from shipyard.batch import BatchResult
+    from shipyard.promotion import ModelsListing, PromoteResult, RollbackResult
 
 Progress = Callable[[str], None]
 REPORT_REUSE = timedelta(days=1)
@@ -149,6 +155,51 @@ def _violation_finding(v: Violation) -> Finding:
     )
 
 
+@dataclass(frozen=True)
+class RunRow:
+    """One tracked training run as ``shipyard runs`` lists it."""
+
+    run_id: str
+    started: str
+    status: str
+    chosen: str | None
+    metric: str
+    dev: float | None
+    test: float | None
+    version: str | None
+    snapshot: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ReproduceResult:
+    """A re-run of a tracked run compared with the record: metric by metric, and the test
+    predictions row by row."""
+
+    run_id: str
+    metric: str | None
+    chosen: str
+    recorded_chosen: str | None
+    metrics: dict[str, dict[str, Any]]
+    test_rows: int
+    same_test_rows: bool
+    max_prediction_diff: float | None
+
+    @property
+    def identical(self) -> bool:
+        return bool(
+            self.same_test_rows
+            and self.max_prediction_diff == 0.0
+            and all(c["same"] for c in self.metrics.values())
+            and self.chosen == self.recorded_chosen
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "identical": self.identical}
+
+
 #: Leakage findings about feature columns: excluding the columns resolves them.
 FEATURE_LEAKS = (
     "target_derived",
@@ -186,6 +237,7 @@ class Project:
     def __init__(self, spec: Spec, spec_path: Path) -> None:
         self.spec = spec
         self.spec_path = spec_path
+        self.workspace = Workspace.of(spec)
 
     @classmethod
     def load(cls, spec_path: Path | str = "shipyard.toml") -> Project:
@@ -207,12 +259,8 @@ class Project:
         return cls.load(spec_path), inferred
 
     @property
-    def workspace(self) -> Path:
-        return self.spec.root / WORKSPACE
-
-    @property
     def contract_path(self) -> Path:
-        return self.workspace / "contract.json"
+        return self.workspace.contract_path
 
     def read(self, data: Path | str | None = None) -> Table:
         """The table at ``data``, or the spec's own data file."""
@@ -329,9 +377,7 @@ class Project:
 
     def tracker(self, warm: bool = False) -> Tracker:
         """The MLflow tracker for this project (probes a server URI before use)."""
-        uri = resolve_uri(self.spec.tracking.uri, self.workspace)
-        experiment = self.spec.tracking.experiment or self.spec.project.name
-        return Tracker(uri, experiment, artifact_root=self.workspace / "mlartifacts", warm=warm)
+        return self.workspace.tracker(warm=warm)
 
     def train(
         self,
@@ -345,7 +391,7 @@ class Project:
         not in ``ignore_findings``; ignoring is deliberate and recorded in the run.
         """
         if track:  # an unreachable server fails here, first; the store is set up meanwhile
-            probe(resolve_uri(self.spec.tracking.uri, self.workspace))
+            probe(self.workspace.tracking_uri())
         with ThreadPoolExecutor(max_workers=1) as pool:
             return self._train(pool if track else None, ignore_findings, progress)
 
@@ -377,7 +423,7 @@ class Project:
             ds,
             splits,
             snapshot_id=table.snapshot_id,
-            bundle_root=self.workspace / "bundles",
+            bundle_root=self.workspace.bundles,
             tracker=tracker,
             check_report=report.to_dict(),
             ignored_findings=ignored,
@@ -389,22 +435,23 @@ class Project:
     def _champion_bundle(self) -> tuple[int, Path] | None:
         state = self.registry.state()
         recorded = state.bundle(state.champion) if state.champion is not None else None
-        if recorded is None or not (self.workspace / recorded).is_dir():
+        if state.champion is None or recorded is None:
             return None
-        return state.champion, self.workspace / recorded
+        path = self.workspace.inside(recorded)
+        return (state.champion, path) if path.is_dir() else None
 
     # --- deployment ----------------------------------------------------------------------
 
     @property
     def registry(self) -> Registry:
         """The deployment state of this project's registered model."""
-        return Registry(self.workspace / "deployment", self.spec.project.name)
+        return self.workspace.registry
 
-    def models(self) -> dict[str, Any]:
+    def models(self) -> ModelsListing:
         """Registered versions with metrics, readiness and role; MLflow aliases repaired."""
         from shipyard import promotion
 
-        return promotion.models(self)
+        return promotion.models(self.spec, self.workspace)
 
     def promote(
         self,
@@ -414,19 +461,28 @@ class Project:
         force: bool = False,
         reason: str | None = None,
         progress: Progress = _quiet,
-    ) -> dict[str, Any]:
+    ) -> PromoteResult:
         """Gate ``version`` and make it shadow, canary or champion (see :mod:`promotion`)."""
         from shipyard import promotion
 
         return promotion.promote(
-            self, version, to, percent=percent, force=force, reason=reason, progress=progress
+            self.spec,
+            self.workspace,
+            version,
+            to,
+            percent=percent,
+            force=force,
+            reason=reason,
+            progress=progress,
         )
 
-    def rollback(self, reason: str | None = None, progress: Progress = _quiet) -> dict[str, Any]:
+    def rollback(
+        self, reason: str | None = None, progress: Progress = _quiet, mirror: str = "now"
+    ) -> RollbackResult:
         """The champion goes back to the previous champion; the current one is marked."""
         from shipyard import promotion
 
-        return promotion.rollback(self, reason=reason, progress=progress)
+        return promotion.rollback(self.workspace, reason=reason, progress=progress, mirror=mirror)
 
     def predict(
         self,
@@ -438,17 +494,16 @@ class Project:
         chunk_rows: int | None = None,
         ray_address: str | None = None,
         progress: Callable[[int, int | None], None] | None = None,
-    ) -> Any:
+    ) -> BatchResult:
         """Batch-score ``source`` into ``output`` (Parquet) with a deployed or given version."""
         from shipyard import batch
-        from shipyard.promotion import bundle_for
 
-        version, path = bundle_for(self, model)
+        located = self.workspace.bundle(model)
         return batch.predict(
-            path,
+            located.path,
             source,
             output,
-            version=version,
+            version=located.number,
             id_column=self.spec.project.id,
             keep=keep,
             engine=engine,
@@ -457,29 +512,29 @@ class Project:
             progress=progress or (lambda done, total: None),
         )
 
-    def runs(self, max_results: int = 50) -> list[dict[str, Any]]:
+    def runs(self, max_results: int = 50) -> list[RunRow]:
         """Tracked training runs, newest first."""
         out = []
         for run in self.tracker().runs(max_results):
-            metric = run.data.params.get("metric", "")
+            metric = run.params.get("metric", "")
             out.append(
-                {
-                    "run_id": run.info.run_id,
-                    "started": datetime.fromtimestamp(run.info.start_time / 1000).isoformat(
+                RunRow(
+                    run_id=run.run_id,
+                    started=datetime.fromtimestamp(run.start_time / 1000).isoformat(
                         timespec="seconds"
                     ),
-                    "status": run.info.status,
-                    "chosen": run.data.tags.get("chosen_rung"),
-                    "metric": metric,
-                    "dev": run.data.metrics.get(f"dev_{metric}"),
-                    "test": run.data.metrics.get(f"test_{metric}"),
-                    "version": run.data.tags.get("registered_version"),
-                    "snapshot": (run.data.tags.get("data_snapshot_id") or "")[:12],
-                }
+                    status=run.status,
+                    chosen=run.tags.get("chosen_rung"),
+                    metric=metric,
+                    dev=run.metrics.get(f"dev_{metric}"),
+                    test=run.metrics.get(f"test_{metric}"),
+                    version=run.tags.get("registered_version"),
+                    snapshot=(run.tags.get("data_snapshot_id") or "")[:12],
+                )
             )
         return out
 
-    def reproduce(self, run_id: str, progress: Progress = _quiet) -> dict[str, Any]:
+    def reproduce(self, run_id: str, progress: Progress = _quiet) -> ReproduceResult:
         """Re-run a tracked run from its recorded spec, data snapshot and seeds; compare.
 
         Raises :class:`DataError` when the data no longer matches the recorded snapshot.
@@ -496,7 +551,7 @@ class Project:
             recorded = pd.read_parquet(preds_file)
         spec = Spec.from_dict(recorded_spec, root=self.spec.root)
         table = read_table(spec.data_path) if spec.data_path else self.read()
-        expected = run.data.tags.get("data_snapshot_id")
+        expected = run.tags.get("data_snapshot_id")
         if expected and table.snapshot_id != expected:
             raise DataError(
                 f"the data at '{table.path}' no longer matches run {run_id}: recorded snapshot "
@@ -504,7 +559,7 @@ class Project:
             )
         ds = Dataset(table.frame, spec)
         splits = make_splits(ds)
-        ignored = json.loads(run.data.params.get("ignored_findings", "[]"))
+        ignored = json.loads(run.params.get("ignored_findings", "[]"))
         progress("re-running the recorded training")
         with tempfile.TemporaryDirectory() as folder:
             result = run_training(
@@ -520,14 +575,14 @@ class Project:
             bundle = load_bundle(result.bundle)
             new_preds = bundle.predict(ds.frame.iloc[splits.test][bundle.features])
         compare = {}
-        for name in sorted(k for k in run.data.metrics if k.startswith(("dev_", "test_"))):
+        for name in sorted(k for k in run.metrics if k.startswith(("dev_", "test_"))):
             part, _, key = name.partition("_")
             values = result.dev if part == "dev" else result.test.get(result.chosen, {})
             if key in values:
                 compare[name] = {
-                    "recorded": run.data.metrics[name],
+                    "recorded": run.metrics[name],
                     "now": values[key],
-                    "same": abs(run.data.metrics[name] - values[key]) <= 1e-9,
+                    "same": abs(run.metrics[name] - values[key]) <= 1e-9,
                 }
         old = np.asarray(recorded["prediction"].tolist(), dtype=float)
         new = np.asarray(new_preds, dtype=float)
@@ -535,24 +590,16 @@ class Project:
         max_diff = (
             float(np.max(np.abs(old - new))) if same_rows and old.shape == new.shape else None
         )
-        outcome = {
-            "run_id": run_id,
-            "metric": run.data.params.get("metric"),
-            "chosen": result.chosen,
-            "recorded_chosen": run.data.tags.get("chosen_rung"),
-            "metrics": compare,
-            "test_rows": len(splits.test),
-            "same_test_rows": same_rows,
-            "max_prediction_diff": max_diff,
-        }
-        outcome["identical"] = bool(
-            same_rows
-            and max_diff is not None
-            and max_diff == 0.0
-            and all(c["same"] for c in compare.values())
-            and outcome["chosen"] == outcome["recorded_chosen"]
+        return ReproduceResult(
+            run_id=run_id,
+            metric=run.params.get("metric"),
+            chosen=result.chosen,
+            recorded_chosen=run.tags.get("chosen_rung"),
+            metrics=compare,
+            test_rows=len(splits.test),
+            same_test_rows=same_rows,
+            max_prediction_diff=max_diff,
         )
-        return outcome
 
     def _check_unlabeled(self, table: Table) -> CheckReport:
         """New data without the target (a production batch): the contract is all to check."""
@@ -593,7 +640,7 @@ class Project:
         return report
 
     def _report_path(self, snapshot_id: str) -> Path:
-        return self.workspace / "reports" / f"check-{snapshot_id[:12]}.json"
+        return self.workspace.reports / f"check-{snapshot_id[:12]}.json"
 
     def _recent_report(self, snapshot_id: str) -> CheckReport | None:
         """The saved check of this very data under this very spec, if made within a day."""
@@ -612,7 +659,4 @@ class Project:
 
     def _save_report(self, report: CheckReport) -> None:
         path = self._report_path(report.snapshot_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(report.to_dict(), indent=1, default=str))
-        tmp.replace(path)
+        atomic_write(path, json.dumps(report.to_dict(), indent=1, default=str))

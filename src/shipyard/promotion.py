@@ -10,27 +10,41 @@
   no slice is worse than the champion's beyond the candidate's 95% interval.
 
 ``--force`` with a reason overrides the gates; the history records what was overridden. The
-whole gate runs under the registry's lock, and the new state is committed in one atomic
-write (:mod:`shipyard.registry`); MLflow's aliases are mirrored after the commit.
+gates are computed without the registry's lock (scoring a test split takes seconds); the lock
+is held only to commit, after checking that the state did not move meanwhile, so a
+``rollback`` never waits behind a gate check. The new state is committed in one atomic write
+(:mod:`shipyard.registry`); MLflow's aliases are mirrored after the commit.
+
+Every function takes the :class:`~shipyard.spec.Spec` and the
+:class:`~shipyard.workspace.Workspace` and returns a small result type with ``to_dict()``.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import shutil
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shipyard.errors import BundleError, CheckFailed, DataError, ShipyardError, SpecError
-from shipyard.registry import Deployment, actor, next_canary_percent, promoted, rolled_back
+from shipyard.errors import CheckFailed, DataError, RegistryLocked, ShipyardError, SpecError
+from shipyard.registry import (
+    Deployment,
+    actor,
+    challenger_stopped,
+    next_canary_percent,
+    promoted,
+    rolled_back,
+    sync_aliases,
+)
+from shipyard.workspace import Workspace
 
 if TYPE_CHECKING:
     from shipyard.bundle import Bundle
-    from shipyard.project import Project
     from shipyard.spec import Spec
     from shipyard.tracking import Tracker
 
@@ -39,88 +53,6 @@ Progress = Callable[[str], None]
 
 def _quiet(_: str) -> None:
     return None
-
-
-@dataclass(frozen=True)
-class Version:
-    """A registered version resolved to its verified bundle folder."""
-
-    number: int
-    run_id: str
-    bundle: Path
-
-
-def parse_selector(selector: str | int, model: str) -> int | str:
-    """``3``, ``flights/3``, ``models:/flights/3`` → 3; ``champion``/``challenger`` as is.
-
-    >>> parse_selector("models:/flights/3", "flights"), parse_selector("champion", "flights")
-    (3, 'champion')
-    """
-    text = str(selector).strip()
-    if text in ("champion", "challenger"):
-        return text
-    found = re.fullmatch(r"(?:models:/)?(?:(?P<name>[^/@]+)[/@])?(?P<number>\d+)", text)
-    if found is None:
-        raise SpecError(
-            f"'{selector}' is not a model version: give a number (3), NAME/3, models:/NAME/3, "
-            "champion or challenger."
-        )
-    name = found.group("name")
-    if name is not None and name != model:
-        raise SpecError(
-            f"'{selector}' is a version of model '{name}'; this project's registered model is "
-            f"'{model}' ([project] name in shipyard.toml)."
-        )
-    return int(found.group("number"))
-
-
-def resolve(project: Project, tracker: Tracker, selector: str | int) -> Version:
-    """The registered version ``selector`` of this project's model, its bundle verified."""
-    from shipyard.bundle import verify
-
-    model = project.spec.project.name
-    wanted = parse_selector(selector, model)
-    if isinstance(wanted, str):
-        number = project.registry.state().aliases()[wanted]
-        if number is None:
-            raise SpecError(f"'{model}' has no {wanted} yet; see `shipyard models`.")
-        wanted = number
-    versions = {int(v.version): v for v in tracker.versions(model)}
-    if wanted not in versions:
-        listed = ", ".join(map(str, versions)) or "none yet — run `shipyard train`"
-        raise SpecError(
-            f"model '{model}' has no version {wanted} in {tracker.uri}; versions: {listed}."
-        )
-    run_id = versions[wanted].run_id
-    folder = project.workspace / "bundles" / run_id
-    if not folder.is_dir():  # trained elsewhere: fetch the bundle from the tracking server
-        downloaded = tracker.download_bundle(model, wanted, project.workspace / "downloads")
-        shutil.copytree(downloaded, folder)
-    manifest = verify(folder)
-    if manifest.get("run_id") != run_id:
-        raise BundleError(
-            f"bundle '{folder}' belongs to run {manifest.get('run_id')}, but version {wanted} "
-            f"was registered from run {run_id}; it is not this version's bundle."
-        )
-    return Version(wanted, run_id, folder)
-
-
-def bundle_for(project: Project, selector: str | int) -> tuple[int, Path]:
-    """The version and bundle folder ``selector`` names; deployed ones without MLflow."""
-    state = project.registry.state()
-    wanted = parse_selector(selector, project.spec.project.name)
-    if isinstance(wanted, str):
-        number = state.aliases()[wanted]
-        if number is None:
-            raise SpecError(
-                f"'{project.spec.project.name}' has no {wanted} yet: promote a version first "
-                "(`shipyard promote VERSION --to ...`), or pass --model VERSION."
-            )
-        wanted = number
-    recorded = state.bundle(wanted)
-    if recorded and (project.workspace / recorded).is_dir():
-        return wanted, project.workspace / recorded
-    return wanted, resolve(project, project.tracker(), wanted).bundle
 
 
 def _readiness_failures(bundle: Bundle) -> list[str]:
@@ -133,7 +65,7 @@ def _readiness_failures(bundle: Bundle) -> list[str]:
     return [f"{i.number}. {i.name}: {i.summary}" for i in readiness.failed]
 
 
-def newest_test_split(project: Project, bundles: list[Bundle]) -> tuple[Any, Any, Any, Bundle]:
+def newest_test_split(spec: Spec, bundles: list[Bundle]) -> tuple[Any, Any, Any, Bundle]:
     """Frame, target and roles of the test split of the most recently trained bundle."""
     from shipyard.data.dataset import Dataset
     from shipyard.data.io import read_table
@@ -141,7 +73,7 @@ def newest_test_split(project: Project, bundles: list[Bundle]) -> tuple[Any, Any
     from shipyard.spec import Spec
 
     newest = max(bundles, key=lambda b: b.manifest["created"])
-    spec = Spec.from_dict(json.loads((newest.path / "spec.json").read_text()), project.spec.root)
+    spec = Spec.from_dict(json.loads((newest.path / "spec.json").read_text()), spec.root)
     if spec.data_path is None:
         raise DataError("version's spec names no data file; cannot rebuild its test split.")
     table = read_table(spec.data_path)
@@ -158,12 +90,13 @@ def newest_test_split(project: Project, bundles: list[Bundle]) -> tuple[Any, Any
 
 
 def versus_champion(
-    project: Project, candidate: Bundle, champion: Bundle, champion_version: int
+    spec: Spec, candidate: Bundle, champion: Bundle, champion_version: int
 ) -> dict[str, Any]:
     """Candidate vs champion on the newest test split, overall and per slice."""
     from shipyard.evaluation.readiness import compare_with_champion
 
-    frame, y, ds, newest = newest_test_split(project, [candidate, champion])
+    min_improvement = spec.objective.min_improvement
+    frame, y, ds, newest = newest_test_split(spec, [candidate, champion])
     scores = {}
     for name, bundle in (("candidate", candidate), ("champion", champion)):
         missing = [c for c in bundle.features if c not in frame.columns]
@@ -173,7 +106,7 @@ def versus_champion(
                 f"'{ds.spec.data_path}'; the two versions cannot be compared on it."
             )
         scores[name] = bundle.predict(frame[bundle.features])
-    spec = ds.spec
+    spec = ds.spec  # the newer version's own spec: its slices and seed
     out = compare_with_champion(
         version=champion_version,
         metric=spec.objective.metric,
@@ -184,15 +117,120 @@ def versus_champion(
         champion=scores["champion"],
         slice_columns=list(dict.fromkeys([*spec.features.slices, *spec.features.sensitive])),
         roles=ds.role,
-        min_improvement=project.spec.objective.min_improvement,
+        min_improvement=min_improvement,
         seed=spec.split.seed,
     )
     out["test_split_of"] = newest.manifest.get("run_id")
     return out
 
 
+@dataclass(frozen=True)
+class PromoteResult:
+    """What ``promote`` did: the version, the states before and after, the gates' evidence."""
+
+    version: int
+    to: str
+    before: dict[str, Any]
+    after: dict[str, Any]
+    revision: int
+    committed_seconds: float
+    failures: list[str] = field(default_factory=list)  # gates overridden with --force
+    versus: dict[str, Any] | None = None
+    aliases: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    """What ``rollback`` did: which version went back, the states before and after."""
+
+    rolled_back: int | None
+    before: dict[str, Any]
+    after: dict[str, Any]
+    revision: int
+    committed_seconds: float
+    aliases: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """One registered version as ``shipyard models`` lists it."""
+
+    version: int
+    run_id: str | None
+    created: str
+    chosen: str | None
+    metric: str
+    dev: float | None
+    test: float | None
+    snapshot: str
+    ready: bool | None
+    failed: list[str]
+    role: str
+    aliases: list[str]
+
+
+@dataclass(frozen=True)
+class ModelsListing:
+    """Every registered version, the deployment state and its history, the alias repairs."""
+
+    model: str
+    state: dict[str, Any]
+    versions: list[VersionRow]
+    history: list[dict[str, Any]]
+    repairs: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _gates(
+    spec: Spec,
+    workspace: Workspace,
+    tracker: Tracker,
+    state: Deployment,
+    selector: str | int,
+    to: str,
+    progress: Progress,
+) -> tuple[int, Path, list[str], dict[str, Any] | None]:
+    """The version, its bundle, every failed gate and the comparison with the champion."""
+    from shipyard.bundle import load_bundle
+
+    version = workspace.bundle(selector, tracker=tracker, registered=True)
+    bundle = load_bundle(version.path)
+    progress("checking the gates")
+    failures = _readiness_failures(bundle)
+    if version.number in state.rolled_back:
+        failures.append(
+            f"rolled back: version {version.number} was rolled back; it does not return silently"
+        )
+    versus = None
+    if to == "champion" and state.champion not in (None, version.number):
+        progress(f"scoring v{version.number} and champion v{state.champion} on the newest test")
+        champion = load_bundle(workspace.bundle(state.champion, tracker=tracker).path)
+        versus = versus_champion(spec, bundle, champion, state.champion)
+        if not versus["beats_champion"]:
+            failures.append(
+                f"beats the champion: {versus['metric']} {versus['candidate']:.4f} vs "
+                f"champion v{state.champion} {versus['champion']:.4f} on the newest test "
+                f"split ({versus['rows']:,} rows): {versus['improvement']:+.4f}, needs "
+                f"≥ {versus['min_improvement']:g}"
+            )
+        if versus["regressed_slices"]:
+            failures.append(
+                "no slice regresses against the champion: " + ", ".join(versus["regressed_slices"])
+            )
+    return version.number, version.path, failures, versus
+
+
 def promote(
-    project: Project,
+    spec: Spec,
+    workspace: Workspace,
     selector: str | int,
     to: str,
     *,
@@ -200,183 +238,219 @@ def promote(
     force: bool = False,
     reason: str | None = None,
     progress: Progress = _quiet,
-) -> dict[str, Any]:
-    """Gate and promote a version (see the module docstring); returns what happened."""
-    from shipyard.bundle import load_bundle
+) -> PromoteResult:
+    """Gate and promote a version (see the module docstring).
 
+    The gates are computed on the state as read at the start, without the lock; the commit
+    takes the lock and is refused (:class:`RegistryLocked`, exit 1) if another change
+    committed meanwhile, since the gates were judged against a state that is gone.
+    """
     if force and not (reason and reason.strip()):
         raise SpecError('--force needs --reason "why": the override is recorded in the history.')
     started = time.perf_counter()
-    registry = project.registry
+    registry = workspace.registry
     progress("resolving the version")
-    tracker = project.tracker()
+    tracker = workspace.tracker()
     who = actor()
-    outcome: dict[str, Any] = {}
+    seen = registry.state()
+    number, path, failures, versus = _gates(spec, workspace, tracker, seen, selector, to, progress)
+    if failures and not force:
+        raise CheckFailed(
+            f"promotion of version {number} to {to} refused; failed:\n"
+            + "\n".join(f"  - {f}" for f in failures)
+            + '\nFix these and train again, or override with --force --reason "…" '
+            "(recorded in the history)."
+        )
 
     def change(state: Deployment) -> Deployment:
-        version = resolve(project, tracker, selector)
-        bundle = load_bundle(version.bundle)
-        progress("checking the gates")
-        failures = _readiness_failures(bundle)
-        if version.number in state.rolled_back:
-            failures.append(
-                f"rolled back: version {version.number} was rolled back; it does not return "
-                "silently"
-            )
-        versus = None
-        if to == "champion" and state.champion not in (None, version.number):
-            progress(f"scoring v{version.number} and champion v{state.champion} on the newest test")
-            champion_path = _bundle_path(project, tracker, state, state.champion)
-            versus = versus_champion(project, bundle, load_bundle(champion_path), state.champion)
-            if not versus["beats_champion"]:
-                failures.append(
-                    f"beats the champion: {versus['metric']} {versus['candidate']:.4f} vs "
-                    f"champion v{state.champion} {versus['champion']:.4f} on the newest test "
-                    f"split ({versus['rows']:,} rows): {versus['improvement']:+.4f}, needs "
-                    f"≥ {versus['min_improvement']:g}"
-                )
-            if versus["regressed_slices"]:
-                failures.append(
-                    "no slice regresses against the champion: "
-                    + ", ".join(versus["regressed_slices"])
-                )
-        outcome.update(version=version.number, failures=failures, versus=versus)
-        if failures and not force:
-            raise CheckFailed(
-                f"promotion of version {version.number} to {to} refused; failed:\n"
-                + "\n".join(f"  - {f}" for f in failures)
-                + '\nFix these and train again, or override with --force --reason "…" '
-                "(recorded in the history)."
+        if state.revision != seen.revision:
+            raise RegistryLocked(
+                f"the deployment of '{state.model}' changed while the gates were checked "
+                f"(revision {seen.revision} → {state.revision}: "
+                f"{state.history[-1].get('action') if state.history else 'a change'}); nothing "
+                "was promoted. Run the promotion again to gate it against the new state."
             )
         step = (
             percent
             if to != "canary" or percent is not None
-            else next_canary_percent(state, version.number, project.spec.serving.canary_steps)
+            else next_canary_percent(state, number, spec.serving.canary_steps)
         )
         return promoted(
             state,
-            version.number,
+            number,
             to,
             actor=who,
             percent=step,
-            bundle=version.bundle.relative_to(project.workspace).as_posix(),
+            bundle=workspace.relative(path),
             reason=reason,
             forced=failures if force and failures else None,
             evidence={"versus_champion": versus} if versus else None,
         )
 
+    progress("committing")
     before, after = registry.update(f"promote {selector} --to {to}", change)
-    outcome["committed_seconds"] = time.perf_counter() - started
-    outcome.update(before=before.summary(), after=after.summary(), revision=after.revision)
-    outcome["aliases"] = _mirror(after, tracker, progress)
-    return outcome
+    committed = time.perf_counter() - started
+    return PromoteResult(
+        version=number,
+        to=to,
+        before=before.summary(),
+        after=after.summary(),
+        revision=after.revision,
+        committed_seconds=committed,
+        failures=failures,
+        versus=versus,
+        aliases=_mirror(after, tracker, progress),
+    )
+
+
+def stop(
+    workspace: Workspace,
+    *,
+    reason: str | None = None,
+    actor_name: str | None = None,
+    evidence: Any = None,
+) -> tuple[Deployment, Deployment]:
+    """Take the challenger (shadow or canary) off traffic; the champion is untouched."""
+    return workspace.registry.update(
+        "stop challenger",
+        lambda state: challenger_stopped(
+            state, actor=actor_name or actor(), reason=reason, evidence=evidence
+        ),
+    )
+
+
+MIRROR_MODES = ("now", "background", "skip")
 
 
 def rollback(
-    project: Project, *, reason: str | None = None, progress: Progress = _quiet
-) -> dict[str, Any]:
-    """Champion back to the previous champion (see :func:`rollback_spec`)."""
-    return rollback_spec(project.spec, reason=reason, progress=progress)
+    workspace: Workspace,
+    *,
+    reason: str | None = None,
+    progress: Progress = _quiet,
+    mirror: str = "now",
+) -> RollbackResult:
+    """Champion back to the previous champion, committed from the deployment record alone
+    (no pandas, no MLflow) in milliseconds.
 
-
-def rollback_spec(
-    spec: Spec, *, reason: str | None = None, progress: Progress = _quiet
-) -> dict[str, Any]:
-    """Champion back to the previous champion: committed from the spec alone — no pandas,
-    no MLflow — in milliseconds; MLflow's aliases are mirrored after the commit."""
-    from shipyard.registry import Registry
-    from shipyard.spec import WORKSPACE
-    from shipyard.tracking import Tracker, resolve_uri
-
+    MLflow's aliases are then mirrored: ``now`` (before returning), ``background`` (by a
+    detached process, so the command returns at once — what the CLI does) or ``skip``; any
+    later command that talks to MLflow repairs them from the record either way.
+    """
+    if mirror not in MIRROR_MODES:
+        raise SpecError(f"mirror must be one of {', '.join(MIRROR_MODES)}; got {mirror!r}")
     started = time.perf_counter()
-    workspace = spec.root / WORKSPACE
-    registry = Registry(workspace / "deployment", spec.project.name)
-    before, after = registry.update(
+    before, after = workspace.registry.update(
         "rollback", lambda state: rolled_back(state, actor=actor(), reason=reason)
     )
     committed = time.perf_counter() - started
-    outcome: dict[str, Any] = {
-        "before": before.summary(),
-        "after": after.summary(),
-        "rolled_back": before.champion,
-        "revision": after.revision,
-        "committed_seconds": committed,
-    }
-    progress("mirroring MLflow aliases")
-    try:
-        tracker = Tracker(
-            resolve_uri(spec.tracking.uri, workspace),
-            spec.tracking.experiment or spec.project.name,
-            artifact_root=workspace / "mlartifacts",
+    if mirror == "now":
+        progress("mirroring MLflow aliases")
+        try:
+            aliases = _mirror(after, workspace.tracker(), progress)
+        except ShipyardError as exc:
+            aliases = [f"not mirrored ({exc}); `shipyard models` repairs them"]
+    elif mirror == "background":
+        aliases = [mirror_later(workspace)]
+    else:
+        aliases = ["not mirrored; `shipyard models` repairs them"]
+    return RollbackResult(
+        rolled_back=before.champion,
+        before=before.summary(),
+        after=after.summary(),
+        revision=after.revision,
+        committed_seconds=committed,
+        aliases=aliases,
+    )
+
+
+def mirror_later(workspace: Workspace) -> str:
+    """Mirror MLflow's aliases from the deployment record in a detached process (it imports
+    MLflow, which costs seconds); what it does goes to ``.shipyard/mirror.log``."""
+    workspace.folder.mkdir(parents=True, exist_ok=True)
+    log = workspace.folder / "mirror.log"
+    args = json.dumps(
+        {
+            "root": str(workspace.root),
+            "model": workspace.model,
+            "uri": workspace.tracking_uri_setting,
+            "experiment": workspace.experiment,
+        }
+    )
+    code = "import sys; from shipyard.promotion import _mirror_main; _mirror_main(sys.argv[1])"
+    with log.open("ab") as sink:
+        subprocess.Popen(
+            [sys.executable, "-c", code, args],
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=sink,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        outcome["aliases"] = _mirror(after, tracker, progress)
+    return f"aliases are being mirrored in the background (see {log})"
+
+
+def _mirror_main(argument: str) -> None:
+    """The detached mirroring process of :func:`mirror_later`."""
+    given = json.loads(argument)
+    workspace = Workspace(
+        given["root"], given["model"], tracking_uri=given["uri"], experiment=given["experiment"]
+    )
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    try:
+        state = workspace.registry.state()
+        repairs = sync_aliases(state, workspace.tracker())
     except ShipyardError as exc:
-        outcome["aliases"] = [f"not mirrored ({exc}); `shipyard models` repairs them"]
-    return outcome
+        print(f"{stamp} aliases not mirrored ({exc}); `shipyard models` repairs them")
+        return
+    print(f"{stamp} revision {state.revision}: " + ("; ".join(repairs) or "aliases already agree"))
 
 
 def _mirror(state: Deployment, tracker: Tracker, progress: Progress) -> list[str]:
-    from shipyard.registry import sync_aliases
-
     progress("mirroring MLflow aliases")
     return sync_aliases(state, tracker)
 
 
-def _bundle_path(project: Project, tracker: Tracker, state: Deployment, number: int) -> Path:
-    recorded = state.bundle(number)
-    if recorded and (project.workspace / recorded).is_dir():
-        return project.workspace / recorded
-    return resolve(project, tracker, number).bundle
-
-
-def models(project: Project) -> dict[str, Any]:
+def models(spec: Spec, workspace: Workspace) -> ModelsListing:
     """Every registered version with its metrics, readiness and role; aliases repaired."""
-    tracker = project.tracker()
-    model = project.spec.project.name
-    state = project.registry.state()
+    tracker = workspace.tracker()
+    model = workspace.model
+    state = workspace.registry.state()
     repairs = _mirror(state, tracker, _quiet)
     by_version: dict[int, list[str]] = {}
     for alias, number in tracker.aliases(model).items():
         by_version.setdefault(number, []).append(alias)
     rows = []
     for mv in tracker.versions(model):
-        number = int(mv.version)
         run = tracker.get_run(mv.run_id) if mv.run_id else None
-        metrics = run.data.metrics if run else {}
-        tags = run.data.tags if run else {}
-        metric = (run.data.params.get("metric") if run else None) or project.spec.objective.metric
-        readiness = _bundle_readiness(project.workspace / "bundles" / (mv.run_id or ""))
+        metrics = run.metrics if run else {}
+        tags = run.tags if run else {}
+        metric = (run.params.get("metric") if run else None) or spec.objective.metric
+        readiness = _bundle_readiness(workspace.run_bundle(mv.run_id or ""))
         rows.append(
-            {
-                "version": number,
-                "run_id": mv.run_id,
-                "created": time.strftime(
-                    "%m-%d %H:%M", time.localtime(mv.creation_timestamp / 1000)
-                ),
-                "chosen": tags.get("chosen_rung"),
-                "metric": metric,
-                "dev": metrics.get(f"dev_{metric}"),
-                "test": metrics.get(f"test_{metric}"),
-                "snapshot": (tags.get("data_snapshot_id") or "")[:12],
-                "ready": None if readiness is None else readiness["passed"],
-                "failed": []
+            VersionRow(
+                version=mv.number,
+                run_id=mv.run_id,
+                created=time.strftime("%m-%d %H:%M", time.localtime(mv.created / 1000)),
+                chosen=tags.get("chosen_rung"),
+                metric=metric,
+                dev=metrics.get(f"dev_{metric}"),
+                test=metrics.get(f"test_{metric}"),
+                snapshot=(tags.get("data_snapshot_id") or "")[:12],
+                ready=None if readiness is None else bool(readiness["passed"]),
+                failed=[]
                 if readiness is None
                 else [i["name"] for i in readiness["items"] if not i["passed"]],
-                "role": state.role(number),
-                "aliases": sorted(by_version.get(number, [])),
-            }
+                role=state.role(mv.number),
+                aliases=sorted(by_version.get(mv.number, [])),
+            )
         )
-    return {
-        "model": model,
-        "state": {
-            **state.summary(),
-            "revision": state.revision,
-            "file": str(project.registry.path),
-        },
-        "versions": rows,
-        "history": list(state.history),
-        "repairs": repairs,
-    }
+    return ModelsListing(
+        model=model,
+        state={**state.summary(), "revision": state.revision, "file": str(workspace.registry.path)},
+        versions=rows,
+        history=list(state.history),
+        repairs=repairs,
+    )
 
 
 def _bundle_readiness(folder: Path) -> dict[str, Any] | None:

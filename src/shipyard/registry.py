@@ -40,7 +40,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from shipyard.errors import CheckFailed, RegistryLocked, SpecError, WorkspaceError
+from shipyard.errors import (
+    CheckFailed,
+    DeploymentError,
+    RegistryLocked,
+    SpecError,
+    WorkspaceError,
+)
+from shipyard.files import atomic_write, sweep
 
 TARGETS = ("shadow", "canary", "champion")
 ALIASES = ("champion", "challenger")
@@ -96,18 +103,84 @@ class Deployment:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Deployment:
-        return cls(
-            model=data["model"],
-            revision=int(data["revision"]),
-            champion=data.get("champion"),
-            challenger=data.get("challenger"),
-            mode=data.get("mode"),
-            percent=float(data.get("percent", 0.0)),
-            champions=tuple(data.get("champions", ())),
-            rolled_back=tuple(data.get("rolled_back", ())),
-            bundles=dict(data.get("bundles", {})),
-            history=tuple(data.get("history", ())),
+        """The state a record holds, checked for sense, not just for JSON: raises
+        :class:`ValueError` naming the first field that is wrong."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"the record must be a JSON object, not {type(data).__name__}")
+        state = cls(
+            model=_field(data, "model", str, required=True),
+            revision=_field(data, "revision", int, required=True),
+            champion=_version(data, "champion"),
+            challenger=_version(data, "challenger"),
+            mode=_field(data, "mode", str),
+            percent=float(_field(data, "percent", (int, float)) or 0.0),
+            champions=tuple(_versions(data, "champions")),
+            rolled_back=tuple(_versions(data, "rolled_back")),
+            bundles=_bundles(data),
+            history=tuple(_history(data)),
         )
+        if state.revision < 0:
+            raise ValueError(f"'revision' must be 0 or more; got {state.revision}")
+        if state.mode not in (None, "shadow", "canary"):
+            raise ValueError(f'\'mode\' must be null, "shadow" or "canary"; got {state.mode!r}')
+        if (state.challenger is None) != (state.mode is None):
+            raise ValueError("'challenger' and 'mode' must be set together, or both be null")
+        if not 0.0 <= state.percent <= 100.0:
+            raise ValueError(f"'percent' must be in [0, 100]; got {state.percent:g}")
+        if state.champion is not None and (
+            not state.champions or state.champions[-1] != state.champion
+        ):
+            raise ValueError(
+                f"'champions' must end with the champion ({state.champion}); got {list(state.champions)}"
+            )
+        return state
+
+
+def _field(data: Mapping[str, Any], key: str, kind: Any, required: bool = False) -> Any:
+    if key not in data or data[key] is None:
+        if required:
+            raise ValueError(f"'{key}' is missing")
+        return None
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ValueError(f"'{key}' has the wrong type: {value!r}")
+    return value
+
+
+def _version(data: Mapping[str, Any], key: str) -> int | None:
+    value = _field(data, key, int)
+    if value is not None and value < 1:
+        raise ValueError(f"'{key}' must be a version number (1 or more); got {value!r}")
+    return value
+
+
+def _versions(data: Mapping[str, Any], key: str) -> list[int]:
+    values = list(_field(data, key, (list, tuple)) or [])
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"'{key}' must list version numbers; got {value!r} in {values!r}")
+    return values
+
+
+def _bundles(data: Mapping[str, Any]) -> dict[str, str]:
+    bundles = _field(data, "bundles", dict) or {}
+    for key, folder in bundles.items():
+        if not key.isdigit() or not isinstance(folder, str) or not folder:
+            raise ValueError(f"'bundles' maps version numbers to folders; got {key!r}: {folder!r}")
+        if folder.startswith("/") or ".." in Path(folder).parts:
+            raise ValueError(
+                f"'bundles' names the folder {folder!r} for version {key}: bundle folders are "
+                "relative paths inside the workspace"
+            )
+    return dict(bundles)
+
+
+def _history(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    history = list(_field(data, "history", (list, tuple)) or [])
+    for entry in history:
+        if not isinstance(entry, dict) or not isinstance(entry.get("action"), str):
+            raise ValueError(f"'history' must list change entries with an action; got {entry!r}")
+    return history
 
 
 def actor() -> str:
@@ -233,7 +306,10 @@ def rolled_back(state: Deployment, *, actor: str, reason: str | None = None) -> 
     Raises :class:`CheckFailed` (exit 1) when there is nothing to roll back to.
     """
     if state.champion is None:
-        raise CheckFailed(f"'{state.model}' has no champion: there is nothing to roll back.")
+        raise DeploymentError(
+            f"'{state.model}' has no champion: there is nothing to roll back. Promote a version "
+            "--to champion first (`shipyard models` lists them)."
+        )
     earlier = [v for v in state.champions[:-1] if v not in state.rolled_back]
     if not earlier:
         raise CheckFailed(
@@ -295,16 +371,23 @@ class Registry:
     def state(self) -> Deployment:
         """The committed state (an empty one before the first promotion)."""
         try:
-            text = self.path.read_text()
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return Deployment(self.model)
-        try:
-            state = Deployment.from_dict(json.loads(text))
-        except (ValueError, KeyError, TypeError) as exc:
+        except OSError as exc:
             raise WorkspaceError(
-                f"the deployment state '{self.path}' cannot be read ({exc}); it was edited by "
-                "hand or by another tool. Restore it from version control or a backup."
+                f"the deployment record '{self.path}' cannot be read: {exc}"
             ) from exc
+        try:
+            state = Deployment.from_dict(json.loads(raw.decode("utf-8")))
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise WorkspaceError(
+                f"the deployment record '{self.path}' cannot be read: it is not a valid deployment "
+                f"state ({exc}); "
+                "it was edited by hand or by another tool. Restore it from version control or a "
+                f"backup (each change is also in its 'history'), or delete it to start over "
+                "with nothing deployed."
+            ) from None
         if state.model != self.model:
             raise WorkspaceError(
                 f"'{self.path}' holds the state of model '{state.model}', not '{self.model}'."
@@ -343,25 +426,12 @@ class Registry:
             return before, after
 
     def _write(self, state: Deployment) -> None:
-        tmp = self.folder / f".{self.path.name}.{os.getpid()}.tmp"
-        data = json.dumps(state.to_dict(), indent=1, sort_keys=True).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)  # the one atomic step: before it the old state, after the new
-        folder = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        # the one atomic step: before the rename the old state, after it the new one
+        atomic_write(self.path, json.dumps(state.to_dict(), indent=1, sort_keys=True))
 
     def _sweep(self) -> None:
         """Remove temporary files a killed writer left behind (under the lock)."""
-        for leftover in self.folder.glob(f".{self.path.name}.*.tmp"):
-            leftover.unlink(missing_ok=True)
+        sweep(self.folder, f".{self.path.name}.*.tmp")
 
 
 class AliasStore(Protocol):

@@ -30,7 +30,6 @@ REGRESSION_METRICS = ("rmse", "mae", "r2")
 DEFAULT_METRIC = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}
 SPLIT_STRATEGIES = ("auto", "random", "stratified", "group", "time")
 UNKNOWN_POLICIES = ("bucket", "hash")
-WORKSPACE = ".shipyard"  # the project's state folder, beside shipyard.toml
 
 
 @dataclass(frozen=True)

@@ -10,23 +10,77 @@ its address named, and nothing is half-registered.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from shipyard.errors import TrackingError
+from shipyard.errors import ShipyardError, TrackingError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 LOADER = Path(__file__).parent / "resources" / "pyfunc_loader.py"
 # Fail fast rather than retry for minutes against a server that is not there.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A tracked run as shipyard reads it (MLflow's own objects stay in this module)."""
+
+    run_id: str
+    start_time: int  # milliseconds since 1970
+    status: str
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """One registered version of a model: its number, the run it came from, when."""
+
+    number: int
+    run_id: str | None
+    created: int  # milliseconds since 1970
+
+
+def _run_record(run: Any) -> RunRecord:
+    return RunRecord(
+        run_id=run.info.run_id,
+        start_time=int(run.info.start_time or 0),
+        status=str(run.info.status),
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+        tags=dict(run.data.tags),
+    )
+
+
+def _translated(what: str) -> Callable[[F], F]:
+    """MLflow's exceptions (any type) become :class:`TrackingError` naming ``what`` failed."""
+
+    def wrap(method: F) -> F:
+        @functools.wraps(method)
+        def call(self: Tracker, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except ShipyardError:
+                raise
+            except Exception as exc:
+                raise TrackingError(f"{what} failed at {self.uri}: {exc}") from exc
+
+        return call  # type: ignore[return-value]
+
+    return wrap
 
 
 def resolve_uri(configured: str | None, workspace: Path) -> str:
@@ -125,13 +179,21 @@ class Tracker:
         self, name: str, nested: bool = False, tags: Mapping[str, str] | None = None
     ) -> Iterator[str]:
         """Start a run (nested under the active one if ``nested``); yields its id."""
-        with self.mlflow.start_run(
-            experiment_id=self.experiment_id, run_name=name, nested=nested, tags=dict(tags or {})
-        ) as active:
+        try:
+            active = self.mlflow.start_run(
+                experiment_id=self.experiment_id,
+                run_name=name,
+                nested=nested,
+                tags=dict(tags or {}),
+            )
+        except Exception as exc:
+            raise TrackingError(f"starting a run failed at {self.uri}: {exc}") from exc
+        with active:
             yield active.info.run_id
 
     # --- logging (into the active run) ----------------------------------------------------
 
+    @_translated("logging parameters")
     def params(self, values: Mapping[str, Any]) -> None:
         flat = {
             k: (json.dumps(v, default=str) if isinstance(v, dict | list | tuple) else v)
@@ -139,10 +201,12 @@ class Tracker:
         }
         self.mlflow.log_params({k: str(v)[:6000] for k, v in flat.items()})
 
+    @_translated("logging metrics")
     def metrics(self, values: Mapping[str, float], step: int | None = None) -> None:
         clean = {_metric_key(k): float(v) for k, v in values.items() if v is not None}
         self.mlflow.log_metrics(clean, step=step)
 
+    @_translated("logging a curve")
     def curve(self, name: str, values: list[float]) -> None:
         """A learning curve as step metrics."""
         import time
@@ -155,18 +219,19 @@ class Tracker:
         for start in range(0, len(batch), 1000):
             self.client.log_batch(run_id, metrics=batch[start : start + 1000])
 
+    @_translated("tagging the run")
     def tags(self, values: Mapping[str, Any]) -> None:
         self.mlflow.set_tags({k: str(v) for k, v in values.items()})
 
+    @_translated("logging a document")
     def json(self, document: Any, path: str) -> None:
         self.mlflow.log_dict(json.loads(json.dumps(document, default=str)), path)
 
-    def text(self, text: str, path: str) -> None:
-        self.mlflow.log_text(text, path)
-
+    @_translated("logging a figure")
     def figure(self, figure: Any, path: str) -> None:
         self.mlflow.log_figure(figure, path)
 
+    @_translated("logging a table")
     def table(self, frame: Any, path: str) -> None:
         with tempfile.TemporaryDirectory() as folder:
             file = Path(folder) / Path(path).name
@@ -197,17 +262,20 @@ class Tracker:
 
     # --- reading ------------------------------------------------------------------------
 
-    def runs(self, max_results: int = 50) -> list[Any]:
-        return self.client.search_runs(
+    @_translated("listing runs")
+    def runs(self, max_results: int = 50) -> list[RunRecord]:
+        """Training runs of the experiment, newest first."""
+        found = self.client.search_runs(
             [self.experiment_id],
             filter_string="tags.shipyard_kind = 'train'",
             order_by=["attributes.start_time DESC"],
             max_results=max_results,
         )
+        return [_run_record(run) for run in found]
 
-    def get_run(self, run_id: str) -> Any:
+    def get_run(self, run_id: str) -> RunRecord:
         try:
-            return self.client.get_run(run_id)
+            return _run_record(self.client.get_run(run_id))
         except Exception as exc:
             raise TrackingError(f"no run '{run_id}' in {self.uri}: {exc}") from exc
 
@@ -219,13 +287,17 @@ class Tracker:
 
     # --- the model registry ---------------------------------------------------------------
 
-    def versions(self, model: str) -> list[Any]:
+    def versions(self, model: str) -> list[RegisteredVersion]:
         """Every registered version of ``model``, oldest first (empty if none)."""
         try:
             found = self.client.search_model_versions(f"name = '{model}'")
         except Exception as exc:
             raise TrackingError(f"cannot list versions of '{model}' in {self.uri}: {exc}") from exc
-        return sorted(found, key=lambda v: int(v.version))
+        out = [
+            RegisteredVersion(int(v.version), v.run_id or None, int(v.creation_timestamp or 0))
+            for v in found
+        ]
+        return sorted(out, key=lambda v: v.number)
 
     def aliases(self, model: str) -> dict[str, int]:
         try:
@@ -258,6 +330,7 @@ class Tracker:
             ) from exc
         return Path(folder) / "artifacts" / "bundle"
 
+    @_translated("finding the logged model")
     def model_uri(self, run_id: str) -> str:
         models = self.client.search_logged_models(
             experiment_ids=[self.experiment_id], filter_string=f"source_run_id = '{run_id}'"

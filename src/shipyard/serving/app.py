@@ -34,6 +34,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shipyard.errors import RequestRefused, ShipyardError
 from shipyard.serving import schema
 from shipyard.serving.log import PredictionLog
 from shipyard.serving.metrics import Metrics
@@ -53,14 +54,6 @@ _NUMBER_TYPES = {
     "UINT32",
     "UINT64",
 }
-
-
-class Refusal(Exception):
-    """A request the service refuses: status, message, and details (offending fields)."""
-
-    def __init__(self, status: int, message: str, kind: str, details: Any = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.kind, self.details = status, message, kind, details
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -102,14 +95,14 @@ class Service:
         Protocol's clients send none)."""
         kind = request.headers.get("content-type", "")
         if not (untyped and not kind) and kind.split(";")[0].strip().lower() != "application/json":
-            raise Refusal(
+            raise RequestRefused(
                 415,
                 f"send JSON with 'Content-Type: application/json' (got {kind or 'none'!r})",
                 "content_type",
             )
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            raise Refusal(
+            raise RequestRefused(
                 413,
                 f"the body is {int(length):,} bytes; the limit is {self.max_bytes:,} ([serving] max_body_mb)",
                 "too_large",
@@ -118,7 +111,7 @@ class Service:
         async for chunk in request.stream():
             size += len(chunk)
             if size > self.max_bytes:
-                raise Refusal(
+                raise RequestRefused(
                     413,
                     f"the body is over the limit of {self.max_bytes:,} bytes ([serving] max_body_mb)",
                     "too_large",
@@ -126,11 +119,11 @@ class Service:
             chunks.append(chunk)
         raw = b"".join(chunks)
         if not raw.strip():
-            raise Refusal(400, "the body is empty; send a JSON document", "empty")
+            raise RequestRefused(400, "the body is empty; send a JSON document", "empty")
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise Refusal(
+            raise RequestRefused(
                 400,
                 f"the body is not valid JSON ({exc}); NaN and Infinity are not JSON: send null",
                 "malformed",
@@ -138,18 +131,18 @@ class Service:
 
     def records(self, records: Any) -> list[dict[str, Any]]:
         if not isinstance(records, list) or not records:
-            raise Refusal(
+            raise RequestRefused(
                 400, "expected one record (a JSON object) or a non-empty list of them", "shape"
             )
         if len(records) > self.max_records:
-            raise Refusal(
+            raise RequestRefused(
                 413,
                 f"{len(records):,} records in one request; the limit is {self.max_records:,} ([serving] max_records)",
                 "too_many",
             )
         for i, record in enumerate(records):
             if not isinstance(record, dict):
-                raise Refusal(
+                raise RequestRefused(
                     400, f"record {i} is {type(record).__name__}, not a JSON object", "shape"
                 )
         return records
@@ -174,7 +167,7 @@ class Service:
             warnings.append(mine)
         if problems:
             fields = sorted({p["field"] for p in problems})
-            raise Refusal(
+            raise RequestRefused(
                 422,
                 f"{len(problems)} field problem(s) in {', '.join(fields)}: {problems[0]['message']}",
                 "contract",
@@ -256,17 +249,19 @@ def create_app(service: Service) -> FastAPI:
     )
     app.state.service = service
 
-    @app.exception_handler(Refusal)
-    async def refused(request: Request, exc: Refusal) -> Response:
+    @app.exception_handler(ShipyardError)
+    async def refused(request: Request, exc: ShipyardError) -> Response:
+        # the one place an error becomes an HTTP status: each error class knows its own
         service.metrics.count(
             "shipyard_errors_total",
             endpoint=request.url.path.split("/")[1] or "root",
-            kind=exc.kind,
+            kind=getattr(exc, "kind", type(exc).__name__),
         )
-        body: dict[str, Any] = {"error": exc.message}
-        if exc.details is not None:
-            body["details"] = exc.details
-        return _json(body, exc.status)
+        body: dict[str, Any] = {"error": str(exc)}
+        details = getattr(exc, "details", None)
+        if details is not None:
+            body["details"] = details
+        return _json(body, exc.http_status)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -352,7 +347,7 @@ def create_app(service: Service) -> FastAPI:
 
     def arm_of(name: str, version: str | None) -> str:
         if name != service.model:
-            raise Refusal(
+            raise RequestRefused(
                 404,
                 f"model '{name}' is not served here; this server serves '{service.model}'",
                 "not_found",
@@ -365,7 +360,7 @@ def create_app(service: Service) -> FastAPI:
         if r.challenger is not None and version == str(r.challenger.version):
             return "challenger"
         served = [str(r.champion.version), *([str(r.challenger.version)] if r.challenger else [])]
-        raise Refusal(
+        raise RequestRefused(
             404,
             f"version '{version}' of '{name}' is not served; served: {', '.join(served)}",
             "not_found",
@@ -399,7 +394,7 @@ def create_app(service: Service) -> FastAPI:
     async def infer(request: Request, name: str, version: str | None) -> Response:
         arm = arm_of(name, version)
         if request.headers.get("inference-header-content-length"):
-            raise Refusal(
+            raise RequestRefused(
                 400,
                 "binary tensor data is not supported; send JSON tensors (binary_data=False)",
                 "datatype",
@@ -459,11 +454,11 @@ def create_app(service: Service) -> FastAPI:
     def admin(request: Request) -> None:
         token = os.environ.get(ADMIN_TOKEN_ENV)
         if not token:
-            raise Refusal(
+            raise RequestRefused(
                 403, f"admin routes are off: start the server with {ADMIN_TOKEN_ENV} set", "admin"
             )
         if request.headers.get("authorization", "") != f"Bearer {token}":
-            raise Refusal(401, f"send 'Authorization: Bearer <{ADMIN_TOKEN_ENV}>'", "admin")
+            raise RequestRefused(401, f"send 'Authorization: Bearer <{ADMIN_TOKEN_ENV}>'", "admin")
 
     @app.post("/admin/reload", response_class=Response, openapi_extra=plain)
     async def reload(request: Request) -> Response:
@@ -501,7 +496,7 @@ def create_app(service: Service) -> FastAPI:
 
 def _mlflow_records(body: Any) -> list[dict[str, Any]]:
     if not isinstance(body, dict):
-        raise Refusal(
+        raise RequestRefused(
             400, "expected {'dataframe_split': {...}} or {'dataframe_records': [...]}", "shape"
         )
     if "dataframe_records" in body:
@@ -514,7 +509,7 @@ def _mlflow_records(body: Any) -> list[dict[str, Any]]:
             or not all(isinstance(c, str) for c in columns)
             or not isinstance(data, list)
         ):
-            raise Refusal(
+            raise RequestRefused(
                 400,
                 "dataframe_split needs 'columns' (a list of names) and 'data' (a list of rows)",
                 "shape",
@@ -522,12 +517,12 @@ def _mlflow_records(body: Any) -> list[dict[str, Any]]:
         rows = []
         for i, row in enumerate(data):
             if not isinstance(row, list) or len(row) != len(columns):
-                raise Refusal(
+                raise RequestRefused(
                     400, f"dataframe_split row {i} must be a list of {len(columns)} values", "shape"
                 )
             rows.append(dict(zip(columns, row, strict=True)))
         return rows
-    raise Refusal(
+    raise RequestRefused(
         400, "expected {'dataframe_split': {...}} or {'dataframe_records': [...]}", "shape"
     )
 
@@ -535,7 +530,7 @@ def _mlflow_records(body: Any) -> list[dict[str, Any]]:
 def _oip_records(body: Any) -> tuple[list[dict[str, Any]], str]:
     """One record per row of the OIP tensors (one input per column)."""
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
-        raise Refusal(
+        raise RequestRefused(
             400, "an inference request needs 'inputs': a non-empty list of tensors", "shape"
         )
     request_id = body.get("id") if isinstance(body.get("id"), str) else uuid.uuid4().hex
@@ -543,47 +538,49 @@ def _oip_records(body: Any) -> tuple[list[dict[str, Any]], str]:
     rows = None
     for i, tensor in enumerate(body["inputs"]):
         if not isinstance(tensor, dict):
-            raise Refusal(
+            raise RequestRefused(
                 400, f"input {i} must be an object with name, shape, datatype and data", "shape"
             )
         name, shape, datatype, data = (tensor.get(k) for k in ("name", "shape", "datatype", "data"))
         if not isinstance(name, str) or not name:
-            raise Refusal(400, f"input {i} needs a 'name' (the column)", "shape")
+            raise RequestRefused(400, f"input {i} needs a 'name' (the column)", "shape")
         if (
             not isinstance(shape, list)
             or not shape
             or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
         ):
-            raise Refusal(
+            raise RequestRefused(
                 400, f"input '{name}': 'shape' must be a list of non-negative integers", "shape"
             )
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
-            raise Refusal(
+            raise RequestRefused(
                 400,
                 f"input '{name}': shape must be [n] or [n, 1] (one value per row); got {shape}",
                 "shape",
             )
         if datatype not in _NUMBER_TYPES | {"BYTES", "BOOL"}:
-            raise Refusal(400, f"input '{name}': unsupported datatype {datatype!r}", "datatype")
+            raise RequestRefused(
+                400, f"input '{name}': unsupported datatype {datatype!r}", "datatype"
+            )
         flat = _flatten(data)
         if flat is None or len(flat) != math.prod(shape):
-            raise Refusal(
+            raise RequestRefused(
                 400,
                 f"input '{name}': 'data' must hold {math.prod(shape)} values for shape {shape}",
                 "shape",
             )
         for value in flat:
             if not _fits(value, datatype):
-                raise Refusal(
+                raise RequestRefused(
                     400, f"input '{name}': {value!r} is not a {datatype} value", "datatype"
                 )
         if rows is not None and shape[0] != rows:
-            raise Refusal(
+            raise RequestRefused(
                 400, f"input '{name}' has {shape[0]} rows; the others have {rows}", "shape"
             )
         rows = shape[0]
         if name in columns:
-            raise Refusal(400, f"input '{name}' is given twice", "shape")
+            raise RequestRefused(400, f"input '{name}' is given twice", "shape")
         columns[name] = flat
     return [
         {name: values[i] for name, values in columns.items()} for i in range(rows or 0)
@@ -622,19 +619,17 @@ def build(
     spec_path: Path | str, *, arm_loader: Any = None, log: bool = True
 ) -> tuple[FastAPI, Service]:
     """The app of a project: the router over its deployment state, its log, its metrics."""
-    from shipyard.registry import Registry
-    from shipyard.spec import WORKSPACE, load_spec
+    from shipyard.spec import load_spec
+    from shipyard.workspace import Workspace
 
     spec = load_spec(Path(spec_path))
-    workspace = spec.root / WORKSPACE
+    workspace = Workspace.of(spec)
     metrics = Metrics()
-    registry = Registry(workspace / "deployment", spec.project.name)
     policy = spec.serving
     log_options = {"batch_rows": policy.log_batch_rows, "flush_seconds": policy.log_flush_seconds}
-    prediction_log = PredictionLog(workspace / "logs", **log_options) if log else None
+    prediction_log = PredictionLog(workspace.logs, **log_options) if log else None
     kwargs = {} if arm_loader is None else {"arm_loader": arm_loader}
     router = Router(
-        registry,
         workspace,
         policy,
         id_field=spec.project.id,
@@ -642,7 +637,7 @@ def build(
         log=prediction_log,
         shadow_log=functools.partial(
             PredictionLog,
-            workspace / "logs",
+            workspace.logs,
             **{**log_options, "flush_seconds": max(1.0, policy.log_flush_seconds)},
         )
         if log

@@ -1,8 +1,9 @@
 """Routing: which deployed version answers each record, and the challenger's two modes.
 
-The router reads the deployment state (``registry.py``) at start, on ``reload()`` and on a
-poll, builds the new :class:`Routes` completely (bundles loaded and verified) and only then
-swaps one reference: a request reads the routes once, so it is answered by the old set or
+The router reads the deployment state (``registry.py``) at start, on ``reload()``, whenever
+the record's file changes (it is watched: a committed change is served within
+:data:`WATCH_SECONDS`) and on a poll every ``poll_seconds`` as the fallback; it builds the new
+:class:`Routes` completely (bundles loaded and verified) and only then swaps one reference: a request reads the routes once, so it is answered by the old set or
 the new one, never a mix, and never fails because of a swap.
 
 - **champion** answers every record not sent to a canary;
@@ -28,6 +29,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import os
 import sys
 import threading
 import time
@@ -37,11 +39,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shipyard.registry import Deployment, Registry, actor, challenger_stopped
+from shipyard.errors import DeploymentError
+from shipyard.registry import Deployment, actor, challenger_stopped
 from shipyard.serving.shadow import Shadow
 from shipyard.spec import ServingSection
+from shipyard.workspace import Workspace
 
 BUCKETS = 10_000
+WATCH_SECONDS = 0.05  # how often the deployment record's file is looked at (a stat)
+GUARDRAIL_SECONDS = 0.2  # how often the canary's guardrails are checked
 
 
 class Arm:
@@ -113,8 +119,7 @@ class Router:
 
     def __init__(
         self,
-        registry: Registry,
-        workspace: Path,
+        workspace: Workspace,
         policy: ServingSection,
         *,
         id_field: str | None = None,
@@ -123,8 +128,8 @@ class Router:
         shadow_log: Callable[[], Any] | None = None,
         metrics: Any = None,
     ) -> None:
-        self.registry = registry
-        self.workspace = Path(workspace)
+        self.workspace = workspace
+        self.registry = workspace.registry
         self.policy = policy
         self.id_field = id_field
         self._load_arm = arm_loader
@@ -141,7 +146,8 @@ class Router:
         self._shadow: Shadow | None = None
         self._stop = threading.Event()
         self._reload_lock = threading.Lock()
-        self.routes = self._build(registry.state())
+        self._seen = self._stamp()
+        self.routes = self._build(self.registry.state())
         self._follow(self.routes)
         self._threads = [
             threading.Thread(target=self._watch, name="shipyard-watch", daemon=True),
@@ -155,9 +161,11 @@ class Router:
         if version not in self._arms:
             folder = state.bundle(version)
             if folder is None:
-                raise LookupError(f"the deployment state names no bundle for version {version}")
-            path = Path(folder)
-            self._paths[version] = path if path.is_absolute() else self.workspace / path
+                raise DeploymentError(
+                    f"the deployment record {self.registry.path} names no bundle for version "
+                    f"{version}; promote the version again (`shipyard promote {version} --to …`)."
+                )
+            self._paths[version] = self.workspace.inside(folder)
             self._arms[version] = self._load_arm(version, self._paths[version])
         return self._arms[version]
 
@@ -186,9 +194,10 @@ class Router:
 
     def _build(self, state: Deployment) -> Routes:
         if state.champion is None:
-            raise LookupError(
-                f"model '{state.model}' has no champion yet: promote a version first "
-                "(shipyard promote VERSION --to champion)."
+            raise DeploymentError(
+                f"model '{state.model}' has no champion yet, so there is nothing to serve: "
+                "train one and promote it first (`shipyard train`, then "
+                "`shipyard promote VERSION --to champion`)."
             )
         champion = self._arm(state, state.champion)
         challenger = self._arm(state, state.challenger) if state.challenger is not None else None
@@ -214,13 +223,26 @@ class Router:
                 self._follow(routes)
             return self.routes
 
+    def _stamp(self) -> tuple[int, int, int] | None:
+        """What identifies the record's file now (an atomic replace changes the inode)."""
+        try:
+            st = os.stat(self.registry.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
     def _watch(self) -> None:
-        last_poll = time.monotonic()
-        while not self._stop.wait(0.2):
+        last_poll = last_guard = time.monotonic()
+        while not self._stop.wait(WATCH_SECONDS):
             try:
-                self._check_guardrails()
-                if time.monotonic() - last_poll >= self.policy.poll_seconds:
-                    last_poll = time.monotonic()
+                now = time.monotonic()
+                if now - last_guard >= GUARDRAIL_SECONDS:
+                    last_guard = now
+                    self._check_guardrails()
+                stamp = self._stamp()
+                if stamp != self._seen or now - last_poll >= self.policy.poll_seconds:
+                    last_poll = now
+                    self._seen = stamp
                     self.reload()
             except Exception as exc:  # the watcher must outlive a bad state file
                 print(
