@@ -226,3 +226,32 @@ def test_the_default_metric_of_each_task_is_the_documented_one():
     row = _documented_keys()["objective"]["metric"][3]
     for task, metric in DEFAULT_METRIC.items():
         assert f"`{metric}` for {task}" in row
+
+
+# --- the command reference matches the command line ----------------------------------------
+
+
+def _command_sections() -> dict[str, str]:
+    text = (DOCS / "commands.md").read_text(encoding="utf-8")
+    parts = re.split(r"^## `shipyard (\w+)", text, flags=re.M)
+    return {parts[i]: parts[i + 1] for i in range(1, len(parts), 2)}
+
+
+def test_commands_page_documents_every_command_and_option():
+    import typer.main
+
+    from shipyard.cli import app
+
+    group = typer.main.get_command(app)
+    sections = _command_sections()
+    assert set(sections) == set(group.commands)
+    table = (DOCS / "commands.md").read_text(encoding="utf-8").split("Exit codes:")[0]
+    for name, command in group.commands.items():
+        options = {o for p in command.params for o in p.opts if o.startswith("--")}
+        for option in options - {"--spec", "--json"}:
+            assert f"`{option}" in sections[name], f"{name}: {option} undocumented"
+        # the table of common options says exactly which commands take --spec and --json
+        row = next(line for line in table.splitlines() if f"`{name}`" in line)
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1].startswith("yes") == ("--spec" in options), name
+        assert cells[2].startswith("yes") == ("--json" in options), name
