@@ -4,8 +4,37 @@ every answer in the prediction log (``log``), off the request path.
 
 Modules: ``app`` (routes and the service), ``router`` (champion, shadow, canary, guardrails),
 ``shadow`` (the challenger's own process), ``schema`` (OpenAPI pieces from the contract),
-``metrics`` (Prometheus text), ``log``.
-Importing the package loads nothing heavy; import the module you need.
+``metrics`` (Prometheus text), ``log``. Importing the package loads nothing heavy: the names
+below are imported from their module on first use.
 """
 
-__all__: list[str] = []
+_LAZY = {
+    "Metrics": "shipyard.serving.metrics",
+    "PredictionLog": "shipyard.serving.log",
+    "Router": "shipyard.serving.router",
+    "Service": "shipyard.serving.app",
+    "Shadow": "shipyard.serving.shadow",
+    "build": "shipyard.serving.app",
+    "create_app": "shipyard.serving.app",
+    "read_log": "shipyard.serving.log",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'shipyard.serving' has no attribute {name!r}")
+
+
+__all__ = [
+    "Metrics",
+    "PredictionLog",
+    "Router",
+    "Service",
+    "Shadow",
+    "build",
+    "create_app",
+    "read_log",
+]
