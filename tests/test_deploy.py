@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 
 from shipyard.bundle import load_bundle
 from shipyard.demo import FLIGHTS_RULE
-from shipyard.errors import BundleError
+from shipyard.errors import BundleError, RegistryLocked
 from shipyard.project import Project
 from shipyard.registry import Deployment
 from support import churn_project, toml_text
@@ -308,3 +309,39 @@ def test_a_bundle_that_fails_verification_is_refused_and_nothing_changes(tmp_pat
     assert proc.returncode == 2 and "has no version 99" in proc.stderr
     proc = cli(tmp_path, "promote", "other/1", "--to", "champion", check=False)
     assert proc.returncode == 2 and "model 'other'" in proc.stderr
+
+
+def test_rollback_wins_while_a_slow_promotion_checks_its_gates(tmp_path, churn):
+    project = churn_project(tmp_path, churn, constraints={"max_ece": 0.5})
+    assert (project.train().version, project.train().version) == (1, 2)
+    project.promote(1, "champion", force=True, reason="test")
+    project.promote(2, "champion", force=True, reason="test")
+    checking, release = threading.Event(), threading.Event()
+
+    def slow(stage: str) -> None:  # the gate check of a big test split, held open
+        if stage == "checking the gates":
+            checking.set()
+            assert release.wait(60)
+
+    outcome: dict[str, object] = {}
+
+    def promote() -> None:
+        try:
+            project.promote(1, "shadow", force=True, reason="slow", progress=slow)
+        except RegistryLocked as exc:
+            outcome["refused"] = str(exc)
+
+    worker = threading.Thread(target=promote)
+    worker.start()
+    assert checking.wait(60)
+    started = time.perf_counter()
+    back = project.rollback(reason="emergency", mirror="skip")  # while the gates are checked
+    took = time.perf_counter() - started
+    release.set()
+    worker.join(60)
+    assert back.after["champion"] == 1 and back.rolled_back == 2 and took < 5
+    # the promotion was judged against a state that is gone: refused, nothing committed
+    assert "changed while the gates were checked" in str(outcome["refused"])
+    state = project.registry.state()
+    assert (state.champion, state.challenger, state.rolled_back) == (1, None, (2,))
+    assert [h["action"] for h in state.history] == ["promote", "promote", "rollback"]

@@ -51,7 +51,7 @@ def test_the_run_is_tracked_with_everything(trained):
     project, result = trained
     tracker = project.tracker()
     run = tracker.get_run(result.run_id)
-    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    tags, params, metrics = run.tags, run.params, run.metrics
     for key in (
         "git_commit",
         "git_dirty",

@@ -25,7 +25,7 @@ print("version", result.version, "ready:", result.readiness["passed"])
 
 # Promotion is gated on readiness; force=True with a reason would override, and be recorded.
 outcome = project.promote(result.version, "champion")
-print("champion is now", outcome["after"]["champion"], "revision", outcome["revision"])
+print("champion is now", outcome.after["champion"], "revision", outcome.revision)
 
 scored = project.predict(folder / "new.csv", folder / "scores.parquet")
 scores = pd.read_parquet(folder / "scores.parquet")
@@ -37,7 +37,7 @@ print(
         {
             "version": result.version,
             "ready": result.readiness["passed"],
-            "champion": listing["state"]["champion"],
+            "champion": listing.state["champion"],
             "scored": scored.scored,
             "rows": len(scores),
             "columns": list(scores.columns),

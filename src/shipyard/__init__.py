@@ -4,7 +4,8 @@ The package root re-exports what a user scripts against: the :class:`Project` (e
 command-line action has a method twin), the validated :class:`Spec`, the error tree, and
 what a notebook reaches for next: :func:`load_bundle` and the :class:`Bundle` it returns,
 :func:`read_table` and its :class:`Table`, the learned :class:`Contract`, a check's
-:class:`Finding` and the feature :class:`Transform`. Concepts live one per module (see
+:class:`Finding`, the feature :class:`Transform`, and the :class:`Workspace` (the
+``.shipyard/`` folder: bundles, the deployment record, logs, the tracker). Concepts live one per module (see
 ``docs/architecture.md``). Importing the root stays light: everything that pulls in pandas
 is imported on first use.
 """
@@ -29,6 +30,7 @@ _LAZY = {
     "Project": "shipyard.project",
     "Table": "shipyard.data.io",
     "Transform": "shipyard.features.transform",
+    "Workspace": "shipyard.workspace",
     "load_bundle": "shipyard.bundle",
     "read_table": "shipyard.data.io",
 }
@@ -58,6 +60,7 @@ __all__ = [
     "SpecError",
     "Table",
     "Transform",
+    "Workspace",
     "WorkspaceError",
     "__version__",
     "load_bundle",

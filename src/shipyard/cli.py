@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -55,22 +55,25 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON documen
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int, as_json: bool = False) -> NoReturn:
     err.print(f"[bold red]error:[/] {escape(message)}")
+    if as_json:  # a script reading stdout learns of the refusal too
+        _emit_json({"error": message, "exit_code": code})
     raise typer.Exit(code)
 
 
 @contextmanager
-def _errors():
-    """Turn shipyard's errors (and OS errors) into one message and the right exit code."""
+def _errors(as_json: bool = False) -> Iterator[None]:
+    """The one place an error becomes a message and an exit code: shipyard's errors carry
+    their own; OS errors (a path, a permission) are usage errors (2)."""
     try:
         yield
     except ShipyardError as exc:
-        _fail(str(exc), exc.exit_code)
+        _fail(str(exc), exc.exit_code, as_json)
     except OSError as exc:
-        _fail(f"{exc.strerror or exc}: '{exc.filename}'" if exc.filename else str(exc), 2)
+        _fail(f"{exc.strerror or exc}: '{exc.filename}'" if exc.filename else str(exc), 2, as_json)
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        _fail("interrupted", 130, as_json)
 
 
 @contextmanager
@@ -144,7 +147,7 @@ def init(
     as_json: JsonOption = False,
 ) -> None:
     """Write a commented shipyard.toml inferred from DATA."""
-    with _errors():
+    with _errors(as_json):
         _, inferred = Project.init(data, target, spec, task=task, force=force)
     summary = {
         "spec": str(spec),
@@ -179,7 +182,7 @@ def check(
     as_json: JsonOption = False,
 ) -> None:
     """Contract, data quality and leakage audit; findings sorted by severity."""
-    with _errors():
+    with _errors(as_json):
         project = Project.load(spec)
         with _progress(as_json) as update:
             report = project.check(data, progress=update)
@@ -301,7 +304,7 @@ def train(
     as_json: JsonOption = False,
 ) -> None:
     """Split, climb the ladder, evaluate, bundle, track and register a candidate."""
-    with _errors():
+    with _errors(as_json):
         project = Project.load(spec)
         with _progress(as_json) as update:
             result = project.train(ignore_findings=ignore_findings or [], progress=update)
@@ -314,7 +317,7 @@ def train(
 @app.command()
 def runs(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False) -> None:
     """Tracked training runs, newest first."""
-    with _errors():
+    with _errors(as_json):
         rows = Project.load(spec).runs()
     if as_json:
         _emit_json([r.to_dict() for r in rows])
@@ -339,7 +342,7 @@ def runs(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False) 
 @app.command()
 def models(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False) -> None:
     """Registered versions with metrics, readiness and deployment role (aliases repaired)."""
-    with _errors(), _progress(as_json) as update:
+    with _errors(as_json), _progress(as_json) as update:
         update("reading the registry")
         listing = Project.load(spec).models()
     if as_json:
@@ -394,19 +397,34 @@ def models(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False
 
 @app.command()
 def promote(
-    version: Annotated[str, typer.Argument(help="Version number, NAME/N or models:/NAME/N.")],
-    to: Annotated[str, typer.Option("--to", help="shadow, canary or champion.")],
+    version: Annotated[
+        str | None, typer.Argument(help="Version number, NAME/N or models:/NAME/N.")
+    ] = None,
+    to: Annotated[str | None, typer.Option("--to", help="shadow, canary or champion.")] = None,
     percent: Annotated[
         float | None,
         typer.Option(help="Canary traffic percent (default: next of [serving] canary_steps)."),
     ] = None,
+    stop: Annotated[
+        bool, typer.Option("--stop", help="End the shadow or canary challenger (no VERSION).")
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Override failed gates.")] = False,
-    reason: Annotated[str | None, typer.Option(help="Why (required with --force).")] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="Why (required with --force; recorded).")
+    ] = None,
     spec: SpecOption = Path("shipyard.toml"),
     as_json: JsonOption = False,
 ) -> None:
-    """Gate a version on readiness (and on beating the champion), then deploy it."""
-    with _errors(), _progress(as_json) as update:
+    """Gate a version on readiness (and on beating the champion), then deploy it; or, with
+    --stop, take the challenger off traffic."""
+    if stop:
+        if version is not None or to is not None or percent is not None or force:
+            _fail("--stop takes no VERSION, --to, --percent or --force: it ends the challenger", 2)
+        _stop(spec, reason, as_json)
+        return
+    if version is None or to is None:
+        _fail("give a VERSION and --to shadow|canary|champion (or --stop)", 2)
+    with _errors(as_json), _progress(as_json) as update:
         outcome = Project.load(spec).promote(
             version, to, percent=percent, force=force, reason=reason, progress=update
         )
@@ -437,6 +455,24 @@ def promote(
         out.print(f"  MLflow {escape(line)}")
 
 
+def _stop(spec: Path, reason: str | None, as_json: bool) -> None:
+    from shipyard import promotion
+    from shipyard.spec import load_spec
+    from shipyard.workspace import Workspace
+
+    with _errors(as_json), _progress(as_json) as update:
+        outcome = promotion.stop(Workspace.of(load_spec(spec)), reason=reason, progress=update)
+    if as_json:
+        _emit_json(outcome.to_dict())
+        return
+    out.print(
+        f"[bold green]{outcome.mode} v{outcome.stopped} stopped[/]: champion "
+        f"v{outcome.after['champion']} answers alone (revision {outcome.revision})"
+    )
+    for line in outcome.aliases:
+        out.print(f"  MLflow {escape(line)}")
+
+
 @app.command()
 def rollback(
     reason: Annotated[str | None, typer.Option(help="Why, recorded in the history.")] = None,
@@ -448,7 +484,7 @@ def rollback(
     from shipyard.spec import load_spec
     from shipyard.workspace import Workspace
 
-    with _errors(), _progress(as_json) as update:
+    with _errors(as_json), _progress(as_json) as update:
         workspace = Workspace.of(load_spec(spec))
         outcome = promotion.rollback(workspace, reason=reason, progress=update, mirror="background")
     if as_json:
@@ -486,7 +522,7 @@ def predict(
     """Score a file of any size in chunks; rows breaking the contract go to a side file."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    with _errors():
+    with _errors(as_json):
         project = Project.load(spec)
         with Progress(
             "[progress.description]{task.description}",
@@ -532,7 +568,7 @@ def reproduce(
     as_json: JsonOption = False,
 ) -> None:
     """Re-run a tracked run from its snapshot, spec and seeds; verify metrics and predictions."""
-    with _errors(), _progress(as_json) as update:
+    with _errors(as_json), _progress(as_json) as update:
         outcome = Project.load(spec).reproduce(run_id, progress=update)
     if as_json:
         _emit_json(outcome.to_dict())
@@ -563,7 +599,7 @@ def demo(
     """The loop on bundled NYC flights: init, check, then train on the unflagged columns."""
     from shipyard.demo import run_demo
 
-    with _errors():
+    with _errors(as_json):
         folder = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="shipyard-demo-"))
         with _progress(as_json) as update:
             outcome = run_demo(folder, progress=update)

@@ -31,7 +31,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shipyard.errors import CheckFailed, DataError, RegistryLocked, ShipyardError, SpecError
+from shipyard.errors import (
+    CheckFailed,
+    DataError,
+    DeploymentError,
+    RegistryLocked,
+    ShipyardError,
+    SpecError,
+)
 from shipyard.registry import (
     Deployment,
     actor,
@@ -303,19 +310,49 @@ def promote(
     )
 
 
+@dataclass(frozen=True)
+class StopResult:
+    """What ``promote --stop`` did: which challenger left traffic, the states around it."""
+
+    stopped: int
+    mode: str
+    before: dict[str, Any]
+    after: dict[str, Any]
+    revision: int
+    aliases: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def stop(
-    workspace: Workspace,
-    *,
-    reason: str | None = None,
-    actor_name: str | None = None,
-    evidence: Any = None,
-) -> tuple[Deployment, Deployment]:
-    """Take the challenger (shadow or canary) off traffic; the champion is untouched."""
-    return workspace.registry.update(
-        "stop challenger",
-        lambda state: challenger_stopped(
-            state, actor=actor_name or actor(), reason=reason, evidence=evidence
-        ),
+    workspace: Workspace, *, reason: str | None = None, progress: Progress = _quiet
+) -> StopResult:
+    """End the shadow or canary challenger: the champion alone answers again (a running
+    server drops the challenger as soon as it sees the record change). The version is not
+    marked rolled back: it may be promoted again."""
+
+    def change(state: Deployment) -> Deployment:
+        if state.challenger is None:
+            raise DeploymentError(
+                f"'{state.model}' has no challenger to stop (champion "
+                f"{state.champion or '—'} serves alone); `shipyard models` shows the state."
+            )
+        return challenger_stopped(state, actor=actor(), reason=reason, mark=False)
+
+    before, after = workspace.registry.update("stop challenger", change)
+    progress("mirroring MLflow aliases")
+    try:
+        aliases = _mirror(after, workspace.tracker(), progress)
+    except ShipyardError as exc:
+        aliases = [f"not mirrored ({exc}); `shipyard models` repairs them"]
+    return StopResult(
+        stopped=int(before.challenger or 0),
+        mode=str(before.mode),
+        before=before.summary(),
+        after=after.summary(),
+        revision=after.revision,
+        aliases=aliases,
     )
 
 

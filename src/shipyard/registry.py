@@ -334,12 +334,19 @@ def rolled_back(state: Deployment, *, actor: str, reason: str | None = None) -> 
 
 
 def challenger_stopped(
-    state: Deployment, *, actor: str, reason: str | None = None, evidence: Any = None
+    state: Deployment,
+    *,
+    actor: str,
+    reason: str | None = None,
+    evidence: Any = None,
+    mark: bool = True,
 ) -> Deployment:
-    """The state after taking the challenger off traffic (a guardrail breach) (pure).
+    """The state after taking the challenger off traffic (pure); the champion is untouched.
 
-    The challenger is marked rolled back; the champion is untouched. A state without a
-    challenger comes back unchanged (two servers may breach at once; the first one wins).
+    ``mark`` (a guardrail breach) marks the challenger rolled back, so it does not return
+    without ``--force``; a user ending an experiment (``promote --stop``) does not. A state
+    without a challenger comes back unchanged (two servers may breach at once; the first
+    one wins).
     """
     if state.challenger is None:
         return state
@@ -350,7 +357,9 @@ def challenger_stopped(
         challenger=None,
         mode=None,
         percent=0.0,
-        rolled_back=(*[v for v in state.rolled_back if v != gone], gone),
+        rolled_back=(*[v for v in state.rolled_back if v != gone], gone)
+        if mark
+        else state.rolled_back,
     )
     entry = _entry(
         state, after, "stop challenger", actor, version=gone, reason=reason, evidence=evidence

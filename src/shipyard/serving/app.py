@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hmac
 import math
 import os
 import time
@@ -34,7 +35,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shipyard.errors import RequestRefused, ShipyardError
+from shipyard.errors import RequestRefused, ShipyardError, SpecError
 from shipyard.serving import schema
 from shipyard.serving.log import PredictionLog
 from shipyard.serving.metrics import Metrics
@@ -229,6 +230,48 @@ class Service:
         return request_id
 
 
+ADMIN_TOKEN_MIN_LENGTH = 16
+ADMIN_MAX_FAILURES = 5  # failed admin attempts per client and window before 429
+ADMIN_WINDOW_SECONDS = 60.0
+
+
+def admin_token() -> str | None:
+    """The admin token from the environment (None: admin routes off); refused when short."""
+    token = os.environ.get(ADMIN_TOKEN_ENV) or None
+    if token is not None and len(token) < ADMIN_TOKEN_MIN_LENGTH:
+        raise SpecError(
+            f"{ADMIN_TOKEN_ENV} is {len(token)} characters; an admin token needs at least "
+            f"{ADMIN_TOKEN_MIN_LENGTH} (e.g. `export {ADMIN_TOKEN_ENV}=$(openssl rand -hex 24)`), "
+            "or unset it to turn the admin routes off."
+        )
+    return token
+
+
+class AdminGuard:
+    """Failed admin attempts per client: after ``ADMIN_MAX_FAILURES`` within
+    ``ADMIN_WINDOW_SECONDS`` the client is refused (429) until the window passes."""
+
+    def __init__(self) -> None:
+        self._failures: dict[str, list[float]] = {}
+
+    def _recent(self, client: str) -> list[float]:
+        now = time.monotonic()
+        kept = [t for t in self._failures.get(client, []) if now - t < ADMIN_WINDOW_SECONDS]
+        if kept:
+            self._failures[client] = kept
+        else:
+            self._failures.pop(client, None)
+        return kept
+
+    def blocked(self, client: str) -> bool:
+        return len(self._recent(client)) >= ADMIN_MAX_FAILURES
+
+    def failed(self, client: str) -> None:
+        if len(self._failures) > 10_000:  # bounded: forget the oldest clients first
+            self._failures.pop(next(iter(self._failures)))
+        self._failures.setdefault(client, []).append(time.monotonic())
+
+
 def create_app(service: Service) -> FastAPI:
     """The FastAPI application over a :class:`Service`."""
     routes = service.router.routes
@@ -318,9 +361,11 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/health", response_class=Response, openapi_extra=schema.plain_openapi())
     async def health() -> Response:
         r = service.router.routes
+        problem = service.router.state_error
         return _json(
             {
-                "status": "ok",
+                "status": "ok" if problem is None else "degraded",
+                **({} if problem is None else {"error": problem}),
                 "model": service.model,
                 "champion": r.champion.version,
                 "challenger": None if r.challenger is None else r.challenger.version,
@@ -343,6 +388,9 @@ def create_app(service: Service) -> FastAPI:
 
     @app.get("/v2/health/ready", response_class=Response, openapi_extra=schema.plain_openapi())
     async def ready() -> Response:
+        problem = service.router.state_error
+        if problem is not None:  # still answering with the last good routes, but say so
+            return _json({"ready": False, "error": problem}, 503)
         return _json({"ready": True})
 
     def arm_of(name: str, version: str | None) -> str:
@@ -451,13 +499,26 @@ def create_app(service: Service) -> FastAPI:
     async def version_infer(name: str, version: str, request: Request) -> Response:
         return await infer(request, name, version)
 
+    token = admin_token()
+    guard = AdminGuard()
+
     def admin(request: Request) -> None:
-        token = os.environ.get(ADMIN_TOKEN_ENV)
-        if not token:
+        if token is None:
             raise RequestRefused(
                 403, f"admin routes are off: start the server with {ADMIN_TOKEN_ENV} set", "admin"
             )
-        if request.headers.get("authorization", "") != f"Bearer {token}":
+        client = request.client.host if request.client else "unknown"
+        if guard.blocked(client):
+            service.metrics.count("shipyard_admin_failures_total", outcome="rate_limited")
+            raise RequestRefused(
+                429,
+                f"too many failed admin attempts from {client}; wait {ADMIN_WINDOW_SECONDS:g} s",
+                "admin_rate_limited",
+            )
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, b"Bearer " + token.encode()):
+            guard.failed(client)
+            service.metrics.count("shipyard_admin_failures_total", outcome="refused")
             raise RequestRefused(401, f"send 'Authorization: Bearer <{ADMIN_TOKEN_ENV}>'", "admin")
 
     @app.post("/admin/reload", response_class=Response, openapi_extra=plain)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shipyard.errors import DeploymentError
+from shipyard.errors import DeploymentError, ShipyardError
 from shipyard.registry import Deployment, actor, challenger_stopped
 from shipyard.serving.shadow import Shadow
 from shipyard.spec import ServingSection
@@ -147,6 +147,7 @@ class Router:
         self._stop = threading.Event()
         self._reload_lock = threading.Lock()
         self._seen = self._stamp()
+        self.state_error: str | None = None  # why the record could not be used, if so
         self.routes = self._build(self.registry.state())
         self._follow(self.routes)
         self._threads = [
@@ -209,11 +210,20 @@ class Router:
         return Routes(state.revision, champion, challenger, state.mode, state.percent, validate)
 
     def reload(self) -> Routes:
-        """Re-read the state; swap in new routes when it changed (atomically)."""
+        """Re-read the state; swap in new routes when it changed (atomically).
+
+        A record that cannot be used (corrupt, naming a bundle that fails verification)
+        raises, keeps the current routes serving, and is kept in :attr:`state_error` (the
+        service's readiness answers 503) until a good record is read."""
         with self._reload_lock:
-            state = self.registry.state()
-            if state.revision != self.routes.revision:
-                routes = self._build(state)
+            try:
+                state = self.registry.state()
+                routes = self._build(state) if state.revision != self.routes.revision else None
+            except ShipyardError as exc:
+                self.state_error = str(exc)
+                raise
+            self.state_error = None
+            if routes is not None:
                 if routes.challenger is not getattr(self.routes, "challenger", None):
                     for window in self._window.values():
                         window.clear()
@@ -233,6 +243,7 @@ class Router:
 
     def _watch(self) -> None:
         last_poll = last_guard = time.monotonic()
+        said = ""
         while not self._stop.wait(WATCH_SECONDS):
             try:
                 now = time.monotonic()
@@ -245,9 +256,15 @@ class Router:
                     self._seen = stamp
                     self.reload()
             except Exception as exc:  # the watcher must outlive a bad state file
-                print(
-                    f"shipyard serve: watching the deployment state failed: {exc}", file=sys.stderr
-                )
+                if str(exc) != said:  # once per distinct problem, not once per poll
+                    said = str(exc)
+                    print(
+                        f"shipyard serve: keeping the current routes; the deployment state "
+                        f"cannot be used: {exc}",
+                        file=sys.stderr,
+                    )
+            else:
+                said = ""
 
     # --- answering ----------------------------------------------------------------------
 
