@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from shipyard.bundle import Bundle, load_bundle
 from shipyard.data.contract import Contract, Violation
 from shipyard.data.io import CSV_SUFFIXES, data_files, snapshot_id
+from shipyard.data.values import NULL_STRINGS, parse_booleans, parse_numbers
 from shipyard.errors import DataError, ShipyardError, WorkspaceError
 
 DEFAULT_CHUNK_ROWS = 65_536
@@ -112,6 +113,7 @@ def _csv_options(path: Path, columns: Sequence[str], chunk_bytes: int) -> dict[s
             include_columns=list(columns),
             column_types={c: pa.string() for c in columns},
             strings_can_be_null=True,
+            null_values=list(NULL_STRINGS),  # the cells training's reader reads as null
         ),
     }
 
@@ -145,12 +147,12 @@ def _total_rows(files: Sequence[Path]) -> int | None:
 
 # --- scoring ------------------------------------------------------------------------------
 
-_TRUE = {"true", "1", "1.0", "yes", "t", "y"}
-_FALSE = {"false", "0", "0.0", "no", "f", "n"}
-
 
 def conform(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
-    """Type text columns (CSV) as training saw them; values that do not parse stay text."""
+    """Type text columns (CSV) as training saw them, in :mod:`shipyard.data.values`'s
+    vocabulary: numbers as float, booleans (any spelling) as ``True``/``False``. A value
+    that does not parse stays text, so the contract reports it (``wrong_type``) and the row
+    is not scored."""
     out = {}
     for name in frame.columns:
         series = frame[name]
@@ -162,17 +164,14 @@ def conform(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
             continue
         numeric_dtype = str(col.dtype).startswith(("int", "float", "uint"))
         if col.role == "numeric" or (numeric_dtype and col.role in ("categorical", "id")):
-            number = pd.to_numeric(series, errors="coerce")
-            bad = number.isna() & series.notna()
+            numbers, bad = parse_numbers(series)
+            number = pd.Series(numbers, index=series.index)
             out[name] = number if not bad.any() else number.astype(object).where(~bad, series)
         elif col.role == "boolean":
-            lower = series.str.strip().str.lower()
-            mapped = pd.Series(
-                np.where(lower.isin(_TRUE), True, np.where(lower.isin(_FALSE), False, None)),
-                index=series.index,
-                dtype=object,
-            )
-            out[name] = mapped.where(mapped.notna(), series)
+            codes, bad = parse_booleans(series)
+            truth = np.where(np.isnan(codes), None, codes == 1.0)
+            mapped = pd.Series(truth, index=series.index, dtype=object)
+            out[name] = mapped if not bad.any() else mapped.where(~bad, series)
         else:
             out[name] = series
     return pd.DataFrame(out, index=frame.index)
