@@ -139,6 +139,17 @@ def read_chunks(
             raise DataError(f"'{path}' cannot be read: {exc}. Fix or re-export the file.") from exc
 
 
+def read_csv_text(data: bytes, columns: Sequence[str]) -> pa.Table:
+    """CSV bytes as :func:`read_chunks` reads a CSV file: every column text, nulls by
+    :data:`~shipyard.data.values.NULL_STRINGS` (the readiness check's batch path)."""
+    import io
+
+    import pyarrow.csv as pacsv
+
+    options = _csv_options(Path("rows.csv"), columns, max(len(data), 1 << 16))
+    return pacsv.read_csv(io.BytesIO(data), **options)
+
+
 def _total_rows(files: Sequence[Path]) -> int | None:
     if any(_is_csv(f) for f in files):
         return None
