@@ -217,7 +217,7 @@ def score_chunk(
         if features[name].dtype == object and bundle.contract.columns.get(name) is not None:
             col = bundle.contract.columns[name]
             if col.role == "numeric":
-                features[name] = pd.to_numeric(features[name], errors="coerce")
+                features[name] = parse_numbers(features[name])[0]
     output = np.asarray(bundle.predict(features), dtype=float)
     columns: dict[str, Any] = {c: table.column(c) for c in keep}
     if bundle.task == "multiclass":
