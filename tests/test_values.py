@@ -135,6 +135,8 @@ def test_contract_checks_booleans_by_vocabulary_not_by_the_training_spellings():
     )
     assert violation.count == 2 and violation.first_row == 3 and violation.examples == ("maybe",)
     assert "yes/no, y/n, true/false, t/f or 1/0" in violation.message
+    (null,) = contract.validate_record({"owner": "NA", "income": 2.0})
+    assert (null.reason, null.severity) == ("unexpected_null", "warning")
     (bad,) = contract.validate_record({"owner": "maybe", "income": 2.0})
     assert bad.reason == "wrong_type"
     assert bad.message == (

@@ -36,6 +36,7 @@ from shipyard.data.values import (
     is_number,
     parse_booleans,
     parse_numbers,
+    to_bool,
     to_datetime,
     to_number,
 )
@@ -454,6 +455,7 @@ class Contract:
     def _compile(self, col: ColumnContract) -> Callable[[Mapping[str, Any]], Violation | None]:
         name, lo, hi, cats = col.name, col.min, col.max, frozenset(col.categories)
         nullable, closed, numeric = col.nullable, col.closed_set, col.role == "numeric"
+        boolean = col.role == "boolean"
         expected = EXPECTED.get(col.role, "a string or number")
 
         def check(record: Mapping[str, Any]) -> Violation | None:
@@ -489,7 +491,7 @@ class Contract:
                 )
             if numeric and not isinstance(value, int | float):
                 value = to_number(value)  # numeric text; null spellings are nulls
-            if numeric and math.isnan(value):
+            if (numeric and math.isnan(value)) or (boolean and to_bool(value) is None):
                 if nullable:
                     return None
                 return Violation(
