@@ -29,6 +29,7 @@ from fastapi.testclient import TestClient
 from shipyard import batch
 from shipyard.bundle import load_bundle
 from shipyard.data.io import read_table
+from shipyard.evaluation.readiness import skew_item, skew_outputs
 from shipyard.project import Project
 from shipyard.registry import promoted
 from shipyard.serving.app import build
@@ -317,3 +318,25 @@ def test_a_value_outside_the_boolean_vocabulary_is_not_scored_in_batch(trained):
     assert problems[["column", "reason", "value"]].values.tolist() == [
         [column, "wrong_type", "maybe"]
     ]
+
+
+def test_skew_guarded_fails_when_a_path_refuses_rows_or_disagrees(trained):
+    bundle = trained["bundle"]
+    booleans = SETS[trained["name"]]["booleans"]
+    column = next(c for c in booleans if c in bundle.features)
+    sample = read_table(trained["folder"] / "train.csv").frame[bundle.features].head(60)
+    good, refused = skew_outputs(bundle, sample)
+    frame_output = bundle.predict(sample)
+    assert refused == {"batch_csv": 0, "service_json": 0, "service_text": 0}
+    assert skew_item(frame_output, good, refused).passed
+    # outputs that do not belong to the same rows: the item fails and says by how much
+    moved = skew_item(frame_output, {**good, "batch_csv": good["batch_csv"][::-1]})
+    assert not moved.passed and moved.evidence["differences"]["batch_csv"] > 1e-3
+    assert moved.evidence["differences"]["service_text"] <= 1e-9
+    bad = sample.astype({column: object})
+    bad.loc[[4, 9], column] = "maybe"
+    paths, refused = skew_outputs(bundle, bad)
+    assert refused == {"batch_csv": 2, "service_json": 2, "service_text": 2}
+    item = skew_item(bundle.predict(bad), paths, refused)
+    assert not item.passed and "refused" in item.summary
+    assert np.isnan(paths["batch_csv"][[4, 9]]).all()

@@ -213,34 +213,7 @@ def assess(
             {"flagged_features": leaky},
         )
     )
-    reference = np.asarray(frame_output, float)
-    paths = {"record": record_output, **(other_paths or {})}
-    differences = {name: _max_difference(reference, out) for name, out in paths.items()}
-    diff = max(differences.values()) if differences else 0.0
-    refused = {k: int(v) for k, v in (refused or {}).items() if v}
-    ok = diff <= SKEW_TOLERANCE and not refused
-    worst = max(differences, key=differences.__getitem__) if differences else "record"
-    items.append(
-        Item(
-            6,
-            "skew_guarded",
-            ok,
-            (
-                f"frame, {', '.join(differences)} paths agree on {len(frame_output)} held-out "
-                f"rows (max difference {diff:.1e})"
-                if ok
-                else f"paths disagree on {len(frame_output)} held-out rows: {worst} differs "
-                f"from the frame path by {diff:.1e}"
-                + (f"; rows unscored or refused: {refused}" if refused else "")
-            ),
-            {
-                "rows": len(frame_output),
-                "max_difference": diff,
-                "differences": differences,
-                "refused": refused,
-            },
-        )
-    )
+    items.append(skew_item(frame_output, {"record": record_output, **(other_paths or {})}, refused))
     missing = [
         k for k in ("data_snapshot_id", "spec_hash", "seed", "environment") if not recorded.get(k)
     ]
@@ -325,6 +298,45 @@ def compare_with_champion(
         "slices_compared": compared,
         "regressed_slices": regressed,
     }
+
+
+def skew_item(
+    frame_output: np.ndarray,
+    paths: Mapping[str, np.ndarray],
+    refused: Mapping[str, int] | None = None,
+) -> Item:
+    """Item 6: every path's output against the frame path's, and no row refused.
+
+    >>> skew_item(np.array([0.5]), {"record": np.array([0.5])}).passed
+    True
+    >>> skew_item(np.array([0.5]), {"batch_csv": np.array([0.6])}).summary
+    'paths disagree on 1 held-out rows: batch_csv differs from the frame path by 1.0e-01'
+    """
+    reference = np.asarray(frame_output, float)
+    differences = {name: _max_difference(reference, out) for name, out in paths.items()}
+    diff = max(differences.values()) if differences else 0.0
+    refused = {k: int(v) for k, v in (refused or {}).items() if v}
+    ok = diff <= SKEW_TOLERANCE and not refused
+    worst = max(differences, key=differences.__getitem__) if differences else "record"
+    return Item(
+        6,
+        "skew_guarded",
+        ok,
+        (
+            f"frame, {', '.join(differences)} paths agree on {len(reference)} held-out "
+            f"rows (max difference {diff:.1e})"
+            if ok
+            else f"paths disagree on {len(reference)} held-out rows: {worst} differs "
+            f"from the frame path by {diff:.1e}"
+            + (f"; rows unscored or refused: {refused}" if refused else "")
+        ),
+        {
+            "rows": len(reference),
+            "max_difference": diff,
+            "differences": differences,
+            "refused": refused,
+        },
+    )
 
 
 def _max_difference(reference: np.ndarray, other: Any) -> float:
