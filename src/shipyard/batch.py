@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from shipyard.bundle import Bundle, load_bundle
 from shipyard.data.contract import Contract, Violation
 from shipyard.data.io import CSV_SUFFIXES, data_files, snapshot_id
+from shipyard.data.values import NULL_STRINGS, parse_booleans, parse_numbers
 from shipyard.errors import DataError, ShipyardError, WorkspaceError
 
 DEFAULT_CHUNK_ROWS = 65_536
@@ -112,6 +113,7 @@ def _csv_options(path: Path, columns: Sequence[str], chunk_bytes: int) -> dict[s
             include_columns=list(columns),
             column_types={c: pa.string() for c in columns},
             strings_can_be_null=True,
+            null_values=list(NULL_STRINGS),  # the cells training's reader reads as null
         ),
     }
 
@@ -137,6 +139,17 @@ def read_chunks(
             raise DataError(f"'{path}' cannot be read: {exc}. Fix or re-export the file.") from exc
 
 
+def read_csv_text(data: bytes, columns: Sequence[str]) -> pa.Table:
+    """CSV bytes as :func:`read_chunks` reads a CSV file: every column text, nulls by
+    :data:`~shipyard.data.values.NULL_STRINGS` (the readiness check's batch path)."""
+    import io
+
+    import pyarrow.csv as pacsv
+
+    options = _csv_options(Path("rows.csv"), columns, max(len(data), 1 << 16))
+    return pacsv.read_csv(io.BytesIO(data), **options)
+
+
 def _total_rows(files: Sequence[Path]) -> int | None:
     if any(_is_csv(f) for f in files):
         return None
@@ -145,12 +158,12 @@ def _total_rows(files: Sequence[Path]) -> int | None:
 
 # --- scoring ------------------------------------------------------------------------------
 
-_TRUE = {"true", "1", "1.0", "yes", "t", "y"}
-_FALSE = {"false", "0", "0.0", "no", "f", "n"}
-
 
 def conform(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
-    """Type text columns (CSV) as training saw them; values that do not parse stay text."""
+    """Type text columns (CSV) as training saw them, in :mod:`shipyard.data.values`'s
+    vocabulary: numbers as float, booleans (any spelling) as ``True``/``False``. A value
+    that does not parse stays text, so the contract reports it (``wrong_type``) and the row
+    is not scored."""
     out = {}
     for name in frame.columns:
         series = frame[name]
@@ -162,17 +175,14 @@ def conform(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
             continue
         numeric_dtype = str(col.dtype).startswith(("int", "float", "uint"))
         if col.role == "numeric" or (numeric_dtype and col.role in ("categorical", "id")):
-            number = pd.to_numeric(series, errors="coerce")
-            bad = number.isna() & series.notna()
+            numbers, bad = parse_numbers(series)
+            number = pd.Series(numbers, index=series.index)
             out[name] = number if not bad.any() else number.astype(object).where(~bad, series)
         elif col.role == "boolean":
-            lower = series.str.strip().str.lower()
-            mapped = pd.Series(
-                np.where(lower.isin(_TRUE), True, np.where(lower.isin(_FALSE), False, None)),
-                index=series.index,
-                dtype=object,
-            )
-            out[name] = mapped.where(mapped.notna(), series)
+            codes, bad = parse_booleans(series)
+            truth = np.where(np.isnan(codes), None, codes == 1.0)
+            mapped = pd.Series(truth, index=series.index, dtype=object)
+            out[name] = mapped if not bad.any() else mapped.where(~bad, series)
         else:
             out[name] = series
     return pd.DataFrame(out, index=frame.index)
@@ -207,7 +217,7 @@ def score_chunk(
         if features[name].dtype == object and bundle.contract.columns.get(name) is not None:
             col = bundle.contract.columns[name]
             if col.role == "numeric":
-                features[name] = pd.to_numeric(features[name], errors="coerce")
+                features[name] = parse_numbers(features[name])[0]
     output = np.asarray(bundle.predict(features), dtype=float)
     columns: dict[str, Any] = {c: table.column(c) for c in keep}
     if bundle.task == "multiclass":

@@ -32,7 +32,7 @@ from shipyard.errors import BundleError, DataError
 from shipyard.evaluation.calibration import Calibrator, choose_calibrator, ece, reliability
 from shipyard.evaluation.latency import one_record_latency
 from shipyard.evaluation.metrics import HIGHER_IS_BETTER, all_metrics
-from shipyard.evaluation.readiness import assess, compare_with_champion
+from shipyard.evaluation.readiness import assess, compare_with_champion, skew_outputs
 from shipyard.evaluation.slices import slice_metrics
 from shipyard.models import Constant, Family, GradientBoostedTrees, Linear, Rule, class_weights
 from shipyard.models.expression import parse
@@ -378,6 +378,7 @@ def train(
         )
         progress("readiness")
         sample = test_xy[0].head(500)
+        other_paths, refused = skew_outputs(bundle, sample)
         try:
             verify(bundle_path)
             bundle_problem = None
@@ -397,7 +398,9 @@ def train(
             features=features,
             flagged=flagged,
             frame_output=bundle.predict(sample),
-            record_output=np.array([bundle.predict_one(r) for r in sample.to_dict("records")]),
+            record_output=other_paths.pop("record"),
+            other_paths=other_paths,
+            refused=refused,
             recorded={
                 "data_snapshot_id": snapshot_id,
                 "spec_hash": spec.hash(),

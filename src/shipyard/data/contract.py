@@ -29,7 +29,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shipyard.data.roles import infer_role, to_datetime
+from shipyard.data.roles import infer_role
+from shipyard.data.values import (
+    BOOLEAN_SPELLINGS,
+    is_boolean,
+    is_number,
+    parse_booleans,
+    parse_numbers,
+    to_bool,
+    to_datetime,
+    to_number,
+)
 from shipyard.errors import ContractViolation, DataError, NotFittedError
 
 FORMAT_VERSION = 1
@@ -85,8 +95,11 @@ class ColumnContract:
 
     @property
     def closed_set(self) -> bool:
-        """Categories are a known, complete set (so an unseen one is worth a warning)."""
-        return self.role in ("categorical", "boolean") and self.other_freq == 0
+        """Categories are a known, complete set (so an unseen one is worth a warning).
+
+        Booleans are checked against the boolean vocabulary instead (any spelling of true
+        or false is known), never against the spellings training happened to use."""
+        return self.role == "categorical" and self.other_freq == 0
 
 
 def _plain(value: Any) -> Any:
@@ -124,7 +137,12 @@ def _learn_column(series: pd.Series, role: str) -> ColumnContract:
         if len(stamps):
             col.min = float(stamps.min().timestamp())
             col.max = float(stamps.max().timestamp())
-    elif role in ("categorical", "boolean"):
+    elif role == "boolean":  # frequencies by truth, whatever the spelling
+        codes, _ = parse_booleans(series)
+        col.categories = {
+            key: float(np.mean(codes == code)) for key, code in (("true", 1.0), ("false", 0.0))
+        }
+    elif role == "categorical":
         counts = values.value_counts()
         freqs = counts.groupby([category_key(v) for v in counts.index]).sum()
         freqs = freqs.sort_values(ascending=False, kind="stable") / len(series)
@@ -151,16 +169,20 @@ def category_key(value: Any) -> str:
     return str(value)
 
 
+#: What a record's field must hold, by role (the service's 422 messages say this).
+EXPECTED = {
+    "numeric": 'a number (or numeric text such as "3.5")',
+    "boolean": f"a boolean: JSON true/false, or {BOOLEAN_SPELLINGS}",
+    "datetime": "a date-time string",
+}
+
+
 def _type_problem(col: ColumnContract, value: Any) -> bool:
     """True when a single non-null value has a type the column cannot take."""
     if col.role == "numeric":
-        return isinstance(value, bool) or not isinstance(value, int | float | np.number)
+        return not is_number(value)
     if col.role == "boolean":
-        if isinstance(value, bool | np.bool_):
-            return False
-        if isinstance(value, int | float | np.number):
-            return value not in (0, 1)
-        return not isinstance(value, str)
+        return not is_boolean(value)
     if col.role == "datetime":
         return not isinstance(value, str | pd.Timestamp)
     return not isinstance(value, str | int | float | bool | np.generic)
@@ -291,12 +313,9 @@ class Contract:
                 )
             )
         if col.role == "numeric":
-            numeric = (
-                series
-                if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
-                else pd.to_numeric(series, errors="coerce")
-            )
-            bad = numeric.isna() & ~nulls
+            parsed, invalid = parse_numbers(series)
+            numeric = pd.Series(parsed, index=series.index)
+            bad = pd.Series(invalid, index=series.index)
             if bad.any():
                 out.append(
                     _violation(
@@ -327,6 +346,23 @@ class Contract:
                             f"range [{col.min:g}, {col.max:g}]",
                         )
                     )
+        elif col.role == "boolean":
+            _, invalid = parse_booleans(series)
+            bad = pd.Series(invalid, index=series.index)
+            if bad.any():
+                out.append(
+                    _violation(
+                        col,
+                        "type",
+                        "wrong_type",
+                        "error",
+                        bad,
+                        series,
+                        f"must be boolean ({BOOLEAN_SPELLINGS}); got other values in "
+                        f"{int(bad.sum()):,} of {len(series):,} rows. Fix the data or declare "
+                        "the column categorical in shipyard.toml",
+                    )
+                )
         elif col.role == "datetime":
             bad = to_datetime(series).isna() & ~nulls
             if bad.any():
@@ -419,11 +455,8 @@ class Contract:
     def _compile(self, col: ColumnContract) -> Callable[[Mapping[str, Any]], Violation | None]:
         name, lo, hi, cats = col.name, col.min, col.max, frozenset(col.categories)
         nullable, closed, numeric = col.nullable, col.closed_set, col.role == "numeric"
-        expected = {
-            "numeric": "a number",
-            "boolean": "true/false or 0/1",
-            "datetime": "a date-time string",
-        }.get(col.role, "a string or number")
+        boolean = col.role == "boolean"
+        expected = EXPECTED.get(col.role, "a string or number")
 
         def check(record: Mapping[str, Any]) -> Violation | None:
             if name not in record:
@@ -455,6 +488,18 @@ class Contract:
                     "error",
                     f"field '{name}' must be {expected}; got {value!r}",
                     examples=(_plain(value),),
+                )
+            if numeric and not isinstance(value, int | float):
+                value = to_number(value)  # numeric text; null spellings are nulls
+            if (numeric and math.isnan(value)) or (boolean and to_bool(value) is None):
+                if nullable:
+                    return None
+                return Violation(
+                    name,
+                    "null",
+                    "unexpected_null",
+                    "warning",
+                    f"field '{name}' is null; training data had no nulls here",
                 )
             if numeric and lo is not None and not (lo <= value <= hi):
                 return Violation(

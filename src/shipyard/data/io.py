@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from shipyard.data.values import NULL_STRINGS
 from shipyard.errors import DataError
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz")
@@ -76,7 +77,14 @@ def _is_parquet(path: Path) -> bool:
 def _read_csv(path: Path) -> pd.DataFrame:
     sep = "\t" if path.name.lower().endswith(".tsv") else ","
     try:
-        return pd.read_csv(path, sep=sep, encoding="utf-8", low_memory=False)
+        return pd.read_csv(
+            path,
+            sep=sep,
+            encoding="utf-8",
+            low_memory=False,
+            keep_default_na=False,
+            na_values=list(NULL_STRINGS),  # the same cells batch scoring reads as null
+        )
     except UnicodeDecodeError as exc:
         raise DataError(
             f"'{path}' is not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r})."

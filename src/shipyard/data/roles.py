@@ -23,13 +23,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from shipyard.data.values import all_boolean, to_datetime
+
 ROLES = ("numeric", "categorical", "boolean", "datetime", "id", "index", "text", "constant")
 
 _INDEX_NAMES = re.compile(
     r"^(rownames|row_?names?|index|unnamed: ?\d+|row_?(id|num(ber)?)|idx)$", re.I
 )
 _ID_NAMES = re.compile(r"(^id$|_id$|id$|^uuid|_uuid$|_key$|num$|number$|_no$)", re.I)
-_BOOL_STRINGS = ({"yes", "no"}, {"true", "false"}, {"y", "n"}, {"t", "f"})
 _SAMPLE = 200
 
 
@@ -71,18 +72,6 @@ def looks_like_datetime(series: pd.Series) -> bool:
     return bool(parsed.notna().all())
 
 
-def to_datetime(series: pd.Series) -> pd.Series:
-    """A column as UTC timestamps (unparseable values become NaT)."""
-    if pd.api.types.is_datetime64_any_dtype(series):
-        if getattr(series.dt, "tz", None) is None:
-            return series.dt.tz_localize("UTC")
-        return series.dt.tz_convert("UTC")
-    try:  # ISO 8601 text parses an order of magnitude faster than format inference
-        return pd.to_datetime(series, utc=True, format="ISO8601")
-    except (ValueError, TypeError):
-        return pd.to_datetime(series, errors="coerce", utc=True, format="mixed")
-
-
 def epoch_seconds(series: pd.Series) -> np.ndarray:
     """A date-time column as float seconds since 1970 (NaN where missing or unparseable)."""
     stamps = to_datetime(series)
@@ -94,14 +83,13 @@ def epoch_seconds(series: pd.Series) -> np.ndarray:
 
 
 def _is_boolean(series: pd.Series, uniques: np.ndarray) -> bool:
+    """Both truths and nothing else, in the vocabulary of :mod:`shipyard.data.values`
+    (``yes``/``No``/``Y``/``true``/``1`` …, spellings mixed or not)."""
     if pd.api.types.is_bool_dtype(series):
         return True
-    if len(uniques) != 2:
-        return False
     if pd.api.types.is_numeric_dtype(series):
-        return set(np.asarray(uniques, dtype=float)) <= {0.0, 1.0}
-    lowered = {str(u).strip().lower() for u in uniques}
-    return any(lowered == pair for pair in _BOOL_STRINGS)
+        return len(uniques) == 2 and set(np.asarray(uniques, dtype=float)) <= {0.0, 1.0}
+    return len(uniques) <= 12 and all_boolean(uniques)
 
 
 def _is_row_number(values: pd.Series) -> bool:
@@ -120,6 +108,8 @@ def infer_role(series: pd.Series, name: str | None = None) -> str:
     >>> infer_role(pd.Series([1, 2, 3, 4]), "rownames")
     'index'
     >>> infer_role(pd.Series(["Yes", "No", "No"]), "churn")
+    'boolean'
+    >>> infer_role(pd.Series(["y", "N", "yes", None]), "owner")
     'boolean'
     """
     name = str(series.name if name is None else name)

@@ -12,7 +12,12 @@ bundle (``readiness.json``). A candidate is ready when every item passes:
    on the candidate's test split at ``train``, again on the newest test split at ``promote``);
 4. ``calibration_validated`` — classifiers: test ECE within ``max_ece`` (recorded when unset);
 5. ``features_available`` — no input feature is a column the leakage audit flagged;
-6. ``skew_guarded`` — the bundle's frame path and one-record path agree on held-out rows;
+6. ``skew_guarded`` — every path a row reaches the model by gives the frame path's output on
+   held-out rows (:func:`skew_outputs`): the one-record path, batch scoring of the rows as
+   CSV text (``shipyard predict``'s reader and :func:`~shipyard.batch.score_chunk`), and the
+   service's record path (its contract check, then the arm's ``score``) on the rows as a
+   client sends them, typed JSON and as text; a row the batch leaves unscored or the
+   service refuses fails the item;
 7. ``reproducible`` — data snapshot, spec, seeds and environment are recorded;
 8. ``bundle_verifies`` — the bundle's manifest and every file check out;
 9. ``rollback_target`` — a simpler rung is packaged alongside (``fallback/``) to fall back to.
@@ -85,6 +90,8 @@ def assess(
     frame_output: np.ndarray,
     record_output: np.ndarray,
     recorded: Mapping[str, Any],
+    other_paths: Mapping[str, np.ndarray] | None = None,
+    refused: Mapping[str, int] | None = None,
     bundle_problem: str | None,
     fallback: str | None,
     champion: Mapping[str, Any] | None = None,
@@ -206,17 +213,7 @@ def assess(
             {"flagged_features": leaky},
         )
     )
-    diff = float(np.max(np.abs(np.asarray(frame_output, float) - np.asarray(record_output, float))))
-    items.append(
-        Item(
-            6,
-            "skew_guarded",
-            diff <= SKEW_TOLERANCE,
-            f"frame and one-record paths agree on {len(frame_output)} held-out rows "
-            f"(max difference {diff:.1e})",
-            {"rows": len(frame_output), "max_difference": diff},
-        )
-    )
+    items.append(skew_item(frame_output, {"record": record_output, **(other_paths or {})}, refused))
     missing = [
         k for k in ("data_snapshot_id", "spec_hash", "seed", "environment") if not recorded.get(k)
     ]
@@ -301,6 +298,113 @@ def compare_with_champion(
         "slices_compared": compared,
         "regressed_slices": regressed,
     }
+
+
+def skew_item(
+    frame_output: np.ndarray,
+    paths: Mapping[str, np.ndarray],
+    refused: Mapping[str, int] | None = None,
+) -> Item:
+    """Item 6: every path's output against the frame path's, and no row refused.
+
+    >>> skew_item(np.array([0.5]), {"record": np.array([0.5])}).passed
+    True
+    >>> skew_item(np.array([0.5]), {"batch_csv": np.array([0.6])}).summary
+    'paths disagree on 1 held-out rows: batch_csv differs from the frame path by 1.0e-01'
+    """
+    reference = np.asarray(frame_output, float)
+    differences = {name: _max_difference(reference, out) for name, out in paths.items()}
+    diff = max(differences.values()) if differences else 0.0
+    refused = {k: int(v) for k, v in (refused or {}).items() if v}
+    ok = diff <= SKEW_TOLERANCE and not refused
+    worst = max(differences, key=differences.__getitem__) if differences else "record"
+    return Item(
+        6,
+        "skew_guarded",
+        ok,
+        (
+            f"frame, {', '.join(differences)} paths agree on {len(reference)} held-out "
+            f"rows (max difference {diff:.1e})"
+            if ok
+            else f"paths disagree on {len(reference)} held-out rows: {worst} differs "
+            f"from the frame path by {diff:.1e}"
+            + (f"; rows unscored or refused: {refused}" if refused else "")
+        ),
+        {
+            "rows": len(reference),
+            "max_difference": diff,
+            "differences": differences,
+            "refused": refused,
+        },
+    )
+
+
+def _max_difference(reference: np.ndarray, other: Any) -> float:
+    other = np.asarray(other, float).reshape(reference.shape)
+    both_nan = np.isnan(reference) & np.isnan(other)
+    gap = np.where(both_nan, 0.0, np.abs(reference - other))
+    return float(np.nanmax(np.where(np.isnan(gap), np.inf, gap))) if gap.size else 0.0
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value
+
+
+def skew_outputs(bundle: Any, sample: pd.DataFrame) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """The bundle's output on ``sample`` (rows as training's reader typed them) by every
+    other path, and how many rows each path left unscored or refused.
+
+    - ``record``: :meth:`Bundle.predict_one`, row by row;
+    - ``batch_csv``: the rows written as CSV, read as ``shipyard predict`` reads a CSV
+      file (all text), through :func:`~shipyard.batch.score_chunk`;
+    - ``service_json`` / ``service_text``: what ``POST /predict`` does with one record (the
+      contract's record check, then the arm's ``score``) for the rows as JSON sends them,
+      typed and as the CSV's text.
+    """
+    import orjson
+
+    from shipyard.batch import read_csv_text, score_chunk
+    from shipyard.serving.router import Arm
+
+    features = list(bundle.features)
+    frame = sample[features].reset_index(drop=True)
+    multiclass = bundle.task == "multiclass"
+    out: dict[str, np.ndarray] = {
+        "record": np.array([bundle.predict_one(r) for r in frame.to_dict("records")])
+    }
+    refused: dict[str, int] = {}
+    text = read_csv_text(frame.to_csv(index=False).encode(), features)
+    scored = score_chunk(text, bundle, keep=[], version=None, snapshot="")
+    if multiclass:
+        batch = np.column_stack(
+            [scored.column(f"proba_{c}").to_numpy(zero_copy_only=False) for c in bundle.classes]
+        )
+    else:
+        batch = scored.column("prediction").to_numpy(zero_copy_only=False).astype(float)
+    out["batch_csv"] = batch
+    refused["batch_csv"] = int(scored.column("prediction").null_count)
+    arm = Arm(0, bundle)
+    validate = bundle.contract.record_validator(features)
+    typed = orjson.loads(
+        orjson.dumps([{k: _plain(v) for k, v in r.items()} for r in frame.to_dict("records")])
+    )
+    for name, records in (("service_json", typed), ("service_text", text.to_pylist())):
+        answers, n_refused = [], 0
+        for record in records:
+            if any(v.severity == "error" for v in validate(record)):
+                n_refused += 1
+                answers.append([np.nan] * len(bundle.classes) if multiclass else np.nan)
+            else:
+                answers.append(arm.score(record))
+        out[name] = np.array(answers, dtype=float)
+        refused[name] = n_refused
+    return out, refused
 
 
 def skew_sample(frame: pd.DataFrame, n: int = 500) -> pd.DataFrame:

@@ -6,8 +6,11 @@ numeric
     median imputation, plus a missing-indicator column wherever training saw a missing
     value; standardized with the train mean and standard deviation when ``scale``;
 boolean
-    1.0 for the training data's "true" value (``True``, ``1``, ``"Yes"`` …), else 0.0;
-    missing handled as for numbers;
+    1.0 for true, 0.0 for false, in every spelling :mod:`shipyard.data.values` accepts
+    (``True``, ``1``, ``"yes"``, ``"Y"`` …, so training's spelling does not matter); missing
+    (and a value that is not a boolean, which the contract refuses) handled as for numbers.
+    Plans saved by format version 1 (``true_key`` and ``known``) are read as they scored:
+    their true key's meaning decides, or their exact keys when it has none;
 categorical
     a vocabulary of the train values seen at least ``min_frequency`` times; everything else
     (rare, unseen) shares one UNKNOWN bucket, and missing has its own bucket when training
@@ -28,50 +31,34 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from shipyard.data.contract import category_key
-from shipyard.data.roles import to_datetime
+from shipyard.data.values import (
+    bool_code,
+    number_or_nan,
+    parse_booleans,
+    parse_datetime,
+    to_bool,
+    to_datetime,
+)
 from shipyard.errors import NotFittedError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: booleans by vocabulary; 1 (``true_key``/``known``) is still read
+READABLE_VERSIONS = (1, 2)
 DATETIME_PARTS = ("month", "day", "weekday", "hour")
-_TRUE_STRINGS = {"1", "true", "yes", "y", "t"}
 
 
 def _hash_bucket(key: str, buckets: int) -> int:
     return zlib.crc32(key.encode("utf-8")) % buckets
 
 
-def _number(value: Any) -> float:
-    """A record value as float; anything that is not a finite number counts as missing."""
-    if value is None:
-        return math.nan
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return out if math.isfinite(out) else math.nan
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, pd.Timestamp):
-        stamp = value
-    else:
-        try:
-            stamp = pd.Timestamp(value)
-        except (ValueError, TypeError):
-            return None
-    if pd.isna(stamp):
-        return None
-    stamp = stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp.tz_convert(UTC)
-    return stamp.to_pydatetime()
+_number = number_or_nan
+_parse_time = parse_datetime
 
 
 def _part(stamp: datetime | None, part: str) -> float:
@@ -163,12 +150,9 @@ class Transform:
         }
 
     def _fit_boolean(self, name: str, series: pd.Series) -> dict[str, Any]:
-        keys = sorted({category_key(v) for v in series.dropna().unique()})
-        true_keys = [k for k in keys if k.strip().lower() in _TRUE_STRINGS]
-        true_key = true_keys[0] if true_keys else (keys[-1] if keys else "1")
-        numeric = series.map(lambda v: np.nan if pd.isna(v) else float(category_key(v) == true_key))
-        plan = self._fit_numeric(name, numeric.astype(float))
-        plan.update(kind="boolean", true_key=true_key, known=keys)
+        codes, _ = parse_booleans(series)
+        plan = self._fit_numeric(name, pd.Series(codes, index=series.index))
+        plan.update(kind="boolean")
         return plan
 
     def _fit_categorical(self, name: str, series: pd.Series) -> dict[str, Any]:
@@ -280,12 +264,15 @@ class Transform:
 
     @staticmethod
     def _boolean(plan: dict[str, Any], value: Any) -> float:
-        if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-            return math.nan
-        key = category_key(value)
-        if key == plan["true_key"]:
-            return 1.0
-        return 0.0 if key in plan["known"] else math.nan
+        if "true_key" in plan:  # a version-1 plan whose keys are not all booleans
+            if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+                return math.nan
+            key = category_key(value)
+            if key == plan["true_key"]:
+                return 1.0
+            return 0.0 if key in plan["known"] else math.nan
+        code = bool_code(value)
+        return code if plan.get("positive", True) else 1.0 - code
 
     def transform_one(self, record: Mapping[str, Any]) -> np.ndarray:
         """The feature row of one record (a dict); equal to the frame path's row."""
@@ -381,16 +368,47 @@ class Transform:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Transform:
-        if data.get("format_version") != FORMAT_VERSION:
+        version = data.get("format_version")
+        if version not in READABLE_VERSIONS:
             raise ValueError(
-                f"transform format version {data.get('format_version')!r} is not supported"
+                f"transform format version {version!r} is not supported (this shipyard reads "
+                f"versions {', '.join(map(str, READABLE_VERSIONS))}); retrain the model"
             )
         out = cls(**data["settings"])
-        out.plans_ = list(data["plans"])
+        plans = list(data["plans"])
+        if version == 1:
+            plans = [_upgrade_boolean(p) if p["kind"] == "boolean" else p for p in plans]
+        out.plans_ = plans
         out.feature_names_ = list(data["feature_names"])
         out.categorical_indices_ = list(data["categorical_indices"])
         out._compile()
         return out
+
+
+def _upgrade_boolean(plan: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 boolean plan (1.0 for ``true_key``, 0.0 for the other ``known`` keys,
+    NaN for anything else) in the vocabulary form, when its keys are booleans: then every
+    training spelling scores as before and the other spellings of the same truth join it.
+    A plan over keys that are not booleans (a column declared boolean by hand) keeps its
+    exact keys.
+
+    >>> _upgrade_boolean({"true_key": "yes", "known": ["no", "yes"], "median": 1.0})
+    {'median': 1.0, 'positive': True}
+    >>> _upgrade_boolean({"true_key": "0", "known": ["0"]})
+    {'positive': False}
+    """
+    try:
+        truth = to_bool(plan["true_key"])
+        meanings = {key: to_bool(key) for key in plan["known"]}
+    except ValueError:
+        return dict(plan)
+    if truth is None or any(
+        (key == plan["true_key"]) != (meaning == truth) for key, meaning in meanings.items()
+    ):
+        return dict(plan)
+    out = {k: v for k, v in plan.items() if k not in ("true_key", "known")}
+    out["positive"] = truth
+    return out
 
 
 def _factorize(series: pd.Series) -> tuple[list[Any], np.ndarray]:

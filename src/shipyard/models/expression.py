@@ -17,10 +17,18 @@ column roles, and reports the character position of every problem. A compiled
 :class:`Expression` evaluates on a frame (vectorized) and on one record; a missing value
 makes a comparison false.
 
+A boolean column compares by truth, in the vocabulary of :mod:`shipyard.data.values`:
+``partner == 'yes'``, ``partner == true`` and ``partner == 1`` mean the same, whether the
+data spells its booleans yes/no, Yes/No, true/false or 0/1; a literal that is not a
+boolean (``partner == 'maybe'``) is refused when the rule is parsed.
+
 >>> e = parse("tenure < 6 and contract == 'Month-to-month'",
 ...           {"tenure": "numeric", "contract": "categorical"})
 >>> e.evaluate_one({"tenure": 3, "contract": "Month-to-month"})
 True
+>>> b = parse("partner == 'yes'", {"partner": "boolean"})
+>>> [b.evaluate_one({"partner": v}) for v in ("Yes", True, 1, "n", None)]
+[True, True, True, False, False]
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from shipyard.data.contract import category_key
+from shipyard.data.values import BOOLEAN_SPELLINGS, bool_code, number_or_nan, to_bool
 from shipyard.errors import RuleError
 
 _TOKEN = re.compile(
@@ -210,6 +219,23 @@ class _Parser:
         self.columns.append(name)
         return name, tok
 
+    def typed(self, name: str, value: Any, tok: Token, op: str) -> Any:
+        """The literal checked against the column's role; a boolean column's as 1.0 / 0.0."""
+        self.check_type(name, value, tok, op)
+        if self.roles[name] != "boolean":
+            return value
+        try:
+            truth = to_bool(value)
+        except ValueError:
+            truth = None
+        if truth is None:
+            raise self.fail(
+                f"column '{name}' is boolean; compare it with true/false or one of "
+                f"{BOOLEAN_SPELLINGS}, not {value!r}",
+                tok,
+            )
+        return 1.0 if truth else 0.0
+
     def check_type(self, name: str, value: Any, tok: Token, op: str) -> None:
         role = self.roles[name]
         if role == "numeric" and not isinstance(value, float | bool):
@@ -252,43 +278,38 @@ class _Parser:
             values = []
             while True:
                 value, tok = self.literal()
-                self.check_type(name, value, tok, "in")
-                values.append(value)
+                values.append(self.typed(name, value, tok, "in"))
                 if self.tok.kind == "punct" and self.tok.text == ",":
                     self.i += 1
                     continue
                 self.take("punct", "]")
                 break
             keys = {_key(v) for v in values}
+            key_of = _truth_key if self.roles[name] == "boolean" else _key
 
             def in_frame(f: pd.DataFrame) -> np.ndarray:
-                return _per_unique(frame_col(f, name), lambda v: (_key(v) in keys) != negate)
+                return _per_unique(frame_col(f, name), lambda v: _member(key_of(v), keys, negate))
 
             def in_record(r: Mapping[str, Any]) -> bool:
                 value = r.get(name)
                 if _is_missing(value):
                     return False
-                return (_key(value) in keys) != negate
+                return _member(key_of(value), keys, negate)
 
             return in_frame, in_record
         if self.tok.kind != "op":
             raise self.fail("expected a comparison (<, <=, >, >=, ==, !=, in, is null)")
         op = self.take("op").text
         value, tok = self.literal()
-        self.check_type(name, value, tok, op)
+        value = self.typed(name, value, tok, op)
         fn = _OPS[op]
-        numeric = self.roles[name] in ("numeric", "boolean") and isinstance(value, float | bool)
-
         boolean = self.roles[name] == "boolean"
+        numeric = boolean or (self.roles[name] == "numeric" and isinstance(value, float | bool))
 
         def cmp_frame(f: pd.DataFrame) -> np.ndarray:
             series = frame_col(f, name)
-            if numeric and boolean:  # Yes/No, true/false, 1/0 all compare as 1.0 / 0.0
-                arr = np.array([_truth(v) for v in series], dtype=float)
-                with np.errstate(invalid="ignore"):
-                    return np.where(np.isnan(arr), False, fn(arr, float(value)))
-            if numeric:
-                arr = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            if numeric:  # a boolean in any spelling compares as 1.0 / 0.0
+                arr = _floats(series, bool_code if boolean else number_or_nan)
                 with np.errstate(invalid="ignore"):
                     return np.where(np.isnan(arr), False, fn(arr, float(value)))
             target = _key(value)
@@ -298,14 +319,8 @@ class _Parser:
             raw = r.get(name)
             if _is_missing(raw):
                 return False
-            if numeric and boolean:
-                truth = _truth(raw)
-                return not math.isnan(truth) and bool(fn(truth, float(value)))
             if numeric:
-                try:
-                    number = float(raw)
-                except (TypeError, ValueError):
-                    return False
+                number = bool_code(raw) if boolean else number_or_nan(raw)
                 return not math.isnan(number) and bool(fn(number, float(value)))
             return bool(fn(_key(raw), _key(value)))
 
@@ -316,16 +331,21 @@ def _key(value: Any) -> str:
     return category_key(value)
 
 
-_TRUE = {"1", "true", "yes", "y", "t"}
-_FALSE = {"0", "false", "no", "n", "f"}
+def _truth_key(value: Any) -> str | None:
+    """A boolean's key ("1" / "0", as its literal's), ``None`` when it is not a boolean."""
+    code = bool_code(value)
+    return None if math.isnan(code) else _key(code)
 
 
-def _truth(value: Any) -> float:
-    """1.0 / 0.0 for the usual spellings of true and false, NaN for missing or anything else."""
-    if _is_missing(value):
-        return math.nan
-    key = category_key(value).strip().lower()
-    return 1.0 if key in _TRUE else 0.0 if key in _FALSE else math.nan
+def _member(key: str | None, keys: set[str], negate: bool) -> bool:
+    return key is not None and (key in keys) != negate
+
+
+def _floats(series: pd.Series, convert: Callable[[Any], float]) -> np.ndarray:
+    """``convert`` per distinct value, as the record path converts each value."""
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    mapped = np.array([convert(u) for u in uniques] + [math.nan], dtype=float)
+    return mapped[codes]
 
 
 def _per_unique(series: pd.Series, test: Callable[[Any], bool]) -> np.ndarray:

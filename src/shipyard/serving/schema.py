@@ -1,14 +1,20 @@
 """The service's OpenAPI pieces, generated from the champion's data contract.
 
-A record is a JSON object with one property per model input: numbers for numeric columns,
-strings (or numbers) for categories, true/false for booleans, date-time strings; ``null``
-is accepted everywhere (served with a warning where training saw none); nothing else may be
-sent, except the spec's entity ``id`` field.
+A record is a JSON object with one property per model input: numbers (or numeric text) for
+numeric columns, strings (or numbers) for categories, date-time strings, and for booleans
+JSON ``true``/``false``, 0/1 or any spelling :mod:`shipyard.data.values` accepts (yes/no,
+y/n, true/false, t/f, 1/0, any case), all scored alike; ``null`` is accepted everywhere
+(served with a warning where training saw none); nothing else may be sent, except the
+spec's entity ``id`` field. The Open Inference Protocol metadata declares a boolean input
+``BOOL``: a ``BOOL`` tensor of JSON booleans, or a ``BYTES`` tensor of the spellings above.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from shipyard.data.contract import EXPECTED
+from shipyard.data.values import FALSE_STRINGS, TRUE_STRINGS
 
 _ERROR = {
     "type": "object",
@@ -22,10 +28,26 @@ _REFUSALS = {
     "422": "a record breaks the data contract (details name each field)",
 }
 _TYPES = {
-    "numeric": ["number", "null"],
-    "boolean": ["boolean", "integer", "string", "null"],
+    "numeric": ["number", "string", "null"],
+    "boolean": ["boolean", "number", "string", "null"],
     "datetime": ["string", "null"],
 }
+_SPELLINGS = sorted({v for s in (*TRUE_STRINGS, *FALSE_STRINGS) for v in (s, s.capitalize())})
+
+
+def _property(role: str) -> dict[str, Any]:
+    """The JSON schema of one field of a record.
+
+    >>> _property("boolean")["examples"][:3]
+    [True, False, 'yes']
+    """
+    out: dict[str, Any] = {"type": _TYPES.get(role, ["string", "number", "boolean", "null"])}
+    if role in EXPECTED:
+        out["description"] = EXPECTED[role]
+    if role == "boolean":
+        out["examples"] = [True, False, "yes", "no", 1, 0]
+        out["x-accepted-spellings"] = [*_SPELLINGS, "(any case)"]
+    return out
 
 
 def record_schema(contract: Any, features: list[str], id_field: str | None) -> dict[str, Any]:
@@ -35,7 +57,7 @@ def record_schema(contract: Any, features: list[str], id_field: str | None) -> d
     for name in features:
         col = contract.columns.get(name)
         role = col.role if col is not None else "categorical"
-        properties[name] = {"type": _TYPES.get(role, ["string", "number", "boolean", "null"])}
+        properties[name] = _property(role)
         if col is not None and col.required:
             required.append(name)
     if id_field and id_field not in properties:
@@ -183,7 +205,8 @@ def text_openapi() -> dict[str, Any]:
 
 
 def oip_inputs(contract: Any, features: list[str]) -> list[dict[str, Any]]:
-    """The OIP metadata of the inputs: one [-1] tensor per column."""
+    """The OIP metadata of the inputs: one [-1] tensor per column (a boolean is ``BOOL``;
+    a ``BYTES`` tensor of yes/no-style text is scored the same, see the module note)."""
     out = []
     for name in features:
         col = contract.columns.get(name)
