@@ -70,25 +70,32 @@ def test_clean_training_data_has_no_violations(contract: Contract, churn: pd.Dat
 def test_record_validation(contract: Contract, churn: pd.DataFrame):
     record = churn.drop(columns=["churn"]).iloc[0].to_dict()
     record = {k: (v.item() if hasattr(v, "item") else v) for k, v in record.items()}
-    assert contract.validate_record(record) == []
+    assert contract.record_validator(contract.features)(record) == []
     broken = {**record, "tenure": "forty", "contract": "Ten year", "monthly_charges": -5.0}
     del broken["payment_method"]
-    reasons = {(v.column, v.reason, v.severity) for v in contract.validate_record(broken)}
+    reasons = {
+        (v.column, v.reason, v.severity)
+        for v in contract.record_validator(contract.features)(broken)
+    }
     assert reasons == {
         ("tenure", "wrong_type", "error"),
         ("contract", "unseen_category", "warning"),
         ("monthly_charges", "out_of_range", "warning"),
         ("payment_method", "missing_column", "error"),
     }
-    extra = contract.validate_record({**record, "colour": "red"}, allow_extra=False)
+    extra = contract.record_validator(contract.features)({**record, "colour": "red"})
     assert [(v.column, v.reason) for v in extra] == [("colour", "unknown_field")]
-    assert contract.validate_record({**record, "total_charges": None}) == []  # nullable column
-    nulls = contract.validate_record({**record, "tenure": None})
+    assert (
+        contract.record_validator(contract.features)({**record, "total_charges": None}) == []
+    )  # nullable column
+    nulls = contract.record_validator(contract.features)({**record, "tenure": None})
     assert [(v.reason, v.severity) for v in nulls] == [("unexpected_null", "warning")]
-    assert [v.reason for v in contract.validate_record({**record, "female": True})] == []
-    assert [v.reason for v in contract.validate_record({**record, "tenure": True})] == [
-        "wrong_type"
-    ]
+    assert [
+        v.reason for v in contract.record_validator(contract.features)({**record, "female": True})
+    ] == []
+    assert [
+        v.reason for v in contract.record_validator(contract.features)({**record, "tenure": True})
+    ] == ["wrong_type"]
 
 
 def test_record_validation_needs_no_dataframe_and_is_fast(contract: Contract, churn: pd.DataFrame):
@@ -96,9 +103,9 @@ def test_record_validation_needs_no_dataframe_and_is_fast(contract: Contract, ch
         {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
         for r in churn.drop(columns=["churn"]).head(500).to_dict("records")
     ]
-    contract.validate_record(records[0])
+    contract.record_validator(contract.features)(records[0])
     start = time.perf_counter()
-    problems = sum(len(contract.validate_record(r)) for r in records)
+    problems = sum(len(contract.record_validator(contract.features)(r)) for r in records)
     per_record = (time.perf_counter() - start) / len(records)
     assert problems == 0
     # not a performance assertion (see bench/): a sanity bound that catches a dataframe sneaking in

@@ -152,7 +152,7 @@ def trained(request, tmp_path_factory):
     (folder / "shipyard.toml").write_text(toml_text(sections))
     proj = Project.load(folder / "shipyard.toml")
     result = proj.train(track=False)
-    rel = result.bundle.relative_to(proj.workspace).as_posix()
+    rel = proj.workspace.relative(result.bundle)
     proj.registry.update("promote", lambda s: promoted(s, 1, "champion", actor="t", bundle=rel))
     bundle = load_bundle(result.bundle)
     frame = read_table(folder / "train.csv").frame

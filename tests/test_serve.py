@@ -630,3 +630,78 @@ def test_schemathesis_finds_no_server_error(flights):
     finally:
         service.router.close()
     assert not failures, "\n".join(failures[:5])
+
+
+SHIPYARD = [sys.executable, "-m", "shipyard"]
+
+
+def _spec(flights) -> list[str]:
+    return ["--spec", str(flights["spec"])]
+
+
+def test_promote_stop_ends_the_challenger_and_the_server_drops_it(flights):
+    _reset(flights)
+    _set_state(
+        flights, lambda s: promoted(s, 2, "canary", percent=50, actor="test", bundle=flights["rel"])
+    )
+    try:
+        with in_process(flights, loader("none")) as (client, _):
+            assert client.get("/health").json()["challenger"] == 2
+            done = subprocess.run(
+                [*SHIPYARD, "promote", "--stop", "--reason", "enough", *_spec(flights), "--json"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, done.stderr
+            stopped = json.loads(done.stdout)
+            assert (stopped["stopped"], stopped["mode"]) == (2, "canary")
+            deadline = time.monotonic() + 10
+            while client.get("/health").json()["challenger"] is not None:
+                assert time.monotonic() < deadline, "the server kept the stopped challenger"
+                time.sleep(0.01)
+            answers = client.post("/predict", json=flights["records"][:50]).json()["predictions"]
+            assert {a["arm"] for a in answers} == {"champion"}
+        state = flights["project"].registry.state()
+        last = state.history[-1]
+        assert (last["action"], last["version"], last["reason"]) == ("stop challenger", 2, "enough")
+        assert state.challenger is None and 2 not in state.rolled_back  # may be promoted again
+        again = subprocess.run(
+            [*SHIPYARD, "promote", "--stop", *_spec(flights)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert again.returncode == 2 and "has no challenger to stop" in again.stderr
+    finally:
+        _reset(flights)
+
+
+def test_a_corrupted_record_keeps_the_last_routes_and_readiness_says_so(flights):
+    _reset(flights)
+    record = flights["project"].registry.path
+    good = record.read_bytes()
+    try:
+        with in_process(flights) as (client, _):
+            assert client.get("/v2/health/ready").status_code == 200
+            record.write_text('{"model": "flights", "revision": 99, "champion": "abc"}')
+            deadline = time.monotonic() + 10
+            while client.get("/v2/health/ready").status_code != 503:
+                assert time.monotonic() < deadline, "readiness never reported the bad record"
+                time.sleep(0.02)
+            ready = client.get("/v2/health/ready").json()
+            assert ready["ready"] is False and "champion" in ready["error"]
+            assert client.get("/health").json()["status"] == "degraded"
+            # still answering with the last good routes
+            answers = client.post("/predict", json=flights["records"][:5])
+            assert answers.status_code == 200
+            reload = client.post("/admin/reload", headers={"authorization": f"Bearer {TOKEN}"})
+            assert reload.status_code in (403, 503)  # 403 when admin is off in this process
+            record.write_bytes(good)
+            deadline = time.monotonic() + 10
+            while client.get("/v2/health/ready").status_code != 200:
+                assert time.monotonic() < deadline, "readiness did not recover"
+                time.sleep(0.02)
+    finally:
+        record.write_bytes(good)
+        _reset(flights)

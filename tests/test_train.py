@@ -193,7 +193,7 @@ def test_error_findings_refuse_training_unless_ignored(tmp_path, churn):
     assert info.value.exit_code == 1
     result = project.train(ignore_findings=["target_derived"])
     run = project.tracker().get_run(result.run_id)
-    assert json.loads(run.data.params["ignored_findings"]) == ["target_derived"]
+    assert json.loads(run.params["ignored_findings"]) == ["target_derived"]
 
 
 def test_bad_rules_exit_2_with_the_position(tmp_path, churn):
@@ -307,7 +307,7 @@ def test_readiness_checklist_is_computed_stored_and_tracked(trained):
     stored = json.loads((result.bundle / "readiness.json").read_text())
     assert stored == json.loads(json.dumps(readiness))
     assert verify(result.bundle)["fallback"] == items["rollback_target"]["evidence"]["fallback"]
-    tags = project.tracker().get_run(result.run_id).data.tags
+    tags = project.tracker().get_run(result.run_id).tags
     assert tags["readiness_passed"] == str(readiness["passed"])
 
 

@@ -125,7 +125,7 @@ def test_contract_checks_booleans_by_vocabulary_not_by_the_training_spellings():
     contract = _contract()
     assert contract.columns["owner"].categories == {"true": 0.5, "false": 0.5}
     for value in ("yes", "No", "Y", "true", True, False, 1, 0, "1.0"):
-        assert contract.validate_record({"owner": value, "income": 2.0}) == []
+        assert contract.record_validator(contract.features)({"owner": value, "income": 2.0}) == []
     frame = pd.DataFrame({"owner": [True, "Y", "no", "maybe", "maybe"], "income": [1.0] * 5})
     (violation,) = contract.validate(frame)
     assert (violation.column, violation.reason, violation.severity) == (
@@ -135,9 +135,9 @@ def test_contract_checks_booleans_by_vocabulary_not_by_the_training_spellings():
     )
     assert violation.count == 2 and violation.first_row == 3 and violation.examples == ("maybe",)
     assert "yes/no, y/n, true/false, t/f or 1/0" in violation.message
-    (null,) = contract.validate_record({"owner": "NA", "income": 2.0})
+    (null,) = contract.record_validator(contract.features)({"owner": "NA", "income": 2.0})
     assert (null.reason, null.severity) == ("unexpected_null", "warning")
-    (bad,) = contract.validate_record({"owner": "maybe", "income": 2.0})
+    (bad,) = contract.record_validator(contract.features)({"owner": "maybe", "income": 2.0})
     assert bad.reason == "wrong_type"
     assert bad.message == (
         "field 'owner' must be a boolean: JSON true/false, or yes/no, y/n, true/false, t/f "
@@ -147,14 +147,14 @@ def test_contract_checks_booleans_by_vocabulary_not_by_the_training_spellings():
 
 def test_contract_reads_numbers_stored_as_text_and_refuses_words():
     contract = _contract()
-    assert contract.validate_record({"owner": "yes", "income": " 3.5 "}) == []
-    (far,) = contract.validate_record({"owner": "yes", "income": "40"})
+    assert contract.record_validator(contract.features)({"owner": "yes", "income": " 3.5 "}) == []
+    (far,) = contract.record_validator(contract.features)({"owner": "yes", "income": "40"})
     assert far.reason == "out_of_range"
-    (word,) = contract.validate_record({"owner": "yes", "income": "forty"})
+    (word,) = contract.record_validator(contract.features)({"owner": "yes", "income": "forty"})
     assert (word.reason, word.severity) == ("wrong_type", "error")
-    (flag,) = contract.validate_record({"owner": "yes", "income": True})
+    (flag,) = contract.record_validator(contract.features)({"owner": "yes", "income": True})
     assert flag.reason == "wrong_type"
-    (null,) = contract.validate_record({"owner": "yes", "income": "NA"})
+    (null,) = contract.record_validator(contract.features)({"owner": "yes", "income": "NA"})
     assert null.reason == "unexpected_null"
     frame = pd.DataFrame({"owner": ["yes"] * 3, "income": [" 2.5", "forty", "3"]})
     (v,) = contract.validate(frame)

@@ -43,7 +43,8 @@ from shipyard.bundle import Bundle, load_bundle
 from shipyard.data.contract import Contract, Violation
 from shipyard.data.io import CSV_SUFFIXES, data_files, snapshot_id
 from shipyard.data.values import NULL_STRINGS, parse_booleans, parse_numbers
-from shipyard.errors import DataError, ShipyardError, WorkspaceError
+from shipyard.errors import ContractViolation, DataError, ShipyardError, WorkspaceError
+from shipyard.files import commit, temporary_name
 
 DEFAULT_CHUNK_ROWS = 65_536
 ENGINES = ("local", "ray")
@@ -263,9 +264,9 @@ class _Sink:
 
     def __init__(self, output: Path) -> None:
         self.output = output
-        self.tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+        self.tmp = temporary_name(output)
         self.problems_path = output.with_name(output.stem + ".problems.parquet")
-        self.problems_tmp = output.with_name(f".{self.problems_path.name}.{os.getpid()}.tmp")
+        self.problems_tmp = temporary_name(self.problems_path)
         self.writer: pq.ParquetWriter | None = None
         self.problem_writer: pq.ParquetWriter | None = None
         self.rows = 0
@@ -312,10 +313,10 @@ class _Sink:
         if self.writer is None:
             raise DataError("the input holds no rows to score.")
         self.writer.close()
-        self.tmp.replace(self.output)
+        commit(self.tmp, self.output)
         if self.problem_writer is not None:
             self.problem_writer.close()
-            self.problems_tmp.replace(self.problems_path)
+            commit(self.problems_tmp, self.problems_path)
             return self.problems_path
         self.problems_path.unlink(missing_ok=True)  # a stale one from an earlier run would mislead
         return None
@@ -399,13 +400,20 @@ def _ray(
         ) from exc
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-            **({} if address else {"num_cpus": os.cpu_count() or 1}),
-        )
+        try:
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                **({} if address else {"num_cpus": os.cpu_count() or 1}),
+            )
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, its own types
+            where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+            raise ShipyardError(
+                f"cannot start or reach {where}: {exc}. Check --ray-address (or leave it out "
+                "for a local instance), or use --engine local."
+            ) from exc
     try:
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True
@@ -423,7 +431,15 @@ def _ray(
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=max(1, (os.cpu_count() or 2) - 1)),
         )
-        yield from scored.iter_batches(batch_size=None, batch_format="pyarrow")
+        try:
+            yield from scored.iter_batches(batch_size=None, batch_format="pyarrow")
+        except ShipyardError:
+            raise
+        except Exception as exc:  # an actor's error arrives wrapped in Ray's own types
+            cause = exc.__cause__ if isinstance(exc.__cause__, ShipyardError) else None
+            if cause is not None:
+                raise cause from exc
+            raise ShipyardError(f"scoring on Ray failed: {exc}") from exc
     finally:
         if started_here:
             ray.shutdown()
@@ -474,9 +490,13 @@ def predict(
     columns = input_columns(files)
     missing = [c for c in bundle.features if c not in columns]
     if missing:
-        raise DataError(
+        raise ContractViolation(
             f"'{source}' lacks the column(s) {', '.join(missing)} that model version "
-            f"{version} needs (of {len(bundle.features)} features). Add them; nothing was written."
+            f"{version} needs (of {len(bundle.features)} features). Add them; nothing was written.",
+            [
+                Violation(c, "presence", "missing_column", "error", f"column '{c}' is missing")
+                for c in missing
+            ],
         )
     absent = [c for c in keep if c not in columns]
     if absent:

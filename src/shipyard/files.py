@@ -25,7 +25,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write", "fsync_folder", "sweep", "temporary_name"]
+__all__ = ["atomic_path", "atomic_write", "commit", "fsync_folder", "sweep", "temporary_name"]
 
 
 def temporary_name(path: Path) -> Path:
@@ -50,6 +50,17 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def commit(tmp: Path, path: Path, *, durable: bool = True) -> None:
+    """Put a finished temporary file in place: fsync it, rename it over ``path`` (the one
+    atomic step), fsync the folder. For writers that need the temporary name themselves
+    (a Parquet writer kept open across chunks); otherwise use :func:`atomic_path`."""
+    if durable:
+        _fsync_file(tmp)
+    os.replace(tmp, path)
+    if durable:
+        fsync_folder(path.parent)
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str, *, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``path`` atomically.
@@ -62,14 +73,10 @@ def atomic_path(path: Path | str, *, durable: bool = True) -> Iterator[Path]:
     tmp = temporary_name(path)
     try:
         yield tmp
-        if durable:
-            _fsync_file(tmp)
-        os.replace(tmp, path)  # the one atomic step: before it the old file, after it the new
+        commit(tmp, path, durable=durable)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    if durable:
-        fsync_folder(path.parent)
 
 
 def atomic_write(path: Path | str, data: bytes | str, *, durable: bool = True) -> None:

@@ -434,8 +434,13 @@ def _mirror_main(argument: str) -> None:
     )
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     try:
-        state = workspace.registry.state()
-        repairs = sync_aliases(state, workspace.tracker())
+        tracker = workspace.tracker()  # first: importing MLflow takes seconds
+        repairs: list[str] = []
+        for _ in range(10):  # until no change committed while we mirrored
+            state = workspace.registry.state()
+            repairs += sync_aliases(state, tracker)
+            if workspace.registry.state().revision == state.revision:
+                break
     except ShipyardError as exc:
         print(f"{stamp} aliases not mirrored ({exc}); `shipyard models` repairs them")
         return

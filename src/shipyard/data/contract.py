@@ -5,14 +5,14 @@ numeric range and quantile bins with their frequencies (the reference for drift)
 category set with frequencies, and the cardinality. The contract is saved as JSON.
 
 It validates a whole frame (:meth:`Contract.validate`, every violation collected at once,
-with counts and examples) and a single record (:meth:`Contract.validate_record`, a plain
+with counts and examples) and a single record (:meth:`Contract.record_validator`, a plain
 dict, no dataframe, for serving). Errors are what cannot be scored safely (a missing
 required column, a wrong type); warnings are what can be scored but deserves a look (a value
 outside the training range, an unseen category, a null where training had none).
 
 >>> import pandas as pd
 >>> c = Contract.learn(pd.DataFrame({"age": [30, 40, 50], "plan": ["a", "b", "a"]}))
->>> [v.reason for v in c.validate_record({"age": "forty", "plan": "z"})]
+>>> [v.reason for v in c.record_validator(c.features)({"age": "forty", "plan": "z"})]
 ['wrong_type', 'unseen_category']
 """
 
@@ -41,6 +41,7 @@ from shipyard.data.values import (
     to_number,
 )
 from shipyard.errors import ContractViolation, DataError, NotFittedError
+from shipyard.files import atomic_write
 
 FORMAT_VERSION = 1
 N_DRIFT_BINS = 10
@@ -88,10 +89,6 @@ class ColumnContract:
     @property
     def nullable(self) -> bool:
         return self.null_rate > 0
-
-    @property
-    def numeric(self) -> bool:
-        return self.role == "numeric"
 
     @property
     def closed_set(self) -> bool:
@@ -204,7 +201,6 @@ class Contract:
         self.columns = dict(columns or {})
         self.target = target
         self.n_rows = n_rows
-        self._record_checks: list[Callable[[Mapping[str, Any]], Violation | None]] | None = None
 
     # --- learning and persistence ------------------------------------------------------
 
@@ -244,11 +240,7 @@ class Contract:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
     def save(self, path: Path | str) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True))
-        tmp.replace(path)
+        atomic_write(path, json.dumps(self.to_dict(), indent=1, sort_keys=True))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Contract:
@@ -398,31 +390,6 @@ class Contract:
         return out
 
     # --- validating one record ----------------------------------------------------------
-
-    def validate_record(
-        self, record: Mapping[str, Any], allow_extra: bool = True
-    ) -> list[Violation]:
-        """Every violation in one record (a dict); built for serving, no dataframe involved."""
-        if self._record_checks is None:
-            self._check_learned()
-            self._record_checks = [
-                self._compile(col) for col in self.columns.values() if col.name != self.target
-            ]
-        out = [v for check in self._record_checks if (v := check(record)) is not None]
-        if not allow_extra:
-            for key in record:
-                if key not in self.columns:
-                    out.append(
-                        Violation(
-                            str(key),
-                            "presence",
-                            "unknown_field",
-                            "error",
-                            f"field '{key}' is not an input of this model; "
-                            f"expected fields: {', '.join(self.features)}",
-                        )
-                    )
-        return out
 
     def record_validator(
         self, columns: Sequence[str], allowed: Sequence[str] = ()

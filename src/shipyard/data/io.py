@@ -15,6 +15,7 @@ import pandas as pd
 
 from shipyard.data.values import NULL_STRINGS
 from shipyard.errors import DataError
+from shipyard.files import atomic_path
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -28,10 +29,6 @@ class Table:
     frame: pd.DataFrame
     path: Path
     snapshot_id: str
-
-    @property
-    def short_id(self) -> str:
-        return self.snapshot_id[:12]
 
 
 def data_files(path: Path) -> list[Path]:
@@ -143,7 +140,5 @@ def read_table(path: Path | str) -> Table:
 
 def write_parquet(frame: pd.DataFrame, path: Path | str) -> None:
     """Write a frame to Parquet through a temporary name, so a crash leaves no half file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)

@@ -405,8 +405,3 @@ def skew_outputs(bundle: Any, sample: pd.DataFrame) -> tuple[dict[str, np.ndarra
         out[name] = np.array(answers, dtype=float)
         refused[name] = n_refused
     return out, refused
-
-
-def skew_sample(frame: pd.DataFrame, n: int = 500) -> pd.DataFrame:
-    """Up to ``n`` held-out rows for the skew check."""
-    return frame.head(n)

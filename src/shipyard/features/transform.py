@@ -46,7 +46,7 @@ from shipyard.data.values import (
     to_bool,
     to_datetime,
 )
-from shipyard.errors import NotFittedError
+from shipyard.errors import BundleError, NotFittedError, SpecError
 
 FORMAT_VERSION = 2  # 2: booleans by vocabulary; 1 (``true_key``/``known``) is still read
 READABLE_VERSIONS = (1, 2)
@@ -117,7 +117,10 @@ class Transform:
             elif role == "categorical":
                 plans.append(self._fit_categorical(name, series))
             else:
-                raise ValueError(f"column '{name}' has role '{role}', which is not a feature role")
+                raise SpecError(
+                    f"column '{name}' has role '{role}', which is not a feature role (numeric, "
+                    "boolean, datetime, categorical); exclude it in [features] exclude"
+                )
         self.plans_ = plans
         self.feature_names_ = [n for p in plans for n in p["outputs"]]
         self.categorical_indices_ = [
@@ -370,7 +373,7 @@ class Transform:
     def from_dict(cls, data: Mapping[str, Any]) -> Transform:
         version = data.get("format_version")
         if version not in READABLE_VERSIONS:
-            raise ValueError(
+            raise BundleError(
                 f"transform format version {version!r} is not supported (this shipyard reads "
                 f"versions {', '.join(map(str, READABLE_VERSIONS))}); retrain the model"
             )

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from shipyard.errors import NotFittedError
+from shipyard.errors import BundleError, NotFittedError, SpecError
 
 TASKS = ("binary", "multiclass", "regression")
 
@@ -38,7 +38,7 @@ class Family:
 
     def __init__(self, *, task: str = "binary", n_classes: int = 2, seed: int = 0) -> None:
         if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+            raise SpecError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
         self.task = task
         self.n_classes = n_classes
         self.seed = seed
@@ -119,7 +119,10 @@ class Family:
         folder = Path(folder)
         document = json.loads((folder / "model.json").read_text())
         if document.get("family") != cls.name:
-            raise ValueError(f"{folder} holds a '{document.get('family')}' model, not '{cls.name}'")
+            raise BundleError(
+                f"'{folder}' holds a '{document.get('family')}' model, not '{cls.name}': the "
+                "bundle's manifest and its model disagree; retrain it"
+            )
         model = cls(**document["params"])
         model.set_state(document["state"])
         model._load_files(folder)

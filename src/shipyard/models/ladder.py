@@ -65,9 +65,6 @@ class Ladder:
     def table(self) -> list[dict[str, Any]]:
         return [r.row(self.metric) for r in self.rungs]
 
-    def rung(self, name: str) -> Rung:
-        return next(r for r in self.rungs if r.name == name)
-
 
 def climb(
     families: Sequence[Family],

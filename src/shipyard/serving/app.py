@@ -308,7 +308,17 @@ def create_app(service: Service) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return _json({"error": str(exc.detail)}, exc.status_code)
+        response = _json({"error": str(exc.detail)}, exc.status_code)
+        response.headers.update(exc.headers or {})  # 405 keeps its Allow header
+        if exc.status_code == 405 and "allow" not in response.headers:
+            allowed = sorted(
+                m
+                for route in app.routes
+                if getattr(route, "path", None) == request.url.path
+                for m in (getattr(route, "methods", None) or ())
+            )
+            response.headers["allow"] = ", ".join(allowed)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -560,11 +570,26 @@ def _mlflow_records(body: Any) -> list[dict[str, Any]]:
         raise RequestRefused(
             400, "expected {'dataframe_split': {...}} or {'dataframe_records': [...]}", "shape"
         )
+    unknown = sorted(str(k) for k in body if k not in ("dataframe_split", "dataframe_records"))
+    if unknown or len(body) != 1:
+        raise RequestRefused(
+            400,
+            "send exactly one of 'dataframe_split' or 'dataframe_records'"
+            + (f"; unknown field(s): {', '.join(unknown[:10])}" if unknown else ""),
+            "shape",
+        )
     if "dataframe_records" in body:
         return body["dataframe_records"]
     split = body.get("dataframe_split")
     if isinstance(split, dict):
         columns, data = split.get("columns"), split.get("data")
+        extra = sorted(str(k) for k in split if k not in ("columns", "data", "index"))
+        if extra:
+            raise RequestRefused(
+                400,
+                f"dataframe_split takes 'columns', 'data' and 'index'; unknown: {', '.join(extra[:10])}",
+                "shape",
+            )
         if (
             not isinstance(columns, list)
             or not all(isinstance(c, str) for c in columns)

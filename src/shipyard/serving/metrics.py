@@ -68,10 +68,6 @@ class Metrics:
         """A counter's value (0 when never counted); for tests and the admin state."""
         return self._counters.get(name, {}).get(_labels(labels), 0.0)
 
-    def total(self, name: str) -> float:
-        """A counter summed over all its labels."""
-        return sum(self._counters.get(name, {}).values())
-
     def render(self) -> str:
         lines: list[str] = []
         with self._lock:

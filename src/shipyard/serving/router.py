@@ -256,6 +256,7 @@ class Router:
                     self._seen = stamp
                     self.reload()
             except Exception as exc:  # the watcher must outlive a bad state file
+                last_poll = now - max(0.0, self.policy.poll_seconds - 0.5)  # retry in 0.5 s
                 if str(exc) != said:  # once per distinct problem, not once per poll
                     said = str(exc)
                     print(

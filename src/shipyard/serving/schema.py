@@ -13,9 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from shipyard.data.contract import EXPECTED
-from shipyard.data.values import FALSE_STRINGS, TRUE_STRINGS
-
 _ERROR = {
     "type": "object",
     "properties": {"error": {"type": "string"}, "details": {}},
@@ -32,7 +29,6 @@ _TYPES = {
     "boolean": ["boolean", "number", "string", "null"],
     "datetime": ["string", "null"],
 }
-_SPELLINGS = sorted({v for s in (*TRUE_STRINGS, *FALSE_STRINGS) for v in (s, s.capitalize())})
 
 
 def _property(role: str) -> dict[str, Any]:
@@ -41,12 +37,18 @@ def _property(role: str) -> dict[str, Any]:
     >>> _property("boolean")["examples"][:3]
     [True, False, 'yes']
     """
+    # imported here: the vocabulary lives beside pandas, which the service's own modules
+    # do not import (the app is built after its bundles, which have loaded it)
+    from shipyard.data.contract import EXPECTED
+    from shipyard.data.values import FALSE_STRINGS, TRUE_STRINGS
+
+    spellings = sorted({v for s in (*TRUE_STRINGS, *FALSE_STRINGS) for v in (s, s.capitalize())})
     out: dict[str, Any] = {"type": _TYPES.get(role, ["string", "number", "boolean", "null"])}
     if role in EXPECTED:
         out["description"] = EXPECTED[role]
     if role == "boolean":
         out["examples"] = [True, False, "yes", "no", 1, 0]
-        out["x-accepted-spellings"] = [*_SPELLINGS, "(any case)"]
+        out["x-accepted-spellings"] = [*spellings, "(any case)"]
     return out
 
 
@@ -112,9 +114,11 @@ def invocations_openapi(record: dict[str, Any]) -> dict[str, Any]:
         "type": "object",
         "properties": {
             "columns": {"type": "array", "items": {"type": "string"}},
-            "data": {"type": "array", "items": {"type": "array"}},
+            "data": {"type": "array", "items": {"type": "array"}, "minItems": 1},
+            "index": {"type": "array"},
         },
         "required": ["columns", "data"],
+        "additionalProperties": False,
     }
     body = {
         "oneOf": [
