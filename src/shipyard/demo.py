@@ -57,7 +57,6 @@ def run_demo(folder: Path, progress: Callable[[str], None] = lambda _: None) -> 
     """Init and check NYC flights as a first-time user would, then train on what is left
     once every column the check flagged is excluded, with a time split."""
     from shipyard.project import Project
-    from shipyard.tracking import resolve_uri
 
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "flights.csv"
@@ -94,5 +93,5 @@ def run_demo(folder: Path, progress: Callable[[str], None] = lambda _: None) -> 
         excluded,
         FLIGHTS_RULE,
         result,
-        resolve_uri(project.spec.tracking.uri, project.workspace),
+        project.workspace.tracking_uri(),
     )

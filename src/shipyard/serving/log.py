@@ -265,7 +265,7 @@ class PredictionLog:
             )
 
 
-def _row(record: dict) -> tuple[int, bytes]:
+def _row(record: dict[str, Any]) -> tuple[int, bytes]:
     """One record as its time in microseconds and a JSON line of its column values.
 
     Values are coerced here, one record at a time, so that a malformed record is dropped
