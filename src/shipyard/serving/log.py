@@ -281,7 +281,8 @@ def _row(record: dict[str, Any]) -> tuple[int, bytes]:
     version = int(record["model_version"])
     if not -(2**63) <= version < 2**63:
         raise ValueError(f"model_version must fit in 64 bits; got {version}")
-    prediction, probabilities = record["prediction"], None
+    prediction: Any = record["prediction"]
+    probabilities: list[float] | None = None
     if isinstance(prediction, list | tuple) or getattr(prediction, "ndim", 0):
         prediction, probabilities = None, [float(p) for p in prediction]
     options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
