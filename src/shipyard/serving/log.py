@@ -283,7 +283,7 @@ def _row(record: dict[str, Any]) -> tuple[int, bytes]:
         raise ValueError(f"model_version must fit in 64 bits; got {version}")
     prediction: Any = record["prediction"]
     probabilities: list[float] | None = None
-    if isinstance(prediction, list | tuple) or getattr(prediction, "ndim", 0):
+    if isinstance(prediction, list | tuple) or bool(getattr(prediction, "ndim", 0)):
         prediction, probabilities = None, [float(p) for p in prediction]
     options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
     features = record["features"]
