@@ -92,7 +92,7 @@ def infer(frame: pd.DataFrame, target: str, task: str | None = None) -> Inferred
         out.positive = _positive_value(default_positive(list(pd.unique(y.dropna()))))
     ids = [c for c, p in profiles.items() if p.role == "id"]
     repeated = [c for c in ids if frame[c].duplicated().any()]
-    out.id = (repeated or ids or [None])[0]
+    out.id = next(iter(repeated or ids), None)
     times = [c for c, p in profiles.items() if p.role == "datetime"]
     times.sort(key=lambda c: not any(k in c.lower() for k in _TIME_NAMES))
     out.time = times[0] if times else None

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -128,8 +128,15 @@ def classes_of(ds: Dataset) -> list[Any]:
 
 def families_for(spec: Spec, ds: Dataset) -> list[Family]:
     """The ladder's rungs for this spec: constant, the rule if declared, linear, trees."""
-    common = {"task": ds.target.kind, "n_classes": ds.target.n_classes, "seed": spec.split.seed}
-    hashing = {"unknown": spec.features.unknown, "hash_buckets": spec.features.hash_buckets}
+    common: dict[str, Any] = {
+        "task": ds.target.kind,
+        "n_classes": ds.target.n_classes,
+        "seed": spec.split.seed,
+    }
+    hashing: dict[str, Any] = {
+        "unknown": spec.features.unknown,
+        "hash_buckets": spec.features.hash_buckets,
+    }
     rungs: list[Family] = [Constant(**common)]
     if spec.baseline.rule:
         roles = {c: r for c, r in ds.role.items() if c != spec.project.target}
@@ -202,7 +209,7 @@ def train(
     *,
     snapshot_id: str,
     bundle_root: Path,
-    tracker: Any | None,
+    tracker: Any,  # a Tracker, a Future of one (set up in the background), or None
     check_report: dict[str, Any],
     ignored_findings: list[str],
     progress: Callable[[str], None] = lambda _: None,
@@ -219,7 +226,7 @@ def train(
     families = families_for(spec, ds)
     # the rule may name columns that are not features: carry them along, unused by the others
     rule_cols = (
-        [c for c in families[1].expression.columns if c not in features]
+        [c for c in cast(Rule, families[1]).expression.columns if c not in features]
         if (spec.baseline.rule)
         else []
     )
@@ -266,7 +273,9 @@ def train(
     progress("calibration")
     calibrator: Calibrator | None = None
     calibration: dict[str, Any] = {"applies": ds.target.kind != "regression"}
-    dev_scores = ladder.chosen.dev_output
+    dev_output = ladder.chosen.dev_output
+    assert dev_output is not None  # climb keeps every rung's predictions on dev
+    dev_scores = dev_output
     limit = spec.constraints.max_ece
     calibration["max_ece"] = limit
     if ds.target.kind == "binary":
@@ -327,7 +336,7 @@ def train(
 
     progress("bundle")
     contract = Contract.learn(frame.iloc[splits.train], ds.role, target=spec.project.target)
-    dev_metrics = all_metrics(ds.target.kind, dev_xy[1], ladder.chosen.dev_output)
+    dev_metrics = all_metrics(ds.target.kind, dev_xy[1], dev_output)
     if hasattr(tracker, "result"):  # set up in the background while the ladder was fitted
         progress("tracking set-up")
         tracker = tracker.result()

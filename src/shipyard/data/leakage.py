@@ -20,6 +20,7 @@ memorizes rows earns nothing.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -184,7 +185,9 @@ class LeakageAudit:
         first = _model_power(X, target, ds.spec.split.seed)
         if first[0] < MODEL_TOO_GOOD:
             return
-        steps, responsible, power = [], [], first
+        steps: list[dict[str, Any]] = []
+        responsible: list[str] = []
+        power = first
         remaining = list(cols)
         while power[0] >= TOO_GOOD and len(steps) < MAX_ELIMINATION_STEPS and len(remaining) > 1:
             top = power[2]
@@ -394,7 +397,7 @@ def _model_power(X: pd.DataFrame, target: Target, seed: int) -> tuple[float, flo
     import lightgbm as lgb  # imported here: only this check needs it, and it is slow to import
 
     valid = target.folds == 0
-    params = {
+    params: dict[str, Any] = {
         "verbose": -1,
         "num_threads": 2,
         "seed": seed,
@@ -412,7 +415,7 @@ def _model_power(X: pd.DataFrame, target: Target, seed: int) -> tuple[float, flo
         params["objective"] = "regression"
     train = lgb.Dataset(X[~valid], target.y[~valid], free_raw_data=True)
     booster = lgb.train(params, train, num_boost_round=50)
-    pred = booster.predict(X[valid])
+    pred = np.asarray(booster.predict(X[valid]))  # lightgbm types it as ndarray | list | sparse
     y = target.y[valid]
     if target.kind == "binary":
         value = auc(y, pred)

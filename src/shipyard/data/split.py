@@ -254,7 +254,7 @@ def split_findings(ds: Dataset, splits: Splits) -> list[Finding]:
                 f"leaving dev and test with {len(splits.dev) + len(splits.test):,} rows",
                 "entities recur over time; if production scores entities it has seen before, set "
                 '[split] purge_entities = false (recorded); otherwise use strategy = "group"',
-                (key,),
+                (key,) if key else (),
                 {"purged_rows": purged, **splits.dropped},
                 check="leakage",
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -73,6 +73,10 @@ class Calibrator:
             "isotonic", {"x": model.X_thresholds_.tolist(), "y": model.y_thresholds_.tolist()}
         )
 
+    @overload
+    def apply(self, p: np.ndarray) -> np.ndarray: ...
+    @overload
+    def apply(self, p: float) -> float: ...
     def apply(self, p: np.ndarray | float) -> np.ndarray | float:
         if self.kind == "platt":
             out = 1.0 / (1.0 + np.exp(-(self.params["a"] * _logit(p) + self.params["b"])))

@@ -99,7 +99,7 @@ class Forest:
         base = np.zeros(n_features, np.int64)
         cut_start = np.zeros(n_features, np.int64)
         n_classes = np.zeros(n_features, np.int64)
-        blocks = [np.full((1, len(trees)), splits.full, splits.dtype)]
+        blocks: list[np.ndarray] = [np.full((1, len(trees)), splits.full, splits.dtype)]
         cuts: list[np.ndarray] = []
         rows = 1
         for k in range(n_features):
@@ -245,7 +245,9 @@ class _Splits:
     @classmethod
     def of(cls, trees: list[_Tree], dtype: type) -> _Splits:
         full = (1 << (8 * np.dtype(dtype).itemsize)) - 1
-        tree, masks, codes = [], [], []
+        tree: list[np.ndarray] = []
+        masks: list[list[int]] = []
+        codes: list[np.ndarray | None] = []
         for t, tr in enumerate(trees):
             tree.append(np.full(len(tr.feature), t))
             first, count = tr.left_leaves[:, 0].tolist(), tr.left_leaves[:, 1].tolist()
@@ -281,7 +283,7 @@ class _Splits:
         """Rows for the intervals between the feature's thresholds, then zero, then NaN."""
         thresholds = np.unique(self.threshold[on])
         n = len(thresholds)
-        table = np.full((n + 3, n_trees), self.full, self.dtype)
+        table: np.ndarray = np.full((n + 3, n_trees), self.full, self.dtype)
         # a split with threshold cuts[i] sends right every value in interval i + 1 and beyond
         first = np.searchsorted(thresholds, self.threshold[on]) + 1
         np.bitwise_and.at(table, (first, self.tree[on]), self.mask[on])
@@ -294,7 +296,7 @@ class _Splits:
     def code_table(self, on: np.ndarray, n_trees: int) -> tuple[np.ndarray, int]:
         """Rows for codes 0 … n-1 (n covers every bitset), then every other value."""
         n = max(int(self.codes[i].max()) + 1 if len(self.codes[i]) else 0 for i in on)
-        table = np.full((n + 1, n_trees), self.full, self.dtype)
+        table: np.ndarray = np.full((n + 1, n_trees), self.full, self.dtype)
         for i in on:
             right = np.ones(n + 1, dtype=bool)
             right[self.codes[i]] = False

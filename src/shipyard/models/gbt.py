@@ -136,7 +136,7 @@ class GradientBoostedTrees(Family):
         return {**super().get_params(), **{k: getattr(self, k) for k in keys}}
 
     def _lgb_params(self) -> dict[str, Any]:
-        params = {
+        params: dict[str, Any] = {
             "num_leaves": self.num_leaves,
             "learning_rate": self.learning_rate,
             "min_child_samples": self.min_child_samples,

@@ -265,7 +265,7 @@ class PredictionLog:
             )
 
 
-def _row(record: dict) -> tuple[int, bytes]:
+def _row(record: dict[str, Any]) -> tuple[int, bytes]:
     """One record as its time in microseconds and a JSON line of its column values.
 
     Values are coerced here, one record at a time, so that a malformed record is dropped
@@ -281,8 +281,9 @@ def _row(record: dict) -> tuple[int, bytes]:
     version = int(record["model_version"])
     if not -(2**63) <= version < 2**63:
         raise ValueError(f"model_version must fit in 64 bits; got {version}")
-    prediction, probabilities = record["prediction"], None
-    if isinstance(prediction, list | tuple) or getattr(prediction, "ndim", 0):
+    prediction: Any = record["prediction"]
+    probabilities: list[float] | None = None
+    if isinstance(prediction, list | tuple) or bool(getattr(prediction, "ndim", 0)):
         prediction, probabilities = None, [float(p) for p in prediction]
     options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
     features = record["features"]
