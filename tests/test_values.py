@@ -29,7 +29,7 @@ from shipyard.data.values import (
     to_bool,
     to_number,
 )
-from shipyard.errors import DataError, RuleError
+from shipyard.errors import BundleError, DataError, RuleError
 from shipyard.features.transform import Transform
 from shipyard.models.expression import parse
 
@@ -239,5 +239,5 @@ def test_a_version_1_plan_over_keys_that_are_not_booleans_keeps_its_exact_keys()
     frame = pd.DataFrame({"tier": ["gold", "silver", "bronze", None]})
     assert t.transform(frame)[:, 0].tolist() == [1.0, 0.0, 0.0, 0.0]  # unknown → median 0.0
     assert [t.transform_one({"tier": v})[0] for v in frame["tier"]] == [1.0, 0.0, 0.0, 0.0]
-    with pytest.raises(ValueError, match="transform format version 9 is not supported"):
+    with pytest.raises(BundleError, match="transform format version 9 is not supported"):
         Transform.from_dict({**data, "format_version": 9})

@@ -237,7 +237,7 @@ def score_chunk(
     columns["snapshot_id"] = pa.DictionaryArray.from_arrays(
         pa.array(np.zeros(len(frame), dtype=np.int32)), pa.array([snapshot], type=pa.string())
     )
-    problems = [None] * len(frame)
+    problems: list[str | None] = [None] * len(frame)
     for row, items in per_row.items():
         problems[row] = json.dumps(items, default=str)
     columns[PROBLEMS] = pa.array(problems, type=pa.string())
@@ -406,7 +406,7 @@ def _ray(
                 include_dashboard=False,
                 log_to_driver=False,
                 configure_logging=False,
-                **({} if address else {"num_cpus": os.cpu_count() or 1}),
+                num_cpus=None if address else (os.cpu_count() or 1),
             )
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError, its own types
             where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
@@ -505,7 +505,7 @@ def predict(
     keep = list(dict.fromkeys([*ids, *keep]))
     needed = list(dict.fromkeys([*bundle.features, *keep]))
     snapshot = snapshot_id(source)
-    kwargs = {"keep": keep, "version": version, "snapshot": snapshot}
+    kwargs: dict[str, Any] = {"keep": keep, "version": version, "snapshot": snapshot}
     total = _total_rows(files)
     output.parent.mkdir(parents=True, exist_ok=True)
     sink = _Sink(output)

@@ -9,10 +9,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from shipyard.errors import ShipyardError
+
+if TYPE_CHECKING:
+    from shipyard.project import CheckReport
+    from shipyard.training import TrainResult
 
 DELAY_MINUTES = 15
 
@@ -46,10 +51,10 @@ FLIGHTS_RULE = "hour >= 17 and origin != 'LGA'"
 
 @dataclass
 class DemoOutcome:
-    check: object
+    check: CheckReport
     excluded: list[str]
     rule: str
-    train: object
+    train: TrainResult
     tracking_uri: str
 
 

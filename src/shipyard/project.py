@@ -335,8 +335,9 @@ class Project:
         findings += [_resolved_by_spec(f, ds) for f in leaks]
         stage("splits")
         try:
-            splits: Splits | None = make_splits(ds)
-            for finding in split_findings(ds, splits):
+            made = make_splits(ds)
+            splits: Splits | None = made
+            for finding in split_findings(ds, made):
                 if finding.code == "unseen_after_split":
                     flagged.update(finding.columns)
                 findings.append(_resolved_by_spec(finding, ds))

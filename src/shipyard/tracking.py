@@ -213,7 +213,10 @@ class Tracker:
 
         from mlflow.entities import Metric
 
-        run_id = self.mlflow.active_run().info.run_id
+        active = self.mlflow.active_run()
+        if active is None:
+            raise TrackingError("a learning curve is logged inside a run; none is active")
+        run_id = active.info.run_id
         now = int(time.time() * 1000)
         batch = [Metric(_metric_key(name), float(v), now, i) for i, v in enumerate(values)]
         for start in range(0, len(batch), 1000):

@@ -211,6 +211,11 @@ class Workspace:
                 f"model '{self.model}' has no version {number} in {tracker.uri}; versions: {listed}."
             )
         run_id = versions[number].run_id
+        if run_id is None:
+            raise BundleError(
+                f"version {number} of '{self.model}' names no training run in {tracker.uri}, so "
+                "its bundle cannot be found; register it again with `shipyard train`."
+            )
         folder = self.run_bundle(run_id)
         if not folder.is_dir():  # trained elsewhere: fetch the bundle from the tracking server
             downloaded = tracker.download_bundle(self.model, number, self.downloads)

@@ -115,7 +115,7 @@ def assess(
             name: improvement(metric, scores[chosen], value) for name, value in baselines.items()
         }
         ok = all(m >= min_improvement for m in margins.values())
-        worst = min(margins, key=margins.get) if margins else None
+        worst = min(margins, key=lambda name: margins[name]) if margins else None
         items.append(
             Item(
                 1,

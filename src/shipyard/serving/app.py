@@ -182,6 +182,8 @@ class Service:
             ]
         else:  # a version asked for by number (OIP /versions/{v}): no routing
             target = routes.champion if arm == "champion" else routes.challenger
+            if target is None:  # the challenger left between routing and answering
+                raise RequestRefused(404, f"no {arm} is deployed now", "version")
             answers = []
             for r in records:
                 start = time.perf_counter()
@@ -427,7 +429,7 @@ def create_app(service: Service) -> FastAPI:
     def metadata(name: str, version: str | None) -> Response:
         arm = arm_of(name, version)
         r = service.router.routes
-        target = r.challenger if arm == "challenger" else r.champion
+        target = r.challenger if arm == "challenger" and r.challenger else r.champion
         return _json(
             {
                 "name": name,
@@ -619,7 +621,8 @@ def _oip_records(body: Any) -> tuple[list[dict[str, Any]], str]:
         raise RequestRefused(
             400, "an inference request needs 'inputs': a non-empty list of tensors", "shape"
         )
-    request_id = body.get("id") if isinstance(body.get("id"), str) else uuid.uuid4().hex
+    given = body.get("id")
+    request_id: str = given if isinstance(given, str) else uuid.uuid4().hex
     columns: dict[str, list[Any]] = {}
     rows = None
     for i, tensor in enumerate(body["inputs"]):
@@ -712,7 +715,10 @@ def build(
     workspace = Workspace.of(spec)
     metrics = Metrics()
     policy = spec.serving
-    log_options = {"batch_rows": policy.log_batch_rows, "flush_seconds": policy.log_flush_seconds}
+    log_options: dict[str, Any] = {
+        "batch_rows": policy.log_batch_rows,
+        "flush_seconds": policy.log_flush_seconds,
+    }
     prediction_log = PredictionLog(workspace.logs, **log_options) if log else None
     kwargs = {} if arm_loader is None else {"arm_loader": arm_loader}
     router = Router(

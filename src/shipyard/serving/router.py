@@ -99,7 +99,7 @@ class Routes:
     challenger: Arm | None = None
     mode: str | None = None
     percent: float = 0.0
-    validate: Callable[[Mapping[str, Any]], list] | None = None
+    validate: Callable[[Mapping[str, Any]], list[Any]] = lambda record: []
 
 
 @dataclass
@@ -138,7 +138,7 @@ class Router:
         self._shadow_log = shadow_log
         self.metrics = metrics
         self.breaches: list[dict[str, Any]] = []
-        self._window = {
+        self._window: dict[str, deque[tuple[float, bool, float]]] = {
             "champion": deque(maxlen=policy.guardrail_window),
             "canary": deque(maxlen=policy.guardrail_window),
         }
@@ -172,8 +172,9 @@ class Router:
 
     def _follow(self, routes: Routes) -> None:
         """Start the shadow process a shadow challenger needs; stop one no longer needed."""
-        shadowing = routes.mode == "shadow" and routes.challenger and self._log is not None
-        wanted = routes.challenger.version if shadowing else None
+        challenger = routes.challenger
+        shadowing = routes.mode == "shadow" and challenger is not None and self._log is not None
+        wanted = challenger.version if shadowing and challenger is not None else None
         current = self._shadow
         if current is not None and current.version == wanted:
             return

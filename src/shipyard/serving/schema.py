@@ -83,7 +83,7 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
-_ANSWER = {
+_ANSWER: dict[str, Any] = {
     "type": "object",
     "properties": {
         "prediction": {"type": ["number", "array"]},
