@@ -179,3 +179,22 @@ def test_usage_errors_exit_2(tmp_path: Path):
     bad_task = run("init", "data.csv", "--target", "y", "--task", "ranking", cwd=tmp_path)
     assert bad_task.returncode == 2 and "--task must be one of" in bad_task.stderr
     assert run("--version", cwd=tmp_path).stdout.startswith("shipyard ")
+
+
+def test_init_escapes_hostile_column_names(tmp_path: Path, churn: pd.DataFrame):
+    frame = churn.sample(600, random_state=0).reset_index(drop=True)
+    frame = frame.rename(
+        columns={"tenure": 'tenure\nid = "colour"', "contract": "con\x00tract", "female": 'f"e'}
+    )
+    frame.to_parquet(tmp_path / "churn.parquet", index=False)
+    done = run("init", "churn.parquet", "--target", "churn", cwd=tmp_path)
+    _no_traceback(done)
+    assert done.returncode == 0, done.stderr
+    import tomllib
+
+    spec = tomllib.loads((tmp_path / "shipyard.toml").read_text())
+    assert spec["project"]["target"] == "churn" and spec["project"].get("id") != "colour"
+    check = run("check", "--json", cwd=tmp_path)
+    _no_traceback(check)
+    roles = json.loads(check.stdout)["roles"]
+    assert {'tenure\nid = "colour"', "con\x00tract", 'f"e'} <= set(roles)

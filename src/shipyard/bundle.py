@@ -32,6 +32,7 @@ from shipyard import __version__
 from shipyard.data.contract import Contract
 from shipyard.errors import BundleError
 from shipyard.evaluation.calibration import Calibrator
+from shipyard.files import atomic_write, fsync_folder
 from shipyard.models import FAMILIES, Family
 
 FORMAT_VERSION = 1
@@ -144,7 +145,7 @@ def save_bundle(
     if calibrator is not None:
         documents["calibration.json"] = calibrator.to_dict()
     for name, doc in documents.items():
-        (tmp / name).write_text(json.dumps(doc, indent=1, sort_keys=True, default=_json_default))
+        atomic_write(tmp / name, json.dumps(doc, indent=1, sort_keys=True, default=_json_default))
     manifest = {
         "format_version": FORMAT_VERSION,
         "shipyard_version": __version__,
@@ -159,10 +160,11 @@ def save_bundle(
         "classes": [_plain(c) for c in classes],
         "files": {name: _sha256(tmp / name) for name in _files(tmp)},
     }
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    atomic_write(tmp / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
     if folder.exists():
         shutil.rmtree(folder)
-    tmp.rename(folder)
+    tmp.rename(folder)  # the whole bundle appears at once
+    fsync_folder(folder.parent)
     return folder
 
 
@@ -171,11 +173,9 @@ def add_document(path: Path | str, name: str, document: Any) -> None:
     path = Path(path)
     manifest = verify(path)
     target = path / name
-    target.write_text(json.dumps(document, indent=1, sort_keys=True, default=_json_default))
+    atomic_write(target, json.dumps(document, indent=1, sort_keys=True, default=_json_default))
     manifest["files"][name] = _sha256(target)
-    tmp = path / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    tmp.replace(path / MANIFEST)
+    atomic_write(path / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def _outputs(task: str, classes: list[Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from shipyard.errors import ShipyardError
+from shipyard.files import atomic_write
 
 if TYPE_CHECKING:
     from shipyard.project import CheckReport
@@ -90,7 +91,7 @@ def run_demo(folder: Path, progress: Callable[[str], None] = lambda _: None) -> 
         f'rule = "{FLIGHTS_RULE}"',
     )
     text = re.sub(r"^slices = \[.*\]", 'slices = ["origin", "carrier"]', text, count=1, flags=re.M)
-    spec_path.write_text(text)
+    atomic_write(spec_path, text)
     project = Project.load(spec_path)
     result = project.train(progress=progress)
     return DemoOutcome(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from shipyard.data.dataset import NON_FEATURE_ROLES, Dataset, default_positive
 from shipyard.data.roles import ColumnProfile, profile
 from shipyard.data.split import recurring_entity_share
 from shipyard.errors import DataError, SpecError, WorkspaceError
+from shipyard.files import atomic_write
 from shipyard.spec import DEFAULT_METRIC, TASKS, Spec
 
 _TIME_NAMES = ("time", "date", "timestamp", "created", "at")
@@ -127,6 +129,14 @@ def _toml(value: object) -> str:
     return json.dumps(str(value), ensure_ascii=False)
 
 
+def _shown(name: object) -> str:
+    """A column name as a comment may hold it: one line, control characters escaped."""
+    text = str(name)
+    if text.isprintable():
+        return text
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
 def _positive_value(value: object) -> object:
     if hasattr(value, "item"):
         value = value.item()
@@ -138,7 +148,7 @@ def _purge_lines(inf: Inferred) -> list[str]:
         return []
     if inf.recurring > 0.5:
         return [
-            f"# {inf.recurring:.0%} of rows after the train cut belong to a '{inf.id}' seen before it:",
+            f"# {inf.recurring:.0%} of rows after the train cut belong to a '{_shown(inf.id)}' seen before it:",
             "# purging them would leave little to test on. Entities recur in production too,",
             "# so a time split keeps them (the key itself is never a feature).",
             "purge_entities = false",
@@ -150,7 +160,7 @@ def render(inferred: Inferred, data_path: str, name: str) -> str:
     """The text of a commented ``shipyard.toml``."""
     inf = inferred
     roles = "\n".join(
-        f"#   {c:<24} {p.role:<12} {p.n_unique:>8,} distinct  {p.null_rate:6.1%} missing"
+        f"#   {_shown(c):<24} {p.role:<12} {p.n_unique:>8,} distinct  {p.null_rate:6.1%} missing"
         for c, p in inf.profiles.items()
     )
     lines = [
@@ -203,7 +213,7 @@ def render(inferred: Inferred, data_path: str, name: str) -> str:
         f"exclude = {_toml(list(inf.exclude))}",
     ]
     for col, why in inf.exclude.items():
-        lines.append(f"#   {col}: {why}")
+        lines.append(f"#   {_shown(col)}: {why}")
     lines += [
         "sensitive = []   # columns whose slices must not regress (e.g. age band, gender)",
         f"slices = {_toml(inf.slices)}   # report metrics per value of these columns",
@@ -259,8 +269,16 @@ def write_spec(
         data_path = str(data.resolve())
     name = out.resolve().parent.name or "shipyard-project"
     text = render(inferred, data_path, name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    try:  # what is written must read back as exactly what was inferred
+        back = tomllib.loads(text)["project"]
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(
+            f"could not write a valid shipyard.toml for this data ({exc}); nothing was written"
+        ) from exc
+    if back.get("target") != inferred.target or back.get("id") != inferred.id:
+        raise SpecError(
+            "the column names of this data do not survive a round trip through TOML; "
+            "rename the columns (no control characters) — nothing was written"
+        )
+    atomic_write(out, text)
     return inferred

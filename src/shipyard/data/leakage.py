@@ -413,6 +413,8 @@ def _model_power(X: pd.DataFrame, target: Target, seed: int) -> tuple[float, flo
         params.update(objective="multiclass", num_class=target.n_classes)
     else:
         params["objective"] = "regression"
+    names = list(X.columns)  # LightGBM refuses some characters in names: give it positions
+    X = X.set_axis([f"c{i}" for i in range(X.shape[1])], axis=1)
     train = lgb.Dataset(X[~valid], target.y[~valid], free_raw_data=True)
     booster = lgb.train(params, train, num_boost_round=50)
     pred = np.asarray(booster.predict(X[valid]))  # lightgbm types it as ndarray | list | sparse
@@ -430,7 +432,7 @@ def _model_power(X: pd.DataFrame, target: Target, seed: int) -> tuple[float, flo
         value = 1 - float(((y - pred) ** 2).sum()) / sst if sst > 0 else 0.0
         power = max(0.0, value)
     gains = booster.feature_importance(importance_type="gain")
-    return power, value, X.columns[int(np.argmax(gains))]
+    return power, value, names[int(np.argmax(gains))]
 
 
 def _random_split_crossing(values: pd.Series, seed: int, test_share: float = 0.2) -> float:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import DataError, SpecError, WorkspaceError
+from shipyard.files import atomic_path, fsync_folder
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -317,11 +318,10 @@ def _write_file(folder: Path, rows: list[tuple[int, bytes]]) -> Path:
     partition = folder / f"date={first:%Y-%m-%d}"
     if not partition.is_dir():
         partition.mkdir()
-        _fsync_folder(folder)
+        fsync_folder(folder)
     stamp, pid = f"{first:%Y%m%dT%H%M%S%f}", os.getpid()
     while (final := partition / f"part-{stamp}-{pid}-{next(_SEQUENCE)}.parquet").exists():
         pass
-    temporary = partition / f".{final.name}.tmp"
     # Arrow's JSON reader, unlike pa.array() on Python lists, does not import pandas.
     lines = b"\n".join(line for _, line in rows)
     as_json = _schema().set(1, pa.field("time", pa.int64()))  # JSON holds microseconds
@@ -330,25 +330,9 @@ def _write_file(folder: Path, rows: list[tuple[int, bytes]]) -> Path:
         read_options=pyarrow.json.ReadOptions(use_threads=False, block_size=len(lines) + 1),
         parse_options=pyarrow.json.ParseOptions(explicit_schema=as_json),
     ).cast(_schema())
-    try:
-        with open(temporary, "wb") as file:
-            pq.write_table(table, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, final)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _fsync_folder(partition)
+    with atomic_path(final) as temporary:  # hidden .part-….tmp until it is whole
+        pq.write_table(table, temporary)
     return final
-
-
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _remove_stale_temporaries(folder: Path) -> None:
