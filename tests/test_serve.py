@@ -476,7 +476,7 @@ def test_reload_during_load_fails_no_request(flights):
     assert "canary" in answered  # the reloads did take effect mid-load
 
 
-def test_a_shadow_process_that_dies_only_drops_copies(flights):
+def test_a_shadow_killed_with_9_only_drops_copies_then_comes_back(flights):
     _reset(flights)
     _set_state(flights, lambda s: promoted(s, 2, "shadow", actor="test", bundle=flights["rel"]))
     records, expected = flights["records"], flights["expected"]
@@ -495,7 +495,20 @@ def test_a_shadow_process_that_dies_only_drops_copies(flights):
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             assert service.metrics.value("shipyard_shadow_total", outcome="ok", version="2") == 0
-            assert service.router.flush_shadow(timeout=1) is False
+            # supervised: a new child comes back after the backoff and scores again
+            deadline = time.monotonic() + 60
+            while service.router._shadow is shadow or service.router.shadow_state() != "running":
+                assert time.monotonic() < deadline, "the shadow was not restarted"
+                time.sleep(0.05)
+            assert service.metrics.value("shipyard_shadow_restarts_total", version="2") == 1
+            assert client.get("/health").json()["shadow"] == "running"
+            for i in range(30, 60):
+                assert client.post("/predict", json=records[i]).json()["arm"] == "champion"
+            deadline = time.monotonic() + 60
+            while service.metrics.value("shipyard_shadow_total", outcome="ok", version="2") < 30:
+                assert time.monotonic() < deadline, "the restarted shadow scored nothing"
+                service.flush()
+                time.sleep(0.1)
     finally:
         _reset(flights)
 

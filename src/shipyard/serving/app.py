@@ -384,6 +384,7 @@ def create_app(service: Service) -> FastAPI:
                 "mode": r.mode,
                 "percent": r.percent,
                 "revision": r.revision,
+                "shadow": service.router.shadow_state(),
             }
         )
 

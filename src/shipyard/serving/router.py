@@ -47,7 +47,9 @@ from shipyard.workspace import Workspace
 
 BUCKETS = 10_000
 WATCH_SECONDS = 0.05  # how often the deployment record's file is looked at (a stat)
-GUARDRAIL_SECONDS = 0.2  # how often the canary's guardrails are checked
+GUARDRAIL_SECONDS = 0.2  # how often the canary's guardrails (and the shadow child) are checked
+SHADOW_BACKOFF = 1.0  # seconds before the first restart of a dead shadow child; doubles
+SHADOW_BACKOFF_MAX = 60.0
 
 
 class Arm:
@@ -144,6 +146,8 @@ class Router:
         }
         self._paths: dict[int, Path] = {}
         self._shadow: Shadow | None = None
+        self._restarts = 0  # restarts of the current shadow's child
+        self._restart_at: float | None = None
         self._stop = threading.Event()
         self._reload_lock = threading.Lock()
         self._seen = self._stamp()
@@ -182,17 +186,56 @@ class Router:
         if current is not None:
             self._log.on_written = None
             current.close()
+        self._restarts, self._restart_at = 0, None
         if wanted is not None:
-            self._shadow = Shadow(
-                self._load_arm,
-                wanted,
-                self._paths[wanted],
-                log=self._shadow_log,
-                queue_size=self.policy.shadow_queue,
-                on_counts=functools.partial(self._shadow_counted, wanted),
-                on_drop=self._shadow_dropped,
-            )
-            self._log.on_written = self._shadow.feed
+            self._start_shadow(wanted)
+
+    def _start_shadow(self, version: int) -> None:
+        self._shadow = Shadow(
+            self._load_arm,
+            version,
+            self._paths[version],
+            log=self._shadow_log,
+            queue_size=self.policy.shadow_queue,
+            on_counts=functools.partial(self._shadow_counted, version),
+            on_drop=self._shadow_dropped,
+        )
+        self._log.on_written = self._shadow.feed
+
+    def shadow_state(self) -> str | None:
+        """``running``, ``restarting`` (the child died; a new one starts after a backoff)
+        or None without a shadow."""
+        shadow = self._shadow
+        if shadow is None:
+            return None
+        return "running" if shadow.process.is_alive() else "restarting"
+
+    def _supervise(self) -> None:
+        """Restart a shadow child that died, after a backoff that doubles (1 s … 60 s) while
+        it keeps dying; its copies meanwhile are dropped and counted."""
+        with self._reload_lock:
+            shadow = self._shadow
+            if shadow is None or shadow.process.is_alive():
+                return
+            now = time.monotonic()
+            if self._restart_at is None:
+                delay = min(SHADOW_BACKOFF_MAX, SHADOW_BACKOFF * 2**self._restarts)
+                self._restart_at = now + delay
+                print(
+                    f"shipyard serve: the shadow process of v{shadow.version} died (exit "
+                    f"{shadow.process.exitcode}); restarting it in {delay:g} s",
+                    file=sys.stderr,
+                )
+                return
+            if now < self._restart_at:
+                return
+            self._restart_at = None
+            self._restarts += 1
+            self._log.on_written = None
+            shadow.close(timeout=1.0)
+            self._start_shadow(shadow.version)
+            if self.metrics is not None:
+                self.metrics.count("shipyard_shadow_restarts_total", version=str(shadow.version))
 
     def _build(self, state: Deployment) -> Routes:
         if state.champion is None:
@@ -251,6 +294,7 @@ class Router:
                 if now - last_guard >= GUARDRAIL_SECONDS:
                     last_guard = now
                     self._check_guardrails()
+                    self._supervise()
                 stamp = self._stamp()
                 if stamp != self._seen or now - last_poll >= self.policy.poll_seconds:
                     last_poll = now
