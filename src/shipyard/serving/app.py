@@ -7,13 +7,17 @@ Endpoints (the request schemas and the OpenAPI document come from the champion's
   ``/v2/models/{name}[/versions/{v}]``, ``…/ready``, ``…/infer`` (JSON tensors, one input
   per column; errors as ``{"error": "…"}``);
 - MLflow's scoring protocol: ``POST /invocations`` with ``dataframe_split`` or
-  ``dataframe_records``;
+  ``dataframe_records`` (JSON), or ``text/csv`` with a header row;
 - ``GET /metrics`` (Prometheus), ``GET /health``;
 - ``POST /admin/reload`` and ``GET /admin/state`` with ``Authorization: Bearer $SHIPYARD_ADMIN_TOKEN``.
 
 Handlers take the raw request and parse it with orjson (no pydantic or pandas on the request
 path); every refusal is a 4xx naming what is wrong, and nothing reaches a client as a
 traceback. Each answered record goes to the prediction log off the request path.
+
+A multiclass answer names its classes on every route (:func:`named`): the label (the most
+probable class, as batch output's ``prediction``) and the probability of each class by name
+(batch's ``proba_<class>``); binary and regression answers are one number.
 """
 
 from __future__ import annotations
@@ -61,6 +65,36 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RequestRefused(
+            400,
+            f"the body is not valid JSON ({exc}); NaN and Infinity are not JSON: send null",
+            "malformed",
+        ) from None
+
+
+def named(output: Any, classes: list[str] | None) -> dict[str, Any]:
+    """One answer as the service gives it: ``{"prediction": p}`` for binary (P(positive)) and
+    regression; for multiclass the label (the most probable class, the first on a tie, as
+    batch's ``prediction``) and ``{"probabilities": {class: p}}``.
+
+    >>> named(0.25, None)
+    {'prediction': 0.25}
+    >>> named([0.2, 0.5, 0.3], ["a", "b", "c"])
+    {'prediction': 'b', 'probabilities': {'a': 0.2, 'b': 0.5, 'c': 0.3}}
+    """
+    if classes is None or not isinstance(output, list):
+        return {"prediction": output}
+    best = max(range(len(output)), key=output.__getitem__)  # first of equal maxima
+    return {
+        "prediction": classes[best],
+        "probabilities": dict(zip(classes, output, strict=True)),
+    }
+
+
 class Service:
     """What the routes share: the router, the log, the metrics and the limits."""
 
@@ -89,18 +123,19 @@ class Service:
             self.log.close()
         self.router.close()
 
-    async def body(self, request: Request, *, untyped: bool = False) -> Any:
-        """The parsed JSON body, refused when it is not JSON, too large or empty.
+    async def raw(
+        self, request: Request, kinds: tuple[str, ...], *, untyped: bool = False
+    ) -> tuple[str, bytes]:
+        """The body's media type (one of ``kinds``) and bytes, refused when of another type,
+        too large or empty.
 
-        ``untyped``: a body without a content type is read as JSON (the Open Inference
-        Protocol's clients send none)."""
-        kind = request.headers.get("content-type", "")
-        if not (untyped and not kind) and kind.split(";")[0].strip().lower() != "application/json":
-            raise RequestRefused(
-                415,
-                f"send JSON with 'Content-Type: application/json' (got {kind or 'none'!r})",
-                "content_type",
-            )
+        ``untyped``: a body without a content type is read as ``kinds[0]`` (the Open
+        Inference Protocol's clients send none)."""
+        given = request.headers.get("content-type", "")
+        kind = given.split(";")[0].strip().lower() or (kinds[0] if untyped else "")
+        if kind not in kinds:
+            wanted = " or ".join(f"'Content-Type: {k}'" for k in kinds)
+            raise RequestRefused(415, f"send {wanted} (got {given or 'none'!r})", "content_type")
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             raise RequestRefused(
@@ -120,15 +155,15 @@ class Service:
             chunks.append(chunk)
         raw = b"".join(chunks)
         if not raw.strip():
-            raise RequestRefused(400, "the body is empty; send a JSON document", "empty")
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise RequestRefused(
-                400,
-                f"the body is not valid JSON ({exc}); NaN and Infinity are not JSON: send null",
-                "malformed",
-            ) from None
+            what = "a JSON document" if kind == "application/json" else "a header row and rows"
+            raise RequestRefused(400, f"the body is empty; send {what}", "empty")
+        return kind, raw
+
+    async def body(self, request: Request, *, untyped: bool = False) -> Any:
+        """The parsed JSON body, refused when it is not JSON, too large or empty
+        (``untyped``: see :meth:`raw`)."""
+        _, raw = await self.raw(request, ("application/json",), untyped=untyped)
+        return _parse_json(raw)
 
     def records(self, records: Any) -> list[dict[str, Any]]:
         if not isinstance(records, list) or not records:
@@ -188,7 +223,9 @@ class Service:
             for r in records:
                 start = time.perf_counter()
                 out = target.score(r)
-                answers.append(Answer(out, arm, target.version, time.perf_counter() - start))
+                answers.append(
+                    Answer(out, arm, target.version, time.perf_counter() - start, target.classes)
+                )
         elapsed = time.perf_counter() - started
         now = time.time()
         for record, entity, answer, warned in zip(
@@ -343,7 +380,9 @@ def create_app(service: Service) -> FastAPI:
         )
 
     @app.post(
-        "/predict", openapi_extra=schema.predict_openapi(record_schema), response_class=Response
+        "/predict",
+        openapi_extra=schema.predict_openapi(record_schema, routes.champion.classes),
+        response_class=Response,
     )
     async def predict(request: Request) -> Response:
         body = await service.body(request)
@@ -352,7 +391,12 @@ def create_app(service: Service) -> FastAPI:
             service.records([body] if single else body), "predict"
         )
         items = [
-            {"prediction": a.output, "model_version": a.version, "arm": a.arm, "warnings": w}
+            {
+                **named(a.output, a.classes),
+                "model_version": a.version,
+                "arm": a.arm,
+                "warnings": w,
+            }
             for a, w in zip(answers, warnings, strict=True)
         ]
         if single:
@@ -361,14 +405,17 @@ def create_app(service: Service) -> FastAPI:
 
     @app.post(
         "/invocations",
-        openapi_extra=schema.invocations_openapi(record_schema),
+        openapi_extra=schema.invocations_openapi(record_schema, routes.champion.classes),
         response_class=Response,
     )
     async def invocations(request: Request) -> Response:
-        body = await service.body(request)
-        records = _mlflow_records(body)
+        kind, raw = await service.raw(request, ("application/json", "text/csv"))
+        records = _csv_records(raw) if kind == "text/csv" else _mlflow_records(_parse_json(raw))
         _, answers, _ = service.score(service.records(records), "invocations")
-        return _json({"predictions": [a.output for a in answers]})
+        predictions = [
+            a.output if a.classes is None else named(a.output, a.classes) for a in answers
+        ]
+        return _json({"predictions": predictions})
 
     @app.get("/health", response_class=Response, openapi_extra=schema.plain_openapi())
     async def health() -> Response:
@@ -439,15 +486,7 @@ def create_app(service: Service) -> FastAPI:
                 ],
                 "platform": "shipyard",
                 "inputs": schema.oip_inputs(target.bundle.contract, target.features),
-                "outputs": [
-                    {
-                        "name": "prediction",
-                        "datatype": "FP64",
-                        "shape": [-1]
-                        if not target.multiclass
-                        else [-1, len(target.bundle.classes)],
-                    }
-                ],
+                "outputs": schema.oip_outputs(target.classes),
             }
         )
 
@@ -461,20 +500,16 @@ def create_app(service: Service) -> FastAPI:
             )
         body = await service.body(request, untyped=True)
         records, request_id = _oip_records(body)
-        _, answers, _ = service.score(
+        _, answers, warnings = service.score(
             service.records(records), "infer", None if arm == "routed" else arm
         )
-        multiclass = isinstance(answers[0].output, list)
-        data = [x for a in answers for x in a.output] if multiclass else [a.output for a in answers]
-        shape = [len(answers), len(answers[0].output)] if multiclass else [len(answers)]
         return _json(
             {
                 "model_name": name,
                 "model_version": str(answers[0].version),
                 "id": request_id,
-                "outputs": [
-                    {"name": "prediction", "datatype": "FP64", "shape": shape, "data": data}
-                ],
+                "parameters": {"warnings": warnings},
+                "outputs": _oip_outputs(answers, answers[0].classes),
             }
         )
 
@@ -613,6 +648,73 @@ def _mlflow_records(body: Any) -> list[dict[str, Any]]:
     raise RequestRefused(
         400, "expected {'dataframe_split': {...}} or {'dataframe_records': [...]}", "shape"
     )
+
+
+def _csv_records(raw: bytes) -> list[dict[str, Any]]:
+    """``text/csv`` (MLflow's scoring protocol): a header row naming the fields, then one
+    row per record. Every value is text, typed by the contract's record check as a CSV file
+    is in batch (:mod:`shipyard.data.values`); a cell batch's reader reads as null
+    (:data:`~shipyard.data.values.NULL_STRINGS`, the empty cell among them) is null."""
+    import csv
+    import io
+
+    from shipyard.data.values import NULL_STRINGS
+
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RequestRefused(400, f"the CSV body is not UTF-8 text ({exc})", "malformed") from None
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+    except csv.Error as exc:
+        raise RequestRefused(400, f"the CSV body cannot be read ({exc})", "malformed") from None
+    rows = [row for row in rows if row]  # blank lines (a trailing newline) hold no record
+    header = rows[0] if rows else []
+    if not header or any(not name for name in header) or len(set(header)) != len(header):
+        raise RequestRefused(
+            400,
+            "a CSV body starts with a header row of distinct, non-empty field names",
+            "shape",
+        )
+    nulls = frozenset(NULL_STRINGS)
+    records = []
+    for i, row in enumerate(rows[1:], start=1):
+        if len(row) != len(header):
+            raise RequestRefused(
+                400,
+                f"CSV row {i} has {len(row)} values; the header names {len(header)} fields",
+                "shape",
+            )
+        records.append({k: None if v in nulls else v for k, v in zip(header, row, strict=True)})
+    if not records:
+        raise RequestRefused(400, "the CSV body has a header row but no records", "shape")
+    return records
+
+
+def _oip_outputs(answers: list[Answer], classes: list[str] | None) -> list[dict[str, Any]]:
+    """The OIP output tensors: ``prediction`` FP64 [n] (binary, regression); for multiclass
+    ``prediction`` BYTES [n] (the label) and ``probabilities`` FP64 [n, k], whose
+    ``parameters`` name the classes in column order."""
+    n = len(answers)
+    if classes is None:
+        data = [a.output for a in answers]
+        return [{"name": "prediction", "datatype": "FP64", "shape": [n], "data": data}]
+    items = [named(a.output, classes) for a in answers]
+    return [
+        {
+            "name": "prediction",
+            "datatype": "BYTES",
+            "shape": [n],
+            "data": [item["prediction"] for item in items],
+        },
+        {
+            "name": "probabilities",
+            "datatype": "FP64",
+            "shape": [n, len(classes)],
+            "data": [p for a in answers for p in a.output],
+            "parameters": {"classes": classes},
+        },
+    ]
 
 
 def _oip_records(body: Any) -> tuple[list[dict[str, Any]], str]:
