@@ -11,13 +11,15 @@ Endpoints (the request schemas and the OpenAPI document come from the champion's
 - ``GET /metrics`` (Prometheus), ``GET /health``;
 - ``POST /admin/reload`` and ``GET /admin/state`` with ``Authorization: Bearer $SHIPYARD_ADMIN_TOKEN``.
 
-Handlers take the raw request and parse it with orjson (no pydantic or pandas on the request
-path); every refusal is a 4xx naming what is wrong, and nothing reaches a client as a
-traceback. Each answered record goes to the prediction log off the request path.
+Handlers take the raw request and parse it with orjson, and the stdlib ``csv`` module for
+``text/csv`` (no pydantic or pandas on the request path; the wire formats are
+``protocol.py``); every refusal is a 4xx naming what is wrong, and nothing reaches a client
+as a traceback. Each answered record goes to the prediction log off the request path.
 
-A multiclass answer names its classes on every route (:func:`named`): the label (the most
-probable class, as batch output's ``prediction``) and the probability of each class by name
-(batch's ``proba_<class>``); binary and regression answers are one number.
+A multiclass answer names its classes on every route
+(:func:`~shipyard.serving.protocol.named`): the label (the most probable class, as batch
+output's ``prediction``) and the probability of each class by name (batch's
+``proba_<class>``); binary and regression answers are one number.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hmac
-import math
 import os
 import time
 import uuid
@@ -40,59 +41,16 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shipyard.errors import RequestRefused, ShipyardError, SpecError
-from shipyard.serving import schema
+from shipyard.serving import protocol, schema
 from shipyard.serving.log import PredictionLog
 from shipyard.serving.metrics import Metrics
 from shipyard.serving.router import Answer, Router
 
 ADMIN_TOKEN_ENV = "SHIPYARD_ADMIN_TOKEN"
-_NUMBER_TYPES = {
-    "FP16",
-    "FP32",
-    "FP64",
-    "INT8",
-    "INT16",
-    "INT32",
-    "INT64",
-    "UINT8",
-    "UINT16",
-    "UINT32",
-    "UINT64",
-}
 
 
 def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
-
-
-def _parse_json(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise RequestRefused(
-            400,
-            f"the body is not valid JSON ({exc}); NaN and Infinity are not JSON: send null",
-            "malformed",
-        ) from None
-
-
-def named(output: Any, classes: list[str] | None) -> dict[str, Any]:
-    """One answer as the service gives it: ``{"prediction": p}`` for binary (P(positive)) and
-    regression; for multiclass the label (the most probable class, the first on a tie, as
-    batch's ``prediction``) and ``{"probabilities": {class: p}}``.
-
-    >>> named(0.25, None)
-    {'prediction': 0.25}
-    >>> named([0.2, 0.5, 0.3], ["a", "b", "c"])
-    {'prediction': 'b', 'probabilities': {'a': 0.2, 'b': 0.5, 'c': 0.3}}
-    """
-    if classes is None or not isinstance(output, list):
-        return {"prediction": output}
-    best = max(range(len(output)), key=output.__getitem__)  # first of equal maxima
-    return {
-        "prediction": classes[best],
-        "probabilities": dict(zip(classes, output, strict=True)),
-    }
 
 
 class Service:
@@ -163,7 +121,7 @@ class Service:
         """The parsed JSON body, refused when it is not JSON, too large or empty
         (``untyped``: see :meth:`raw`)."""
         _, raw = await self.raw(request, ("application/json",), untyped=untyped)
-        return _parse_json(raw)
+        return protocol.parse_json(raw)
 
     def records(self, records: Any) -> list[dict[str, Any]]:
         if not isinstance(records, list) or not records:
@@ -392,7 +350,7 @@ def create_app(service: Service) -> FastAPI:
         )
         items = [
             {
-                **named(a.output, a.classes),
+                **protocol.named(a.output, a.classes),
                 "model_version": a.version,
                 "arm": a.arm,
                 "warnings": w,
@@ -410,10 +368,14 @@ def create_app(service: Service) -> FastAPI:
     )
     async def invocations(request: Request) -> Response:
         kind, raw = await service.raw(request, ("application/json", "text/csv"))
-        records = _csv_records(raw) if kind == "text/csv" else _mlflow_records(_parse_json(raw))
+        records = (
+            protocol.csv_records(raw)
+            if kind == "text/csv"
+            else protocol.mlflow_records(protocol.parse_json(raw))
+        )
         _, answers, _ = service.score(service.records(records), "invocations")
         predictions = [
-            a.output if a.classes is None else named(a.output, a.classes) for a in answers
+            a.output if a.classes is None else protocol.named(a.output, a.classes) for a in answers
         ]
         return _json({"predictions": predictions})
 
@@ -499,7 +461,7 @@ def create_app(service: Service) -> FastAPI:
                 "datatype",
             )
         body = await service.body(request, untyped=True)
-        records, request_id = _oip_records(body)
+        records, request_id = protocol.oip_records(body)
         _, answers, warnings = service.score(
             service.records(records), "infer", None if arm == "routed" else arm
         )
@@ -509,7 +471,7 @@ def create_app(service: Service) -> FastAPI:
                 "model_version": str(answers[0].version),
                 "id": request_id,
                 "parameters": {"warnings": warnings},
-                "outputs": _oip_outputs(answers, answers[0].classes),
+                "outputs": protocol.oip_outputs(answers, answers[0].classes),
             }
         )
 
@@ -600,210 +562,6 @@ def create_app(service: Service) -> FastAPI:
         )
 
     return app
-
-
-def _mlflow_records(body: Any) -> list[dict[str, Any]]:
-    if not isinstance(body, dict):
-        raise RequestRefused(
-            400, "expected {'dataframe_split': {...}} or {'dataframe_records': [...]}", "shape"
-        )
-    unknown = sorted(str(k) for k in body if k not in ("dataframe_split", "dataframe_records"))
-    if unknown or len(body) != 1:
-        raise RequestRefused(
-            400,
-            "send exactly one of 'dataframe_split' or 'dataframe_records'"
-            + (f"; unknown field(s): {', '.join(unknown[:10])}" if unknown else ""),
-            "shape",
-        )
-    if "dataframe_records" in body:
-        return body["dataframe_records"]
-    split = body.get("dataframe_split")
-    if isinstance(split, dict):
-        columns, data = split.get("columns"), split.get("data")
-        extra = sorted(str(k) for k in split if k not in ("columns", "data", "index"))
-        if extra:
-            raise RequestRefused(
-                400,
-                f"dataframe_split takes 'columns', 'data' and 'index'; unknown: {', '.join(extra[:10])}",
-                "shape",
-            )
-        if (
-            not isinstance(columns, list)
-            or not all(isinstance(c, str) for c in columns)
-            or not isinstance(data, list)
-        ):
-            raise RequestRefused(
-                400,
-                "dataframe_split needs 'columns' (a list of names) and 'data' (a list of rows)",
-                "shape",
-            )
-        rows = []
-        for i, row in enumerate(data):
-            if not isinstance(row, list) or len(row) != len(columns):
-                raise RequestRefused(
-                    400, f"dataframe_split row {i} must be a list of {len(columns)} values", "shape"
-                )
-            rows.append(dict(zip(columns, row, strict=True)))
-        return rows
-    raise RequestRefused(
-        400, "expected {'dataframe_split': {...}} or {'dataframe_records': [...]}", "shape"
-    )
-
-
-def _csv_records(raw: bytes) -> list[dict[str, Any]]:
-    """``text/csv`` (MLflow's scoring protocol): a header row naming the fields, then one
-    row per record. Every value is text, typed by the contract's record check as a CSV file
-    is in batch (:mod:`shipyard.data.values`); a cell batch's reader reads as null
-    (:data:`~shipyard.data.values.NULL_STRINGS`, the empty cell among them) is null."""
-    import csv
-    import io
-
-    from shipyard.data.values import NULL_STRINGS
-
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise RequestRefused(400, f"the CSV body is not UTF-8 text ({exc})", "malformed") from None
-    try:
-        rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
-    except csv.Error as exc:
-        raise RequestRefused(400, f"the CSV body cannot be read ({exc})", "malformed") from None
-    rows = [row for row in rows if row]  # blank lines (a trailing newline) hold no record
-    header = rows[0] if rows else []
-    if not header or any(not name for name in header) or len(set(header)) != len(header):
-        raise RequestRefused(
-            400,
-            "a CSV body starts with a header row of distinct, non-empty field names",
-            "shape",
-        )
-    nulls = frozenset(NULL_STRINGS)
-    records = []
-    for i, row in enumerate(rows[1:], start=1):
-        if len(row) != len(header):
-            raise RequestRefused(
-                400,
-                f"CSV row {i} has {len(row)} values; the header names {len(header)} fields",
-                "shape",
-            )
-        records.append({k: None if v in nulls else v for k, v in zip(header, row, strict=True)})
-    if not records:
-        raise RequestRefused(400, "the CSV body has a header row but no records", "shape")
-    return records
-
-
-def _oip_outputs(answers: list[Answer], classes: list[str] | None) -> list[dict[str, Any]]:
-    """The OIP output tensors: ``prediction`` FP64 [n] (binary, regression); for multiclass
-    ``prediction`` BYTES [n] (the label) and ``probabilities`` FP64 [n, k], whose
-    ``parameters`` name the classes in column order."""
-    n = len(answers)
-    if classes is None:
-        data = [a.output for a in answers]
-        return [{"name": "prediction", "datatype": "FP64", "shape": [n], "data": data}]
-    items = [named(a.output, classes) for a in answers]
-    return [
-        {
-            "name": "prediction",
-            "datatype": "BYTES",
-            "shape": [n],
-            "data": [item["prediction"] for item in items],
-        },
-        {
-            "name": "probabilities",
-            "datatype": "FP64",
-            "shape": [n, len(classes)],
-            "data": [p for a in answers for p in a.output],
-            "parameters": {"classes": classes},
-        },
-    ]
-
-
-def _oip_records(body: Any) -> tuple[list[dict[str, Any]], str]:
-    """One record per row of the OIP tensors (one input per column)."""
-    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
-        raise RequestRefused(
-            400, "an inference request needs 'inputs': a non-empty list of tensors", "shape"
-        )
-    given = body.get("id")
-    request_id: str = given if isinstance(given, str) else uuid.uuid4().hex
-    columns: dict[str, list[Any]] = {}
-    rows = None
-    for i, tensor in enumerate(body["inputs"]):
-        if not isinstance(tensor, dict):
-            raise RequestRefused(
-                400, f"input {i} must be an object with name, shape, datatype and data", "shape"
-            )
-        name, shape, datatype, data = (tensor.get(k) for k in ("name", "shape", "datatype", "data"))
-        if not isinstance(name, str) or not name:
-            raise RequestRefused(400, f"input {i} needs a 'name' (the column)", "shape")
-        if (
-            not isinstance(shape, list)
-            or not shape
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
-        ):
-            raise RequestRefused(
-                400, f"input '{name}': 'shape' must be a list of non-negative integers", "shape"
-            )
-        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
-            raise RequestRefused(
-                400,
-                f"input '{name}': shape must be [n] or [n, 1] (one value per row); got {shape}",
-                "shape",
-            )
-        if datatype not in _NUMBER_TYPES | {"BYTES", "BOOL"}:
-            raise RequestRefused(
-                400, f"input '{name}': unsupported datatype {datatype!r}", "datatype"
-            )
-        flat = _flatten(data)
-        if flat is None or len(flat) != math.prod(shape):
-            raise RequestRefused(
-                400,
-                f"input '{name}': 'data' must hold {math.prod(shape)} values for shape {shape}",
-                "shape",
-            )
-        for value in flat:
-            if not _fits(value, datatype):
-                raise RequestRefused(
-                    400, f"input '{name}': {value!r} is not a {datatype} value", "datatype"
-                )
-        if rows is not None and shape[0] != rows:
-            raise RequestRefused(
-                400, f"input '{name}' has {shape[0]} rows; the others have {rows}", "shape"
-            )
-        rows = shape[0]
-        if name in columns:
-            raise RequestRefused(400, f"input '{name}' is given twice", "shape")
-        columns[name] = flat
-    return [
-        {name: values[i] for name, values in columns.items()} for i in range(rows or 0)
-    ], request_id
-
-
-def _flatten(data: Any) -> list[Any] | None:
-    if not isinstance(data, list):
-        return None
-    if all(not isinstance(v, list) for v in data):
-        return data
-    out = []
-    for v in data:
-        if isinstance(v, list):
-            if any(isinstance(x, list) for x in v):
-                return None
-            out.extend(v)
-        else:
-            out.append(v)
-    return out
-
-
-def _fits(value: Any, datatype: str) -> bool:
-    if value is None:
-        return True
-    if datatype == "BYTES":
-        return isinstance(value, str)
-    if datatype == "BOOL":
-        return isinstance(value, bool)
-    if datatype.startswith(("INT", "UINT")):
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def build(
