@@ -2,9 +2,10 @@
 champion, routes a share of traffic to a canary, mirrors requests to a shadow, and records
 every answer in the prediction log (``log``), off the request path.
 
-Modules: ``app`` (routes and the service), ``router`` (champion, shadow, canary, guardrails),
-``shadow`` (the challenger's own process), ``schema`` (OpenAPI pieces from the contract),
-``metrics`` (Prometheus text), ``log``. Importing the package loads nothing heavy: the names
+Modules: ``app`` (routes and the service), ``protocol`` (the wire formats: MLflow's, the
+Open Inference Protocol's, the answer of one record), ``router`` (champion, shadow, canary,
+guardrails), ``shadow`` (the challenger's own process), ``schema`` (OpenAPI pieces from the
+contract), ``metrics`` (Prometheus text), ``log``. Importing the package loads nothing heavy: the names
 below are imported from their module on first use.
 """
 

@@ -7,13 +7,19 @@ Endpoints (the request schemas and the OpenAPI document come from the champion's
   ``/v2/models/{name}[/versions/{v}]``, ``…/ready``, ``…/infer`` (JSON tensors, one input
   per column; errors as ``{"error": "…"}``);
 - MLflow's scoring protocol: ``POST /invocations`` with ``dataframe_split`` or
-  ``dataframe_records``;
+  ``dataframe_records`` (JSON), or ``text/csv`` with a header row;
 - ``GET /metrics`` (Prometheus), ``GET /health``;
 - ``POST /admin/reload`` and ``GET /admin/state`` with ``Authorization: Bearer $SHIPYARD_ADMIN_TOKEN``.
 
-Handlers take the raw request and parse it with orjson (no pydantic or pandas on the request
-path); every refusal is a 4xx naming what is wrong, and nothing reaches a client as a
-traceback. Each answered record goes to the prediction log off the request path.
+Handlers take the raw request and parse it with orjson, and the stdlib ``csv`` module for
+``text/csv`` (no pydantic or pandas on the request path; the wire formats are
+``protocol.py``); every refusal is a 4xx naming what is wrong, and nothing reaches a client
+as a traceback. Each answered record goes to the prediction log off the request path.
+
+A multiclass answer names its classes on every route
+(:func:`~shipyard.serving.protocol.named`): the label (the most probable class, as batch
+output's ``prediction``) and the probability of each class by name (batch's
+``proba_<class>``); binary and regression answers are one number.
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hmac
-import math
 import os
 import time
 import uuid
@@ -36,25 +41,12 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shipyard.errors import RequestRefused, ShipyardError, SpecError
-from shipyard.serving import schema
+from shipyard.serving import protocol, schema
 from shipyard.serving.log import PredictionLog
 from shipyard.serving.metrics import Metrics
 from shipyard.serving.router import Answer, Router
 
 ADMIN_TOKEN_ENV = "SHIPYARD_ADMIN_TOKEN"
-_NUMBER_TYPES = {
-    "FP16",
-    "FP32",
-    "FP64",
-    "INT8",
-    "INT16",
-    "INT32",
-    "INT64",
-    "UINT8",
-    "UINT16",
-    "UINT32",
-    "UINT64",
-}
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -89,18 +81,19 @@ class Service:
             self.log.close()
         self.router.close()
 
-    async def body(self, request: Request, *, untyped: bool = False) -> Any:
-        """The parsed JSON body, refused when it is not JSON, too large or empty.
+    async def raw(
+        self, request: Request, kinds: tuple[str, ...], *, untyped: bool = False
+    ) -> tuple[str, bytes]:
+        """The body's media type (one of ``kinds``) and bytes, refused when of another type,
+        too large or empty.
 
-        ``untyped``: a body without a content type is read as JSON (the Open Inference
-        Protocol's clients send none)."""
-        kind = request.headers.get("content-type", "")
-        if not (untyped and not kind) and kind.split(";")[0].strip().lower() != "application/json":
-            raise RequestRefused(
-                415,
-                f"send JSON with 'Content-Type: application/json' (got {kind or 'none'!r})",
-                "content_type",
-            )
+        ``untyped``: a body without a content type is read as ``kinds[0]`` (the Open
+        Inference Protocol's clients send none)."""
+        given = request.headers.get("content-type", "")
+        kind = given.split(";")[0].strip().lower() or (kinds[0] if untyped else "")
+        if kind not in kinds:
+            wanted = " or ".join(f"'Content-Type: {k}'" for k in kinds)
+            raise RequestRefused(415, f"send {wanted} (got {given or 'none'!r})", "content_type")
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             raise RequestRefused(
@@ -120,15 +113,15 @@ class Service:
             chunks.append(chunk)
         raw = b"".join(chunks)
         if not raw.strip():
-            raise RequestRefused(400, "the body is empty; send a JSON document", "empty")
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise RequestRefused(
-                400,
-                f"the body is not valid JSON ({exc}); NaN and Infinity are not JSON: send null",
-                "malformed",
-            ) from None
+            what = "a JSON document" if kind == "application/json" else "a header row and rows"
+            raise RequestRefused(400, f"the body is empty; send {what}", "empty")
+        return kind, raw
+
+    async def body(self, request: Request, *, untyped: bool = False) -> Any:
+        """The parsed JSON body, refused when it is not JSON, too large or empty
+        (``untyped``: see :meth:`raw`)."""
+        _, raw = await self.raw(request, ("application/json",), untyped=untyped)
+        return protocol.parse_json(raw)
 
     def records(self, records: Any) -> list[dict[str, Any]]:
         if not isinstance(records, list) or not records:
@@ -188,7 +181,9 @@ class Service:
             for r in records:
                 start = time.perf_counter()
                 out = target.score(r)
-                answers.append(Answer(out, arm, target.version, time.perf_counter() - start))
+                answers.append(
+                    Answer(out, arm, target.version, time.perf_counter() - start, target.classes)
+                )
         elapsed = time.perf_counter() - started
         now = time.time()
         for record, entity, answer, warned in zip(
@@ -343,7 +338,9 @@ def create_app(service: Service) -> FastAPI:
         )
 
     @app.post(
-        "/predict", openapi_extra=schema.predict_openapi(record_schema), response_class=Response
+        "/predict",
+        openapi_extra=schema.predict_openapi(record_schema, routes.champion.classes),
+        response_class=Response,
     )
     async def predict(request: Request) -> Response:
         body = await service.body(request)
@@ -352,7 +349,12 @@ def create_app(service: Service) -> FastAPI:
             service.records([body] if single else body), "predict"
         )
         items = [
-            {"prediction": a.output, "model_version": a.version, "arm": a.arm, "warnings": w}
+            {
+                **protocol.named(a.output, a.classes),
+                "model_version": a.version,
+                "arm": a.arm,
+                "warnings": w,
+            }
             for a, w in zip(answers, warnings, strict=True)
         ]
         if single:
@@ -361,14 +363,21 @@ def create_app(service: Service) -> FastAPI:
 
     @app.post(
         "/invocations",
-        openapi_extra=schema.invocations_openapi(record_schema),
+        openapi_extra=schema.invocations_openapi(record_schema, routes.champion.classes),
         response_class=Response,
     )
     async def invocations(request: Request) -> Response:
-        body = await service.body(request)
-        records = _mlflow_records(body)
+        kind, raw = await service.raw(request, ("application/json", "text/csv"))
+        records = (
+            protocol.csv_records(raw)
+            if kind == "text/csv"
+            else protocol.mlflow_records(protocol.parse_json(raw))
+        )
         _, answers, _ = service.score(service.records(records), "invocations")
-        return _json({"predictions": [a.output for a in answers]})
+        predictions = [
+            a.output if a.classes is None else protocol.named(a.output, a.classes) for a in answers
+        ]
+        return _json({"predictions": predictions})
 
     @app.get("/health", response_class=Response, openapi_extra=schema.plain_openapi())
     async def health() -> Response:
@@ -440,15 +449,7 @@ def create_app(service: Service) -> FastAPI:
                 ],
                 "platform": "shipyard",
                 "inputs": schema.oip_inputs(target.bundle.contract, target.features),
-                "outputs": [
-                    {
-                        "name": "prediction",
-                        "datatype": "FP64",
-                        "shape": [-1]
-                        if not target.multiclass
-                        else [-1, len(target.bundle.classes)],
-                    }
-                ],
+                "outputs": schema.oip_outputs(target.classes),
             }
         )
 
@@ -461,21 +462,17 @@ def create_app(service: Service) -> FastAPI:
                 "datatype",
             )
         body = await service.body(request, untyped=True)
-        records, request_id = _oip_records(body)
-        _, answers, _ = service.score(
+        records, request_id = protocol.oip_records(body)
+        _, answers, warnings = service.score(
             service.records(records), "infer", None if arm == "routed" else arm
         )
-        multiclass = isinstance(answers[0].output, list)
-        data = [x for a in answers for x in a.output] if multiclass else [a.output for a in answers]
-        shape = [len(answers), len(answers[0].output)] if multiclass else [len(answers)]
         return _json(
             {
                 "model_name": name,
                 "model_version": str(answers[0].version),
                 "id": request_id,
-                "outputs": [
-                    {"name": "prediction", "datatype": "FP64", "shape": shape, "data": data}
-                ],
+                "parameters": {"warnings": warnings},
+                "outputs": protocol.oip_outputs(answers, answers[0].classes),
             }
         )
 
@@ -566,143 +563,6 @@ def create_app(service: Service) -> FastAPI:
         )
 
     return app
-
-
-def _mlflow_records(body: Any) -> list[dict[str, Any]]:
-    if not isinstance(body, dict):
-        raise RequestRefused(
-            400, "expected {'dataframe_split': {...}} or {'dataframe_records': [...]}", "shape"
-        )
-    unknown = sorted(str(k) for k in body if k not in ("dataframe_split", "dataframe_records"))
-    if unknown or len(body) != 1:
-        raise RequestRefused(
-            400,
-            "send exactly one of 'dataframe_split' or 'dataframe_records'"
-            + (f"; unknown field(s): {', '.join(unknown[:10])}" if unknown else ""),
-            "shape",
-        )
-    if "dataframe_records" in body:
-        return body["dataframe_records"]
-    split = body.get("dataframe_split")
-    if isinstance(split, dict):
-        columns, data = split.get("columns"), split.get("data")
-        extra = sorted(str(k) for k in split if k not in ("columns", "data", "index"))
-        if extra:
-            raise RequestRefused(
-                400,
-                f"dataframe_split takes 'columns', 'data' and 'index'; unknown: {', '.join(extra[:10])}",
-                "shape",
-            )
-        if (
-            not isinstance(columns, list)
-            or not all(isinstance(c, str) for c in columns)
-            or not isinstance(data, list)
-        ):
-            raise RequestRefused(
-                400,
-                "dataframe_split needs 'columns' (a list of names) and 'data' (a list of rows)",
-                "shape",
-            )
-        rows = []
-        for i, row in enumerate(data):
-            if not isinstance(row, list) or len(row) != len(columns):
-                raise RequestRefused(
-                    400, f"dataframe_split row {i} must be a list of {len(columns)} values", "shape"
-                )
-            rows.append(dict(zip(columns, row, strict=True)))
-        return rows
-    raise RequestRefused(
-        400, "expected {'dataframe_split': {...}} or {'dataframe_records': [...]}", "shape"
-    )
-
-
-def _oip_records(body: Any) -> tuple[list[dict[str, Any]], str]:
-    """One record per row of the OIP tensors (one input per column)."""
-    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
-        raise RequestRefused(
-            400, "an inference request needs 'inputs': a non-empty list of tensors", "shape"
-        )
-    given = body.get("id")
-    request_id: str = given if isinstance(given, str) else uuid.uuid4().hex
-    columns: dict[str, list[Any]] = {}
-    rows = None
-    for i, tensor in enumerate(body["inputs"]):
-        if not isinstance(tensor, dict):
-            raise RequestRefused(
-                400, f"input {i} must be an object with name, shape, datatype and data", "shape"
-            )
-        name, shape, datatype, data = (tensor.get(k) for k in ("name", "shape", "datatype", "data"))
-        if not isinstance(name, str) or not name:
-            raise RequestRefused(400, f"input {i} needs a 'name' (the column)", "shape")
-        if (
-            not isinstance(shape, list)
-            or not shape
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
-        ):
-            raise RequestRefused(
-                400, f"input '{name}': 'shape' must be a list of non-negative integers", "shape"
-            )
-        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
-            raise RequestRefused(
-                400,
-                f"input '{name}': shape must be [n] or [n, 1] (one value per row); got {shape}",
-                "shape",
-            )
-        if datatype not in _NUMBER_TYPES | {"BYTES", "BOOL"}:
-            raise RequestRefused(
-                400, f"input '{name}': unsupported datatype {datatype!r}", "datatype"
-            )
-        flat = _flatten(data)
-        if flat is None or len(flat) != math.prod(shape):
-            raise RequestRefused(
-                400,
-                f"input '{name}': 'data' must hold {math.prod(shape)} values for shape {shape}",
-                "shape",
-            )
-        for value in flat:
-            if not _fits(value, datatype):
-                raise RequestRefused(
-                    400, f"input '{name}': {value!r} is not a {datatype} value", "datatype"
-                )
-        if rows is not None and shape[0] != rows:
-            raise RequestRefused(
-                400, f"input '{name}' has {shape[0]} rows; the others have {rows}", "shape"
-            )
-        rows = shape[0]
-        if name in columns:
-            raise RequestRefused(400, f"input '{name}' is given twice", "shape")
-        columns[name] = flat
-    return [
-        {name: values[i] for name, values in columns.items()} for i in range(rows or 0)
-    ], request_id
-
-
-def _flatten(data: Any) -> list[Any] | None:
-    if not isinstance(data, list):
-        return None
-    if all(not isinstance(v, list) for v in data):
-        return data
-    out = []
-    for v in data:
-        if isinstance(v, list):
-            if any(isinstance(x, list) for x in v):
-                return None
-            out.extend(v)
-        else:
-            out.append(v)
-    return out
-
-
-def _fits(value: Any, datatype: str) -> bool:
-    if value is None:
-        return True
-    if datatype == "BYTES":
-        return isinstance(value, str)
-    if datatype == "BOOL":
-        return isinstance(value, bool)
-    if datatype.startswith(("INT", "UINT")):
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def build(

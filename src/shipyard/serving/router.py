@@ -60,6 +60,11 @@ class Arm:
         self.bundle = bundle
         self.features = list(bundle.features)
         self.multiclass = bundle.task == "multiclass"
+        #: the class names a multiclass answer gives (``str`` of each, in the order of
+        #: ``score``'s probabilities, as batch output names them); None otherwise
+        self.classes: list[str] | None = (
+            [str(c) for c in bundle.classes] if self.multiclass else None
+        )
 
     def score(self, record: Mapping[str, Any]) -> float | list[float]:
         out = self.bundle.predict_one(record)
@@ -110,6 +115,7 @@ class Answer:
     arm: str
     version: int
     latency: float
+    classes: list[str] | None = None  # the answering arm's class names (multiclass)
 
 
 def _scalar(output: Any) -> float:
@@ -330,13 +336,13 @@ class Router:
             else:
                 latency = time.perf_counter() - start
                 self._window["canary"].append((latency, False, _scalar(output)))
-                return Answer(output, "canary", challenger.version, latency)
+                return Answer(output, "canary", challenger.version, latency, challenger.classes)
         start = time.perf_counter()
         output = routes.champion.score(record)
         latency = time.perf_counter() - start
         if challenger is not None and routes.mode == "canary":
             self._window["champion"].append((latency, False, _scalar(output)))
-        return Answer(output, "champion", routes.champion.version, latency)
+        return Answer(output, "champion", routes.champion.version, latency, routes.champion.classes)
 
     def _shadow_dropped(self, n: int) -> None:
         if self.metrics is not None:

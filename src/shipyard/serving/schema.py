@@ -83,33 +83,66 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
-_ANSWER: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "prediction": {"type": ["number", "array"]},
-        "model_version": {"type": "integer"},
-        "arm": {"type": "string", "enum": ["champion", "canary", "challenger"]},
-        "warnings": {"type": "array", "items": {"type": "string"}},
-    },
-    "required": ["prediction", "model_version", "arm", "warnings"],
-}
+def named_output(classes: list[str] | None) -> dict[str, dict[str, Any]]:
+    """The schema of an answer's prediction: a number (P(positive) for binary, the value for
+    regression), or for multiclass the label (one of ``classes``) and one probability per
+    class, keyed by class name.
+
+    >>> named_output(["a", "b"])["probabilities"]["required"]
+    ['a', 'b']
+    """
+    if classes is None:
+        return {"prediction": {"type": "number"}}
+    probability = {"type": "number", "minimum": 0, "maximum": 1}
+    return {
+        "prediction": {
+            "type": "string",
+            "enum": list(classes),
+            "description": "the most probable class",
+        },
+        "probabilities": {
+            "type": "object",
+            "description": "the probability of each class, by name",
+            "properties": {c: probability for c in classes},
+            "required": list(classes),
+            "additionalProperties": False,
+        },
+    }
 
 
-def predict_openapi(record: dict[str, Any]) -> dict[str, Any]:
+def _answer(classes: list[str] | None) -> dict[str, Any]:
+    output = named_output(classes)
+    return {
+        "type": "object",
+        "properties": {
+            **output,
+            "model_version": {"type": "integer"},
+            "arm": {"type": "string", "enum": ["champion", "canary", "challenger"]},
+            "warnings": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": [*output, "model_version", "arm", "warnings"],
+    }
+
+
+def predict_openapi(record: dict[str, Any], classes: list[str] | None = None) -> dict[str, Any]:
+    """``POST /predict``; ``classes``: the champion's, when it is multiclass."""
     many = {"type": "array", "items": record, "minItems": 1}
+    one = _answer(classes)
     answer = {
         "type": "object",
         "properties": {
             "request_id": {"type": "string"},
-            "predictions": {"type": "array", "items": _ANSWER},
-            **_ANSWER["properties"],
+            "predictions": {"type": "array", "items": one},
+            **one["properties"],
         },
         "required": ["request_id"],
     }
     return {"requestBody": _body({"oneOf": [record, many]}), "responses": _responses(answer)}
 
 
-def invocations_openapi(record: dict[str, Any]) -> dict[str, Any]:
+def invocations_openapi(record: dict[str, Any], classes: list[str] | None = None) -> dict[str, Any]:
+    """MLflow's ``POST /invocations``: JSON (``dataframe_split``, ``dataframe_records``) or
+    ``text/csv`` with a header row; ``classes``: the champion's, when it is multiclass."""
     split = {
         "type": "object",
         "properties": {
@@ -138,12 +171,24 @@ def invocations_openapi(record: dict[str, Any]) -> dict[str, Any]:
             },
         ]
     }
+    output = named_output(classes)
+    item = (
+        output["prediction"]
+        if classes is None
+        else {"type": "object", "properties": output, "required": list(output)}
+    )
     ok = {
         "type": "object",
-        "properties": {"predictions": {"type": "array"}},
+        "properties": {"predictions": {"type": "array", "items": item}},
         "required": ["predictions"],
     }
-    return {"requestBody": _body(body), "responses": _responses(ok)}
+    csv = {
+        "schema": {"type": "string"},
+        "example": ",".join(record["properties"]) + "\n",
+    }
+    request = _body(body)
+    request["content"]["text/csv"] = csv
+    return {"requestBody": request, "responses": _responses(ok)}
 
 
 def oip_openapi() -> dict[str, Any]:
@@ -168,6 +213,16 @@ def oip_openapi() -> dict[str, Any]:
             "model_name": {"type": "string"},
             "model_version": {"type": "string"},
             "id": {"type": "string"},
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "warnings": {
+                        "type": "array",
+                        "description": "the contract's warnings, one list per record",
+                        "items": {"type": "array", "items": {"type": "string"}},
+                    }
+                },
+            },
             "outputs": {"type": "array", "items": tensor},
         },
         "required": ["model_name", "outputs"],
@@ -206,6 +261,32 @@ def text_openapi() -> dict[str, Any]:
             }
         }
     }
+
+
+def oip_outputs(classes: list[str] | None) -> list[dict[str, Any]]:
+    """The OIP metadata of the outputs: ``prediction`` FP64 [-1] (binary, regression); for
+    multiclass the label ``prediction`` BYTES [-1] and ``probabilities`` FP64 [-1, k],
+    whose ``parameters`` name the classes in column order.
+
+    >>> [o["datatype"] for o in oip_outputs(["a", "b"])]
+    ['BYTES', 'FP64']
+    """
+    if classes is None:
+        return [{"name": "prediction", "datatype": "FP64", "shape": [-1]}]
+    return [
+        {
+            "name": "prediction",
+            "datatype": "BYTES",
+            "shape": [-1],
+            "parameters": {"classes": list(classes)},
+        },
+        {
+            "name": "probabilities",
+            "datatype": "FP64",
+            "shape": [-1, len(classes)],
+            "parameters": {"classes": list(classes)},
+        },
+    ]
 
 
 def oip_inputs(contract: Any, features: list[str]) -> list[dict[str, Any]]:
