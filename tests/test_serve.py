@@ -718,3 +718,25 @@ def test_a_corrupted_record_keeps_the_last_routes_and_readiness_says_so(flights)
     finally:
         record.write_bytes(good)
         _reset(flights)
+
+
+def test_admin_token_rules_short_refused_guesses_rate_limited(flights, monkeypatch):
+    from shipyard.errors import SpecError
+    from shipyard.serving.app import ADMIN_MAX_FAILURES, admin_token
+
+    monkeypatch.setenv("SHIPYARD_ADMIN_TOKEN", "short")
+    with pytest.raises(SpecError, match="at least 16"):
+        admin_token()
+    monkeypatch.setenv("SHIPYARD_ADMIN_TOKEN", TOKEN)
+    _reset(flights)
+    with in_process(flights) as (client, service):
+        statuses = [
+            client.post("/admin/reload", headers={"authorization": f"Bearer wrong-{i}"}).status_code
+            for i in range(ADMIN_MAX_FAILURES + 2)
+        ]
+        assert statuses == [401] * ADMIN_MAX_FAILURES + [429, 429]
+        # even the right token waits out the window once a client is blocked
+        ok = client.post("/admin/reload", headers={"authorization": f"Bearer {TOKEN}"})
+        assert ok.status_code == 429
+        assert service.metrics.value("shipyard_admin_failures_total", outcome="refused") == 5
+        assert service.metrics.value("shipyard_admin_failures_total", outcome="rate_limited") == 3
