@@ -740,3 +740,33 @@ def test_admin_token_rules_short_refused_guesses_rate_limited(flights, monkeypat
         assert ok.status_code == 429
         assert service.metrics.value("shipyard_admin_failures_total", outcome="refused") == 5
         assert service.metrics.value("shipyard_admin_failures_total", outcome="rate_limited") == 3
+
+
+def test_deep_nesting_and_huge_strings_are_a_short_4xx(flights):
+    _reset(flights)
+    record = flights["records"][0]
+    deep = "[" * 1000 + "]" * 1000  # orjson accepts up to 1,024 levels
+    with in_process(flights) as (client, _):
+        for field in ("origin", "distance", "hour"):
+            text = orjson_dumps_record(record, field, deep)
+            for path, body in (
+                ("/predict", text),
+                ("/invocations", b'{"dataframe_records": [' + text + b"]}"),
+            ):
+                answer = client.post(
+                    path, content=body, headers={"content-type": "application/json"}
+                )
+                assert answer.status_code == 422, (path, field, answer.text[:300])
+                assert "a JSON array of 1 item" in answer.text and len(answer.content) < 4000
+            # the keep-alive connection still serves
+            assert client.post("/predict", json=record).status_code == 200
+        huge = client.post("/predict", json={**record, "origin": "x" * 3_000_000})
+        assert huge.status_code == 200  # an unseen category, served and warned
+        assert len(huge.content) < 4000 and huge.json()["warnings"] == ["origin: unseen_category"]
+
+
+def orjson_dumps_record(record: dict, field: str, raw: str) -> bytes:
+    import orjson
+
+    text = orjson.dumps({**record, field: None}).decode()
+    return text.replace(f'"{field}":null', f'"{field}":{raw}').encode()

@@ -32,6 +32,8 @@ import pandas as pd
 from shipyard.data.roles import infer_role
 from shipyard.data.values import (
     BOOLEAN_SPELLINGS,
+    BRIEF_CHARS,
+    brief,
     is_boolean,
     is_number,
     parse_booleans,
@@ -100,6 +102,10 @@ class ColumnContract:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, list | tuple | dict):  # a client's nested JSON: described, not walked
+        return brief(value)
+    if isinstance(value, str) and len(value) > BRIEF_CHARS:
+        return value[:BRIEF_CHARS] + "…"
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -453,7 +459,7 @@ class Contract:
                     "type",
                     "wrong_type",
                     "error",
-                    f"field '{name}' must be {expected}; got {value!r}",
+                    f"field '{name}' must be {expected}; got {brief(value)}",
                     examples=(_plain(value),),
                 )
             if numeric and not isinstance(value, int | float):
@@ -474,7 +480,7 @@ class Contract:
                     "range",
                     "out_of_range",
                     "warning",
-                    f"field '{name}' = {value!r} is outside the training range [{lo:g}, {hi:g}]",
+                    f"field '{name}' = {brief(value)} is outside the training range [{lo:g}, {hi:g}]",
                     examples=(_plain(value),),
                 )
             if closed and category_key(value) not in cats:
@@ -483,7 +489,7 @@ class Contract:
                     "category",
                     "unseen_category",
                     "warning",
-                    f"field '{name}' = {value!r} is a category training never saw",
+                    f"field '{name}' = {brief(value)} is a category training never saw",
                     examples=(_plain(value),),
                 )
             return None

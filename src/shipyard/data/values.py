@@ -358,3 +358,23 @@ def parse_datetime(value: Any) -> datetime | None:
         return None
     stamp = stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp.tz_convert(UTC)
     return stamp.to_pydatetime()
+
+
+BRIEF_CHARS = 60  # how much of a value a message quotes
+
+
+def brief(value: Any, limit: int = BRIEF_CHARS) -> str:
+    """A value as a message quotes it: short, one line, whatever the client sent — never
+    the whole of a 4 MB string, never a walk into a value nested 1,000 levels deep.
+
+    >>> brief("forty"), brief("x" * 100)[-19:], brief([[1]]), brief({"a": 1})
+    ("'forty'", "…' (100 characters)", 'a JSON array of 1 item', 'a JSON object of 1 key')
+    """
+    if isinstance(value, list | tuple):
+        return f"a JSON array of {len(value):,} item{'' if len(value) == 1 else 's'}"
+    if isinstance(value, dict):
+        return f"a JSON object of {len(value):,} key{'' if len(value) == 1 else 's'}"
+    if isinstance(value, str) and len(value) > limit:
+        return repr(value[:limit])[:-1] + f"…' ({len(value):,} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
