@@ -33,6 +33,16 @@ def test_churn_class_imbalance(churn_findings, churn):
         counts["No"] / counts["Yes"], abs=1e-3
     )
     assert "accuracy" in imbalance.action
+    # the default metric (roc_auc) trains unweighted: the advice must not claim otherwise
+    assert "does not weight the classes for metric roc_auc" in imbalance.action
+
+
+def test_class_imbalance_says_weighted_only_for_f1(churn):
+    spec = make_spec("churn", features={"exclude": ["rownames"]}, objective={"metric": "f1"})
+    (imbalance,) = codes(quality_findings(Dataset(churn, spec)))["class_imbalance"]
+    assert "weights the classes inside the training split, because the metric is f1" in (
+        imbalance.action
+    )
 
 
 def test_churn_association_ranks_contract_and_tenure_high(churn_findings):
