@@ -49,6 +49,11 @@ def test_init_then_check_on_churn(tmp_path: Path, churn: pd.DataFrame):
     assert (
         human.returncode == 0 and "class_imbalance" in human.stdout and "split plan" in human.stdout
     )
+    # it says which contract it learned: all rows here, the train split's in the bundle
+    assert (
+        "contract: learned from this data (all rows); the model's bundle keeps the train "
+        "split's contract" in " ".join(human.stdout.split())
+    )
 
 
 def test_check_new_data_against_the_contract(tmp_path: Path, churn: pd.DataFrame):
@@ -67,6 +72,8 @@ def test_check_new_data_against_the_contract(tmp_path: Path, churn: pd.DataFrame
     }
     assert contract["payment_method", "missing_column"]["severity"] == "error"
     assert contract["tenure", "wrong_type"]["evidence"]["rows"] == 3
+    assert report["contract"].startswith("validated against ")
+    assert "the model's bundle keeps the train split's contract" in report["contract"]
 
 
 def test_check_unlabeled_batch_against_the_contract(tmp_path: Path, churn: pd.DataFrame):

@@ -95,8 +95,9 @@ def print_check(report: CheckReport, console: Console = out) -> None:
     console.print(
         f"[bold]shipyard check[/] {escape(report.data)}  "
         f"({report.rows:,} rows × {report.columns} columns, "
-        f"snapshot {report.snapshot_id[:12]}, contract {report.contract_source})"
+        f"snapshot {report.snapshot_id[:12]})"
     )
+    console.print(f"contract: {escape(report.contract_source)}")
     for f in report.findings:
         style = SEVERITY_STYLE[f.severity]
         cols = f"  [bold]{escape(f.column)}[/]" if f.column else ""

@@ -323,10 +323,16 @@ class Project:
         stage("contract")
         if own or not self.contract_path.exists():
             contract = Contract.learn(ds.frame, ds.role, target=self.spec.project.target)
-            source = "learned from this data"
+            # the check's contract covers every row; a bundle's covers its train split only,
+            # so predicting on this same file can still flag values only dev or test hold
+            source = (
+                "learned from this data (all rows); the model's bundle keeps the train "
+                "split's contract, so predicting on this file can report values seen only in "
+                "dev or test as out of range"
+            )
         else:
             contract = Contract.load(self.contract_path)
-            source = f"validated against {self.contract_path}"
+            source = self._validated_source()
             findings += [_violation_finding(v) for v in contract.validate(table.frame)]
         stage("quality checks")
         findings += quality_findings(ds, now)
@@ -602,6 +608,12 @@ class Project:
             max_prediction_diff=max_diff,
         )
 
+    def _validated_source(self) -> str:
+        return (
+            f"validated against {self.contract_path} (learned from all of project.data; the "
+            "model's bundle keeps the train split's contract)"
+        )
+
     def _check_unlabeled(self, table: Table) -> CheckReport:
         """New data without the target (a production batch): the contract is all to check."""
         target = self.spec.project.target
@@ -618,8 +630,8 @@ class Project:
                 "unlabeled_data",
                 "info",
                 f"'{table.path}' has no target column '{target}': validated against the contract "
-                f"learned from the training data ({contract.n_rows:,} rows); quality and leakage "
-                "checks need the target",
+                f"learned from project.data ({contract.n_rows:,} rows, every split); quality and "
+                "leakage checks need the target",
                 "nothing to do for scoring data",
                 check="contract",
             )
@@ -633,7 +645,7 @@ class Project:
             findings=by_severity(findings),
             flagged=[],
             splits={},
-            contract_source=f"validated against {self.contract_path}",
+            contract_source=self._validated_source(),
             spec_hash=self.spec.hash(),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
         )
