@@ -205,3 +205,17 @@ def test_init_escapes_hostile_column_names(tmp_path: Path, churn: pd.DataFrame):
     _no_traceback(check)
     roles = json.loads(check.stdout)["roles"]
     assert {'tenure\nid = "colour"', "con\x00tract", 'f"e'} <= set(roles)
+
+
+def test_unknown_ignore_findings_code_exits_2(tmp_path: Path, churn: pd.DataFrame):
+    churn.head(800).to_csv(tmp_path / "churn.csv", index=False)
+    assert run("init", "churn.csv", "--target", "churn", cwd=tmp_path).returncode == 0
+    typo = run(
+        "train", "--ignore-findings", "too_good", "--ignore-findings", "too_god", cwd=tmp_path
+    )
+    _no_traceback(typo)
+    assert typo.returncode == 2
+    message = " ".join(typo.stderr.split())
+    assert "no check emits 'too_god'" in message and "'too_good'" not in message
+    assert "Known codes: association," in message and "target_derived" in message
+    assert not (tmp_path / ".shipyard" / "bundles").exists()  # refused before any work

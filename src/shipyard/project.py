@@ -28,12 +28,12 @@ from shipyard import __version__
 from shipyard.bundle import load_bundle
 from shipyard.data.contract import Contract, Violation
 from shipyard.data.dataset import Dataset
-from shipyard.data.finding import Finding, by_severity
+from shipyard.data.finding import CODES, Finding, by_severity, unknown_codes
 from shipyard.data.io import Table, read_table
 from shipyard.data.leakage import leakage_findings
 from shipyard.data.quality import quality_findings
 from shipyard.data.split import Splits, make_splits, split_findings
-from shipyard.errors import CheckFailed, DataError, SpecError
+from shipyard.errors import CheckFailed, DataError, SpecError, UsageError
 from shipyard.files import atomic_write
 from shipyard.registry import Registry
 from shipyard.scaffold import Inferred, write_spec
@@ -397,6 +397,12 @@ class Project:
         Refuses (:class:`CheckFailed`, exit 1) when the check finds an error whose code is
         not in ``ignore_findings``; ignoring is deliberate and recorded in the run.
         """
+        unknown = unknown_codes(list(ignore_findings))
+        if unknown:  # a typo would otherwise ignore nothing, silently
+            raise UsageError(
+                f"--ignore-findings: no check emits {', '.join(map(repr, unknown))}. Known "
+                f"codes: {', '.join(sorted(CODES))}"
+            )
         if track:  # an unreachable server fails here, first; the store is set up meanwhile
             probe(self.workspace.tracking_uri())
         with ThreadPoolExecutor(max_workers=1) as pool:
