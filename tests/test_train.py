@@ -14,7 +14,14 @@ import pytest
 from shipyard.bundle import load_bundle, verify
 from shipyard.data.contract import Contract
 from shipyard.data.split import make_splits
-from shipyard.errors import BundleError, CheckFailed, DataError, RuleError, TrackingError
+from shipyard.errors import (
+    BundleError,
+    CheckFailed,
+    DataError,
+    RuleError,
+    TrackingError,
+    UsageError,
+)
 from shipyard.project import Project
 from shipyard.training import families_for
 from support import churn_project, records_of, toml_text, with_surprises
@@ -136,7 +143,8 @@ def test_tampered_bundles_refuse_to_load(trained, tmp_path):
 
 def test_reproduce_gives_identical_test_predictions(trained):
     project, result = trained
-    outcome = project.reproduce(result.run_id)
+    outcome = project.reproduce(result.run_id[:8])  # a unique prefix, as people type it
+    assert outcome.run_id == result.run_id
     assert outcome.identical, outcome
     assert outcome.max_prediction_diff == 0.0
     assert outcome.metrics["test_roc_auc"]["recorded"] == outcome.metrics["test_roc_auc"]["now"]
@@ -318,3 +326,28 @@ def test_an_impossible_constraint_fails_readiness(tmp_path, churn):
     assert not result.readiness["passed"]
     assert not items["constraints_met"]["passed"]
     assert "p99_latency_ms" in items["constraints_met"]["summary"]
+
+
+def test_run_ids_resolve_from_any_unique_prefix(tmp_path):
+    """`reproduce` takes what `runs` shows: a prefix that one run's id starts with; an
+    unknown or ambiguous prefix is a usage error (exit 2) saying which."""
+    from shipyard.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "prefixes", tmp_path / "artifacts")
+    ids: list[str] = []
+    while len({i[0] for i in ids}) == len(ids):  # until two ids share a first character
+        with tracker.run("train", tags={"shipyard_kind": "train"}) as run_id:
+            ids.append(run_id)
+    with tracker.run("rung", tags={"shipyard_kind": "rung"}) as other:
+        pass
+    for run_id in ids:
+        assert tracker.resolve_run(run_id) == run_id
+        assert tracker.resolve_run(run_id[:12].upper()) == run_id
+    shared = next(i[0] for i in ids if sum(j[0] == i[0] for j in ids) > 1)
+    with pytest.raises(UsageError, match=f"prefix '{shared}' is ambiguous: 2 runs match") as exc:
+        tracker.resolve_run(shared)
+    assert exc.value.exit_code == 2
+    with pytest.raises(UsageError, match="no run 'zz'"):
+        tracker.resolve_run("zz")  # run ids are hex: nothing starts with z
+    with pytest.raises(UsageError, match="no run"):
+        tracker.resolve_run(other)  # only training runs are reproducible

@@ -550,10 +550,14 @@ class Project:
     def reproduce(self, run_id: str, progress: Progress = _quiet) -> ReproduceResult:
         """Re-run a tracked run from its recorded spec, data snapshot and seeds; compare.
 
+        ``run_id`` may be any unique prefix of the id; :class:`UsageError` when it matches no
+        training run or more than one.
+
         Raises :class:`DataError` when the data no longer matches the recorded snapshot.
         The result says, metric by metric and for the test predictions, whether they match.
         """
         tracker = self.tracker()
+        run_id = tracker.resolve_run(run_id)  # any unique prefix, as `shipyard runs` shows
         run = tracker.get_run(run_id)
         with tempfile.TemporaryDirectory() as folder:
             spec_file = tracker.download(run_id, "spec.json", Path(folder))

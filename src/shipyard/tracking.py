@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from shipyard.errors import ShipyardError, TrackingError
+from shipyard.errors import ShipyardError, TrackingError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -275,6 +275,41 @@ class Tracker:
             max_results=max_results,
         )
         return [_run_record(run) for run in found]
+
+    @_translated("finding the run")
+    def resolve_run(self, prefix: str) -> str:
+        """The full id of the one training run whose id starts with ``prefix``.
+
+        Raises :class:`UsageError` when no run, or more than one, matches.
+        """
+        wanted = prefix.strip().lower()
+        if not wanted:
+            raise UsageError("give a run id (or a prefix of one): see `shipyard runs`")
+        matches: list[str] = []
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string="tags.shipyard_kind = 'train'",
+                max_results=1000,
+                page_token=token,
+            )
+            matches += [r.info.run_id for r in page if r.info.run_id.lower().startswith(wanted)]
+            token = page.token
+            if not token:
+                break
+        if not matches:
+            raise UsageError(
+                f"no run '{prefix}' in {self.uri} (no training run's id starts with it): see "
+                "`shipyard runs`"
+            )
+        if len(matches) > 1:
+            shown = ", ".join(sorted(matches)[:5]) + (", …" if len(matches) > 5 else "")
+            raise UsageError(
+                f"run id prefix '{prefix}' is ambiguous: {len(matches)} runs match ({shown}). "
+                "Give more characters."
+            )
+        return matches[0]
 
     def get_run(self, run_id: str) -> RunRecord:
         try:
