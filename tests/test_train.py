@@ -26,12 +26,52 @@ from shipyard.project import Project
 from shipyard.training import families_for
 from support import churn_project, records_of, toml_text, with_surprises
 
+TRAIN_LOGS: list[str] = []  # what MLflow logged (warning and up) and warned while `trained` ran
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, churn):
+    import logging
+    import warnings
+
     folder = tmp_path_factory.mktemp("churn")
     project = churn_project(folder, churn)
-    return project, project.train()
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            TRAIN_LOGS.append(record.getMessage())
+
+    handler = Keep(logging.WARNING)
+    mlflow_logger = logging.getLogger("mlflow")  # MLflow's loggers do not propagate to root
+    mlflow_logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = project.train()
+    finally:
+        mlflow_logger.removeHandler(handler)
+    TRAIN_LOGS.extend(str(w.message) for w in caught)
+    return project, result
+
+
+def test_the_logged_model_carries_the_bundles_signature(trained):
+    """MLflow warned "Failed to infer model signature" on every train: shipyard now gives it
+    the bundle's signature (categories as MLflow strings), so nothing is inferred."""
+    import mlflow
+
+    project, result = trained
+    assert not [m for m in TRAIN_LOGS if "signature" in m.lower()], TRAIN_LOGS
+    assert not [m for m in TRAIN_LOGS if "input example" in m.lower()], TRAIN_LOGS
+    info = mlflow.models.get_model_info(project.tracker().model_uri(result.run_id))
+    assert info.signature is not None
+    declared = {
+        c["name"]: c for c in json.loads((result.bundle / "signature.json").read_text())["inputs"]
+    }
+    got = {c.name: c for c in info.signature.inputs.inputs}
+    assert list(got) == list(declared) == load_bundle(result.bundle).features
+    assert got["contract"].type.name == "string"  # categorical: MLflow stores it as string
+    assert got["tenure"].type.name == "long" and got["monthly_charges"].type.name == "double"
+    assert not any(c.required for c in got.values())  # shipyard's contract judges nulls
 
 
 def test_churn_ladder_slices_and_calibration(trained):
