@@ -410,9 +410,9 @@ def model_signature(signature: Mapping[str, Any]) -> Any:
     column with its type. Columns are not ``required`` for MLflow: shipyard's own contract
     decides what a missing or null value means (served with a warning, or refused)."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import AnyType, ColSpec, Schema
+    from mlflow.types.schema import AnyType, ColSpec, Schema, TensorSpec
 
-    columns = []
+    columns: list[ColSpec | TensorSpec] = []
     for column in signature["inputs"]:
         kind = _mlflow_type(column.get("dtype"))
         columns.append(
