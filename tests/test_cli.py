@@ -219,3 +219,20 @@ def test_unknown_ignore_findings_code_exits_2(tmp_path: Path, churn: pd.DataFram
     assert "no check emits 'too_god'" in message and "'too_good'" not in message
     assert "Known codes: association," in message and "target_derived" in message
     assert not (tmp_path / ".shipyard" / "bundles").exists()  # refused before any work
+
+
+@pytest.mark.parametrize(
+    ("command", "usage"),
+    [
+        ("check", "check [OPTIONS] [DATA]"),
+        ("init", "init [OPTIONS] DATA"),
+        ("predict", "predict [OPTIONS] IN OUT"),
+        ("reproduce", "reproduce [OPTIONS] RUN"),
+        ("promote", "promote [OPTIONS] [VERSION]"),
+    ],
+)
+def test_usage_lines_name_arguments_as_the_docs_do(tmp_path: Path, command: str, usage: str):
+    shown = run(command, "--help", cwd=tmp_path)
+    assert shown.returncode == 0
+    line = next(text for text in shown.stdout.splitlines() if "Usage:" in text)
+    assert usage in line and "{" not in line  # typer's own: `{data}`, `[data]`

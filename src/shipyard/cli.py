@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+import typer._click as click
 from rich.console import Console
 from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table as RichTable
+from typer.core import TyperArgument, TyperCommand
 
 from shipyard import __version__
 from shipyard.errors import ShipyardError
@@ -39,6 +41,20 @@ class _LazyProject:
 
 
 Project = _LazyProject()
+
+
+class _Command(TyperCommand):
+    """Usage lines as docs/commands.md writes them, ``check [OPTIONS] [DATA]`` and
+    ``init [OPTIONS] DATA``: typer's own are ``[data]`` and ``{data}``."""
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = (param.metavar or param.name or "").upper()
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
 
 app = typer.Typer(
     name="shipyard",
@@ -136,9 +152,12 @@ def print_check(report: CheckReport, console: Console = out) -> None:
     )
 
 
-@app.command()
+@app.command(cls=_Command)
 def init(
-    data: Annotated[Path, typer.Argument(help="CSV or Parquet file (or folder of Parquet files).")],
+    data: Annotated[
+        Path,
+        typer.Argument(metavar="DATA", help="CSV or Parquet file (or folder of Parquet files)."),
+    ],
     target: Annotated[str, typer.Option("--target", help="The column to predict.")],
     task: Annotated[
         str | None, typer.Option(help="binary, multiclass or regression (inferred).")
@@ -174,10 +193,10 @@ def init(
     out.print("Read and edit it, then run [bold]shipyard check[/].")
 
 
-@app.command()
+@app.command(cls=_Command)
 def check(
     data: Annotated[
-        Path | None, typer.Argument(help="Data to check (default: project.data).")
+        Path | None, typer.Argument(metavar="DATA", help="Data to check (default: project.data).")
     ] = None,
     spec: SpecOption = Path("shipyard.toml"),
     as_json: JsonOption = False,
@@ -292,7 +311,7 @@ def print_train(result: TrainResult, console: Console = out) -> None:
     )
 
 
-@app.command()
+@app.command(cls=_Command)
 def train(
     spec: SpecOption = Path("shipyard.toml"),
     ignore_findings: Annotated[
@@ -315,7 +334,7 @@ def train(
         print_train(result)
 
 
-@app.command()
+@app.command(cls=_Command)
 def runs(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False) -> None:
     """Tracked training runs, newest first."""
     with _errors(as_json):
@@ -340,7 +359,7 @@ def runs(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False) 
     out.print(table if rows else "no tracked runs yet: run `shipyard train`")
 
 
-@app.command()
+@app.command(cls=_Command)
 def models(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False) -> None:
     """Registered versions with metrics, readiness and deployment role (aliases repaired)."""
     with _errors(as_json), _progress(as_json) as update:
@@ -396,10 +415,11 @@ def models(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False
         )
 
 
-@app.command()
+@app.command(cls=_Command)
 def promote(
     version: Annotated[
-        str | None, typer.Argument(help="Version number, NAME/N or models:/NAME/N.")
+        str | None,
+        typer.Argument(metavar="VERSION", help="Version number, NAME/N or models:/NAME/N."),
     ] = None,
     to: Annotated[str | None, typer.Option("--to", help="shadow, canary or champion.")] = None,
     percent: Annotated[
@@ -474,7 +494,7 @@ def _stop(spec: Path, reason: str | None, as_json: bool) -> None:
         out.print(f"  MLflow {escape(line)}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def rollback(
     reason: Annotated[str | None, typer.Option(help="Why, recorded in the history.")] = None,
     spec: SpecOption = Path("shipyard.toml"),
@@ -500,10 +520,14 @@ def rollback(
         out.print(f"  MLflow {escape(line)}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def predict(
-    source: Annotated[Path, typer.Argument(help="CSV or Parquet file, or a folder of Parquet.")],
-    output: Annotated[Path, typer.Argument(help="Output Parquet file (written atomically).")],
+    source: Annotated[
+        Path, typer.Argument(metavar="IN", help="CSV or Parquet file, or a folder of Parquet.")
+    ],
+    output: Annotated[
+        Path, typer.Argument(metavar="OUT", help="Output Parquet file (written atomically).")
+    ],
     model: Annotated[
         str, typer.Option("--model", help="champion, challenger, or a version number.")
     ] = "champion",
@@ -562,9 +586,14 @@ def predict(
         )
 
 
-@app.command()
+@app.command(cls=_Command)
 def reproduce(
-    run_id: Annotated[str, typer.Argument(help="The run to reproduce (see `shipyard runs`).")],
+    run_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN", help="A run id, or a unique prefix of one (see `shipyard runs`)."
+        ),
+    ],
     spec: SpecOption = Path("shipyard.toml"),
     as_json: JsonOption = False,
 ) -> None:
@@ -589,7 +618,7 @@ def reproduce(
     raise typer.Exit(0 if outcome.identical else 1)
 
 
-@app.command()
+@app.command(cls=_Command)
 def demo(
     workdir: Annotated[
         Path | None,
@@ -650,7 +679,7 @@ def _main(
     """shipyard: from a data file to a model in production, the disciplined way."""
 
 
-@app.command()
+@app.command(cls=_Command)
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
