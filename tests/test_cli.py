@@ -236,3 +236,26 @@ def test_usage_lines_name_arguments_as_the_docs_do(tmp_path: Path, command: str,
     assert shown.returncode == 0
     line = next(text for text in shown.stdout.splitlines() if "Usage:" in text)
     assert usage in line and "{" not in line  # typer's own: `{data}`, `[data]`
+
+
+def test_tables_in_a_pipe_keep_every_cell_whole(tmp_path: Path, churn: pd.DataFrame):
+    """Rich assumed 80 columns when stdout is not a terminal and cut run ids ("3f9a0c…")
+    that `reproduce` then could not use; in a pipe nothing is cut."""
+    from shipyard.project import Project
+
+    churn.head(800).to_csv(tmp_path / "churn.csv", index=False)
+    assert run("init", "churn.csv", "--target", "churn", cwd=tmp_path).returncode == 0
+    tracker = Project.load(tmp_path / "shipyard.toml").tracker()
+    ids = []
+    for _ in range(2):
+        tags = {"shipyard_kind": "train", "data_snapshot_id": "ab" * 32, "chosen_rung": "gbt"}
+        with tracker.run("train", tags=tags) as run_id:
+            tracker.params({"metric": "roc_auc"})
+            tracker.metrics({"dev_roc_auc": 0.8412345, "test_roc_auc": 0.8398765})
+            ids.append(run_id)
+    listed = run("runs", cwd=tmp_path)  # stdout is a pipe here
+    assert listed.returncode == 0, listed.stderr
+    assert "…" not in listed.stdout
+    for run_id in ids:
+        assert run_id in listed.stdout and len(run_id) == 32
+    assert "0.8412" in listed.stdout and "abababababab" in listed.stdout

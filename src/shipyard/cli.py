@@ -63,7 +63,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=False)
+# In a terminal, rich fits output to its width; in a pipe or a file it would assume 80
+# columns and cut table cells ("3f9a0c…"), so there lines are as long as their content.
+_piped = not (sys.stdout is not None and sys.stdout.isatty())
+out = Console(highlight=False, soft_wrap=False, width=100_000 if _piped else None)
 err = Console(stderr=True, highlight=False)
 
 SpecOption = Annotated[Path, typer.Option("--spec", help="Path to shipyard.toml.")]
@@ -118,7 +121,11 @@ def print_check(report: CheckReport, console: Console = out) -> None:
         style = SEVERITY_STYLE[f.severity]
         cols = f"  [bold]{escape(f.column)}[/]" if f.column else ""
         console.print(f"[{style}]{f.severity.upper():<7}[/] {f.check}/{f.code}{cols}")
-        console.print(Padding(f"{escape(f.message)}\n[dim]→ {escape(f.action)}[/]", (0, 0, 0, 8)))
+        console.print(
+            Padding(
+                f"{escape(f.message)}\n[dim]→ {escape(f.action)}[/]", (0, 0, 0, 8), expand=False
+            )
+        )
     if report.splits:
         parts = report.splits["parts"]
         split_table = RichTable(
