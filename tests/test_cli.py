@@ -49,6 +49,11 @@ def test_init_then_check_on_churn(tmp_path: Path, churn: pd.DataFrame):
     assert (
         human.returncode == 0 and "class_imbalance" in human.stdout and "split plan" in human.stdout
     )
+    # it says which contract it learned: all rows here, the train split's in the bundle
+    assert (
+        "contract: learned from this data (all rows); the model's bundle keeps the train "
+        "split's contract" in " ".join(human.stdout.split())
+    )
 
 
 def test_check_new_data_against_the_contract(tmp_path: Path, churn: pd.DataFrame):
@@ -67,6 +72,8 @@ def test_check_new_data_against_the_contract(tmp_path: Path, churn: pd.DataFrame
     }
     assert contract["payment_method", "missing_column"]["severity"] == "error"
     assert contract["tenure", "wrong_type"]["evidence"]["rows"] == 3
+    assert report["contract"].startswith("validated against ")
+    assert "the model's bundle keeps the train split's contract" in report["contract"]
 
 
 def test_check_unlabeled_batch_against_the_contract(tmp_path: Path, churn: pd.DataFrame):
@@ -198,3 +205,57 @@ def test_init_escapes_hostile_column_names(tmp_path: Path, churn: pd.DataFrame):
     _no_traceback(check)
     roles = json.loads(check.stdout)["roles"]
     assert {'tenure\nid = "colour"', "con\x00tract", 'f"e'} <= set(roles)
+
+
+def test_unknown_ignore_findings_code_exits_2(tmp_path: Path, churn: pd.DataFrame):
+    churn.head(800).to_csv(tmp_path / "churn.csv", index=False)
+    assert run("init", "churn.csv", "--target", "churn", cwd=tmp_path).returncode == 0
+    typo = run(
+        "train", "--ignore-findings", "too_good", "--ignore-findings", "too_god", cwd=tmp_path
+    )
+    _no_traceback(typo)
+    assert typo.returncode == 2
+    message = " ".join(typo.stderr.split())
+    assert "no check emits 'too_god'" in message and "'too_good'" not in message
+    assert "Known codes: association," in message and "target_derived" in message
+    assert not (tmp_path / ".shipyard" / "bundles").exists()  # refused before any work
+
+
+@pytest.mark.parametrize(
+    ("command", "usage"),
+    [
+        ("check", "check [OPTIONS] [DATA]"),
+        ("init", "init [OPTIONS] DATA"),
+        ("predict", "predict [OPTIONS] IN OUT"),
+        ("reproduce", "reproduce [OPTIONS] RUN"),
+        ("promote", "promote [OPTIONS] [VERSION]"),
+    ],
+)
+def test_usage_lines_name_arguments_as_the_docs_do(tmp_path: Path, command: str, usage: str):
+    shown = run(command, "--help", cwd=tmp_path)
+    assert shown.returncode == 0
+    line = next(text for text in shown.stdout.splitlines() if "Usage:" in text)
+    assert usage in line and "{" not in line  # typer's own: `{data}`, `[data]`
+
+
+def test_tables_in_a_pipe_keep_every_cell_whole(tmp_path: Path, churn: pd.DataFrame):
+    """Rich assumed 80 columns when stdout is not a terminal and cut run ids ("3f9a0c…")
+    that `reproduce` then could not use; in a pipe nothing is cut."""
+    from shipyard.project import Project
+
+    churn.head(800).to_csv(tmp_path / "churn.csv", index=False)
+    assert run("init", "churn.csv", "--target", "churn", cwd=tmp_path).returncode == 0
+    tracker = Project.load(tmp_path / "shipyard.toml").tracker()
+    ids = []
+    for _ in range(2):
+        tags = {"shipyard_kind": "train", "data_snapshot_id": "ab" * 32, "chosen_rung": "gbt"}
+        with tracker.run("train", tags=tags) as run_id:
+            tracker.params({"metric": "roc_auc"})
+            tracker.metrics({"dev_roc_auc": 0.8412345, "test_roc_auc": 0.8398765})
+            ids.append(run_id)
+    listed = run("runs", cwd=tmp_path)  # stdout is a pipe here
+    assert listed.returncode == 0, listed.stderr
+    assert "…" not in listed.stdout
+    for run_id in ids:
+        assert run_id in listed.stdout and len(run_id) == 32
+    assert "0.8412" in listed.stdout and "abababababab" in listed.stdout

@@ -54,7 +54,9 @@ def test_notebook_flow(tmp_path):
 
 def test_check_new_data(tmp_path):
     out = run_example("check_new_data.py", tmp_path)
-    assert out["learned_source"] == "learned from this data"
+    # says which contract: the check's (all rows) is not the bundle's (the train split's)
+    assert out["learned_source"].startswith("learned from this data (all rows)")
+    assert "the model's bundle keeps the train split's contract" in out["learned_source"]
     assert out["exit_code"] == 1  # error-level findings
     assert out["contract_findings"] == [
         ["missing_column", "tenure"],

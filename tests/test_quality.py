@@ -33,6 +33,16 @@ def test_churn_class_imbalance(churn_findings, churn):
         counts["No"] / counts["Yes"], abs=1e-3
     )
     assert "accuracy" in imbalance.action
+    # the default metric (roc_auc) trains unweighted: the advice must not claim otherwise
+    assert "does not weight the classes for metric roc_auc" in imbalance.action
+
+
+def test_class_imbalance_says_weighted_only_for_f1(churn):
+    spec = make_spec("churn", features={"exclude": ["rownames"]}, objective={"metric": "f1"})
+    (imbalance,) = codes(quality_findings(Dataset(churn, spec)))["class_imbalance"]
+    assert "weights the classes inside the training split, because the metric is f1" in (
+        imbalance.action
+    )
 
 
 def test_churn_association_ranks_contract_and_tenure_high(churn_findings):
@@ -139,3 +149,34 @@ def test_row_count_balanced_classes_and_unparseable_time(churn):
     }
     assert "class_imbalance" not in found
     assert found["unparseable_time"][0].severity == "error"
+
+
+def test_every_emitted_finding_code_is_registered():
+    """`--ignore-findings` accepts the codes in CODES only: each code a check emits (the
+    first literal argument of a Finding or a check's `_f`, or a contract violation's
+    reason) must be there, and CODES names nothing that is never emitted."""
+    import ast
+    from pathlib import Path
+
+    import shipyard
+    from shipyard.data.finding import CODES
+
+    src = Path(shipyard.__file__).parent
+    emitted: set[str] = set()
+    for name in ("data/quality.py", "data/leakage.py", "data/split.py", "project.py"):
+        for node in ast.walk(ast.parse((src / name).read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", None) in {"_f", "Finding"}
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                emitted.add(node.args[0].value)
+    contract = (src / "data/contract.py").read_text()
+    for reason in ("missing_column", "out_of_range", "unexpected_null", "unseen_category"):
+        assert f'"{reason}"' in contract
+    emitted |= {"missing_column", "out_of_range", "unexpected_null", "unseen_category"}
+    emitted.add("wrong_type")
+    assert emitted - set(CODES) == set()
+    assert set(CODES) - emitted == set()
+    assert len(CODES) == len(set(CODES))

@@ -116,3 +116,25 @@ def test_the_serving_path_and_rollback_import_neither_pandas_nor_mlflow():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_no_tracked_file_is_ignored():
+    """A tracked file under an ignore rule (bench/results/ was) is silently left out of
+    `git add -A`; every tracked file must stay visible to git."""
+    root = SRC.parent.parent
+    if not (root / ".git").exists():
+        import pytest
+
+        pytest.skip("not a git checkout")
+    ignored = subprocess.run(
+        ["git", "ls-files", "--cached", "--ignored", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert ignored == []
+    tracked = subprocess.run(
+        ["git", "ls-files", "bench/results"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "bench/results/check_flights.json" in tracked

@@ -14,17 +14,64 @@ import pytest
 from shipyard.bundle import load_bundle, verify
 from shipyard.data.contract import Contract
 from shipyard.data.split import make_splits
-from shipyard.errors import BundleError, CheckFailed, DataError, RuleError, TrackingError
+from shipyard.errors import (
+    BundleError,
+    CheckFailed,
+    DataError,
+    RuleError,
+    TrackingError,
+    UsageError,
+)
 from shipyard.project import Project
 from shipyard.training import families_for
 from support import churn_project, records_of, toml_text, with_surprises
 
+TRAIN_LOGS: list[str] = []  # what MLflow logged (warning and up) and warned while `trained` ran
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, churn):
+    import logging
+    import warnings
+
     folder = tmp_path_factory.mktemp("churn")
     project = churn_project(folder, churn)
-    return project, project.train()
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            TRAIN_LOGS.append(record.getMessage())
+
+    handler = Keep(logging.WARNING)
+    mlflow_logger = logging.getLogger("mlflow")  # MLflow's loggers do not propagate to root
+    mlflow_logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = project.train()
+    finally:
+        mlflow_logger.removeHandler(handler)
+    TRAIN_LOGS.extend(str(w.message) for w in caught)
+    return project, result
+
+
+def test_the_logged_model_carries_the_bundles_signature(trained):
+    """MLflow warned "Failed to infer model signature" on every train: shipyard now gives it
+    the bundle's signature (categories as MLflow strings), so nothing is inferred."""
+    import mlflow
+
+    project, result = trained
+    assert not [m for m in TRAIN_LOGS if "signature" in m.lower()], TRAIN_LOGS
+    assert not [m for m in TRAIN_LOGS if "input example" in m.lower()], TRAIN_LOGS
+    info = mlflow.models.get_model_info(project.tracker().model_uri(result.run_id))
+    assert info.signature is not None
+    declared = {
+        c["name"]: c for c in json.loads((result.bundle / "signature.json").read_text())["inputs"]
+    }
+    got = {c.name: c for c in info.signature.inputs.inputs}
+    assert list(got) == list(declared) == load_bundle(result.bundle).features
+    assert got["contract"].type.name == "string"  # categorical: MLflow stores it as string
+    assert got["tenure"].type.name == "long" and got["monthly_charges"].type.name == "double"
+    assert not any(c.required for c in got.values())  # shipyard's contract judges nulls
 
 
 def test_churn_ladder_slices_and_calibration(trained):
@@ -136,7 +183,8 @@ def test_tampered_bundles_refuse_to_load(trained, tmp_path):
 
 def test_reproduce_gives_identical_test_predictions(trained):
     project, result = trained
-    outcome = project.reproduce(result.run_id)
+    outcome = project.reproduce(result.run_id[:8])  # a unique prefix, as people type it
+    assert outcome.run_id == result.run_id
     assert outcome.identical, outcome
     assert outcome.max_prediction_diff == 0.0
     assert outcome.metrics["test_roc_auc"]["recorded"] == outcome.metrics["test_roc_auc"]["now"]
@@ -318,3 +366,28 @@ def test_an_impossible_constraint_fails_readiness(tmp_path, churn):
     assert not result.readiness["passed"]
     assert not items["constraints_met"]["passed"]
     assert "p99_latency_ms" in items["constraints_met"]["summary"]
+
+
+def test_run_ids_resolve_from_any_unique_prefix(tmp_path):
+    """`reproduce` takes what `runs` shows: a prefix that one run's id starts with; an
+    unknown or ambiguous prefix is a usage error (exit 2) saying which."""
+    from shipyard.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "prefixes", tmp_path / "artifacts")
+    ids: list[str] = []
+    while len({i[0] for i in ids}) == len(ids):  # until two ids share a first character
+        with tracker.run("train", tags={"shipyard_kind": "train"}) as run_id:
+            ids.append(run_id)
+    with tracker.run("rung", tags={"shipyard_kind": "rung"}) as other:
+        pass
+    for run_id in ids:
+        assert tracker.resolve_run(run_id) == run_id
+        assert tracker.resolve_run(run_id[:12].upper()) == run_id
+    shared = next(i[0] for i in ids if sum(j[0] == i[0] for j in ids) > 1)
+    with pytest.raises(UsageError, match=f"prefix '{shared}' is ambiguous: 2 runs match") as exc:
+        tracker.resolve_run(shared)
+    assert exc.value.exit_code == 2
+    with pytest.raises(UsageError, match="no run 'zz'"):
+        tracker.resolve_run("zz")  # run ids are hex: nothing starts with z
+    with pytest.raises(UsageError, match="no run"):
+        tracker.resolve_run(other)  # only training runs are reproducible

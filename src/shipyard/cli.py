@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+import typer._click as click
 from rich.console import Console
 from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table as RichTable
+from typer.core import TyperArgument, TyperCommand
 
 from shipyard import __version__
 from shipyard.errors import ShipyardError
@@ -40,6 +42,20 @@ class _LazyProject:
 
 Project = _LazyProject()
 
+
+class _Command(TyperCommand):
+    """Usage lines as docs/commands.md writes them, ``check [OPTIONS] [DATA]`` and
+    ``init [OPTIONS] DATA``: typer's own are ``[data]`` and ``{data}``."""
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = (param.metavar or param.name or "").upper()
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+
 app = typer.Typer(
     name="shipyard",
     help="Take a tabular model from a data file to production and keep it healthy there.",
@@ -47,7 +63,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=False)
+# In a terminal, rich fits output to its width; in a pipe or a file it would assume 80
+# columns and cut table cells ("3f9a0c…"), so there lines are as long as their content.
+_piped = not (sys.stdout is not None and sys.stdout.isatty())
+out = Console(highlight=False, soft_wrap=False, width=100_000 if _piped else None)
 err = Console(stderr=True, highlight=False)
 
 SpecOption = Annotated[Path, typer.Option("--spec", help="Path to shipyard.toml.")]
@@ -95,13 +114,18 @@ def print_check(report: CheckReport, console: Console = out) -> None:
     console.print(
         f"[bold]shipyard check[/] {escape(report.data)}  "
         f"({report.rows:,} rows × {report.columns} columns, "
-        f"snapshot {report.snapshot_id[:12]}, contract {report.contract_source})"
+        f"snapshot {report.snapshot_id[:12]})"
     )
+    console.print(f"contract: {escape(report.contract_source)}")
     for f in report.findings:
         style = SEVERITY_STYLE[f.severity]
         cols = f"  [bold]{escape(f.column)}[/]" if f.column else ""
         console.print(f"[{style}]{f.severity.upper():<7}[/] {f.check}/{f.code}{cols}")
-        console.print(Padding(f"{escape(f.message)}\n[dim]→ {escape(f.action)}[/]", (0, 0, 0, 8)))
+        console.print(
+            Padding(
+                f"{escape(f.message)}\n[dim]→ {escape(f.action)}[/]", (0, 0, 0, 8), expand=False
+            )
+        )
     if report.splits:
         parts = report.splits["parts"]
         split_table = RichTable(
@@ -135,9 +159,12 @@ def print_check(report: CheckReport, console: Console = out) -> None:
     )
 
 
-@app.command()
+@app.command(cls=_Command)
 def init(
-    data: Annotated[Path, typer.Argument(help="CSV or Parquet file (or folder of Parquet files).")],
+    data: Annotated[
+        Path,
+        typer.Argument(metavar="DATA", help="CSV or Parquet file (or folder of Parquet files)."),
+    ],
     target: Annotated[str, typer.Option("--target", help="The column to predict.")],
     task: Annotated[
         str | None, typer.Option(help="binary, multiclass or regression (inferred).")
@@ -173,10 +200,10 @@ def init(
     out.print("Read and edit it, then run [bold]shipyard check[/].")
 
 
-@app.command()
+@app.command(cls=_Command)
 def check(
     data: Annotated[
-        Path | None, typer.Argument(help="Data to check (default: project.data).")
+        Path | None, typer.Argument(metavar="DATA", help="Data to check (default: project.data).")
     ] = None,
     spec: SpecOption = Path("shipyard.toml"),
     as_json: JsonOption = False,
@@ -291,7 +318,7 @@ def print_train(result: TrainResult, console: Console = out) -> None:
     )
 
 
-@app.command()
+@app.command(cls=_Command)
 def train(
     spec: SpecOption = Path("shipyard.toml"),
     ignore_findings: Annotated[
@@ -314,7 +341,7 @@ def train(
         print_train(result)
 
 
-@app.command()
+@app.command(cls=_Command)
 def runs(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False) -> None:
     """Tracked training runs, newest first."""
     with _errors(as_json):
@@ -339,7 +366,7 @@ def runs(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False) 
     out.print(table if rows else "no tracked runs yet: run `shipyard train`")
 
 
-@app.command()
+@app.command(cls=_Command)
 def models(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False) -> None:
     """Registered versions with metrics, readiness and deployment role (aliases repaired)."""
     with _errors(as_json), _progress(as_json) as update:
@@ -395,10 +422,11 @@ def models(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False
         )
 
 
-@app.command()
+@app.command(cls=_Command)
 def promote(
     version: Annotated[
-        str | None, typer.Argument(help="Version number, NAME/N or models:/NAME/N.")
+        str | None,
+        typer.Argument(metavar="VERSION", help="Version number, NAME/N or models:/NAME/N."),
     ] = None,
     to: Annotated[str | None, typer.Option("--to", help="shadow, canary or champion.")] = None,
     percent: Annotated[
@@ -473,7 +501,7 @@ def _stop(spec: Path, reason: str | None, as_json: bool) -> None:
         out.print(f"  MLflow {escape(line)}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def rollback(
     reason: Annotated[str | None, typer.Option(help="Why, recorded in the history.")] = None,
     spec: SpecOption = Path("shipyard.toml"),
@@ -499,10 +527,14 @@ def rollback(
         out.print(f"  MLflow {escape(line)}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def predict(
-    source: Annotated[Path, typer.Argument(help="CSV or Parquet file, or a folder of Parquet.")],
-    output: Annotated[Path, typer.Argument(help="Output Parquet file (written atomically).")],
+    source: Annotated[
+        Path, typer.Argument(metavar="IN", help="CSV or Parquet file, or a folder of Parquet.")
+    ],
+    output: Annotated[
+        Path, typer.Argument(metavar="OUT", help="Output Parquet file (written atomically).")
+    ],
     model: Annotated[
         str, typer.Option("--model", help="champion, challenger, or a version number.")
     ] = "champion",
@@ -561,9 +593,14 @@ def predict(
         )
 
 
-@app.command()
+@app.command(cls=_Command)
 def reproduce(
-    run_id: Annotated[str, typer.Argument(help="The run to reproduce (see `shipyard runs`).")],
+    run_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN", help="A run id, or a unique prefix of one (see `shipyard runs`)."
+        ),
+    ],
     spec: SpecOption = Path("shipyard.toml"),
     as_json: JsonOption = False,
 ) -> None:
@@ -588,7 +625,7 @@ def reproduce(
     raise typer.Exit(0 if outcome.identical else 1)
 
 
-@app.command()
+@app.command(cls=_Command)
 def demo(
     workdir: Annotated[
         Path | None,
@@ -649,7 +686,7 @@ def _main(
     """shipyard: from a data file to a model in production, the disciplined way."""
 
 
-@app.command()
+@app.command(cls=_Command)
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,

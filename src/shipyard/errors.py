@@ -9,6 +9,7 @@ service translate errors in exactly one place each::
     │   └── RuleError                   the baseline rule does not parse or type-check
     ├── DataError(ValueError)           a data file cannot be read or does not fit the spec
     │   └── ContractViolation           data breaks the learned contract (carries violations)
+    ├── UsageError(ValueError)          an argument names nothing known, or more than one thing
     ├── WorkspaceError                  refusing to overwrite, or unreadable project state
     ├── DeploymentError                 HTTP 503: nothing deployed where something must be
     ├── CheckFailed                     exit 1: a check or gate found a problem
@@ -55,6 +56,11 @@ class ContractViolation(DataError):
     def __init__(self, message: str, violations: list[Any] | None = None) -> None:
         super().__init__(message)
         self.violations = list(violations or [])
+
+
+class UsageError(ShipyardError, ValueError):
+    """An argument names nothing shipyard knows (an unknown finding code, run id), or more
+    than one thing (an ambiguous run id prefix)."""
 
 
 class WorkspaceError(ShipyardError):

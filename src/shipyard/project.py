@@ -28,12 +28,12 @@ from shipyard import __version__
 from shipyard.bundle import load_bundle
 from shipyard.data.contract import Contract, Violation
 from shipyard.data.dataset import Dataset
-from shipyard.data.finding import Finding, by_severity
+from shipyard.data.finding import CODES, Finding, by_severity, unknown_codes
 from shipyard.data.io import Table, read_table
 from shipyard.data.leakage import leakage_findings
 from shipyard.data.quality import quality_findings
 from shipyard.data.split import Splits, make_splits, split_findings
-from shipyard.errors import CheckFailed, DataError, SpecError
+from shipyard.errors import CheckFailed, DataError, SpecError, UsageError
 from shipyard.files import atomic_write
 from shipyard.registry import Registry
 from shipyard.scaffold import Inferred, write_spec
@@ -323,10 +323,16 @@ class Project:
         stage("contract")
         if own or not self.contract_path.exists():
             contract = Contract.learn(ds.frame, ds.role, target=self.spec.project.target)
-            source = "learned from this data"
+            # the check's contract covers every row; a bundle's covers its train split only,
+            # so predicting on this same file can still flag values only dev or test hold
+            source = (
+                "learned from this data (all rows); the model's bundle keeps the train "
+                "split's contract, so predicting on this file can report values seen only in "
+                "dev or test as out of range"
+            )
         else:
             contract = Contract.load(self.contract_path)
-            source = f"validated against {self.contract_path}"
+            source = self._validated_source()
             findings += [_violation_finding(v) for v in contract.validate(table.frame)]
         stage("quality checks")
         findings += quality_findings(ds, now)
@@ -391,6 +397,12 @@ class Project:
         Refuses (:class:`CheckFailed`, exit 1) when the check finds an error whose code is
         not in ``ignore_findings``; ignoring is deliberate and recorded in the run.
         """
+        unknown = unknown_codes(list(ignore_findings))
+        if unknown:  # a typo would otherwise ignore nothing, silently
+            raise UsageError(
+                f"--ignore-findings: no check emits {', '.join(map(repr, unknown))}. Known "
+                f"codes: {', '.join(sorted(CODES))}"
+            )
         if track:  # an unreachable server fails here, first; the store is set up meanwhile
             probe(self.workspace.tracking_uri())
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -538,10 +550,14 @@ class Project:
     def reproduce(self, run_id: str, progress: Progress = _quiet) -> ReproduceResult:
         """Re-run a tracked run from its recorded spec, data snapshot and seeds; compare.
 
+        ``run_id`` may be any unique prefix of the id; :class:`UsageError` when it matches no
+        training run or more than one.
+
         Raises :class:`DataError` when the data no longer matches the recorded snapshot.
         The result says, metric by metric and for the test predictions, whether they match.
         """
         tracker = self.tracker()
+        run_id = tracker.resolve_run(run_id)  # any unique prefix, as `shipyard runs` shows
         run = tracker.get_run(run_id)
         with tempfile.TemporaryDirectory() as folder:
             spec_file = tracker.download(run_id, "spec.json", Path(folder))
@@ -602,6 +618,12 @@ class Project:
             max_prediction_diff=max_diff,
         )
 
+    def _validated_source(self) -> str:
+        return (
+            f"validated against {self.contract_path} (learned from all of project.data; the "
+            "model's bundle keeps the train split's contract)"
+        )
+
     def _check_unlabeled(self, table: Table) -> CheckReport:
         """New data without the target (a production batch): the contract is all to check."""
         target = self.spec.project.target
@@ -618,8 +640,8 @@ class Project:
                 "unlabeled_data",
                 "info",
                 f"'{table.path}' has no target column '{target}': validated against the contract "
-                f"learned from the training data ({contract.n_rows:,} rows); quality and leakage "
-                "checks need the target",
+                f"learned from project.data ({contract.n_rows:,} rows, every split); quality and "
+                "leakage checks need the target",
                 "nothing to do for scoring data",
                 check="contract",
             )
@@ -633,7 +655,7 @@ class Project:
             findings=by_severity(findings),
             flagged=[],
             splits={},
-            contract_source=f"validated against {self.contract_path}",
+            contract_source=self._validated_source(),
             spec_hash=self.spec.hash(),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
         )

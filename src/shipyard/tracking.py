@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from shipyard.errors import ShipyardError, TrackingError
+from shipyard.errors import ShipyardError, TrackingError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -246,18 +246,30 @@ class Tracker:
     def log_bundle(
         self, bundle: Path, registered_model: str, input_example: Any = None
     ) -> int | None:
-        """Log the bundle as a pickle-free pyfunc model and register a new version."""
+        """Log the bundle as a pickle-free pyfunc model and register a new version.
+
+        The model's signature is the bundle's ``signature.json``: MLflow could only infer it
+        by running the model on an example (and warned on every train when it could not).
+        """
+        import warnings
+
         from shipyard import __version__
 
+        signature = model_signature(json.loads((bundle / "signature.json").read_text()))
         try:
-            info = self.mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(LOADER),
-                artifacts={"bundle": str(bundle)},
-                pip_requirements=[f"shipyard=={__version__}"],
-                input_example=input_example,
-                registered_model_name=registered_model,
-            )
+            with warnings.catch_warnings():
+                # Given a signature and no example, MLflow advises an example "to ensure the
+                # signature functions correctly": the signature is the bundle's own, exact.
+                warnings.filterwarnings("ignore", message=".*An input example was not provided")
+                info = self.mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(LOADER),
+                    artifacts={"bundle": str(bundle)},
+                    pip_requirements=[f"shipyard=={__version__}"],
+                    signature=signature,
+                    input_example=input_example,
+                    registered_model_name=registered_model,
+                )
         except Exception as exc:
             raise TrackingError(f"logging the model to {self.uri} failed: {exc}") from exc
         version = getattr(info, "registered_model_version", None)
@@ -275,6 +287,41 @@ class Tracker:
             max_results=max_results,
         )
         return [_run_record(run) for run in found]
+
+    @_translated("finding the run")
+    def resolve_run(self, prefix: str) -> str:
+        """The full id of the one training run whose id starts with ``prefix``.
+
+        Raises :class:`UsageError` when no run, or more than one, matches.
+        """
+        wanted = prefix.strip().lower()
+        if not wanted:
+            raise UsageError("give a run id (or a prefix of one): see `shipyard runs`")
+        matches: list[str] = []
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string="tags.shipyard_kind = 'train'",
+                max_results=1000,
+                page_token=token,
+            )
+            matches += [r.info.run_id for r in page if r.info.run_id.lower().startswith(wanted)]
+            token = page.token
+            if not token:
+                break
+        if not matches:
+            raise UsageError(
+                f"no run '{prefix}' in {self.uri} (no training run's id starts with it): see "
+                "`shipyard runs`"
+            )
+        if len(matches) > 1:
+            shown = ", ".join(sorted(matches)[:5]) + (", …" if len(matches) > 5 else "")
+            raise UsageError(
+                f"run id prefix '{prefix}' is ambiguous: {len(matches)} runs match ({shown}). "
+                "Give more characters."
+            )
+        return matches[0]
 
     def get_run(self, run_id: str) -> RunRecord:
         try:
@@ -341,6 +388,37 @@ class Tracker:
         if not models:
             raise TrackingError(f"run '{run_id}' logged no model")
         return models[0].model_uri
+
+
+def _mlflow_type(dtype: str | None) -> str | None:
+    """MLflow's column type for a contract dtype (MLflow keeps categories as strings)."""
+    if dtype is None:
+        return None
+    if dtype.startswith("datetime64"):
+        return "datetime"
+    if dtype in ("bool", "boolean"):
+        return "boolean"
+    if dtype.startswith(("int", "uint", "Int", "UInt")):
+        return "long"
+    if dtype.startswith(("float", "Float")):
+        return "double"
+    return "string"  # str, object, category, string
+
+
+def model_signature(signature: Mapping[str, Any]) -> Any:
+    """An ``mlflow.models.ModelSignature`` from a bundle's ``signature.json``: every input
+    column with its type. Columns are not ``required`` for MLflow: shipyard's own contract
+    decides what a missing or null value means (served with a warning, or refused)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, Schema, TensorSpec
+
+    columns: list[ColSpec | TensorSpec] = []
+    for column in signature["inputs"]:
+        kind = _mlflow_type(column.get("dtype"))
+        columns.append(
+            ColSpec(kind if kind is not None else AnyType(), column["name"], required=False)
+        )
+    return ModelSignature(inputs=Schema(columns))
 
 
 def _metric_key(name: str) -> str:

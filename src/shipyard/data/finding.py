@@ -7,6 +7,60 @@ from typing import Any
 
 SEVERITIES = ("error", "warning", "info")
 
+# Every code a check can emit; ``--ignore-findings`` accepts only these. A test reads the
+# emitting modules' source and fails when a code is emitted but missing here.
+CODES: tuple[str, ...] = (
+    # data/contract.py (violations, as project.py reports them), project.py
+    "missing_column",
+    "out_of_range",
+    "split_impossible",
+    "unexpected_null",
+    "unlabeled_data",
+    "unseen_category",
+    "wrong_type",
+    # data/quality.py
+    "association",
+    "class_balance",
+    "class_imbalance",
+    "conflicting_duplicates",
+    "constant_column",
+    "duplicate_keys",
+    "duplicate_rows",
+    "free_text",
+    "freshness",
+    "high_cardinality",
+    "missing_target",
+    "missing_values",
+    "mixed_types",
+    "near_constant_column",
+    "row_count",
+    "small_data",
+    "stale_data",
+    "unparseable_time",
+    # data/leakage.py
+    "duplicates_across_split",
+    "leaky_combination",
+    "model_too_good",
+    "post_event_time",
+    "predictive_id",
+    "row_order",
+    "target_derived",
+    "too_good",
+    # data/split.py
+    "entities_shared_over_time",
+    "split_purge_heavy",
+    "unseen_after_split",
+)
+
+
+def unknown_codes(codes: list[str] | tuple[str, ...]) -> list[str]:
+    """The codes in ``codes`` that no check emits (sorted).
+
+    >>> unknown_codes(["too_good", "too_god"])
+    ['too_god']
+    """
+    return sorted(set(codes) - set(CODES))
+
 
 @dataclass(frozen=True)
 class Finding:

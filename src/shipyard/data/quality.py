@@ -256,14 +256,22 @@ def check_balance(ds: Dataset) -> list[Finding]:
     text = ", ".join(f"{k}: {v:.1%}" for k, v in shares.items())
     ratio = counts.iloc[0] / counts.iloc[-1]
     if ratio >= IMBALANCE_RATIO:
+        # training.py weights classes only for f1 (a thresholded metric): ranking metrics and
+        # log loss do better on unweighted, calibrated probabilities
+        metric = ds.spec.objective.metric
+        weighting = (
+            "shipyard weights the classes inside the training split, because the metric is f1"
+            if metric == "f1"
+            else f"shipyard does not weight the classes for metric {metric} (it does only for "
+            "f1, which thresholds predictions)"
+        )
         return [
             _f(
                 "class_imbalance",
                 "warning",
                 f"target '{target}' is imbalanced ({text}); a constant guess of "
                 f"'{counts.index[0]}' is {shares.iloc[0]:.1%} accurate",
-                "judge models by roc_auc, pr_auc or log_loss, not accuracy; shipyard weights "
-                "classes inside the training split",
+                f"judge models by roc_auc, pr_auc or log_loss, not accuracy; {weighting}",
                 [target],
                 counts=evidence,
                 majority_to_minority=round(float(ratio), 3),
