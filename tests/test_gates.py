@@ -186,3 +186,13 @@ def test_margins_are_validated_with_the_metric_in_mind(task, section, value, mes
     assert f"got {value!r}" in str(raised.value)
     spec = make_spec("y", task, objective={"min_improvement": 0.05})
     assert spec.objective.min_improvement == 0.05  # the classification defaults keep meaning
+
+
+def test_init_says_which_units_the_margins_are_in(tmp_path, wage):
+    wage.drop(columns=["logwage"]).to_csv(tmp_path / "wage.csv", index=False)
+    Project.init(tmp_path / "wage.csv", "wage", tmp_path / "shipyard.toml")
+    text = (tmp_path / "shipyard.toml").read_text()
+    line = next(x for x in text.splitlines() if x.startswith("min_improvement"))
+    assert "a share of the constant baseline's value, 0.005 = 0.5%" in line
+    gap = next(x for x in text.splitlines() if x.startswith("# max_slice_gap"))
+    assert "0.10 when unset" in gap and "95% interval" in gap
