@@ -235,7 +235,7 @@ def print_train(result: TrainResult, console: Console = out) -> None:
     for col in (
         "rung",
         f"dev {metric}",
-        "Δ vs previous",
+        "improvement vs previous",
         "fit s",
         "p99 ms",
         "size MB",
@@ -255,6 +255,22 @@ def print_train(result: TrainResult, console: Console = out) -> None:
             _fmt(result.test[name][metric]),
         )
     console.print(ladder)
+    from shipyard.evaluation.metrics import HIGHER_IS_BETTER
+
+    higher = HIGHER_IS_BETTER[metric]
+    items = {i["name"]: i for i in (result.readiness or {}).get("items", [])}
+    needed = items.get("beats_baselines", {}).get("evidence", {}).get("min_improvement")
+    console.print(
+        f"({metric}: {'higher' if higher else 'lower'} is better; improvement = "
+        + ("this − previous" if higher else "previous − this")
+        + ", positive when the rung did better)"
+        + (
+            f"; chosen: the simplest rung within min_improvement = {needed['rule']} of the best"
+            if isinstance(needed, dict)
+            else ""
+        ),
+        markup=False,
+    )
     for warning in result.warnings:
         console.print(f"[bold yellow]warning:[/] {escape(warning)}")
     table = RichTable(title="constraints (satisficing)", title_justify="left")
@@ -297,9 +313,12 @@ def print_train(result: TrainResult, console: Console = out) -> None:
         worst = slices["worst_slice"]
         where = f" ({worst['column']} = {worst['value']})" if worst else ""
         tiny = sum(1 for e in slices["slices"] if e["tiny"])
+        floor = items.get("slices_hold", {}).get("evidence", {}).get("max_slice_gap")
         console.print(
             f"slices: {len(slices['slices'])} on test, worst gap {slices['worst_gap']:.4f}{where}"
             + (f", {tiny} too small to judge (marked tiny)" if tiny else "")
+            + (f"; floor: max_slice_gap = {floor['rule']}" if isinstance(floor, dict) else ""),
+            markup=False,
         )
     readiness = result.readiness
     if readiness:

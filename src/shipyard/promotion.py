@@ -225,8 +225,8 @@ def _gates(
             failures.append(
                 f"beats the champion: {versus['metric']} {versus['candidate']:.4f} vs "
                 f"champion v{state.champion} {versus['champion']:.4f} on the newest test "
-                f"split ({versus['rows']:,} rows): {versus['improvement']:+.4f}, needs "
-                f"≥ {versus['min_improvement']:g}"
+                f"split ({versus['rows']:,} rows): improves by {versus['improvement']:+.4f}, "
+                f"needs ≥ min_improvement: {versus.get('min_improvement_rule', versus['min_improvement'])}"
             )
         if versus["regressed_slices"]:
             failures.append(

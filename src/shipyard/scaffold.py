@@ -20,6 +20,7 @@ from shipyard.data.dataset import NON_FEATURE_ROLES, Dataset, default_positive
 from shipyard.data.roles import ColumnProfile, profile
 from shipyard.data.split import recurring_entity_share
 from shipyard.errors import DataError, SpecError, WorkspaceError
+from shipyard.evaluation.metrics import RELATIVE_METRICS
 from shipyard.files import atomic_write
 from shipyard.spec import DEFAULT_METRIC, TASKS, Spec
 
@@ -196,7 +197,13 @@ def render(inferred: Inferred, data_path: str, name: str) -> str:
         "",
         "[objective]",
         f"metric = {_toml(metric)}   # the one optimizing metric: {metrics}",
-        "min_improvement = 0.005   # a more complex model must beat a simpler one by this much",
+        "min_improvement = 0.005   # a more complex model must beat a simpler one by this much"
+        + (
+            " (for rmse and mae: a share of the constant baseline's value, 0.005 = 0.5%;"
+            " for r2: in its units)"
+            if metric in RELATIVE_METRICS
+            else f" ({metric} units)"
+        ),
         "",
         "[constraints]   # satisficing: a candidate must meet every one set here",
         "# p99_latency_ms = 10.0     # one-record prediction latency",
@@ -205,7 +212,13 @@ def render(inferred: Inferred, data_path: str, name: str) -> str:
     if inf.task != "regression":
         lines.append("# max_ece = 0.05           # expected calibration error")
     lines += [
-        "# max_slice_gap = 0.05     # worst slice vs overall metric",
+        "# max_slice_gap = 0.05     # worst slice vs overall metric, 0.10 when unset"
+        + (
+            " (for rmse and mae: a share of the constant baseline's value on test, judged at"
+            " the better end of the slice's 95% interval)"
+            if metric in RELATIVE_METRICS
+            else f" ({metric} units)"
+        ),
         "# max_data_age_days = 30   # refuse stale training data (needs project.time)",
         "",
         "[features]",

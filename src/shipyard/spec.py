@@ -196,6 +196,7 @@ SECTIONS: dict[str, tuple[type, dict[str, Key]]] = {
                 _one_of(CLASSIFICATION_METRICS + REGRESSION_METRICS),
                 type_name="a string",
             ),
+            # ranges are checked with the metric in mind, in _cross_checks
             "min_improvement": Key((int, float), _non_negative, type_name="a number"),
         },
     ),
@@ -205,7 +206,7 @@ SECTIONS: dict[str, tuple[type, dict[str, Key]]] = {
             "p99_latency_ms": _NUM,
             "max_model_mb": _NUM,
             "max_ece": _FRAC,
-            "max_slice_gap": _FRAC,
+            "max_slice_gap": Key((int, float), _non_negative, type_name="a number"),
             "max_data_age_days": _NUM,
         },
     ),
@@ -390,6 +391,7 @@ def _cross_checks(sections: dict[str, Any]) -> list[str]:
                 f"'objective.metric' = {objective.metric!r} does not fit task "
                 f"{project.task!r}; use one of {', '.join(allowed)}"
             )
+    problems.extend(_margin_checks(project, objective, sections.get("constraints")))
     split: SplitSection | None = sections.get("split")
     if split:
         total = split.train + split.dev + split.test
@@ -411,6 +413,43 @@ def _cross_checks(sections: dict[str, Any]) -> list[str]:
             problems.append(f"columns both included and excluded in [features]: {both}")
         if project.target in features.include:
             problems.append(f"the target '{project.target}' cannot be a feature (features.include)")
+    return problems
+
+
+def _margin_checks(
+    project: ProjectSection,
+    objective: ObjectiveSection | None,
+    constraints: ConstraintsSection | None,
+) -> list[str]:
+    """``min_improvement`` and ``max_slice_gap`` read with the metric in mind.
+
+    For RMSE and MAE both are fractions of the constant baseline's value (0.005 is 0.5%);
+    for every other metric they are in its own units. Either way a margin of 1 or more can
+    never be met (or never binds): the likely mistake is an absolute number in the target's
+    units.
+    """
+    metric = (objective.metric if objective else "") or DEFAULT_METRIC.get(project.task, "")
+    if metric in ("rmse", "mae"):
+        unit = f"a fraction of the constant baseline's {metric} (0.05 = 5%)"
+        hint = (
+            ". It is no longer read in the target's units: divide an absolute margin by the "
+            f"constant baseline's {metric}, which `shipyard train` prints"
+        )
+    else:
+        unit, hint = f"in {metric} units", ""
+    problems = []
+    improve = objective.min_improvement if objective else 0.0
+    if improve >= 1:
+        problems.append(
+            f"'objective.min_improvement' for metric '{metric}' is {unit}, so it must be "
+            f"below 1; got {improve!r}{hint}"
+        )
+    gap = constraints.max_slice_gap if constraints else None
+    if gap is not None and gap > 1:
+        problems.append(
+            f"'constraints.max_slice_gap' for metric '{metric}' is {unit}, so it must be "
+            f"from 0 to 1; got {gap!r}{hint}"
+        )
     return problems
 
 

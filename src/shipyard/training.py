@@ -31,8 +31,13 @@ from shipyard.data.split import Splits
 from shipyard.errors import BundleError, DataError
 from shipyard.evaluation.calibration import Calibrator, choose_calibrator, ece, reliability
 from shipyard.evaluation.latency import one_record_latency
-from shipyard.evaluation.metrics import HIGHER_IS_BETTER, all_metrics
-from shipyard.evaluation.readiness import assess, compare_with_champion, skew_outputs
+from shipyard.evaluation.metrics import HIGHER_IS_BETTER, Margin, all_metrics
+from shipyard.evaluation.readiness import (
+    assess,
+    compare_with_champion,
+    judge_slices,
+    skew_outputs,
+)
 from shipyard.evaluation.slices import slice_metrics
 from shipyard.models import Constant, Family, GradientBoostedTrees, Linear, Rule, class_weights
 from shipyard.models.expression import parse
@@ -383,7 +388,11 @@ def train(
             p99_ms=latency["p99_ms"],
             size_mb=size_mb,
             ece_value=calibration.get("ece_test"),
-            slice_gap=slices["worst_gap"],
+            slice_gap=judge_slices(
+                metric,
+                slices,
+                Margin.on(metric, spec.constraints.max_slice_gap or 0.0, test_xy[1]),
+            )[1],
         )
         progress("readiness")
         sample = test_xy[0].head(500)
@@ -420,6 +429,8 @@ def train(
             bundle_problem=bundle_problem,
             fallback=None if fallback is None else fallback.name,
             champion=versus,
+            dev_y=dev_xy[1],
+            test_y=test_xy[1],
         )
         add_document(bundle_path, "readiness.json", readiness.to_dict())
         seconds["total"] = time.perf_counter() - started

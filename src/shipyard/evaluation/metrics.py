@@ -2,11 +2,18 @@
 
 Every metric takes the encoded target (0/1, class codes, or values) and the model output
 (P(positive), class probabilities, or values). ``HIGHER_IS_BETTER`` says which way is up.
+
+The gates' margins (``min_improvement``, ``max_slice_gap``) are read through :class:`Margin`:
+in the metric's own units for the unitless metrics (AUC, log loss, F1, accuracy, R²), and as a
+fraction of the constant baseline's value on the rows judged for ``RELATIVE_METRICS`` (RMSE and
+MAE are in the target's units, so no one default can fit every target).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +30,8 @@ HIGHER_IS_BETTER = {
     "rmse": False,
     "mae": False,
 }
+# in the target's units: gates count them as a fraction of the constant baseline's value
+RELATIVE_METRICS = ("rmse", "mae")
 
 
 def _labels(y_score: np.ndarray) -> np.ndarray:
@@ -124,3 +133,58 @@ def all_metrics(task: str, y: np.ndarray, s: np.ndarray) -> dict[str, float]:
 def improvement(metric: str, new: float, old: float) -> float:
     """How much better ``new`` is than ``old`` (positive = better), whatever the direction."""
     return new - old if HIGHER_IS_BETTER[metric] else old - new
+
+
+@dataclass(frozen=True)
+class Margin:
+    """A gate's margin for one metric on some rows: the spec's number and what it amounts to.
+
+    For ``rmse`` and ``mae`` the spec's number is a fraction of ``unit``, the constant
+    baseline's value on the rows judged (the metric of predicting their mean); for every other
+    metric ``unit`` is 1 and the number is in the metric's own units.
+
+    >>> Margin.on("rmse", 0.005, np.array([0.0, 100.0])).absolute
+    0.25
+    >>> Margin.on("rmse", 0.005, np.array([0.0, 100.0])).rule
+    "0.5% of the constant baseline's rmse (50) = 0.25"
+    >>> Margin.on("roc_auc", 0.005, np.array([0, 1])).rule
+    '0.005 (roc_auc units)'
+    """
+
+    metric: str
+    fraction: float
+    unit: float = 1.0
+
+    @classmethod
+    def on(cls, metric: str, fraction: float, y: np.ndarray) -> Margin:
+        y = np.asarray(y, dtype=float)
+        if metric not in RELATIVE_METRICS or len(y) == 0:
+            return cls(metric, float(fraction))
+        return cls(metric, float(fraction), score(metric, y, np.full(len(y), float(y.mean()))))
+
+    @property
+    def relative(self) -> bool:
+        return self.metric in RELATIVE_METRICS
+
+    @property
+    def absolute(self) -> float:
+        """The margin in the metric's units."""
+        return self.fraction * self.unit
+
+    @property
+    def rule(self) -> str:
+        if not self.relative:
+            return f"{self.fraction:g} ({self.metric} units)"
+        return (
+            f"{self.fraction:.1%}".replace(".0%", "%")
+            + f" of the constant baseline's {self.metric} ({self.unit:.4g}) = {self.absolute:.4g}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fraction": self.fraction,
+            "relative_to": "constant baseline" if self.relative else None,
+            "unit": self.unit,
+            "absolute": self.absolute,
+            "rule": self.rule,
+        }

@@ -7,7 +7,8 @@ bundle (``readiness.json``). A candidate is ready when every item passes:
    by at least ``min_improvement``;
 2. ``constraints_met`` — every satisficing constraint set in ``[constraints]`` holds;
 3. ``slices_hold`` — every judged slice is within the floor of the overall metric
-   (``max_slice_gap``, or 0.10 when unset), and, when a champion exists, no slice is worse
+   (``max_slice_gap``, or 0.10 when unset; for RMSE and MAE, judged at the better end of the
+   slice's 95% bootstrap interval, since a few large errors swing them), and, when a champion exists, no slice is worse
    than the champion's beyond the candidate's 95% interval (:func:`compare_with_champion`,
    on the candidate's test split at ``train``, again on the newest test split at ``promote``);
 4. ``calibration_validated`` — classifiers: test ECE within ``max_ece`` (recorded when unset);
@@ -21,6 +22,11 @@ bundle (``readiness.json``). A candidate is ready when every item passes:
 7. ``reproducible`` — data snapshot, spec, seeds and environment are recorded;
 8. ``bundle_verifies`` — the bundle's manifest and every file check out;
 9. ``rollback_target`` — a simpler rung is packaged alongside (``fallback/``) to fall back to.
+
+``min_improvement`` and ``max_slice_gap`` are read by :class:`~shipyard.evaluation.metrics.Margin`:
+for RMSE and MAE as fractions of the constant baseline's value on the rows judged (blackbox dev
+for item 1, test for item 3, the shared test split against a champion), in the metric's own
+units for every other metric. Each item's evidence records the rule as applied.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shipyard.evaluation.metrics import HIGHER_IS_BETTER, improvement
+from shipyard.evaluation.metrics import HIGHER_IS_BETTER, Margin, improvement
 from shipyard.evaluation.slices import slice_metrics
 
 DEFAULT_SLICE_FLOOR = 0.10
@@ -95,9 +101,17 @@ def assess(
     bundle_problem: str | None,
     fallback: str | None,
     champion: Mapping[str, Any] | None = None,
+    dev_y: np.ndarray | None = None,
+    test_y: np.ndarray | None = None,
 ) -> Readiness:
-    """Compute every item from what ``train`` measured."""
+    """Compute every item from what ``train`` measured.
+
+    ``dev_y`` and ``test_y`` (the blackbox dev and test targets) set the unit of the margins
+    for RMSE and MAE; without them the margins are read in the metric's units.
+    """
     items: list[Item] = []
+    empty = np.array([], dtype=float)
+    needed = Margin.on(metric, min_improvement, empty if dev_y is None else dev_y)
     scores = {row["rung"]: row[f"dev_{metric}"] for row in ladder}
     baselines = {name: scores[name] for name in BASELINES if name in scores and name != chosen}
     if chosen in BASELINES:
@@ -114,7 +128,7 @@ def assess(
         margins = {
             name: improvement(metric, scores[chosen], value) for name, value in baselines.items()
         }
-        ok = all(m >= min_improvement for m in margins.values())
+        ok = all(m >= needed.absolute for m in margins.values())
         worst = min(margins, key=lambda name: margins[name]) if margins else None
         items.append(
             Item(
@@ -123,9 +137,9 @@ def assess(
                 ok,
                 f"dev {metric} {scores[chosen]:.4f}; beats "
                 + ", ".join(f"{n} by {m:+.4f}" for n, m in margins.items())
-                + f" (needs ≥ {min_improvement:g})"
+                + f" (needs ≥ min_improvement: {needed.rule})"
                 + ("" if ok else f"; not enough over '{worst}'"),
-                {"dev": scores, "margins": margins, "min_improvement": min_improvement},
+                {"dev": scores, "margins": margins, "min_improvement": needed.to_dict()},
             )
         )
     failed = [n for n, c in constraints.items() if not c["passed"]]
@@ -138,17 +152,14 @@ def assess(
             {n: dict(c) for n, c in constraints.items()},
         )
     )
-    floor = max_slice_gap if max_slice_gap is not None else DEFAULT_SLICE_FLOOR
-    sign = 1 if HIGHER_IS_BETTER[metric] else -1
+    gap = Margin.on(
+        metric,
+        max_slice_gap if max_slice_gap is not None else DEFAULT_SLICE_FLOOR,
+        empty if test_y is None else test_y,
+    )
+    floor = gap.absolute
     overall = slices.get("overall")
-    below = [
-        f"{s['column']}={s['value']}"
-        for s in slices.get("slices", [])
-        if not s["tiny"]
-        and s.get(metric) is not None
-        and overall is not None
-        and sign * (overall - s[metric]) > floor
-    ]
+    below, _ = judge_slices(metric, slices, gap)
     regressed = list(champion["regressed_slices"]) if champion else []
     if champion is None:
         versus = "; no champion to compare with"
@@ -167,13 +178,19 @@ def assess(
             "slices_hold",
             not below and not regressed,
             (
-                f"{len(slices.get('slices', []))} slices within {floor:g} of the overall {metric}"
+                f"{len(slices.get('slices', []))} slices within {floor:.4g} of the overall "
+                f"{metric} {_number(overall)}"
                 if not below
-                else f"below the floor ({floor:g} under overall): {', '.join(below)}"
+                else f"below the floor ({floor:.4g} under the overall {metric} "
+                f"{_number(overall)}): {', '.join(below)}"
             )
+            + f" (max_slice_gap: {gap.rule}"
+            + (", judged at the better end of each slice's 95% interval)" if gap.relative else ")")
             + versus,
             {
                 "floor": floor,
+                "max_slice_gap": gap.to_dict(),
+                "judged_at": "95% interval's better end" if gap.relative else "slice value",
                 "below": below,
                 "worst_gap": slices.get("worst_gap"),
                 "champion": dict(champion) if champion else None,
@@ -254,6 +271,27 @@ def assess(
     return Readiness(items)
 
 
+def judge_slices(metric: str, slices: Mapping[str, Any], gap: Margin) -> tuple[list[str], float]:
+    """The judged slices below the floor ``gap``, and the worst gap as judged (in ``gap``'s
+    units: a fraction of the constant baseline for RMSE and MAE).
+
+    RMSE and MAE of a slice swing with a few large errors, so for them a slice is judged at
+    the better end of its 95% interval; every other metric is judged at the slice's value.
+    """
+    sign = 1 if HIGHER_IS_BETTER[metric] else -1
+    end = ("ci_high" if sign > 0 else "ci_low") if gap.relative else metric
+    overall = slices.get("overall")
+    below, worst = [], 0.0
+    for s in slices.get("slices", []):
+        if s["tiny"] or s.get(metric) is None or overall is None:
+            continue
+        shortfall = sign * (overall - s.get(end, s[metric]))
+        worst = max(worst, shortfall / gap.unit if gap.unit else shortfall)
+        if shortfall > gap.absolute:
+            below.append(f"{s['column']}={s['value']}")
+    return below, worst
+
+
 def compare_with_champion(
     *,
     version: int,
@@ -271,7 +309,10 @@ def compare_with_champion(
     """Candidate vs champion ``version`` on the same rows: overall and slice by slice.
 
     A slice regresses when the champion's value lies beyond the candidate's 95% bootstrap
-    interval on the wrong side; tiny slices are not judged.
+    interval on the wrong side; tiny slices are not judged. The candidate beats the champion
+    when its improvement reaches ``min_improvement``, read as a
+    :class:`~shipyard.evaluation.metrics.Margin` on these rows (for RMSE and MAE, a fraction
+    of the constant baseline's value on them).
     """
     columns = list(slice_columns)
     mine = slice_metrics(frame, y, candidate, columns, dict(roles), metric, task, seed=seed)
@@ -286,6 +327,7 @@ def compare_with_champion(
         if (b[metric] > bound) if higher else (b[metric] < bound):
             regressed.append(f"{a['column']}={a['value']} ({a[metric]:.4f} vs {b[metric]:.4f})")
     gain = improvement(metric, mine["overall"], theirs["overall"])
+    needed = Margin.on(metric, min_improvement, y)
     return {
         "version": version,
         "metric": metric,
@@ -293,11 +335,16 @@ def compare_with_champion(
         "candidate": mine["overall"],
         "champion": theirs["overall"],
         "improvement": gain,
-        "min_improvement": min_improvement,
-        "beats_champion": bool(gain >= min_improvement),
+        "min_improvement": needed.absolute,
+        "min_improvement_rule": needed.rule,
+        "beats_champion": bool(gain >= needed.absolute),
         "slices_compared": compared,
         "regressed_slices": regressed,
     }
+
+
+def _number(value: Any) -> str:
+    return "—" if value is None else f"{value:.4f}"
 
 
 def skew_item(

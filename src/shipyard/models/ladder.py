@@ -1,10 +1,11 @@
 """The baseline ladder: fit rungs from simplest to most complex, keep the simplest that is
 within ``min_improvement`` of the best on the blackbox dev set — complexity must earn its
-place.
+place. For RMSE and MAE the margin is a fraction of the constant baseline's dev value
+(:class:`~shipyard.evaluation.metrics.Margin`), in the metric's units otherwise.
 
 Each rung is fitted on the train split only, early-stopped (trees) and scored on blackbox
-dev. The ladder table holds, per rung: the dev metric, the change from the previous rung,
-fit time, one-record p99 latency and saved size.
+dev. The ladder table holds, per rung: the dev metric, its improvement over the previous
+rung in the metric's direction (positive = better, whether higher or lower is better), fit time, one-record p99 latency and saved size.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from shipyard.evaluation.latency import one_record_latency, saved_size_mb
-from shipyard.evaluation.metrics import HIGHER_IS_BETTER, improvement, score
+from shipyard.evaluation.metrics import HIGHER_IS_BETTER, Margin, improvement, score
 from shipyard.models.base import Family
 
 LATENCY_RECORDS = 300
@@ -61,6 +62,7 @@ class Ladder:
     chosen: Rung
     best: Rung
     warnings: list[str] = field(default_factory=list)
+    margin: Margin | None = None  # min_improvement on blackbox dev, as applied
 
     def table(self) -> list[dict[str, Any]]:
         return [r.row(self.metric) for r in self.rungs]
@@ -105,8 +107,9 @@ def climb(
             latency = one_record_latency(rung.model.predict_one, records)
             rung.p99_ms, rung.p50_ms = latency["p99_ms"], latency["p50_ms"]
     best = max(rungs, key=lambda r: r.dev_score if HIGHER_IS_BETTER[metric] else -r.dev_score)
+    margin = Margin.on(metric, min_improvement, dev[1])
     chosen = next(
-        r for r in rungs if improvement(metric, best.dev_score, r.dev_score) <= min_improvement
+        r for r in rungs if improvement(metric, best.dev_score, r.dev_score) <= margin.absolute
     )
     warnings = []
     constant = rungs[0] if rungs[0].name == "constant" else None
@@ -119,4 +122,4 @@ def climb(
                     "label problem (wrong target, leakage removed too much, a broken join), not a "
                     "model problem"
                 )
-    return Ladder(metric, rungs, chosen, best, warnings)
+    return Ladder(metric, rungs, chosen, best, warnings, margin)
