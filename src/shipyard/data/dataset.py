@@ -88,6 +88,22 @@ class Dataset:
             if n_classes < 2:
                 raise DataError(f"target column '{name}' has a single value; nothing to predict.")
             return
+        if n_classes <= 1000 and not pd.api.types.is_numeric_dtype(y):
+            # labels that differ only in spacing or case are one class spelled two ways
+            spelled: dict[str, list[str]] = {}
+            for label in map(str, y.dropna().unique()):
+                spelled.setdefault(label.strip().casefold(), []).append(label)
+            clashes = [sorted(v) for v in spelled.values() if len(v) > 1]
+            padded = sorted(x for v in spelled.values() for x in v if x != x.strip())
+            if clashes or padded:
+                shown = "; ".join(" vs ".join(repr(x) for x in c) for c in clashes[:5]) or (
+                    ", ".join(map(repr, padded[:5])) + " (spaces around the label)"
+                )
+                raise DataError(
+                    f"target column '{name}' has labels that differ only in spaces or case "
+                    f"({shown}): they would train as different classes. Clean the labels "
+                    "(strip the spaces, one spelling per class) and run again."
+                )
         if n_classes < 2:
             raise DataError(
                 f"target column '{name}' has a single class ({y.iloc[0]!r}) in every row; a "

@@ -74,6 +74,15 @@ def _is_parquet(path: Path) -> bool:
 def _read_csv(path: Path) -> pd.DataFrame:
     sep = "\t" if path.name.lower().endswith(".tsv") else ","
     try:
+        repeated = _csv_header_duplicates(path, sep)
+    except UnicodeDecodeError:
+        repeated = []  # reported below, with the byte
+    if repeated:
+        raise DataError(
+            f"'{path}' has the column name(s) {', '.join(map(repr, repeated))} more than once in "
+            "its header; give every column its own name (nothing was renamed or read)."
+        )
+    try:
         return pd.read_csv(
             path,
             sep=sep,
@@ -95,7 +104,55 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise DataError(f"'{path}' is not a readable CSV file: {exc}. Fix the file.") from exc
 
 
+def _duplicates(names: list[str]) -> list[str]:
+    from collections import Counter
+
+    return sorted(name for name, n in Counter(names).items() if n > 1)
+
+
+def _csv_header_duplicates(path: Path, sep: str) -> list[str]:
+    """Column names the header repeats (pandas would rename them silently: ``age.1``)."""
+    import csv
+
+    with path.open(encoding="utf-8", newline="") as handle:
+        header = next(csv.reader(handle, delimiter=sep), [])
+    return _duplicates([h.strip() for h in header])
+
+
+def _check_parquet_schema(path: Path) -> None:
+    """Refuse what a table of features cannot hold: repeated names, nested columns."""
+    import pyarrow.parquet as pq
+    import pyarrow.types as pat
+
+    schema = pq.read_schema(path)
+    repeated = _duplicates(list(schema.names))
+    if repeated:
+        raise DataError(
+            f"'{path}' has the column name(s) {', '.join(map(repr, repeated))} more than once; "
+            "give every column its own name."
+        )
+    nested = [
+        f"'{f.name}' ({f.type})"
+        for f in schema
+        if pat.is_nested(f.type) or (pat.is_dictionary(f.type) and pat.is_nested(f.type.value_type))
+    ]
+    if nested:
+        raise DataError(
+            f"'{path}' has nested column(s) {', '.join(nested[:10])}: shipyard reads one value "
+            "per cell. Flatten them (one column per field or element) or drop them."
+        )
+
+
 def _read_parquet(files: list[Path], origin: Path) -> pd.DataFrame:
+    try:
+        for f in files:
+            _check_parquet_schema(f)
+    except DataError:
+        raise
+    except Exception as exc:  # pyarrow raises several unrelated types for a broken file
+        raise DataError(
+            f"'{origin}' is not a readable Parquet file: {exc}. Re-export it, or use CSV."
+        ) from exc
     try:
         frames = [pd.read_parquet(f) for f in files]
     except Exception as exc:  # pyarrow raises several unrelated types for a broken file

@@ -59,6 +59,7 @@ _TOKEN = re.compile(
     )""",
     re.VERBOSE,
 )
+MAX_DEPTH = 32  # nesting of parentheses and 'not' a rule may have
 _OPS: dict[str, Callable[[Any, Any], Any]] = {
     "<": operator.lt,
     "<=": operator.le,
@@ -136,6 +137,7 @@ class _Parser:
         self.tokens = _tokenize(text)
         self.i = 0
         self.columns: list[str] = []
+        self.depth = 0  # parentheses and 'not's open around the current token
 
     @property
     def tok(self) -> Token:
@@ -186,10 +188,20 @@ class _Parser:
             lambda r: all(p[1](r) for p in parts),
         )
 
+    def deeper(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail(
+                f"the rule nests parentheses and 'not' more than {MAX_DEPTH} deep; a baseline "
+                "rule is a short heuristic: simplify it"
+            )
+
     def not_(self):
         if self.at_keyword("not"):
             self.i += 1
+            self.deeper()
             inner = self.not_()
+            self.depth -= 1
             return (lambda f: ~inner[0](f), lambda r: not inner[1](r))
         return self.comparison()
 
@@ -252,8 +264,10 @@ class _Parser:
     def comparison(self):
         if self.tok.kind == "punct" and self.tok.text == "(":
             self.i += 1
+            self.deeper()
             node = self.or_()
             self.take("punct", ")")
+            self.depth -= 1
             return node
         name, _ = self.column()
         if self.at_keyword("is"):
