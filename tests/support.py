@@ -166,3 +166,50 @@ def faulty_arm(fault, version, path):
     bundle = load_bundle(path)
     bundle.model.warm()
     return Arm(version, bundle) if version == 1 else Faulty(version, bundle, fault)
+
+
+def schemathesis_checks() -> list:
+    """What the service promises: no 5xx, and every response (status, type, body) as
+    documented."""
+    from schemathesis.checks import (
+        content_type_conformance,
+        not_a_server_error,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    return [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
+
+
+def schemathesis_failures(schema, paths=None, max_examples: int = 25) -> list[str]:
+    """Run schemathesis's generated cases (bounded) on every operation of ``schema`` (or on
+    ``paths``); the failures, one line each."""
+    from hypothesis import HealthCheck, given, settings
+
+    checks = schemathesis_checks()
+    failures: list[str] = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if paths is not None and operation.path not in paths:
+            continue
+
+        @settings(
+            max_examples=max_examples,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
+        @given(case=operation.as_strategy())
+        def check(case):
+            try:
+                case.call_and_validate(checks=checks)
+            except Exception as exc:
+                failures.append(f"{case.method} {case.path}: {str(exc)[:300]}")
+
+        check()
+    return failures

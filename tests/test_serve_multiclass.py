@@ -29,7 +29,7 @@ from shipyard.project import Project
 from shipyard.registry import promoted
 from shipyard.serving.app import build
 from shipyard.serving.log import read_log
-from support import free_port, toml_text
+from support import free_port, schemathesis_checks, schemathesis_failures, toml_text
 
 CLASSES = ["Adelie", "Chinstrap", "Gentoo"]
 ROWS = 120
@@ -289,43 +289,14 @@ def test_multiclass_answers_conform_to_the_openapi_document(penguins):
     """schemathesis against the multiclass app: no 5xx, every answer (the named label and
     probabilities included) as documented, on the routes that answer records."""
     import schemathesis
-    from hypothesis import HealthCheck, given, settings
-    from schemathesis.checks import (
-        content_type_conformance,
-        not_a_server_error,
-        response_schema_conformance,
-        status_code_conformance,
-    )
 
-    checks = [
-        not_a_server_error,
-        status_code_conformance,
-        content_type_conformance,
-        response_schema_conformance,
-    ]
+    checks = schemathesis_checks()
     app, service = build(penguins["folder"] / "shipyard.toml", log=False)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
-    failures: list[str] = []
     try:
-        for result in schema.get_all_operations():
-            operation = result.ok()
-            if operation.path not in ("/predict", "/invocations", "/v2/models/{name}/infer"):
-                continue
-
-            @settings(
-                max_examples=25,
-                deadline=None,
-                suppress_health_check=list(HealthCheck),
-                database=None,
-            )
-            @given(case=operation.as_strategy())
-            def check(case):
-                try:
-                    case.call_and_validate(checks=checks)
-                except Exception as exc:
-                    failures.append(f"{case.method} {case.path}: {str(exc)[:300]}")
-
-            check()
+        failures = schemathesis_failures(
+            schema, paths=("/predict", "/invocations", "/v2/models/{name}/infer")
+        )
         # and one real record, so a named answer is checked against the document for sure
         case = schema["/predict"]["POST"].Case(
             body=penguins["records"][0], media_type="application/json"

@@ -33,16 +33,7 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def fsync_folder(folder: Path) -> None:
-    """Flush a folder's entries (a rename in it) to disk."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
+def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -50,12 +41,17 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename in it) to disk."""
+    _fsync(folder)
+
+
 def commit(tmp: Path, path: Path, *, durable: bool = True) -> None:
     """Put a finished temporary file in place: fsync it, rename it over ``path`` (the one
     atomic step), fsync the folder. For writers that need the temporary name themselves
     (a Parquet writer kept open across chunks); otherwise use :func:`atomic_path`."""
     if durable:
-        _fsync_file(tmp)
+        _fsync(tmp)
     os.replace(tmp, path)
     if durable:
         fsync_folder(path.parent)
