@@ -738,3 +738,27 @@ def orjson_dumps_record(record: dict, field: str, raw: str) -> bytes:
 
     text = orjson.dumps({**record, field: None}).decode()
     return text.replace(f'"{field}":null', f'"{field}":{raw}').encode()
+
+
+def test_a_client_leaving_mid_body_is_counted_not_a_server_error(flights):
+    _reset(flights)
+    with in_process(flights) as (client, service):
+        port = int(str(client.base_url).rsplit(":", 1)[1].strip("/"))
+        for _ in range(20):  # bounded, loopback only
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                raw.sendall(
+                    b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+                    b'{"origin": "JF'
+                )
+        deadline = time.monotonic() + 10
+        while (
+            service.metrics.value("shipyard_errors_total", endpoint="predict", kind="disconnect")
+            < 20
+        ):
+            assert time.monotonic() < deadline, client.get("/metrics").text[-2000:]
+            time.sleep(0.05)
+        assert (
+            service.metrics.value("shipyard_errors_total", endpoint="predict", kind="internal") == 0
+        )
+        assert client.post("/predict", json=flights["records"][0]).status_code == 200

@@ -39,6 +39,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from shipyard.errors import RequestRefused, ShipyardError, SpecError
 from shipyard.serving import protocol, schema
@@ -102,15 +103,22 @@ class Service:
                 "too_large",
             )
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_bytes:
-                raise RequestRefused(
-                    413,
-                    f"the body is over the limit of {self.max_bytes:,} bytes ([serving] max_body_mb)",
-                    "too_large",
-                )
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise RequestRefused(
+                        413,
+                        f"the body is over the limit of {self.max_bytes:,} bytes ([serving] max_body_mb)",
+                        "too_large",
+                    )
+                chunks.append(chunk)
+        except (
+            ClientDisconnect
+        ):  # the client left mid-body: counted (as kind "disconnect"), not a traceback
+            raise RequestRefused(
+                400, "the client disconnected before sending the whole body", "disconnect"
+            ) from None
         raw = b"".join(chunks)
         if not raw.strip():
             what = "a JSON document" if kind == "application/json" else "a header row and rows"
