@@ -213,3 +213,28 @@ def schemathesis_failures(schema, paths=None, max_examples: int = 25) -> list[st
 
         check()
     return failures
+
+
+@contextmanager
+def uvicorn_app(app):
+    """A FastAPI app on a real uvicorn server on 127.0.0.1, in a thread of this process;
+    yields an httpx client on it and its port, and stops the server after."""
+    import threading
+
+    import httpx
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client, port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

