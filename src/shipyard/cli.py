@@ -105,6 +105,16 @@ def _progress(quiet: bool) -> Iterator[Callable[[str], None]]:
         yield lambda stage: status.update(f"{stage}…")
 
 
+def _tidy(project: Any) -> dict[str, Any] | None:
+    """Settle what killed trainings left behind, saying so in one line on stderr; the
+    record for ``--json`` output (None when there was nothing to do)."""
+    done = project.tidy()
+    if not done:
+        return None
+    err.print(f"[yellow]{escape(done.line())}[/]", soft_wrap=True)  # one line, unwrapped
+    return done.to_dict()
+
+
 def _emit_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
 
@@ -211,10 +221,11 @@ def check(
     """Contract, data quality and leakage audit; findings sorted by severity."""
     with _errors(as_json):
         project = Project.load(spec)
+        cleaned = _tidy(project)
         with _progress(as_json) as update:
             report = project.check(data, progress=update)
     if as_json:
-        _emit_json(report.to_dict())
+        _emit_json({**report.to_dict(), "cleaned_up": cleaned})
     else:
         print_check(report)
     raise typer.Exit(report.exit_code)
@@ -352,10 +363,11 @@ def train(
     """Split, climb the ladder, evaluate, bundle, track and register a candidate."""
     with _errors(as_json):
         project = Project.load(spec)
+        cleaned = _tidy(project)
         with _progress(as_json) as update:
             result = project.train(ignore_findings=ignore_findings or [], progress=update)
     if as_json:
-        _emit_json(result.to_dict())
+        _emit_json({**result.to_dict(), "cleaned_up": cleaned})
     else:
         print_train(result)
 
@@ -364,23 +376,36 @@ def train(
 def runs(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False) -> None:
     """Tracked training runs, newest first."""
     with _errors(as_json):
-        rows = Project.load(spec).runs()
+        project = Project.load(spec)
+        _tidy(project)
+        rows = project.runs()
     if as_json:
         _emit_json([r.to_dict() for r in rows])
         return
     table = RichTable()
-    for col in ("run id", "started", "chosen", "metric", "dev", "test", "version", "snapshot"):
+    for col in (
+        "run id",
+        "started",
+        "status",
+        "chosen",
+        "metric",
+        "dev",
+        "test",
+        "version",
+        "snapshot",
+    ):
         table.add_column(col)
     for r in rows:
         table.add_row(
             r.run_id,
             r.started,
+            r.status,
             str(r.chosen or "—"),
-            r.metric,
+            r.metric or "—",
             _fmt(r.dev),
             _fmt(r.test),
             str(r.version or "—"),
-            r.snapshot,
+            r.snapshot or "—",
         )
     out.print(table if rows else "no tracked runs yet: run `shipyard train`")
 
@@ -388,11 +413,14 @@ def runs(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False) 
 @app.command(cls=_Command)
 def models(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False) -> None:
     """Registered versions with metrics, readiness and deployment role (aliases repaired)."""
-    with _errors(as_json), _progress(as_json) as update:
-        update("reading the registry")
-        listing = Project.load(spec).models()
+    with _errors(as_json):
+        project = Project.load(spec)
+        cleaned = _tidy(project)
+        with _progress(as_json) as update:
+            update("reading the registry")
+            listing = project.models()
     if as_json:
-        _emit_json(listing.to_dict())
+        _emit_json({**listing.to_dict(), "cleaned_up": cleaned})
         return
     state = listing.state
     metric = listing.versions[-1].metric if listing.versions else ""
@@ -471,12 +499,15 @@ def promote(
         return
     if version is None or to is None:
         _fail("give a VERSION and --to shadow|canary|champion (or --stop)", 2)
-    with _errors(as_json), _progress(as_json) as update:
-        outcome = Project.load(spec).promote(
-            version, to, percent=percent, force=force, reason=reason, progress=update
-        )
+    with _errors(as_json):
+        project = Project.load(spec)
+        cleaned = _tidy(project)
+        with _progress(as_json) as update:
+            outcome = project.promote(
+                version, to, percent=percent, force=force, reason=reason, progress=update
+            )
     if as_json:
-        _emit_json(outcome.to_dict())
+        _emit_json({**outcome.to_dict(), "cleaned_up": cleaned})
         return
     after = outcome.after
     role = (

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from shipyard import __version__
+from shipyard import __version__, leftovers
 from shipyard.bundle import load_bundle
 from shipyard.data.contract import Contract, Violation
 from shipyard.data.dataset import Dataset
@@ -35,6 +35,7 @@ from shipyard.data.quality import quality_findings
 from shipyard.data.split import Splits, make_splits, split_findings
 from shipyard.errors import CheckFailed, DataError, SpecError, UsageError
 from shipyard.files import atomic_write
+from shipyard.leftovers import Cleanup
 from shipyard.registry import Registry
 from shipyard.scaffold import Inferred, write_spec
 from shipyard.spec import Spec, load_spec
@@ -382,6 +383,12 @@ class Project:
 
     # --- training ------------------------------------------------------------------------
 
+    def tidy(self) -> Cleanup:
+        """Settle what killed trainings left behind (see :mod:`shipyard.leftovers`): their
+        runs marked FAILED, their orphan bundles removed. Trainings still running are left
+        alone. Every command that opens the workspace calls it first."""
+        return leftovers.sweep(self.workspace)
+
     def tracker(self, warm: bool = False) -> Tracker:
         """The MLflow tracker for this project (probes a server URI before use)."""
         return self.workspace.tracker(warm=warm)
@@ -432,18 +439,26 @@ class Project:
             )
         # the tracking store is set up in the background while the models fit
         tracker = (lambda: pool.submit(self.tracker, True)) if pool is not None else None
-        return run_training(
-            ds,
-            splits,
-            snapshot_id=table.snapshot_id,
-            bundle_root=self.workspace.bundles,
-            tracker=tracker,
-            check_report=report.to_dict(),
-            ignored_findings=ignored,
-            progress=progress,
-            flagged=report.flagged,
-            champion=self._champion_bundle(),
-        )
+        with leftovers.training(self.workspace, tracked=pool is not None) as marker:
+
+            def claim(run_id: str | None, bundle: Path) -> None:
+                marker.run_id, marker.bundle = run_id, self.workspace.relative(bundle)
+                marker.save()
+
+            return run_training(
+                ds,
+                splits,
+                snapshot_id=table.snapshot_id,
+                bundle_root=self.workspace.bundles,
+                tracker=tracker,
+                check_report=report.to_dict(),
+                ignored_findings=ignored,
+                progress=progress,
+                flagged=report.flagged,
+                champion=self._champion_bundle(),
+                run_tags={"shipyard_marker": marker.token},
+                on_bundle=claim,
+            )
 
     def _champion_bundle(self) -> tuple[int, Path] | None:
         state = self.registry.state()
@@ -530,6 +545,8 @@ class Project:
         out = []
         for run in self.tracker().runs(max_results):
             metric = run.params.get("metric", "")
+            # a run killed before registering has none ("None" was written by older versions)
+            version = run.tags.get("registered_version")
             out.append(
                 RunRow(
                     run_id=run.run_id,
@@ -541,7 +558,7 @@ class Project:
                     metric=metric,
                     dev=run.metrics.get(f"dev_{metric}"),
                     test=run.metrics.get(f"test_{metric}"),
-                    version=run.tags.get("registered_version"),
+                    version=version if version not in ("", "None") else None,
                     snapshot=(run.tags.get("data_snapshot_id") or "")[:12],
                 )
             )

@@ -224,7 +224,8 @@ class Tracker:
 
     @_translated("tagging the run")
     def tags(self, values: Mapping[str, Any]) -> None:
-        self.mlflow.set_tags({k: str(v) for k, v in values.items()})
+        """Set tags on the active run; a None value is not set (it would read "None")."""
+        self.mlflow.set_tags({k: str(v) for k, v in values.items() if v is not None})
 
     @_translated("logging a document")
     def json(self, document: Any, path: str) -> None:
@@ -328,6 +329,38 @@ class Tracker:
             return _run_record(self.client.get_run(run_id))
         except Exception as exc:
             raise TrackingError(f"no run '{run_id}' in {self.uri}: {exc}") from exc
+
+    @_translated("marking runs failed")
+    def fail_runs(self, marker: str, run_id: str | None = None) -> list[str]:
+        """End as FAILED the runs of a training whose process died: those tagged
+        ``shipyard_marker = marker``, run ``run_id``, and their nested runs, wherever still
+        RUNNING; the ids it ended."""
+        from mlflow.exceptions import MlflowException
+
+        found = {
+            r.info.run_id: r
+            for r in self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.shipyard_marker = '{marker}'"
+            )
+        }
+        if run_id is not None and run_id not in found:
+            try:
+                found[run_id] = self.client.get_run(run_id)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+        for parent in list(found):
+            for child in self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'"
+            ):
+                found[child.info.run_id] = child
+        ended = []
+        for run in found.values():
+            if run.info.status == "RUNNING":
+                self.client.set_tag(run.info.run_id, "shipyard_ended", "its process died")
+                self.client.set_terminated(run.info.run_id, status="FAILED")
+                ended.append(run.info.run_id)
+        return sorted(ended)
 
     def download(self, run_id: str, path: str, dest: Path) -> Path:
         try:

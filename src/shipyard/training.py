@@ -16,7 +16,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -220,8 +220,14 @@ def train(
     progress: Callable[[str], None] = lambda _: None,
     flagged: list[str] | tuple[str, ...] = (),
     champion: tuple[int, Path] | None = None,
+    run_tags: Mapping[str, str] | None = None,
+    on_bundle: Callable[[str | None, Path], None] | None = None,
 ) -> TrainResult:
-    """Run the training pipeline on a checked dataset (see the module docstring)."""
+    """Run the training pipeline on a checked dataset (see the module docstring).
+
+    ``run_tags`` go on the training run; ``on_bundle(run_id, folder)`` is called once the run
+    exists and before the bundle is written (the workspace's marker of a training in flight).
+    """
     spec = ds.spec
     started = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -347,11 +353,15 @@ def train(
         tracker = tracker.result()
     tracked = tracker is not None
     run_ctx = (
-        tracker.run(f"train-{chosen.name}", tags={"shipyard_kind": "train"}) if tracked else None
+        tracker.run(f"train-{chosen.name}", tags={**(run_tags or {}), "shipyard_kind": "train"})
+        if tracked
+        else None
     )
     run_id = run_ctx.__enter__() if run_ctx is not None else None
     try:
         bundle_path = bundle_root / (run_id or f"local-{int(time.time())}")
+        if on_bundle is not None:
+            on_bundle(run_id, bundle_path)
         evaluation = {
             "metric": metric,
             "chosen": chosen.name,

@@ -31,6 +31,7 @@ CODES: tuple[str, ...] = (
     "high_cardinality",
     "missing_target",
     "missing_values",
+    "mixed_date_formats",
     "mixed_types",
     "near_constant_column",
     "row_count",

@@ -7,6 +7,7 @@ computed from the data and what to do. :func:`quality_findings` runs them all.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from shipyard.data.association import Target, power_of_codes
 from shipyard.data.dataset import Dataset
 from shipyard.data.finding import Finding, finding_factory
 from shipyard.data.roles import is_string_like
+from shipyard.data.values import UNKNOWN_ORDER, date_format
 
 SMALL_DATA_ROWS = 1_000
 NEAR_CONSTANT_SHARE = 0.99
@@ -23,6 +25,7 @@ HIGH_CARDINALITY = 100
 VERY_HIGH_CARDINALITY = 1_000
 MISSING_EXPLAINED_AUC = 0.7
 SIGNIFICANCE = 0.01
+DATE_SCREEN = 200  # distinct values looked at before a column is read as dates
 
 
 _f = finding_factory("quality")
@@ -343,6 +346,97 @@ def check_mixed_types(ds: Dataset) -> list[Finding]:
     return out
 
 
+def _date_formats(counts: pd.Series) -> tuple[dict[str, dict[str, Any]], int, list[str]]:
+    """Rows and examples per written date format of a column's distinct values (numeric
+    dates of unknown day/month order read in the order the column's other dates settle,
+    if they settle one); how many rows hold no date, and the commonest of those values."""
+    formats: dict[str, dict[str, Any]] = {}
+    undated, odd = 0, list[str]()
+    for value, rows in counts.items():
+        label = date_format(str(value))
+        if label is None:
+            undated += int(rows)
+            if len(odd) < 5:
+                odd.append(str(value))
+            continue
+        entry = formats.setdefault(label, {"rows": 0, "examples": []})
+        entry["rows"] += int(rows)
+        if len(entry["examples"]) < 3:
+            entry["examples"].append(str(value))
+    for label in [k for k in formats if k.endswith(UNKNOWN_ORDER)]:
+        day_first, month_first = label.removesuffix(UNKNOWN_ORDER).split(" or ")
+        known = [order for order in (day_first, month_first) if order in formats]
+        if len(known) == 1:  # the column's other dates settle the order: read these so
+            undecided = formats.pop(label)
+            formats[known[0]]["rows"] += undecided["rows"]
+            formats[known[0]]["examples"] += undecided["examples"][:1]
+    return dict(sorted(formats.items(), key=lambda kv: -kv[1]["rows"])), undated, odd
+
+
+def check_date_formats(ds: Dataset) -> list[Finding]:
+    """Text columns of dates written in several formats, or mostly dates with some values
+    that are not: read as they are, they become a category (or silently NaT)."""
+    out = []
+    for col in ds.frame.columns:
+        series = ds.frame[col]
+        if col == ds.spec.project.target or not is_string_like(series):
+            continue
+        counts = series.dropna().astype(str).str.strip().value_counts()
+        screen = counts.index[:DATE_SCREEN]
+        if counts.empty or sum(date_format(str(v)) is not None for v in screen) < 0.3 * len(screen):
+            continue
+        formats, undated, odd = _date_formats(counts)
+        total = int(counts.sum())
+        dated = total - undated
+        if dated < 0.5 * total or (len(formats) < 2 and undated == 0):
+            continue  # not mostly dates, or one clean format
+        conflict = _both_orders(formats)  # then no numeric date's reading can be trusted
+        ambiguous = sum(
+            v["rows"]
+            for k, v in formats.items()
+            if k.endswith(UNKNOWN_ORDER) or (conflict and k.startswith(("DD", "MM")))
+        )
+        seen = ", ".join(
+            f"{label} ({v['rows']:,} rows, e.g. '{v['examples'][0]}')"
+            for label, v in formats.items()
+        )
+        not_dates = f"; {undated:,} rows are not dates (e.g. {odd[:3]})" if undated else ""
+        order = (
+            f"; day and month cannot be told apart in {ambiguous:,} rows, so no reading of "
+            "them is safe"
+            if ambiguous
+            else ""
+        )
+        out.append(
+            _f(
+                "mixed_date_formats",
+                "error" if ambiguous else "warning",
+                f"column '{col}' holds dates written in {len(formats)} format"
+                f"{'s' if len(formats) != 1 else ''}: {seen}{not_dates}{order}. Read as is, "
+                f"it is a '{ds.role.get(col)}' column",
+                "normalize the dates upstream to one format (ISO 8601, YYYY-MM-DD, with the "
+                "day and month order of the source made explicit), or declare the column's "
+                "role: exclude it in [features] exclude if it is not a date feature",
+                [col],
+                formats=formats,
+                undated_rows=undated,
+                undated_examples=odd,
+                ambiguous_rows=ambiguous,
+                dated_share=round(dated / total, 6),
+                role=ds.role.get(col),
+            )
+        )
+    return out
+
+
+def _both_orders(formats: dict[str, Any]) -> bool:
+    """Day-first and month-first numeric dates in one column: each reading contradicts the
+    other, so neither can be trusted."""
+    day_first = any(k.startswith("DD") and not k.endswith(UNKNOWN_ORDER) for k in formats)
+    month_first = any(k.startswith("MM") and not k.endswith(UNKNOWN_ORDER) for k in formats)
+    return day_first and month_first
+
+
 def check_text(ds: Dataset) -> list[Finding]:
     return [
         _f(
@@ -432,6 +526,7 @@ def quality_findings(ds: Dataset, now: datetime | None = None) -> list[Finding]:
         *check_balance(ds),
         *check_cardinality(ds),
         *check_mixed_types(ds),
+        *check_date_formats(ds),
         *check_text(ds),
         *check_freshness(ds, now),
         *check_association(ds),

@@ -40,6 +40,7 @@ shipyard.data.values.ValueTypeError: 'maybe' is not a boolean; write yes/no, y/n
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -358,6 +359,69 @@ def parse_datetime(value: Any) -> datetime | None:
         return None
     stamp = stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp.tz_convert(UTC)
     return stamp.to_pydatetime()
+
+
+_MONTH_NAMES = {
+    name: number
+    for number, full in enumerate(
+        (
+            "january", "february", "march", "april", "may", "june", "july", "august",
+            "september", "october", "november", "december",
+        ),
+        start=1,
+    )
+    for name in (full, full[:3], "sept" if full == "september" else full[:3])
+}  # fmt: skip
+_TIME = r"(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[AaPp]\.?[Mm]\.?)?\s*(?:Z|[+-]\d{2}:?\d{2})?)?"
+_DATE_SHAPES = (  # (pattern, label); groups name the parts the label does not fix
+    (re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})" + _TIME), "YYYY-MM-DD"),
+    (re.compile(r"(\d{4})/(\d{1,2})/(\d{1,2})" + _TIME), "YYYY/MM/DD"),
+    (re.compile(r"(\d{1,2})([/.-])(\d{1,2})\2(\d{4}|\d{2})" + _TIME), "numeric"),
+    (re.compile(r"([A-Za-z]{3,9})\.? (\d{1,2})(?:st|nd|rd|th)?,? (\d{4})" + _TIME), "Mon D YYYY"),
+    (re.compile(r"(\d{1,2}) ([A-Za-z]{3,9})\.?,? (\d{4})" + _TIME), "D Mon YYYY"),
+    (re.compile(r"(\d{1,2})-([A-Za-z]{3,9})-(\d{4}|\d{2})" + _TIME), "D-Mon-YYYY"),
+)
+#: How the label of a numeric date ends when its day and month cannot be told apart
+#: (both 12 or less): ``"DD/MM/YYYY or MM/DD/YYYY" + UNKNOWN_ORDER``.
+UNKNOWN_ORDER = " (day and month order unknown)"
+
+
+def date_format(text: str) -> str | None:
+    """How one text writes a date: a label such as ``YYYY-MM-DD``, ``DD/MM/YYYY``,
+    ``MM/DD/YYYY``, ``Mon D YYYY``; None when it is not a date. A time of day after the
+    date does not change the label. Day and month written as numbers, both 12 or less, are
+    labelled with both readings (ending in :data:`UNKNOWN_ORDER`); a column's other dates
+    may settle the order.
+
+    >>> [date_format(t) for t in ("2024-01-05", "25/01/2024", "01/25/2024", "Jan 5 2024")]
+    ['YYYY-MM-DD', 'DD/MM/YYYY', 'MM/DD/YYYY', 'Mon D YYYY']
+    >>> date_format("05/01/2024"), date_format("2024-13-01"), date_format("soon")
+    ('DD/MM/YYYY or MM/DD/YYYY (day and month order unknown)', None, None)
+    """
+    text = text.strip()
+    for pattern, label in _DATE_SHAPES:
+        found = pattern.fullmatch(text)
+        if found is None:
+            continue
+        parts = found.groups()
+        if label in ("YYYY-MM-DD", "YYYY/MM/DD"):
+            month, day = int(parts[1]), int(parts[2])
+        elif label == "numeric":
+            first, sep, second, year = int(parts[0]), parts[1], int(parts[2]), parts[3]
+            y = "Y" * len(year)
+            if first > 12 and 1 <= second <= 12 and first <= 31:
+                return f"DD{sep}MM{sep}{y}"
+            if second > 12 and 1 <= first <= 12 and second <= 31:
+                return f"MM{sep}DD{sep}{y}"
+            if 1 <= first <= 12 and 1 <= second <= 12:
+                return f"DD{sep}MM{sep}{y} or MM{sep}DD{sep}{y}{UNKNOWN_ORDER}"
+            return None
+        elif label == "Mon D YYYY":
+            month, day = _MONTH_NAMES.get(parts[0].lower(), 0), int(parts[1])
+        else:
+            month, day = _MONTH_NAMES.get(parts[1].lower(), 0), int(parts[0])
+        return label if 1 <= month <= 12 and 1 <= day <= 31 else None
+    return None
 
 
 BRIEF_CHARS = 60  # how much of a value a message quotes
