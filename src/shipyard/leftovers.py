@@ -188,10 +188,6 @@ class Cleanup:
         return asdict(self)
 
 
-def _folder(workspace: Workspace) -> Path:
-    return workspace.folder / "training"
-
-
 @contextlib.contextmanager
 def training(workspace: Workspace, tracked: bool = True) -> Iterator[Marker]:
     """Mark a training in flight for as long as the block runs.
@@ -205,7 +201,7 @@ def training(workspace: Workspace, tracked: bool = True) -> Iterator[Marker]:
     owner = Owner.current()
     began = datetime.now(UTC)
     token = f"{began:%Y%m%dT%H%M%S%f}-{owner.pid}"
-    marker = Marker(_folder(workspace) / f"{token}.json", owner, began.isoformat(), tracked)
+    marker = Marker(workspace.trainings / f"{token}.json", owner, began.isoformat(), tracked)
     marker.save()
     try:
         yield marker
@@ -223,7 +219,7 @@ def sweep(workspace: Workspace) -> Cleanup:
     processes, and of other hosts, are left alone.
     """
     done = Cleanup()
-    folder = _folder(workspace)
+    folder = workspace.trainings
     if not folder.is_dir():
         return done
     for leftover in folder.glob(".*.tmp"):  # a marker write killed before its rename

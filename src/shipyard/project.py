@@ -164,11 +164,11 @@ class RunRow:
     started: str
     status: str
     chosen: str | None
-    metric: str
+    metric: str | None
     dev: float | None
     test: float | None
     version: str | None
-    snapshot: str
+    snapshot: str | None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -544,7 +544,7 @@ class Project:
         """Tracked training runs, newest first."""
         out = []
         for run in self.tracker().runs(max_results):
-            metric = run.params.get("metric", "")
+            metric = run.params.get("metric")
             # a run killed before registering has none ("None" was written by older versions)
             version = run.tags.get("registered_version")
             out.append(
@@ -556,10 +556,10 @@ class Project:
                     status=run.status,
                     chosen=run.tags.get("chosen_rung"),
                     metric=metric,
-                    dev=run.metrics.get(f"dev_{metric}"),
-                    test=run.metrics.get(f"test_{metric}"),
+                    dev=run.metrics.get(f"dev_{metric}") if metric else None,
+                    test=run.metrics.get(f"test_{metric}") if metric else None,
                     version=version if version not in ("", "None") else None,
-                    snapshot=(run.tags.get("data_snapshot_id") or "")[:12],
+                    snapshot=(run.tags.get("data_snapshot_id") or "")[:12] or None,
                 )
             )
         return out

@@ -6,6 +6,7 @@ This is the one place that knows the layout; everything else asks the :class:`Wo
         contract.json               the contract ``check`` learned from the spec's data
         reports/                    check reports (``check-<snapshot>.json``)
         bundles/<run id>/           one verified bundle per training run
+        training/<token>.json       a training in flight: its owner process, run and bundle
         deployment/<model>.json     the deployment record (and its ``.lock``)
         logs/date=YYYY-MM-DD/       the prediction log (Parquet parts)
         mlflow.db, mlartifacts/     the embedded MLflow store, when no tracking URI is set
@@ -114,6 +115,11 @@ class Workspace:
     @property
     def bundles(self) -> Path:
         return self.folder / "bundles"
+
+    @property
+    def trainings(self) -> Path:
+        """Markers of trainings in flight (see :mod:`shipyard.leftovers`)."""
+        return self.folder / "training"
 
     @property
     def deployment(self) -> Path:

@@ -369,7 +369,8 @@ def _date_formats(counts: pd.Series) -> tuple[dict[str, dict[str, Any]], int, li
         if len(known) == 1:  # the column's other dates settle the order: read these so
             undecided = formats.pop(label)
             formats[known[0]]["rows"] += undecided["rows"]
-            formats[known[0]]["examples"] += undecided["examples"][:1]
+            examples = formats[known[0]]["examples"]
+            examples += undecided["examples"][: 3 - len(examples)]
     return dict(sorted(formats.items(), key=lambda kv: -kv[1]["rows"])), undated, odd
 
 
