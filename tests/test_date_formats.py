@@ -90,7 +90,8 @@ def test_ambiguous_mixed_formats_are_an_error(economics):
         finding.message
     )
     assert "day and month cannot be told apart in 191 rows" in finding.message
-    assert "normalize the dates upstream" in finding.action and "role" in finding.action
+    assert "normalize the dates upstream" in finding.action
+    assert "[features] exclude" in finding.action and "--ignore-findings" in finding.action
 
 
 def test_mixed_formats_whose_order_is_settled_are_a_warning(weather):

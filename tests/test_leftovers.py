@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import shipyard
 from shipyard import leftovers
 from shipyard.leftovers import Marker, Owner
@@ -155,3 +157,23 @@ def test_markers_of_other_hosts_and_reused_pids(tmp_path, churn):
     assert elsewhere.path.exists() and not reused.path.exists()
     (folder / "c.json").write_text("{not json")
     assert "is not a training marker" in leftovers.sweep(project.workspace).line()
+
+
+def test_a_training_that_raises_settles_its_own_marker_at_once(tmp_path, churn):
+    workspace = churn_project(tmp_path, churn).workspace
+    bundle = workspace.bundles / "local-7"
+    with (
+        pytest.raises(RuntimeError, match="the fit failed"),
+        leftovers.training(workspace, tracked=False) as marker,
+    ):
+        assert Marker.read(marker.path).owner == Owner.current()
+        bundle.mkdir(parents=True)
+        (bundle / "manifest.json").write_text("{}")
+        marker.bundle = workspace.relative(bundle)
+        marker.save()
+        raise RuntimeError("the fit failed")
+    assert not bundle.exists() and list(workspace.trainings.iterdir()) == []
+    with leftovers.training(workspace, tracked=False) as marker:
+        assert marker.path.exists()
+    assert not marker.path.exists()  # a training that ends well leaves no marker
+    assert not leftovers.sweep(workspace)

@@ -606,6 +606,7 @@ def predict(
 
     with _errors(as_json):
         project = Project.load(spec)
+        _tidy(project)
         with Progress(
             "[progress.description]{task.description}",
             BarColumn(),
@@ -655,8 +656,11 @@ def reproduce(
     as_json: JsonOption = False,
 ) -> None:
     """Re-run a tracked run from its snapshot, spec and seeds; verify metrics and predictions."""
-    with _errors(as_json), _progress(as_json) as update:
-        outcome = Project.load(spec).reproduce(run_id, progress=update)
+    with _errors(as_json):
+        project = Project.load(spec)
+        _tidy(project)
+        with _progress(as_json) as update:
+            outcome = project.reproduce(run_id, progress=update)
     if as_json:
         _emit_json(outcome.to_dict())
     else:

@@ -382,10 +382,13 @@ def check_date_formats(ds: Dataset) -> list[Finding]:
         series = ds.frame[col]
         if col == ds.spec.project.target or not is_string_like(series):
             continue
-        counts = series.dropna().astype(str).str.strip().value_counts()
-        screen = counts.index[:DATE_SCREEN]
-        if counts.empty or sum(date_format(str(v)) is not None for v in screen) < 0.3 * len(screen):
+        values = series.dropna()
+        screen = values.head(20 * DATE_SCREEN).unique()[:DATE_SCREEN]  # cheap: most are not
+        if not len(screen) or sum(date_format(str(v)) is not None for v in screen) < 0.3 * len(
+            screen
+        ):
             continue
+        counts = values.astype(str).str.strip().value_counts()
         formats, undated, odd = _date_formats(counts)
         total = int(counts.sum())
         dated = total - undated
@@ -414,10 +417,20 @@ def check_date_formats(ds: Dataset) -> list[Finding]:
                 "error" if ambiguous else "warning",
                 f"column '{col}' holds dates written in {len(formats)} format"
                 f"{'s' if len(formats) != 1 else ''}: {seen}{not_dates}{order}. Read as is, "
-                f"it is a '{ds.role.get(col)}' column",
-                "normalize the dates upstream to one format (ISO 8601, YYYY-MM-DD, with the "
-                "day and month order of the source made explicit), or declare the column's "
-                "role: exclude it in [features] exclude if it is not a date feature",
+                + (
+                    "its values that are not dates become missing"
+                    if ds.role.get(col) == "datetime"
+                    else f"it is a '{ds.role.get(col)}' column of {len(counts):,} distinct values"
+                ),
+                "normalize the dates upstream to one format (ISO 8601, YYYY-MM-DD; where day "
+                "and month are numbers, the source must say which comes first), or declare "
+                "what the column is: list it in [features] exclude if it is not a feature"
+                + (
+                    ", or train over it deliberately with --ignore-findings mixed_date_formats "
+                    "(it stays a category)"
+                    if ambiguous
+                    else ""
+                ),
                 [col],
                 formats=formats,
                 undated_rows=undated,
