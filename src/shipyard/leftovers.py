@@ -194,9 +194,10 @@ def training(workspace: Workspace, tracked: bool = True) -> Iterator[Marker]:
 
     The caller tags its runs with ``shipyard_marker = marker.token`` (so a run created just
     before a kill is found too), and sets ``run_id`` and ``bundle`` on the marker and calls
-    ``save()`` as soon as they are known. On success the marker is removed. On an exception the marker is settled at
-    once (its run marked FAILED, its bundle removed unless registered), as the next command
-    would after a kill; if that cannot be done now, the marker stays for the next command.
+    ``save()`` as soon as they are known. On success the marker is removed. On an exception
+    the marker is settled at once (its run marked FAILED, its bundle removed unless
+    registered), as the next command would after a kill; if that cannot be done now, the
+    marker stays for the next command.
     """
     owner = Owner.current()
     began = datetime.now(UTC)
