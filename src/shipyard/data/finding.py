@@ -28,12 +28,15 @@ CODES: tuple[str, ...] = (
     "duplicate_rows",
     "free_text",
     "freshness",
+    "extreme_values",
     "high_cardinality",
+    "implausible_zeros",
     "missing_target",
     "missing_values",
     "mixed_types",
     "near_constant_column",
     "row_count",
+    "sensitive_feature",
     "small_data",
     "stale_data",
     "unparseable_time",
@@ -48,7 +51,9 @@ CODES: tuple[str, ...] = (
     "too_good",
     # data/split.py
     "entities_shared_over_time",
+    "small_dev_split",
     "split_purge_heavy",
+    "target_shift",
     "unseen_after_split",
 )
 
@@ -76,7 +81,7 @@ class Finding:
     action: str
     columns: tuple[str, ...] = ()
     evidence: dict[str, Any] = field(default_factory=dict)
-    check: str = "quality"  # "contract", "quality" or "leakage"
+    check: str = "quality"  # "contract", "quality", "leakage" or "split"
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
