@@ -321,6 +321,8 @@ def train(
     if ds.target.kind != "regression":
         calibration["ece_test"] = ece(test_xy[1], chosen_test)
         calibration["reliability_test"] = reliability(test_xy[1], chosen_test)
+    else:  # calibration in the large: negative when the model under-predicts on test
+        calibration["mean_error_test"] = float(np.mean(chosen_test - test_xy[1]))
 
     progress("slices")
     slice_cols = list(dict.fromkeys([*spec.features.slices, *spec.features.sensitive]))

@@ -410,7 +410,7 @@ def target_shift_findings(ds: Dataset, splits: Splits) -> list[Finding]:
             table = table[:, table.sum(axis=0) > 0]
             p = float(stats.chi2_contingency(table)[1]) if table.shape[1] > 1 else 1.0
             h = _cohen_h(rates[name], rates["train"])
-            at = int(np.argmax(np.abs(h)))
+            at = 1 if k == 2 else int(np.argmax(np.abs(h)))  # binary: the positive class
             summary[name].update(effect_h=round(float(h[at]), 4), p_value=p, class_moved=labels[at])
             if abs(h[at]) >= SHIFT_EFFECT and p < SHIFT_P_VALUE:
                 shifted[name] = float(h[at])
