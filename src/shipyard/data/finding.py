@@ -28,13 +28,16 @@ CODES: tuple[str, ...] = (
     "duplicate_rows",
     "free_text",
     "freshness",
+    "extreme_values",
     "high_cardinality",
+    "implausible_zeros",
     "missing_target",
     "missing_values",
     "mixed_date_formats",
     "mixed_types",
     "near_constant_column",
     "row_count",
+    "sensitive_feature",
     "small_data",
     "stale_data",
     "unparseable_time",
@@ -49,7 +52,9 @@ CODES: tuple[str, ...] = (
     "too_good",
     # data/split.py
     "entities_shared_over_time",
+    "small_dev_split",
     "split_purge_heavy",
+    "target_shift",
     "unseen_after_split",
 )
 
@@ -77,7 +82,7 @@ class Finding:
     action: str
     columns: tuple[str, ...] = ()
     evidence: dict[str, Any] = field(default_factory=dict)
-    check: str = "quality"  # "contract", "quality" or "leakage"
+    check: str = "quality"  # "contract", "quality", "leakage" or "split"
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:

@@ -26,6 +26,15 @@ VERY_HIGH_CARDINALITY = 1_000
 MISSING_EXPLAINED_AUC = 0.7
 SIGNIFICANCE = 0.01
 DATE_SCREEN = 200  # distinct values looked at before a column is read as dates
+# implausible_zeros: zeros at most this share of a column's values, ...
+RARE_ZERO_SHARE = 0.05
+# ... with the smallest positive value at least this share of the positive median, ...
+ZERO_FAR_FROM_MEDIAN = 0.25
+# ... and at least this many times the step between the smallest distinct positive values
+ZERO_FAR_IN_STEPS = 10
+# extreme_values: this many bulk widths (median to the 0.1th or 99.9th percentile) beyond it
+EXTREME_WIDTHS = 10
+EXAMPLES = 5
 
 
 _f = finding_factory("quality")
@@ -530,6 +539,160 @@ def check_association(ds: Dataset) -> list[Finding]:
     ]
 
 
+def _row_examples(ds: Dataset, col: str, rows: np.ndarray) -> list[dict[str, object]]:
+    """The first rows of ``rows`` as {row, value}: row numbers of the data file (from 0)."""
+    labels = ds.frame.index[rows[:EXAMPLES]]
+    values = ds.frame[col].to_numpy()[rows[:EXAMPLES]]
+    return [{"row": int(r), "value": float(v)} for r, v in zip(labels, values, strict=True)]
+
+
+def check_implausible(ds: Dataset) -> list[Finding]:
+    """Values a user would want flagged as physically impossible or implausible.
+
+    Two rules, on every numeric column (the target too):
+
+    ``implausible_zeros``: zeros in a column whose other values are all positive, when the
+    zeros are rare (at most ``RARE_ZERO_SHARE`` of the values) *and* sit far below the bulk:
+    the smallest positive value is at least ``ZERO_FAR_FROM_MEDIAN`` of the positive median
+    and at least ``ZERO_FAR_IN_STEPS`` times the median step between the smallest distinct
+    positive values. A diamond 0 mm wide (smallest other width 3.73, in steps of 0.01) is
+    flagged. Naturally zero-inflated columns are not: counts (the next value, 1, is one step
+    away), money (the smallest positive amount is tiny against the median), and any column
+    where zero is common (tenure 0, no purchases, no debt).
+
+    ``extreme_values``: values more than ``EXTREME_WIDTHS`` bulk widths beyond the 99.9th
+    percentile (or below the 0.1th), a bulk width being the distance from the median to that
+    percentile. A diamond 58.9 mm deep whose 99.9th percentile is 8.87 (median 5.71) is
+    flagged, as are sentinel codes (999999 in a column of tens); long natural tails (incomes,
+    delays) stay within it.
+    """
+    out = []
+    for col, prof in ds.profiles.items():
+        if prof.role != "numeric" or is_string_like(ds.frame[col]):
+            continue
+        values = pd.to_numeric(ds.frame[col], errors="coerce").to_numpy(
+            dtype=float, na_value=np.nan
+        )
+        valid = np.isfinite(values)
+        v = values[valid]
+        if len(v) < 20:
+            continue
+        zero = valid & (values == 0)
+        n_zero = int(zero.sum())
+        positive = v[v != 0]
+        if n_zero and len(positive) and positive.min() > 0 and n_zero <= RARE_ZERO_SHARE * len(v):
+            smallest = float(positive.min())
+            median = float(np.median(positive))
+            distinct = np.unique(positive)
+            low_end = distinct[: max(len(distinct) // 10, 2)]
+            step = float(np.median(np.diff(low_end))) if len(low_end) > 1 else smallest
+            if smallest >= ZERO_FAR_FROM_MEDIAN * median and smallest >= ZERO_FAR_IN_STEPS * step:
+                rows = np.flatnonzero(zero)
+                examples = _row_examples(ds, col, rows)
+                out.append(
+                    _f(
+                        "implausible_zeros",
+                        "warning",
+                        f"column '{col}' is 0 in {n_zero:,} rows (e.g. rows "
+                        f"{', '.join(str(e['row']) for e in examples)}) while every other value "
+                        f"is positive, the smallest {smallest:g} (median {median:g}): likely a "
+                        "missing value recorded as 0, or a measuring error",
+                        f"set these zeros to missing (shipyard imputes them with a missing "
+                        f"indicator) or fix them at the source; if 0 is a real '{col}', ignore "
+                        "this",
+                        [col],
+                        rows=n_zero,
+                        rate=round(n_zero / len(v), 6),
+                        smallest_positive=smallest,
+                        positive_median=median,
+                        low_end_step=step,
+                        examples=examples,
+                    )
+                )
+        q_low, median, q_high = (float(q) for q in np.quantile(v, [0.001, 0.5, 0.999]))
+        high = q_high + EXTREME_WIDTHS * (q_high - median)
+        low = q_low - EXTREME_WIDTHS * (median - q_low)
+        beyond = valid & (
+            ((values > high) & (q_high > median)) | ((values < low) & (q_low < median))
+        )
+        if beyond.any():
+            rows = np.flatnonzero(beyond)
+            rows = rows[np.argsort(-np.abs(values[rows] - median), kind="stable")]
+            examples = _row_examples(ds, col, rows)
+            out.append(
+                _f(
+                    "extreme_values",
+                    "warning",
+                    f"column '{col}' has {len(rows):,} value{'s' if len(rows) > 1 else ''} far "
+                    "beyond the bulk: "
+                    + ", ".join(f"{e['value']:g} (row {e['row']})" for e in examples)
+                    + f"; over {EXTREME_WIDTHS}× as far past the 0.1–99.9th percentiles "
+                    f"[{q_low:g}, {q_high:g}] as they lie from the median {median:g}",
+                    "check them at the source: a unit slip, a typo or a sentinel code (999, -1) "
+                    "for missing; fix them or set them to missing before training",
+                    [col],
+                    rows=len(rows),
+                    percentile_0_1=q_low,
+                    median=median,
+                    percentile_99_9=q_high,
+                    low_limit=low,
+                    high_limit=high,
+                    examples=examples,
+                )
+            )
+    return out
+
+
+def check_sensitive(ds: Dataset) -> list[Finding]:
+    """A column declared sensitive ([features] sensitive) that is also a feature."""
+    out = []
+    y = ds.target.y
+    for col in ds.spec.features.sensitive:
+        if col not in ds.candidates or col not in ds.frame.columns:
+            continue
+        groups = ds.frame[col].astype(str).where(ds.frame[col].notna(), "missing").to_numpy()
+        names, inverse = np.unique(groups, return_inverse=True)
+        rows = np.bincount(inverse, minlength=len(names))
+        if ds.target.kind == "binary":
+            rate = np.bincount(inverse, weights=y, minlength=len(names)) / rows
+            label = f"rate of '{ds.positive}'"
+        elif ds.target.kind == "regression":
+            rate = np.bincount(inverse, weights=y, minlength=len(names)) / rows
+            label = f"mean '{ds.spec.project.target}'"
+        else:
+            rate = None
+            label = ""
+        order = np.argsort(-rows)[:EXAMPLES]
+        per_group = {
+            str(names[i]): {"rows": int(rows[i])}
+            | ({} if rate is None else {"target": round(float(rate[i]), 6)})
+            for i in order
+        }
+        shown = ", ".join(
+            f"{names[i]} {rate[i]:.3g}" if rate is not None else f"{names[i]} ({rows[i]:,} rows)"
+            for i in order
+        )
+        power = ds.powers.get(col)
+        out.append(
+            _f(
+                "sensitive_feature",
+                "warning",
+                f"sensitive column '{col}' is used as a feature: the model can condition on it "
+                "directly"
+                + (f" ({power.metric} {power.value:.3f} on its own)" if power else "")
+                + (f"; {label} by group: {shown}" if rate is not None else f"; groups: {shown}"),
+                f"exclude '{col}' in [features] exclude unless using it is intended and allowed; "
+                "either way `train` reports, per group, the positive and error rates (false "
+                "positive and false negative rates) beside the slice metrics, and readiness "
+                "says the column is a feature",
+                [col],
+                groups=per_group,
+                power=None if power is None else round(power.value, 4),
+            )
+        )
+    return out
+
+
 def quality_findings(ds: Dataset, now: datetime | None = None) -> list[Finding]:
     """Every data quality check on a dataset."""
     return [
@@ -541,6 +704,8 @@ def quality_findings(ds: Dataset, now: datetime | None = None) -> list[Finding]:
         *check_cardinality(ds),
         *check_mixed_types(ds),
         *check_date_formats(ds),
+        *check_implausible(ds),
+        *check_sensitive(ds),
         *check_text(ds),
         *check_freshness(ds, now),
         *check_association(ds),

@@ -14,6 +14,11 @@ Policies:
 Under every policy, exact duplicate rows are moved as one unit, so a copy never sits on
 two sides. The dev set is divided into an *eyeball* part, for reading errors by hand, and
 a *blackbox* part, for model selection. Everything is deterministic for a seed.
+
+:func:`split_findings` says what a user should know about how the split came out: entities
+purged or shared over time, columns that track the calendar, a target whose distribution
+moves between the parts (``target_shift``), and a blackbox dev part too small to select
+models on (``small_dev_split``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,13 @@ from shipyard.data.finding import Finding
 from shipyard.errors import DataError
 
 PARTS = ("train", "dev_eyeball", "dev_blackbox", "test")
+# target_shift: a shift is reported when it is both significant and not negligible in size
+SHIFT_P_VALUE = 0.01
+SHIFT_EFFECT = 0.2  # Cohen's d (regression, in train standard deviations) or h (class rates)
+# small_dev_split: the 95% interval of the dev metric, half-width above which ranking models
+# on dev is mostly noise (AUC units; for regression a fraction of the dev RMSE)
+DEV_HALF_WIDTH = 0.05
+N_BOOT = 200
 
 
 @dataclass
@@ -240,7 +252,7 @@ def recurring_entity_share(ds: Dataset) -> float:
 
 def split_findings(ds: Dataset, splits: Splits) -> list[Finding]:
     """What a user should know about how the split came out."""
-    out = []
+    out = [*target_shift_findings(ds, splits), *dev_size_findings(ds, splits)]
     spec = ds.spec
     key = spec.project.id
     purged = sum(v for k, v in splits.dropped.items() if k.startswith("purged"))
@@ -312,3 +324,211 @@ def split_findings(ds: Dataset, splits: Splits) -> list[Finding]:
                     )
                 )
     return out
+
+
+def _cohen_h(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Cohen's h between two sets of proportions: 2·asin√p − 2·asin√q."""
+    return 2 * np.arcsin(np.sqrt(p)) - 2 * np.arcsin(np.sqrt(q))
+
+
+def _class_labels(ds: Dataset) -> list[str]:
+    """Class names in the order of the encoded target (binary: negative, positive)."""
+    labels = [str(v) for v in pd.factorize(ds.frame[ds.spec.project.target], sort=True)[1]]
+    if ds.target.kind != "binary":
+        return labels
+    positive = str(ds.positive) if ds.positive is not None else labels[-1]
+    others = [v for v in labels if v != positive]
+    return [others[0] if others else f"not {positive}", positive]
+
+
+def target_shift_findings(ds: Dataset, splits: Splits) -> list[Finding]:
+    """A target whose distribution moves from train to dev or test.
+
+    The rule: a later part (dev, test) differs from train both significantly (two-sided
+    p < ``SHIFT_P_VALUE``: Mann–Whitney U on the values for regression, χ² on the class
+    counts for classification) and by at least a small effect (``SHIFT_EFFECT``: Cohen's d,
+    the difference in means over the train standard deviation, or Cohen's h on the class
+    rates, the largest over classes). A model fitted on train then meets a target level it
+    never saw: a regression under- or over-predicts on average, a classifier's rates are off.
+    """
+    from scipy import stats  # imported here: scipy.stats alone costs a second at start-up
+
+    y = ds.target.y
+    target = ds.spec.project.target
+    train = y[splits.train]
+    parts = {"train": train, "dev": y[splits.dev], "test": y[splits.test]}
+    summary: dict[str, dict[str, Any]]
+    shifted: dict[str, float] = {}
+    if ds.target.kind == "regression":
+        sd = float(train.std())
+        summary = {
+            name: {
+                "rows": len(v),
+                "mean": float(v.mean()),
+                "median": float(np.median(v)),
+                "sd": float(v.std()),
+            }
+            for name, v in parts.items()
+            if len(v)
+        }
+        for name in ("dev", "test"):
+            v = parts[name]
+            if len(v) < 2 or len(train) < 2 or sd == 0:
+                continue
+            d = (float(v.mean()) - float(train.mean())) / sd
+            p = float(stats.mannwhitneyu(train, v).pvalue)
+            summary[name].update(effect_d=round(d, 4), p_value=p)
+            if abs(d) >= SHIFT_EFFECT and p < SHIFT_P_VALUE:
+                shifted[name] = d
+        if not shifted:
+            return []
+        worst = max(shifted, key=lambda k: abs(shifted[k]))
+        a, b = summary["train"], summary[worst]
+        text = (
+            f"target '{target}' moves between splits: mean {a['mean']:.4g} (median "
+            f"{a['median']:.4g}) in train vs {b['mean']:.4g} (median {b['median']:.4g}) in "
+            f"{worst}, {shifted[worst]:+.2f} train standard deviations (Mann–Whitney "
+            f"p = {b['p_value']:.1e})"
+        )
+        effect = "a model fitted on train will be off by about the difference on average"
+    else:
+        k = ds.target.n_classes
+        labels = _class_labels(ds)
+        counts = {name: np.bincount(v, minlength=k) for name, v in parts.items() if len(v)}
+        rates = {name: c / c.sum() for name, c in counts.items()}
+        summary = {
+            name: {
+                "rows": int(c.sum()),
+                "class_rates": dict(zip(labels, rates[name].round(6).tolist(), strict=True)),
+            }
+            for name, c in counts.items()
+        }
+        for name in ("dev", "test"):
+            if name not in counts or "train" not in counts:
+                continue
+            table = np.vstack([counts["train"], counts[name]])
+            table = table[:, table.sum(axis=0) > 0]
+            p = float(stats.chi2_contingency(table)[1]) if table.shape[1] > 1 else 1.0
+            h = _cohen_h(rates[name], rates["train"])
+            at = 1 if k == 2 else int(np.argmax(np.abs(h)))  # binary: the positive class
+            summary[name].update(effect_h=round(float(h[at]), 4), p_value=p, class_moved=labels[at])
+            if abs(h[at]) >= SHIFT_EFFECT and p < SHIFT_P_VALUE:
+                shifted[name] = float(h[at])
+        if not shifted:
+            return []
+        worst = max(shifted, key=lambda n: abs(shifted[n]))
+        cls = summary[worst]["class_moved"]
+        text = (
+            f"target '{target}' class rates move between splits: '{cls}' is "
+            f"{summary['train']['class_rates'][cls]:.1%} of train vs "
+            f"{summary[worst]['class_rates'][cls]:.1%} of {worst} (Cohen's h "
+            f"{shifted[worst]:+.2f}, χ² p = {summary[worst]['p_value']:.1e})"
+        )
+        effect = "a classifier fitted on train carries train's class rates into its scores"
+    return [
+        Finding(
+            "target_shift",
+            "warning",
+            text + f" under the {splits.strategy} split",
+            f"{effect}: find out why (a trend over time, a change in how the target was "
+            "recorded); model the trend with features that carry forward, retrain more "
+            "often, or recalibrate on recent data, and read test metrics as a forecast of "
+            "that shift",
+            (target,),
+            {
+                "strategy": splits.strategy,
+                "parts": summary,
+                "shifted": sorted(shifted),
+                "rule": f"p < {SHIFT_P_VALUE:g} and |effect| >= {SHIFT_EFFECT:g}",
+            },
+            check="split",
+        )
+    ]
+
+
+def auc_half_width(auc: float, n_pos: int, n_neg: int) -> float:
+    """Half-width of the 95% interval of an AUC from ``n_pos`` and ``n_neg`` rows
+    (Hanley & McNeil, 1982).
+
+    >>> round(auc_half_width(0.8, 37, 249), 3)
+    0.088
+    """
+    if n_pos < 1 or n_neg < 1:
+        return float("inf")
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc**2) + (n_neg - 1) * (q2 - auc**2)) / (
+        n_pos * n_neg
+    )
+    return float(1.96 * np.sqrt(max(var, 0.0)))
+
+
+def dev_size_findings(ds: Dataset, splits: Splits) -> list[Finding]:
+    """A blackbox dev part too small to select models on.
+
+    The ladder picks its rung on blackbox dev, so the dev metric's noise decides between
+    rungs. Before anything is fitted the width of its 95% interval is known from the part's
+    size: for classification, the interval of ROC AUC (Hanley & McNeil) at the strongest
+    single feature's out-of-fold AUC (at least 0.6), the rarer class against the rest; for
+    regression, the bootstrap interval of the RMSE of the train mean on dev, relative to that
+    RMSE. Over ``DEV_HALF_WIDTH`` (±0.05 AUC, or ±5% of the RMSE), differences the ladder acts
+    on are mostly noise. ``train`` reports the chosen model's actual dev interval.
+    """
+    rows = splits.dev_blackbox if len(splits.dev_blackbox) else splits.dev_eyeball
+    y = ds.target.y[rows]
+    n = len(y)
+    if not n:
+        return []
+    evidence: dict[str, Any] = {"rows": n, "limit_half_width": DEV_HALF_WIDTH}
+    if ds.target.kind == "regression":
+        centre = float(ds.target.y[splits.train].mean())
+        rng = np.random.default_rng(ds.spec.split.seed)
+        base = float(np.sqrt(np.mean((y - centre) ** 2)))
+        boots = [
+            float(np.sqrt(np.mean((y[b] - centre) ** 2)))
+            for b in (rng.integers(0, n, n) for _ in range(N_BOOT))
+        ]
+        low, high = (float(q) for q in np.quantile(boots, [0.025, 0.975]))
+        half = (high - low) / 2 / base if base else 0.0
+        evidence.update(
+            metric="rmse of the train mean", value=base, ci_low=low, ci_high=high, half_width=half
+        )
+        what = (
+            f"the RMSE of the train mean on it is {base:.4g} with a 95% interval "
+            f"[{low:.4g}, {high:.4g}] (±{half:.1%})"
+        )
+    else:
+        counts = np.bincount(y, minlength=ds.target.n_classes)
+        rare = int(np.argmin(counts))
+        minority = int(counts[rare])
+        candidates = [p.value for c, p in ds.powers.items() if c in ds.candidates]
+        reference = float(np.clip(max(candidates, default=0.6), 0.6, 0.99))
+        half = auc_half_width(reference, minority, n - minority)
+        label = _class_labels(ds)[rare]
+        evidence.update(
+            metric="roc_auc",
+            minority_class=label,
+            minority_rows=minority,
+            reference_auc=round(reference, 4),
+            half_width=half,
+        )
+        what = (
+            f"{minority:,} of its rows are of the rarer class '{label}', so an AUC near "
+            f"{reference:.2f} (the strongest single feature's) is known only to ±{half:.3f} "
+            "(95% interval)"
+        )
+    if half <= DEV_HALF_WIDTH:
+        return []
+    return [
+        Finding(
+            "small_dev_split",
+            "warning",
+            f"the blackbox dev part that selects the model has {n:,} rows: {what}; the ladder "
+            "picks between rungs on differences smaller than that",
+            "give dev a larger share ([split] dev, or a smaller eyeball share), or collect more "
+            "data; read rung differences on dev as noise unless they exceed the interval, and "
+            "judge the chosen model on test",
+            (),
+            evidence,
+            check="split",
+        )
+    ]

@@ -4,13 +4,17 @@ Computed for every candidate at the end of ``train``, shown, tracked and stored 
 bundle (``readiness.json``). A candidate is ready when every item passes:
 
 1. ``beats_baselines`` — the chosen model beats the constant and rule rungs on blackbox dev
-   by at least ``min_improvement``;
+   by at least ``min_improvement``; the evidence carries the dev metric's 95% interval
+   (:func:`dev_precision`), and the summary says when dev is too small to select on;
 2. ``constraints_met`` — every satisficing constraint set in ``[constraints]`` holds;
 3. ``slices_hold`` — every judged slice is within the floor of the overall metric
    (``max_slice_gap``, or 0.10 when unset; for RMSE and MAE, judged at the better end of the
    slice's 95% bootstrap interval, since a few large errors swing them), and, when a champion exists, no slice is worse
    than the champion's beyond the candidate's 95% interval (:func:`compare_with_champion`,
    on the candidate's test split at ``train``, again on the newest test split at ``promote``);
+   a sensitive column (``[features] sensitive``) that is also a feature is named in the
+   summary, and the evidence carries its per-group rates and error-rate gaps
+   (:func:`~shipyard.evaluation.slices.group_rates`); neither changes the verdict;
 4. ``calibration_validated`` — classifiers: test ECE within ``max_ece`` (recorded when unset);
 5. ``features_available`` — no input feature is a column the leakage audit flagged;
 6. ``skew_guarded`` — every path a row reaches the model by gives the frame path's output on
@@ -39,10 +43,21 @@ import numpy as np
 import pandas as pd
 
 from shipyard.evaluation.metrics import HIGHER_IS_BETTER, Margin, improvement
-from shipyard.evaluation.slices import slice_metrics
+from shipyard.evaluation.slices import metric_interval, slice_metrics
 
 DEFAULT_SLICE_FLOOR = 0.10
+# the dev interval's half-width above which dev is too small to select on: in the metric's
+# units, or for RMSE and MAE a fraction of the constant baseline (as data/split.py judges it)
+DEV_HALF_WIDTH = 0.05
 SKEW_TOLERANCE = 1e-9
+RATE_NAMES = {
+    "target_rate": "target rate",
+    "predicted_rate": "predicted positive rate",
+    "fpr": "false positive rate",
+    "fnr": "false negative rate",
+    "error_rate": "error rate",
+    "mean_error": "mean error",
+}
 BASELINES = ("constant", "rule")
 
 
@@ -103,8 +118,14 @@ def assess(
     champion: Mapping[str, Any] | None = None,
     dev_y: np.ndarray | None = None,
     test_y: np.ndarray | None = None,
+    dev_interval: Mapping[str, Any] | None = None,
+    groups: Mapping[str, Any] | None = None,
 ) -> Readiness:
     """Compute every item from what ``train`` measured.
+
+    ``dev_interval`` (from :func:`dev_precision`) and ``groups`` (from
+    :func:`~shipyard.evaluation.slices.group_rates` on the sensitive columns) are reported in
+    items 1 and 3.
 
     ``dev_y`` and ``test_y`` (the blackbox dev and test targets) set the unit of the margins
     for RMSE and MAE; without them the margins are read in the metric's units.
@@ -138,8 +159,14 @@ def assess(
                 f"dev {metric} {scores[chosen]:.4f}; beats "
                 + ", ".join(f"{n} by {m:+.4f}" for n, m in margins.items())
                 + f" (needs ≥ min_improvement: {needed.rule})"
-                + ("" if ok else f"; not enough over '{worst}'"),
-                {"dev": scores, "margins": margins, "min_improvement": needed.to_dict()},
+                + ("" if ok else f"; not enough over '{worst}'")
+                + _dev_note(dev_interval),
+                {
+                    "dev": scores,
+                    "margins": margins,
+                    "min_improvement": needed.to_dict(),
+                    "dev_interval": None if dev_interval is None else dict(dev_interval),
+                },
             )
         )
     failed = [n for n, c in constraints.items() if not c["passed"]]
@@ -186,7 +213,8 @@ def assess(
             )
             + f" (max_slice_gap: {gap.rule}"
             + (", judged at the better end of each slice's 95% interval)" if gap.relative else ")")
-            + versus,
+            + versus
+            + _sensitive_note(groups),
             {
                 "floor": floor,
                 "max_slice_gap": gap.to_dict(),
@@ -194,6 +222,7 @@ def assess(
                 "below": below,
                 "worst_gap": slices.get("worst_gap"),
                 "champion": dict(champion) if champion else None,
+                "sensitive": None if groups is None else dict(groups),
             },
         )
     )
@@ -269,6 +298,83 @@ def assess(
         )
     )
     return Readiness(items)
+
+
+def dev_precision(
+    metric: str, task: str, y: np.ndarray, s: np.ndarray, seed: int = 0
+) -> dict[str, Any]:
+    """How precisely the blackbox dev part measures the chosen model's ``metric``.
+
+    The 95% bootstrap interval of the metric on dev; dev is ``too_small`` to select on when
+    the interval's half-width exceeds ``DEV_HALF_WIDTH`` read as a :class:`Margin` (0.05 in
+    the metric's units; for RMSE and MAE 5% of the constant baseline's value on dev).
+    """
+    limit = Margin.on(metric, DEV_HALF_WIDTH, y)
+    interval = metric_interval(metric, y, s, seed=seed)
+    out: dict[str, Any] = {"rows": len(y), "metric": metric, "value": None}
+    if task != "regression":
+        counts = np.bincount(np.asarray(y, dtype=int))
+        out["minority_rows"] = int(counts[counts > 0].min()) if len(counts) else 0
+    if interval is None:
+        return {**out, "ci_low": None, "ci_high": None, "half_width": None, "too_small": True}
+    from shipyard.evaluation.metrics import score
+
+    low, high = interval
+    half = (high - low) / 2
+    return {
+        **out,
+        "value": score(metric, y, s),
+        "ci_low": low,
+        "ci_high": high,
+        "half_width": half,
+        "limit": limit.to_dict(),
+        "too_small": bool(half > limit.absolute),
+    }
+
+
+def dev_warning(precision: Mapping[str, Any]) -> str | None:
+    """The line ``train`` prints when dev is too small to select on (None otherwise)."""
+    if not precision.get("too_small"):
+        return None
+    rows = f"{precision['rows']:,} rows" + (
+        f", {precision['minority_rows']:,} in the rarer class"
+        if "minority_rows" in precision
+        else ""
+    )
+    if precision.get("half_width") is None:
+        return f"blackbox dev ({rows}) cannot measure {precision['metric']}: too small to select on"
+    return (
+        f"blackbox dev is too small to select models on ({rows}): dev {precision['metric']} "
+        f"{precision['value']:.4f}, 95% interval [{precision['ci_low']:.4f}, "
+        f"{precision['ci_high']:.4f}] (±{precision['half_width']:.4f}, over the "
+        f"{precision['limit']['rule']} limit); rung differences inside it are noise. Give dev a "
+        "larger share or collect more data"
+    )
+
+
+def _dev_note(precision: Mapping[str, Any] | None) -> str:
+    if not precision or precision.get("half_width") is None:
+        return "" if not precision else "; dev too small to measure the metric"
+    text = (
+        f"; dev 95% interval [{precision['ci_low']:.4f}, {precision['ci_high']:.4f}] from "
+        f"{precision['rows']:,} rows"
+        + (
+            f" ({precision['minority_rows']:,} in the rarer class)"
+            if "minority_rows" in precision
+            else ""
+        )
+    )
+    return text + (": too small to select on" if precision["too_small"] else "")
+
+
+def _sensitive_note(groups: Mapping[str, Any] | None) -> str:
+    notes = []
+    for col, entry in (groups or {}).items():
+        gaps = {k: v for k, v in entry["gaps"].items() if v is not None}
+        shown = ", ".join(f"{RATE_NAMES[k]} gap {v:.3f}" for k, v in gaps.items())
+        used = "is a feature" if entry["used_as_feature"] else "is not a feature"
+        notes.append(f"sensitive '{col}' {used}" + (f" ({shown} across groups)" if shown else ""))
+    return ("; " + "; ".join(notes)) if notes else ""
 
 
 def judge_slices(metric: str, slices: Mapping[str, Any], gap: Margin) -> tuple[list[str], float]:

@@ -3,6 +3,12 @@
 Numeric columns are cut into quartiles of the evaluated rows. Each slice reports its size,
 the metric and a bootstrap confidence interval; slices too small to judge are marked
 ``tiny`` rather than hidden, and left out of the worst-slice gap.
+
+:func:`group_rates` adds, for the sensitive columns, what the metric alone hides: per group
+the target rate, the predicted positive rate and the false positive and false negative rates
+(binary), the error rate (multiclass) or the mean error (regression), and the largest gap
+between judged groups. :func:`metric_interval` is the same bootstrap interval for any rows
+(``train`` reads the blackbox dev part's with it).
 """
 
 from __future__ import annotations
@@ -60,6 +66,38 @@ def _bootstrap_auc(y: np.ndarray, s: np.ndarray, rng: np.random.Generator) -> li
     return out
 
 
+def _interval(
+    metric: str, y: np.ndarray, s: np.ndarray, rng: np.random.Generator
+) -> tuple[float, float] | None:
+    """The 95% bootstrap interval of ``metric`` on these rows (None when undefined)."""
+    if metric == "roc_auc" and s.ndim == 1:
+        boots = _bootstrap_auc(y, s, rng)
+    else:
+        boots = []
+        for _ in range(N_BOOT):
+            b = rng.integers(0, len(y), len(y))
+            if _defined(metric, y[b]):
+                boots.append(score(metric, y[b], s[b]))
+    if not boots:
+        return None
+    low, high = np.quantile(boots, [0.025, 0.975])
+    return float(low), float(high)
+
+
+def metric_interval(
+    metric: str, y: np.ndarray, s: np.ndarray, seed: int = 0
+) -> tuple[float, float] | None:
+    """The 95% bootstrap interval (N_BOOT resamples) of ``metric`` on rows ``y``, ``s``.
+
+    >>> low, high = metric_interval("accuracy", np.array([0, 1] * 50), np.full(100, 0.7))
+    >>> round(low, 2), round(high, 2)
+    (0.4, 0.6)
+    """
+    if not _defined(metric, y):
+        return None
+    return _interval(metric, y, s, np.random.default_rng(seed))
+
+
 def slice_metrics(
     frame: pd.DataFrame,
     y: np.ndarray,
@@ -93,18 +131,9 @@ def slice_metrics(
             }
             if _defined(metric, ys):
                 entry[metric] = score(metric, ys, ss)
-                if metric == "roc_auc" and ss.ndim == 1:
-                    boots = _bootstrap_auc(ys, ss, rng)
-                else:
-                    boots = []
-                    for _ in range(N_BOOT):
-                        b = rng.integers(0, len(idx), len(idx))
-                        if _defined(metric, ys[b]):
-                            boots.append(score(metric, ys[b], ss[b]))
-                if boots:
-                    entry["ci_low"], entry["ci_high"] = (
-                        float(q) for q in np.quantile(boots, [0.025, 0.975])
-                    )
+                interval = _interval(metric, ys, ss, rng)
+                if interval is not None:
+                    entry["ci_low"], entry["ci_high"] = interval
             else:
                 entry[metric] = None
                 entry["tiny"] = True
@@ -123,3 +152,68 @@ def slice_metrics(
         if worst_slice is None
         else {"column": worst_slice["column"], "value": worst_slice["value"]},
     }
+
+
+def _rate(hits: np.ndarray, among: np.ndarray) -> float | None:
+    return float(hits[among].mean()) if among.any() else None
+
+
+def group_rates(
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    s: np.ndarray,
+    columns: list[str],
+    roles: dict[str, str],
+    task: str,
+    features: list[str] | tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Per group of each column: target and error rates, and the largest gap between groups.
+
+    Binary: ``target_rate`` (actual positives), ``predicted_rate`` (scores ≥ 0.5, the
+    threshold the accuracy and F1 metrics use), ``fpr`` (false positive rate, among actual
+    negatives) and ``fnr`` (false negative rate, among actual positives). Multiclass:
+    ``error_rate`` (arg-max label wrong). Regression: ``target_mean``, ``prediction_mean`` and
+    ``mean_error`` (prediction − target: negative means under-predicted). Gaps are max − min
+    over groups that are not ``tiny`` (as :func:`slice_metrics` judges them).
+    """
+    out: dict[str, Any] = {}
+    for col in columns:
+        groups = _groups(frame[col], roles.get(col, "categorical")).to_numpy()
+        entries = []
+        for value in pd.unique(groups):
+            idx = groups == value
+            ys, ss = y[idx], s[idx]
+            entry: dict[str, Any] = {"value": str(value), "rows": int(idx.sum())}
+            if task == "binary":
+                pred = ss >= 0.5
+                actual = ys == 1
+                entry.update(
+                    target_rate=float(actual.mean()),
+                    predicted_rate=float(pred.mean()),
+                    fpr=_rate(pred, ~actual),
+                    fnr=_rate(~pred, actual),
+                )
+                minority = int(min(actual.sum(), (~actual).sum()))
+            elif task == "multiclass":
+                entry["error_rate"] = float((ss.argmax(axis=1) != ys).mean())
+                minority = int(np.bincount(ys.astype(int)).min()) if len(np.unique(ys)) > 1 else 0
+            else:
+                entry.update(
+                    target_mean=float(ys.mean()),
+                    prediction_mean=float(ss.mean()),
+                    mean_error=float((ss - ys).mean()),
+                )
+                minority = len(ys)
+            entry["tiny"] = bool(len(ys) < MIN_ROWS or minority < MIN_MINORITY)
+            entries.append(entry)
+        rates = {
+            "binary": ("target_rate", "predicted_rate", "fpr", "fnr"),
+            "multiclass": ("error_rate",),
+            "regression": ("mean_error",),
+        }[task]
+        gaps = {}
+        for key in rates:
+            judged = [e[key] for e in entries if not e["tiny"] and e[key] is not None]
+            gaps[key] = float(max(judged) - min(judged)) if len(judged) > 1 else None
+        out[col] = {"used_as_feature": col in features, "groups": entries, "gaps": gaps}
+    return out
