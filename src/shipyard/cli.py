@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -24,6 +24,7 @@ from typer.core import TyperArgument, TyperCommand
 
 from shipyard import __version__
 from shipyard.errors import ShipyardError
+from shipyard.progress import Reporter, display
 
 if TYPE_CHECKING:
     from shipyard.project import CheckReport
@@ -96,13 +97,11 @@ def _errors(as_json: bool = False) -> Iterator[None]:
 
 
 @contextmanager
-def _progress(quiet: bool) -> Iterator[Callable[[str], None]]:
-    """A spinner on stderr naming the current stage (nothing under --json)."""
-    if quiet:
-        yield lambda _: None
-        return
-    with err.status("starting") as status:
-        yield lambda stage: status.update(f"{stage}…")
+def _progress(command: str) -> Iterator[Reporter]:
+    """The stages (and a rung's rounds) on stderr: live in a terminal, one plain line per
+    stage otherwise (see :mod:`shipyard.progress`); stdout stays clean for --json."""
+    with display(command, err) as reporter:
+        yield reporter
 
 
 def _emit_json(document: Any) -> None:
@@ -211,7 +210,7 @@ def check(
     """Contract, data quality and leakage audit; findings sorted by severity."""
     with _errors(as_json):
         project = Project.load(spec)
-        with _progress(as_json) as update:
+        with _progress("check") as update:
             report = project.check(data, progress=update)
     if as_json:
         _emit_json(report.to_dict())
@@ -352,8 +351,10 @@ def train(
     """Split, climb the ladder, evaluate, bundle, track and register a candidate."""
     with _errors(as_json):
         project = Project.load(spec)
-        with _progress(as_json) as update:
-            result = project.train(ignore_findings=ignore_findings or [], progress=update)
+        with _progress("train") as update:
+            result = project.train(
+                ignore_findings=ignore_findings or [], progress=update, on_round=update.rounds
+            )
     if as_json:
         _emit_json(result.to_dict())
     else:
@@ -388,7 +389,7 @@ def runs(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False) 
 @app.command(cls=_Command)
 def models(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False) -> None:
     """Registered versions with metrics, readiness and deployment role (aliases repaired)."""
-    with _errors(as_json), _progress(as_json) as update:
+    with _errors(as_json), _progress("models") as update:
         update("reading the registry")
         listing = Project.load(spec).models()
     if as_json:
@@ -471,7 +472,7 @@ def promote(
         return
     if version is None or to is None:
         _fail("give a VERSION and --to shadow|canary|champion (or --stop)", 2)
-    with _errors(as_json), _progress(as_json) as update:
+    with _errors(as_json), _progress("promote") as update:
         outcome = Project.load(spec).promote(
             version, to, percent=percent, force=force, reason=reason, progress=update
         )
@@ -507,7 +508,7 @@ def _stop(spec: Path, reason: str | None, as_json: bool) -> None:
     from shipyard.spec import load_spec
     from shipyard.workspace import Workspace
 
-    with _errors(as_json), _progress(as_json) as update:
+    with _errors(as_json), _progress("promote") as update:
         outcome = promotion.stop(Workspace.of(load_spec(spec)), reason=reason, progress=update)
     if as_json:
         _emit_json(outcome.to_dict())
@@ -531,7 +532,7 @@ def rollback(
     from shipyard.spec import load_spec
     from shipyard.workspace import Workspace
 
-    with _errors(as_json), _progress(as_json) as update:
+    with _errors(as_json), _progress("rollback") as update:
         workspace = Workspace.of(load_spec(spec))
         outcome = promotion.rollback(workspace, reason=reason, progress=update, mirror="background")
     if as_json:
@@ -624,8 +625,8 @@ def reproduce(
     as_json: JsonOption = False,
 ) -> None:
     """Re-run a tracked run from its snapshot, spec and seeds; verify metrics and predictions."""
-    with _errors(as_json), _progress(as_json) as update:
-        outcome = Project.load(spec).reproduce(run_id, progress=update)
+    with _errors(as_json), _progress("reproduce") as update:
+        outcome = Project.load(spec).reproduce(run_id, progress=update, on_round=update.rounds)
     if as_json:
         _emit_json(outcome.to_dict())
     else:
@@ -657,7 +658,7 @@ def demo(
 
     with _errors(as_json):
         folder = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="shipyard-demo-"))
-        with _progress(as_json) as update:
+        with _progress("demo") as update:
             outcome = run_demo(folder, progress=update)
     if as_json:
         _emit_json(

@@ -16,7 +16,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from shipyard.bundle import Bundle, add_document, load_bundle, save_bundle, verify
+from shipyard.cores import requested_threads
 from shipyard.data.contract import Contract
 from shipyard.data.dataset import Dataset
 from shipyard.data.split import Splits
@@ -131,8 +132,11 @@ def classes_of(ds: Dataset) -> list[Any]:
     return []
 
 
-def families_for(spec: Spec, ds: Dataset) -> list[Family]:
-    """The ladder's rungs for this spec: constant, the rule if declared, linear, trees."""
+def families_for(spec: Spec, ds: Dataset, rounds: Mapping[str, int] | None = None) -> list[Family]:
+    """The ladder's rungs for this spec: constant, the rule if declared, linear, trees.
+
+    ``rounds`` fixes a boosted rung's number of rounds (``reproduce`` passes those a run
+    recorded when its time budget stopped the rung)."""
     common: dict[str, Any] = {
         "task": ds.target.kind,
         "n_classes": ds.target.n_classes,
@@ -147,7 +151,10 @@ def families_for(spec: Spec, ds: Dataset) -> list[Family]:
         roles = {c: r for c, r in ds.role.items() if c != spec.project.target}
         parse(spec.baseline.rule, roles)  # fail before any fitting, with the position
         rungs.append(Rule(rule=spec.baseline.rule, roles=roles, **common))
-    rungs += [Linear(**hashing, **common), GradientBoostedTrees(**hashing, **common)]
+    trees: dict[str, Any] = {}
+    if rounds and "gbt" in rounds:
+        trees["n_estimators"] = int(rounds["gbt"])
+    rungs += [Linear(**hashing, **common), GradientBoostedTrees(**hashing, **trees, **common)]
     return rungs
 
 
@@ -218,17 +225,25 @@ def train(
     check_report: dict[str, Any],
     ignored_findings: list[str],
     progress: Callable[[str], None] = lambda _: None,
+    on_round: Callable[[int, int], None] = lambda done, total: None,
     flagged: list[str] | tuple[str, ...] = (),
     champion: tuple[int, Path] | None = None,
+    fixed_rounds: Mapping[str, int] | None = None,
 ) -> TrainResult:
-    """Run the training pipeline on a checked dataset (see the module docstring)."""
+    """Run the training pipeline on a checked dataset (see the module docstring).
+
+    ``progress(stage)`` names each stage as it starts; ``on_round(done, total)`` follows a
+    boosted rung's rounds. ``fixed_rounds`` (rung name → rounds) re-runs rungs that a time
+    budget stopped for exactly the rounds recorded, without the budget.
+    """
     spec = ds.spec
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     features = ds.candidates
     roles = {c: ds.role[c] for c in features}
     frame, y = ds.frame, ds.target.y
-    families = families_for(spec, ds)
+    threads = requested_threads(spec.training.threads)
+    families = families_for(spec, ds, fixed_rounds)
     # the rule may name columns that are not features: carry them along, unused by the others
     rule_cols = (
         [c for c in cast(Rule, families[1]).expression.columns if c not in features]
@@ -269,7 +284,11 @@ def train(
         min_improvement=spec.objective.min_improvement,
         weights=weights,
         progress=progress,
+        on_round=on_round,
         before_timing=lambda: tracker.result() if hasattr(tracker, "result") else None,
+        max_rung_seconds=spec.training.max_rung_seconds,
+        threads=threads,
+        unbudgeted=tuple(fixed_rounds or ()),
     )
     seconds["fitting"] = sum(r.fit_seconds for r in ladder.rungs)
     seconds["ladder"] = time.perf_counter() - fit_start
@@ -508,6 +527,8 @@ def _log_run(
             "feature_set_version": FEATURE_SET_VERSION,
             "chosen_rung": chosen.name,
             "split_strategy": splits.strategy,
+            # rungs a time budget stopped or that went over it; their warning says which
+            "budget_hit_rungs": ",".join(r.name for r in ladder.rungs if r.budget_hit) or "none",
         }
     )
     tracker.params(
@@ -519,6 +540,8 @@ def _log_run(
             "ignored_findings": ignored,
             "min_improvement": spec.objective.min_improvement,
             "calibrator": None if calibrator is None else calibrator.kind,
+            "max_rung_seconds": spec.training.max_rung_seconds,
+            "threads": spec.training.threads if spec.training.threads else "free cores",
             **{f"chosen.{k}": v for k, v in chosen.get_params().items() if k not in ("roles",)},
         }
     )
@@ -578,7 +601,9 @@ def _log_run(
         plots.close(fig)
     for rung in ladder.rungs:
         with tracker.run(f"rung-{rung.name}", nested=True):
-            tracker.tags({"shipyard_kind": "rung", "rung": rung.name})
+            tracker.tags(
+                {"shipyard_kind": "rung", "rung": rung.name, "budget_hit": rung.budget_hit}
+            )
             tracker.params({k: v for k, v in rung.model.get_params().items() if k != "roles"})
             tracker.metrics(
                 {
@@ -587,6 +612,8 @@ def _log_run(
                     "p99_ms": rung.p99_ms,
                     "size_mb": rung.size_mb,
                     f"test_{metric}": result.test[rung.name][metric],
+                    **({"threads": rung.threads} if rung.threads is not None else {}),
+                    **({"rounds": rung.rounds} if rung.rounds is not None else {}),
                 }
             )
             for part_name, values in getattr(rung.model, "curves_", {}).items():
