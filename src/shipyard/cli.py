@@ -248,7 +248,7 @@ def print_train(result: TrainResult, console: Console = out) -> None:
             f"{name}{mark}",
             _fmt(row[f"dev_{metric}"]),
             "—" if row["delta"] is None else f"{row['delta']:+.4f}",
-            _fmt(row["fit_s"], 2),
+            _fmt(row["fit_s"], 2) + (" (over budget)" if row.get("budget_hit") else ""),
             _fmt(row["p99_ms"], 3),
             _fmt(row["size_mb"], 3),
             _fmt(result.test[name][metric]),
