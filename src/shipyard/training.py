@@ -285,10 +285,10 @@ def train(
         weights=weights,
         progress=progress,
         on_round=on_round,
-        before_timing=lambda: tracker.result() if hasattr(tracker, "result") else None,
         max_rung_seconds=spec.training.max_rung_seconds,
         threads=threads,
         unbudgeted=tuple(fixed_rounds or ()),
+        time_now=False,  # timed below, once the tracking set-up is done: work meanwhile
     )
     seconds["fitting"] = sum(r.fit_seconds for r in ladder.rungs)
     seconds["ladder"] = time.perf_counter() - fit_start
@@ -364,6 +364,9 @@ def train(
     if hasattr(tracker, "result"):  # set up in the background while the ladder was fitted
         progress("tracking set-up")
         tracker = tracker.result()
+    # latency is timed with nothing else running in the process (the set-up is done)
+    progress("timing one-record predictions")
+    ladder.time_latency()
     tracked = tracker is not None
     run_ctx = (
         tracker.run(f"train-{chosen.name}", tags={"shipyard_kind": "train"}) if tracked else None
@@ -545,13 +548,14 @@ def _log_run(
             **{f"chosen.{k}": v for k, v in chosen.get_params().items() if k not in ("roles",)},
         }
     )
-    tracker.metrics({f"dev_{k}": v for k, v in result.dev.items()})
-    tracker.metrics({f"test_{k}": v for k, v in result.test[chosen.name].items()})
+    # one batch of metrics: each call is a database transaction on the tracking store
+    metrics: dict[str, Any] = {f"dev_{k}": v for k, v in result.dev.items()}
+    metrics.update({f"test_{k}": v for k, v in result.test[chosen.name].items()})
     for name, values in result.test.items():
-        tracker.metrics({f"test_{name}_{metric}": values[metric]})
+        metrics[f"test_{name}_{metric}"] = values[metric]
     cal = result.calibration
-    tracker.metrics({k: v for k, v in cal.items() if k.startswith("ece") and v is not None})
-    tracker.metrics(
+    metrics.update({k: v for k, v in cal.items() if k.startswith("ece") and v is not None})
+    metrics.update(
         {
             "worst_slice_gap": result.slices["worst_gap"],
             "fit_seconds_total": result.seconds.get("fitting", 0.0),
@@ -560,10 +564,11 @@ def _log_run(
     )
     for entry in result.slices["slices"]:
         if entry.get(metric) is not None:
-            tracker.metrics({f"slice_{entry['column']}={entry['value']}_{metric}": entry[metric]})
+            metrics[f"slice_{entry['column']}={entry['value']}_{metric}"] = entry[metric]
     for name, item in result.constraints.items():
         if item["value"] is not None:
-            tracker.metrics({f"constraint_{name}": item["value"]})
+            metrics[f"constraint_{name}"] = item["value"]
+    tracker.metrics(metrics)
     tracker.json(spec.to_dict(), "spec.json")
     tracker.json(check_report, "check_report.json")
     tracker.json(ladder.table(), "ladder.json")

@@ -69,6 +69,11 @@ class Ladder:
     best: Rung
     warnings: list[str] = field(default_factory=list)
     margin: Margin | None = None  # min_improvement on blackbox dev, as applied
+    records: list[dict[str, Any]] = field(default_factory=list)  # dev rows latency is timed on
+
+    def time_latency(self) -> None:
+        """Fill in every rung's latency (when ``climb`` was told not to time yet)."""
+        time_rungs(self.rungs, self.records)
 
     def table(self) -> list[dict[str, Any]]:
         return [r.row(self.metric) for r in self.rungs]
@@ -89,6 +94,7 @@ def climb(
     max_rung_seconds: float | None = None,
     threads: int | None = None,
     unbudgeted: Sequence[str] = (),
+    time_now: bool = True,
 ) -> Ladder:
     """Fit every family in order of complexity, then time each, and choose one.
 
@@ -96,7 +102,9 @@ def climb(
     except for the families named in ``unbudgeted``), ``on_round`` (told of each boosting
     round) and ``threads`` (a count the user fixed; None: from the free cores). Latency is
     measured after every fit, once ``before_timing()`` returns (the caller waits there for
-    any background work), so no fit or set-up competes with the timing loop.
+    any background work), so no fit or set-up competes with the timing loop; with
+    ``time_now=False`` it is left to the caller (:meth:`Ladder.time_latency`), who can do
+    other work while the background work finishes.
     """
     records = dev[0].head(LATENCY_RECORDS).to_dict("records")
     rungs: list[Rung] = []
@@ -128,12 +136,10 @@ def climb(
         rungs.append(rung)
         if watch.budget_hit:
             warnings.append(_budget_message(rung, budget, getattr(model, "n_estimators", None)))
-    before_timing()
-    progress("timing one-record predictions")
-    for rung in rungs:
-        if records:
-            latency = one_record_latency(rung.model.predict_one, records)
-            rung.p99_ms, rung.p50_ms = latency["p99_ms"], latency["p50_ms"]
+    if time_now:
+        before_timing()
+        progress("timing one-record predictions")
+        time_rungs(rungs, records)
     best = max(rungs, key=lambda r: r.dev_score if HIGHER_IS_BETTER[metric] else -r.dev_score)
     margin = Margin.on(metric, min_improvement, dev[1])
     chosen = next(
@@ -149,7 +155,16 @@ def climb(
                     "label problem (wrong target, leakage removed too much, a broken join), not a "
                     "model problem"
                 )
-    return Ladder(metric, rungs, chosen, best, warnings, margin)
+    return Ladder(metric, rungs, chosen, best, warnings, margin, records)
+
+
+def time_rungs(rungs: Sequence[Rung], records: Sequence[Mapping[str, Any]]) -> None:
+    """Each rung's one-record latency (p50, p99) on ``records``: run it when nothing else
+    in the process competes for the cores, or the numbers measure the competition."""
+    for rung in rungs:
+        if records:
+            latency = one_record_latency(rung.model.predict_one, records)
+            rung.p99_ms, rung.p50_ms = latency["p99_ms"], latency["p50_ms"]
 
 
 def _budget_message(rung: Rung, budget: float | None, most: int | None) -> str:
