@@ -49,6 +49,9 @@ dev = 0.2
 test = 0.2
 eyeball = 0.25
 seed = 3
+[training]
+threads = 1
+max_rung_seconds = 120
 [tracking]
 experiment = "churn"
 """
@@ -60,6 +63,7 @@ experiment = "churn"
     assert spec.constraints.p99_latency_ms == 5
     assert spec.data_path == tmp_path / "churn.csv"
     assert spec.split.seed == 3
+    assert spec.training.threads == 1 and spec.training.max_rung_seconds == 120
     assert spec.to_dict()["features"]["slices"] == ["contract"]
     # the hash does not depend on how the file was written, only on what it says
     assert spec.hash() == load_spec(path).hash()
@@ -107,6 +111,22 @@ experiment = "churn"
         (
             {"project": {"target": "y", "task": "binary"}, "split": {"seed": True}},
             "'split.seed' must be an integer; got True",
+        ),
+        (
+            {"project": {"target": "y", "task": "binary"}, "training": {"threads": 0}},
+            "'training.threads' must be a number greater than 0; got 0",
+        ),
+        (
+            {"project": {"target": "y", "task": "binary"}, "training": {"threads": 1.5}},
+            "'training.threads' must be an integer; got 1.5",
+        ),
+        (
+            {"project": {"target": "y", "task": "binary"}, "training": {"max_rung_seconds": -5}},
+            "'training.max_rung_seconds' must be a number greater than 0; got -5",
+        ),
+        (
+            {"project": {"target": "y", "task": "binary"}, "training": {"max_rung_second": 5}},
+            "Did you mean 'max_rung_seconds'?",
         ),
     ],
 )

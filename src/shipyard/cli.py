@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -24,6 +24,7 @@ from typer.core import TyperArgument, TyperCommand
 
 from shipyard import __version__
 from shipyard.errors import ShipyardError
+from shipyard.progress import Reporter, display
 
 if TYPE_CHECKING:
     from shipyard.project import CheckReport
@@ -96,13 +97,11 @@ def _errors(as_json: bool = False) -> Iterator[None]:
 
 
 @contextmanager
-def _progress(quiet: bool) -> Iterator[Callable[[str], None]]:
-    """A spinner on stderr naming the current stage (nothing under --json)."""
-    if quiet:
-        yield lambda _: None
-        return
-    with err.status("starting") as status:
-        yield lambda stage: status.update(f"{stage}…")
+def _progress(command: str) -> Iterator[Reporter]:
+    """The stages (and a rung's rounds) on stderr: live in a terminal, one plain line per
+    stage otherwise (see :mod:`shipyard.progress`); stdout stays clean for --json."""
+    with display(command, err) as reporter:
+        yield reporter
 
 
 def _tidy(project: Any) -> dict[str, Any] | None:
@@ -222,7 +221,7 @@ def check(
     with _errors(as_json):
         project = Project.load(spec)
         cleaned = _tidy(project)
-        with _progress(as_json) as update:
+        with _progress("check") as update:
             report = project.check(data, progress=update)
     if as_json:
         _emit_json({**report.to_dict(), "cleaned_up": cleaned})
@@ -260,7 +259,7 @@ def print_train(result: TrainResult, console: Console = out) -> None:
             f"{name}{mark}",
             _fmt(row[f"dev_{metric}"]),
             "—" if row["delta"] is None else f"{row['delta']:+.4f}",
-            _fmt(row["fit_s"], 2),
+            _fmt(row["fit_s"], 2) + (" (over budget)" if row.get("budget_hit") else ""),
             _fmt(row["p99_ms"], 3),
             _fmt(row["size_mb"], 3),
             _fmt(result.test[name][metric]),
@@ -392,8 +391,10 @@ def train(
     with _errors(as_json):
         project = Project.load(spec)
         cleaned = _tidy(project)
-        with _progress(as_json) as update:
-            result = project.train(ignore_findings=ignore_findings or [], progress=update)
+        with _progress("train") as update:
+            result = project.train(
+                ignore_findings=ignore_findings or [], progress=update, on_round=update.rounds
+            )
     if as_json:
         _emit_json({**result.to_dict(), "cleaned_up": cleaned})
     else:
@@ -444,7 +445,7 @@ def models(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False
     with _errors(as_json):
         project = Project.load(spec)
         cleaned = _tidy(project)
-        with _progress(as_json) as update:
+        with _progress("models") as update:
             update("reading the registry")
             listing = project.models()
     if as_json:
@@ -530,7 +531,7 @@ def promote(
     with _errors(as_json):
         project = Project.load(spec)
         cleaned = _tidy(project)
-        with _progress(as_json) as update:
+        with _progress("promote") as update:
             outcome = project.promote(
                 version, to, percent=percent, force=force, reason=reason, progress=update
             )
@@ -566,7 +567,7 @@ def _stop(spec: Path, reason: str | None, as_json: bool) -> None:
     from shipyard.spec import load_spec
     from shipyard.workspace import Workspace
 
-    with _errors(as_json), _progress(as_json) as update:
+    with _errors(as_json), _progress("promote") as update:
         outcome = promotion.stop(Workspace.of(load_spec(spec)), reason=reason, progress=update)
     if as_json:
         _emit_json(outcome.to_dict())
@@ -590,7 +591,7 @@ def rollback(
     from shipyard.spec import load_spec
     from shipyard.workspace import Workspace
 
-    with _errors(as_json), _progress(as_json) as update:
+    with _errors(as_json), _progress("rollback") as update:
         workspace = Workspace.of(load_spec(spec))
         outcome = promotion.rollback(workspace, reason=reason, progress=update, mirror="background")
     if as_json:
@@ -687,8 +688,8 @@ def reproduce(
     with _errors(as_json):
         project = Project.load(spec)
         _tidy(project)
-        with _progress(as_json) as update:
-            outcome = project.reproduce(run_id, progress=update)
+        with _progress("reproduce") as update:
+            outcome = project.reproduce(run_id, progress=update, on_round=update.rounds)
     if as_json:
         _emit_json(outcome.to_dict())
     else:
@@ -720,7 +721,7 @@ def demo(
 
     with _errors(as_json):
         folder = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="shipyard-demo-"))
-        with _progress(as_json) as update:
+        with _progress("demo") as update:
             outcome = run_demo(folder, progress=update)
     if as_json:
         _emit_json(

@@ -26,6 +26,7 @@ import pandas as pd
 
 from shipyard import __version__, leftovers
 from shipyard.bundle import load_bundle
+from shipyard.cores import LEDGER
 from shipyard.data.contract import Contract, Violation
 from shipyard.data.dataset import Dataset
 from shipyard.data.finding import CODES, Finding, by_severity, unknown_codes
@@ -49,10 +50,15 @@ if TYPE_CHECKING:
     from shipyard.promotion import ModelsListing, PromoteResult, RollbackResult
 
 Progress = Callable[[str], None]
+Rounds = Callable[[int, int], None]
 REPORT_REUSE = timedelta(days=1)
 
 
 def _quiet(_: str) -> None:
+    return None
+
+
+def _no_rounds(done: int, total: int) -> None:
     return None
 
 
@@ -317,7 +323,8 @@ class Project:
 
         def stage(name: str) -> None:
             seconds[name] = time.perf_counter()
-            progress(name)
+            if name != "done":  # the last mark only closes the timing of the one before
+                progress(name)
 
         stage("reading data")
         table = self.read(data)
@@ -415,11 +422,14 @@ class Project:
         ignore_findings: tuple[str, ...] | list[str] = (),
         progress: Progress = _quiet,
         track: bool = True,
+        on_round: Rounds = _no_rounds,
     ) -> TrainResult:
         """Check, then split, climb the ladder, evaluate, bundle, track and register.
 
         Refuses (:class:`CheckFailed`, exit 1) when the check finds an error whose code is
         not in ``ignore_findings``; ignoring is deliberate and recorded in the run.
+        ``progress(stage)`` names each stage as it starts, ``on_round(done, total)`` follows
+        the boosting rounds of a rung.
         """
         unknown = unknown_codes(list(ignore_findings))
         if unknown:  # a typo would otherwise ignore nothing, silently
@@ -430,13 +440,14 @@ class Project:
         if track:  # an unreachable server fails here, first; the store is set up meanwhile
             probe(self.workspace.tracking_uri())
         with ThreadPoolExecutor(max_workers=1) as pool:
-            return self._train(pool if track else None, ignore_findings, progress)
+            return self._train(pool if track else None, ignore_findings, progress, on_round)
 
     def _train(
         self,
         pool: ThreadPoolExecutor | None,
         ignore_findings: tuple[str, ...] | list[str],
         progress: Progress,
+        on_round: Rounds,
     ) -> TrainResult:
         report, ds, splits, table = self._check(None, progress, reuse=True)
         ignored = sorted(set(ignore_findings))
@@ -454,8 +465,9 @@ class Project:
             raise CheckFailed(
                 "training refused: the data cannot be split under [split]; see `shipyard check`."
             )
-        # the tracking store is set up in the background while the models fit
-        tracker = (lambda: pool.submit(self.tracker, True)) if pool is not None else None
+        # the tracking store is set up in the background while the models fit; that thread
+        # holds a core meanwhile, so the fits beside it take one thread fewer
+        tracker = (lambda: pool.submit(self._tracker_on_a_core)) if pool is not None else None
         with leftovers.training(self.workspace, tracked=pool is not None) as marker:
 
             def claim(run_id: str | None, bundle: Path) -> None:
@@ -471,6 +483,7 @@ class Project:
                 check_report=report.to_dict(),
                 ignored_findings=ignored,
                 progress=progress,
+                on_round=on_round,
                 flagged=report.flagged,
                 champion=self._champion_bundle(),
                 run_tags={"shipyard_marker": marker.token},
@@ -478,6 +491,10 @@ class Project:
             )
         result.warnings[:0] = _shift_warnings(report.findings, result.calibration)
         return result
+
+    def _tracker_on_a_core(self) -> Tracker:
+        with LEDGER.threads("tracking set-up", at_most=1):
+            return self.tracker(warm=True)
 
     def _champion_bundle(self) -> tuple[int, Path] | None:
         state = self.registry.state()
@@ -583,7 +600,9 @@ class Project:
             )
         return out
 
-    def reproduce(self, run_id: str, progress: Progress = _quiet) -> ReproduceResult:
+    def reproduce(
+        self, run_id: str, progress: Progress = _quiet, on_round: Rounds = _no_rounds
+    ) -> ReproduceResult:
         """Re-run a tracked run from its recorded spec, data snapshot and seeds; compare.
 
         ``run_id`` may be any unique prefix of the id; :class:`UsageError` when it matches no
@@ -602,6 +621,13 @@ class Project:
                 run_id, "predictions/test_predictions.parquet", Path(folder)
             )
             recorded = pd.read_parquet(preds_file)
+            ladder = json.loads(tracker.download(run_id, "ladder.json", Path(folder)).read_text())
+        # a rung its time budget stopped is re-run for the rounds it ran, not against a clock
+        stopped = {
+            row["rung"]: int(row["rounds"])
+            for row in ladder
+            if row.get("budget_hit") and row.get("rounds") is not None
+        }
         spec = Spec.from_dict(recorded_spec, root=self.spec.root)
         table = read_table(spec.data_path) if spec.data_path else self.read()
         expected = run.tags.get("data_snapshot_id")
@@ -624,6 +650,8 @@ class Project:
                 check_report={},
                 ignored_findings=ignored,
                 progress=progress,
+                on_round=on_round,
+                fixed_rounds=stopped,
             )
             bundle = load_bundle(result.bundle)
             new_preds = bundle.predict(ds.frame.iloc[splits.test][bundle.features])

@@ -97,6 +97,14 @@ class SplitSection:
 
 
 @dataclass(frozen=True)
+class TrainingSection:
+    """How the ladder's fits use the machine: threads and a time budget per rung."""
+
+    threads: int | None = None  # unset: picked from the cores free at each fit
+    max_rung_seconds: float | None = None  # unset: no budget
+
+
+@dataclass(frozen=True)
 class ServingSection:
     """How challengers meet traffic (the canary's percent steps and guardrails) and the
     service's limits and prediction log (``shipyard serve``)."""
@@ -234,6 +242,13 @@ SECTIONS: dict[str, tuple[type, dict[str, Key]]] = {
             "purge_entities": Key((bool,), type_name="true or false"),
         },
     ),
+    "training": (
+        TrainingSection,
+        {
+            "threads": Key((int,), _positive, type_name="an integer"),
+            "max_rung_seconds": Key((int, float), _positive, type_name="a number"),
+        },
+    ),
     "serving": (
         ServingSection,
         {
@@ -273,6 +288,7 @@ class Spec:
     features: FeaturesSection = field(default_factory=FeaturesSection)
     baseline: BaselineSection = field(default_factory=BaselineSection)
     split: SplitSection = field(default_factory=SplitSection)
+    training: TrainingSection = field(default_factory=TrainingSection)
     serving: ServingSection = field(default_factory=ServingSection)
     tracking: TrackingSection = field(default_factory=TrackingSection)
     root: Path = field(default=Path("."), compare=False)

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from shipyard.bundle import Bundle, add_document, load_bundle, save_bundle, verify
+from shipyard.cores import requested_threads
 from shipyard.data.contract import Contract
 from shipyard.data.dataset import Dataset
 from shipyard.data.split import Splits
@@ -133,8 +134,11 @@ def classes_of(ds: Dataset) -> list[Any]:
     return []
 
 
-def families_for(spec: Spec, ds: Dataset) -> list[Family]:
-    """The ladder's rungs for this spec: constant, the rule if declared, linear, trees."""
+def families_for(spec: Spec, ds: Dataset, rounds: Mapping[str, int] | None = None) -> list[Family]:
+    """The ladder's rungs for this spec: constant, the rule if declared, linear, trees.
+
+    ``rounds`` fixes a boosted rung's number of rounds (``reproduce`` passes those a run
+    recorded when its time budget stopped the rung)."""
     common: dict[str, Any] = {
         "task": ds.target.kind,
         "n_classes": ds.target.n_classes,
@@ -149,7 +153,10 @@ def families_for(spec: Spec, ds: Dataset) -> list[Family]:
         roles = {c: r for c, r in ds.role.items() if c != spec.project.target}
         parse(spec.baseline.rule, roles)  # fail before any fitting, with the position
         rungs.append(Rule(rule=spec.baseline.rule, roles=roles, **common))
-    rungs += [Linear(**hashing, **common), GradientBoostedTrees(**hashing, **common)]
+    trees: dict[str, Any] = {}
+    if rounds and "gbt" in rounds:
+        trees["n_estimators"] = int(rounds["gbt"])
+    rungs += [Linear(**hashing, **common), GradientBoostedTrees(**hashing, **trees, **common)]
     return rungs
 
 
@@ -220,15 +227,20 @@ def train(
     check_report: dict[str, Any],
     ignored_findings: list[str],
     progress: Callable[[str], None] = lambda _: None,
+    on_round: Callable[[int, int], None] = lambda done, total: None,
     flagged: list[str] | tuple[str, ...] = (),
     champion: tuple[int, Path] | None = None,
+    fixed_rounds: Mapping[str, int] | None = None,
     run_tags: Mapping[str, str] | None = None,
     on_bundle: Callable[[str | None, Path], None] | None = None,
 ) -> TrainResult:
     """Run the training pipeline on a checked dataset (see the module docstring).
 
-    ``run_tags`` go on the training run; ``on_bundle(run_id, folder)`` is called once the run
-    exists and before the bundle is written (the workspace's marker of a training in flight).
+    ``progress(stage)`` names each stage as it starts; ``on_round(done, total)`` follows a
+    boosted rung's rounds. ``fixed_rounds`` (rung name → rounds) re-runs rungs that a time
+    budget stopped for exactly the rounds recorded, without the budget. ``run_tags`` go on the
+    training run; ``on_bundle(run_id, folder)`` is called once the run exists and before the
+    bundle is written (the workspace's marker of a training in flight).
     """
     spec = ds.spec
     started = time.perf_counter()
@@ -236,7 +248,8 @@ def train(
     features = ds.candidates
     roles = {c: ds.role[c] for c in features}
     frame, y = ds.frame, ds.target.y
-    families = families_for(spec, ds)
+    threads = requested_threads(spec.training.threads)
+    families = families_for(spec, ds, fixed_rounds)
     # the rule may name columns that are not features: carry them along, unused by the others
     rule_cols = (
         [c for c in cast(Rule, families[1]).expression.columns if c not in features]
@@ -277,7 +290,11 @@ def train(
         min_improvement=spec.objective.min_improvement,
         weights=weights,
         progress=progress,
-        before_timing=lambda: tracker.result() if hasattr(tracker, "result") else None,
+        on_round=on_round,
+        max_rung_seconds=spec.training.max_rung_seconds,
+        threads=threads,
+        unbudgeted=tuple(fixed_rounds or ()),
+        time_now=False,  # timed below, once the tracking set-up is done: work meanwhile
     )
     seconds["fitting"] = sum(r.fit_seconds for r in ladder.rungs)
     seconds["ladder"] = time.perf_counter() - fit_start
@@ -368,6 +385,9 @@ def train(
     if hasattr(tracker, "result"):  # set up in the background while the ladder was fitted
         progress("tracking set-up")
         tracker = tracker.result()
+    # latency is timed with nothing else running in the process (the set-up is done)
+    progress("timing one-record predictions")
+    ladder.time_latency()
     tracked = tracker is not None
     run_ctx = (
         tracker.run(f"train-{chosen.name}", tags={**(run_tags or {}), "shipyard_kind": "train"})
@@ -538,6 +558,8 @@ def _log_run(
             "feature_set_version": FEATURE_SET_VERSION,
             "chosen_rung": chosen.name,
             "split_strategy": splits.strategy,
+            # rungs a time budget stopped or that went over it; their warning says which
+            "budget_hit_rungs": ",".join(r.name for r in ladder.rungs if r.budget_hit) or "none",
         }
     )
     tracker.params(
@@ -549,16 +571,19 @@ def _log_run(
             "ignored_findings": ignored,
             "min_improvement": spec.objective.min_improvement,
             "calibrator": None if calibrator is None else calibrator.kind,
+            "max_rung_seconds": spec.training.max_rung_seconds,
+            "threads": spec.training.threads if spec.training.threads else "free cores",
             **{f"chosen.{k}": v for k, v in chosen.get_params().items() if k not in ("roles",)},
         }
     )
-    tracker.metrics({f"dev_{k}": v for k, v in result.dev.items()})
-    tracker.metrics({f"test_{k}": v for k, v in result.test[chosen.name].items()})
+    # one batch of metrics: each call is a database transaction on the tracking store
+    metrics: dict[str, Any] = {f"dev_{k}": v for k, v in result.dev.items()}
+    metrics.update({f"test_{k}": v for k, v in result.test[chosen.name].items()})
     for name, values in result.test.items():
-        tracker.metrics({f"test_{name}_{metric}": values[metric]})
+        metrics[f"test_{name}_{metric}"] = values[metric]
     cal = result.calibration
-    tracker.metrics({k: v for k, v in cal.items() if k.startswith("ece") and v is not None})
-    tracker.metrics(
+    metrics.update({k: v for k, v in cal.items() if k.startswith("ece") and v is not None})
+    metrics.update(
         {
             "worst_slice_gap": result.slices["worst_gap"],
             "fit_seconds_total": result.seconds.get("fitting", 0.0),
@@ -567,10 +592,11 @@ def _log_run(
     )
     for entry in result.slices["slices"]:
         if entry.get(metric) is not None:
-            tracker.metrics({f"slice_{entry['column']}={entry['value']}_{metric}": entry[metric]})
+            metrics[f"slice_{entry['column']}={entry['value']}_{metric}"] = entry[metric]
     for name, item in result.constraints.items():
         if item["value"] is not None:
-            tracker.metrics({f"constraint_{name}": item["value"]})
+            metrics[f"constraint_{name}"] = item["value"]
+    tracker.metrics(metrics)
     tracker.json(spec.to_dict(), "spec.json")
     tracker.json(check_report, "check_report.json")
     tracker.json(ladder.table(), "ladder.json")
@@ -608,7 +634,9 @@ def _log_run(
         plots.close(fig)
     for rung in ladder.rungs:
         with tracker.run(f"rung-{rung.name}", nested=True):
-            tracker.tags({"shipyard_kind": "rung", "rung": rung.name})
+            tracker.tags(
+                {"shipyard_kind": "rung", "rung": rung.name, "budget_hit": rung.budget_hit}
+            )
             tracker.params({k: v for k, v in rung.model.get_params().items() if k != "roles"})
             tracker.metrics(
                 {
@@ -617,6 +645,8 @@ def _log_run(
                     "p99_ms": rung.p99_ms,
                     "size_mb": rung.size_mb,
                     f"test_{metric}": result.test[rung.name][metric],
+                    **({"threads": rung.threads} if rung.threads is not None else {}),
+                    **({"rounds": rung.rounds} if rung.rounds is not None else {}),
                 }
             )
             for part_name, values in getattr(rung.model, "curves_", {}).items():

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shipyard.cores import LEDGER, requested_threads
 from shipyard.data.association import Power, Target, _bin, auc, difference_power, joint_power
 from shipyard.data.association import power_of_codes as _power_of_codes
 from shipyard.data.dataset import Dataset
@@ -182,7 +183,8 @@ class LeakageAudit:
             return
         X = _model_frame(ds.sample, cols, ds.role)
         target = ds.sample_target
-        first = _model_power(X, target, ds.spec.split.seed)
+        threads = requested_threads(ds.spec.training.threads)
+        first = _model_power(X, target, ds.spec.split.seed, threads)
         if first[0] < MODEL_TOO_GOOD:
             return
         steps: list[dict[str, Any]] = []
@@ -193,7 +195,7 @@ class LeakageAudit:
             top = power[2]
             responsible.append(top)
             remaining.remove(top)
-            power = _model_power(X[remaining], target, ds.spec.split.seed)
+            power = _model_power(X[remaining], target, ds.spec.split.seed, threads)
             steps.append(
                 {
                     "dropped": top,
@@ -392,14 +394,16 @@ def _model_frame(frame: pd.DataFrame, cols: list[str], roles: dict[str, str]) ->
     return pd.DataFrame(out)
 
 
-def _model_power(X: pd.DataFrame, target: Target, seed: int) -> tuple[float, float, str]:
-    """(power, metric value, most important column) of LightGBM, on a held-out fold."""
+def _model_power(
+    X: pd.DataFrame, target: Target, seed: int, requested: int | None = None
+) -> tuple[float, float, str]:
+    """(power, metric value, most important column) of LightGBM, on a held-out fold, with
+    the threads the free cores allow (or the ``requested`` count)."""
     import lightgbm as lgb  # imported here: only this check needs it, and it is slow to import
 
     valid = target.folds == 0
     params: dict[str, Any] = {
         "verbose": -1,
-        "num_threads": 2,
         "seed": seed,
         "learning_rate": 0.15,
         "num_leaves": 15,
@@ -416,7 +420,8 @@ def _model_power(X: pd.DataFrame, target: Target, seed: int) -> tuple[float, flo
     names = list(X.columns)  # LightGBM refuses some characters in names: give it positions
     X = X.set_axis([f"c{i}" for i in range(X.shape[1])], axis=1)
     train = lgb.Dataset(X[~valid], target.y[~valid], free_raw_data=True)
-    booster = lgb.train(params, train, num_boost_round=50)
+    with LEDGER.threads("leakage audit", requested=requested) as threads:
+        booster = lgb.train({**params, "num_threads": threads}, train, num_boost_round=50)
     pred = np.asarray(booster.predict(X[valid]))  # lightgbm types it as ndarray | list | sparse
     y = target.y[valid]
     if target.kind == "binary":

@@ -6,7 +6,7 @@ From simplest to most complex: :class:`Constant`, :class:`Rule`, :class:`Linear`
 :class:`GradientBoostedTrees`. :data:`FAMILIES` maps each saved name to its class.
 """
 
-from shipyard.models.base import Family, class_weights
+from shipyard.models.base import Family, Watch, class_weights
 from shipyard.models.constant import Constant
 from shipyard.models.gbt import GradientBoostedTrees
 from shipyard.models.linear import Linear
@@ -23,5 +23,6 @@ __all__ = [
     "GradientBoostedTrees",
     "Linear",
     "Rule",
+    "Watch",
     "class_weights",
 ]

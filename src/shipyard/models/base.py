@@ -10,6 +10,11 @@ only — and give:
 - ``multiclass``: class probabilities, shape ``(n, k)``;
 - ``regression``: the predicted value, shape ``(n,)``.
 
+``fit`` may be given a :class:`Watch`: the time budget of the fit, a hook told of each
+boosting round, and a thread count the user fixed. A family that can stop midway (the
+trees) stops once over the budget and keeps what it has; it records what happened on the
+watch (``budget_hit``, ``rounds``).
+
 ``save(folder)`` writes JSON (and LightGBM's own text format for trees) and
 ``load(folder)`` reads it back: nothing is pickled, loading runs no code.
 """
@@ -17,7 +22,9 @@ only — and give:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,6 +34,35 @@ import pandas as pd
 from shipyard.errors import BundleError, NotFittedError, SpecError
 
 TASKS = ("binary", "multiclass", "regression")
+
+
+def _no_rounds(done: int, total: int) -> None:
+    return None
+
+
+@dataclass
+class Watch:
+    """What the ladder asks of one fit beyond the data, and what the fit reports back.
+
+    ``max_seconds`` is the budget (None: none), counted from ``started``; ``on_round(done,
+    total)`` is called after each boosting round; ``threads`` is a count the user fixed
+    (None: picked from the free cores, see :mod:`shipyard.cores`). The family sets
+    ``budget_hit``, ``rounds`` (rounds run) and ``threads_used``.
+    """
+
+    max_seconds: float | None = None
+    on_round: Callable[[int, int], None] = _no_rounds
+    threads: int | None = None
+    started: float = field(default_factory=time.perf_counter)
+    budget_hit: bool = False
+    rounds: int | None = None
+    threads_used: int | None = None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def over_budget(self) -> bool:
+        return self.max_seconds is not None and self.elapsed() > self.max_seconds
 
 
 class Family:
@@ -53,6 +89,7 @@ class Family:
         roles: Mapping[str, str],
         weights: np.ndarray | None = None,
         dev: tuple[pd.DataFrame, np.ndarray] | None = None,
+        watch: Watch | None = None,
     ) -> Family:
         raise NotImplementedError
 

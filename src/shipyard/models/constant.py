@@ -17,7 +17,7 @@ class Constant(Family):
     name = "constant"
     complexity = 0
 
-    def fit(self, frame, y, *, roles, weights=None, dev=None) -> Constant:
+    def fit(self, frame, y, *, roles, weights=None, dev=None, watch=None) -> Constant:
         if self.task == "regression":
             self.value_ = [float(np.mean(y))]
         else:

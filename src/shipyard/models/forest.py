@@ -32,11 +32,12 @@ of more than 64 leaves, or tables beyond :data:`MAX_TABLE_BYTES` are refused wit
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+
+from shipyard.cores import available_cores
 
 # LightGBM's kZeroThreshold is the float 1e-35f; as a double it reads 1.0000000180025095e-35
 ZERO = float(np.float32(1e-35))
@@ -166,7 +167,7 @@ class Forest:
             workspace = np.empty(len(self.tree_output), dtype=self.states.dtype)
             kernel(X, start, stop, out, *args, workspace)
 
-        threads = max(1, min(num_threads, len(X) // _MIN_ROWS_PER_THREAD, os.cpu_count() or 1))
+        threads = max(1, min(num_threads, len(X) // _MIN_ROWS_PER_THREAD, available_cores()))
         if threads == 1:
             score(0, len(X))
         else:

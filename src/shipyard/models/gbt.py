@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shipyard.cores import LEDGER
 from shipyard.features.transform import Transform
-from shipyard.models.base import Family
+from shipyard.models.base import Family, Watch
 from shipyard.models.forest import Forest
 
 MODEL_FILE = "model.lgb.txt"
@@ -89,6 +90,26 @@ def _free_config(lib: Any, handle: Any) -> None:
     lib.LGBM_FastConfigFree(handle)
 
 
+def _watching(watch: Watch, total: int, curves: dict[str, dict[str, list[float]]]) -> Any:
+    """A LightGBM callback: tells ``watch`` of each round, and stops boosting once the fit is
+    over its budget, keeping the rounds up to the best on dev so far (as early stopping
+    would; every rung's metric is a loss, lower is better) or all of them without dev."""
+    from lightgbm.callback import EarlyStopException
+
+    def callback(env: Any) -> None:
+        done = env.iteration - env.begin_iteration + 1
+        watch.rounds = done
+        watch.on_round(done, total)
+        if done < total and watch.over_budget():
+            watch.budget_hit = True
+            dev = next(iter(curves.get("dev", {}).values()), None)
+            best = int(np.argmin(dev)) if dev else done - 1
+            raise EarlyStopException(best, env.evaluation_result_list)
+
+    callback.order = 25  # type: ignore[attr-defined]  # after record_evaluation, before early_stopping
+    return callback
+
+
 class GradientBoostedTrees(Family):
     """LightGBM with early stopping on dev; the learning curve is kept for tracking."""
 
@@ -107,7 +128,7 @@ class GradientBoostedTrees(Family):
         feature_fraction: float = 0.9,
         unknown: str = "bucket",
         hash_buckets: int = 1024,
-        num_threads: int = 2,
+        num_threads: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -144,7 +165,6 @@ class GradientBoostedTrees(Family):
             "seed": self.seed,
             "deterministic": True,
             "force_row_wise": True,
-            "num_threads": self.num_threads,
             "verbose": -1,
         }
         if self.task == "binary":
@@ -155,9 +175,10 @@ class GradientBoostedTrees(Family):
             params.update(objective="regression", metric="l2")
         return params
 
-    def fit(self, frame, y, *, roles, weights=None, dev=None) -> GradientBoostedTrees:
+    def fit(self, frame, y, *, roles, weights=None, dev=None, watch=None) -> GradientBoostedTrees:
         import lightgbm as lgb
 
+        watch = watch if watch is not None else Watch()
         self.transform_ = Transform(
             categorical="ordinal", unknown=self.unknown, hash_buckets=self.hash_buckets, scale=False
         ).fit(frame, roles)
@@ -170,7 +191,7 @@ class GradientBoostedTrees(Family):
             free_raw_data=True,
         )
         curves: dict[str, dict[str, list[float]]] = {}
-        callbacks = [lgb.record_evaluation(curves)]
+        callbacks = [lgb.record_evaluation(curves), _watching(watch, self.n_estimators, curves)]
         valid_sets, names = [train], ["train"]
         if dev is not None and len(dev[0]):
             valid = lgb.Dataset(
@@ -179,14 +200,17 @@ class GradientBoostedTrees(Family):
             valid_sets.append(valid)
             names.append("dev")
             callbacks.append(lgb.early_stopping(self.early_stopping_rounds, verbose=False))
-        booster = lgb.train(
-            self._lgb_params(),
-            train,
-            num_boost_round=self.n_estimators,
-            valid_sets=valid_sets,
-            valid_names=names,
-            callbacks=callbacks,
-        )
+        requested = self.num_threads if self.num_threads is not None else watch.threads
+        with LEDGER.threads("gbt", requested=requested) as threads:
+            watch.threads_used = threads
+            booster = lgb.train(
+                {**self._lgb_params(), "num_threads": threads},
+                train,
+                num_boost_round=self.n_estimators,
+                valid_sets=valid_sets,
+                valid_names=names,
+                callbacks=callbacks,
+            )
         self.best_iteration_ = int(booster.best_iteration or booster.current_iteration())
         self.curves_ = {part: next(iter(metrics.values())) for part, metrics in curves.items()}
         self.model_text_ = booster.model_to_string(num_iteration=self.best_iteration_)
@@ -238,9 +262,10 @@ class GradientBoostedTrees(Family):
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
         forest = getattr(self, "_forest", None)
-        if forest is not None:
-            return forest.predict(X, num_threads=self.num_threads)
-        return self.booster_.predict(X, num_threads=self.num_threads)
+        with LEDGER.threads("gbt scoring", requested=self.num_threads) as threads:
+            if forest is not None:
+                return forest.predict(X, num_threads=threads)
+            return self.booster_.predict(X, num_threads=threads)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         self.check_fitted()

@@ -20,7 +20,7 @@ import pandas as pd
 
 from shipyard.evaluation.latency import one_record_latency, saved_size_mb
 from shipyard.evaluation.metrics import HIGHER_IS_BETTER, Margin, improvement, score
-from shipyard.models.base import Family
+from shipyard.models.base import Family, Watch
 
 LATENCY_RECORDS = 300
 
@@ -37,6 +37,9 @@ class Rung:
     size_mb: float
     delta: float | None = None  # vs the previous rung, positive = better
     dev_output: np.ndarray | None = None  # predictions on dev, kept to avoid scoring twice
+    threads: int | None = None  # the threads its fit used
+    rounds: int | None = None  # boosting rounds run (trees)
+    budget_hit: bool = False  # the fit went over [training] max_rung_seconds
 
     @property
     def name(self) -> str:
@@ -50,6 +53,9 @@ class Rung:
             "fit_s": self.fit_seconds,
             "p99_ms": self.p99_ms,
             "size_mb": self.size_mb,
+            "threads": self.threads,
+            "rounds": self.rounds,
+            "budget_hit": self.budget_hit,
         }
 
 
@@ -63,6 +69,11 @@ class Ladder:
     best: Rung
     warnings: list[str] = field(default_factory=list)
     margin: Margin | None = None  # min_improvement on blackbox dev, as applied
+    records: list[dict[str, Any]] = field(default_factory=list)  # dev rows latency is timed on
+
+    def time_latency(self) -> None:
+        """Fill in every rung's latency (when ``climb`` was told not to time yet)."""
+        time_rungs(self.rungs, self.records)
 
     def table(self) -> list[dict[str, Any]]:
         return [r.row(self.metric) for r in self.rungs]
@@ -78,40 +89,62 @@ def climb(
     min_improvement: float,
     weights: np.ndarray | None = None,
     progress: Callable[[str], None] = lambda _: None,
+    on_round: Callable[[int, int], None] = lambda done, total: None,
     before_timing: Callable[[], None] = lambda: None,
+    max_rung_seconds: float | None = None,
+    threads: int | None = None,
+    unbudgeted: Sequence[str] = (),
+    time_now: bool = True,
 ) -> Ladder:
     """Fit every family in order of complexity, then time each, and choose one.
 
-    Latency is measured after every fit, once ``before_timing()`` returns (the caller waits
-    there for any background work), so no fit or set-up competes with the timing loop.
+    Each fit gets a :class:`~shipyard.models.base.Watch`: ``max_rung_seconds`` (its budget,
+    except for the families named in ``unbudgeted``), ``on_round`` (told of each boosting
+    round) and ``threads`` (a count the user fixed; None: from the free cores). Latency is
+    measured after every fit, once ``before_timing()`` returns (the caller waits there for
+    any background work), so no fit or set-up competes with the timing loop; with
+    ``time_now=False`` it is left to the caller (:meth:`Ladder.time_latency`), who can do
+    other work while the background work finishes.
     """
     records = dev[0].head(LATENCY_RECORDS).to_dict("records")
     rungs: list[Rung] = []
-    for model in sorted(families, key=lambda m: m.complexity):
-        progress(f"fitting rung '{model.name}'")
+    warnings: list[str] = []
+    ordered = sorted(families, key=lambda m: m.complexity)
+    for number, model in enumerate(ordered, start=1):
+        progress(f"rung {model.name} {number}/{len(ordered)}")
+        budget = None if model.name in unbudgeted else max_rung_seconds
+        watch = Watch(max_seconds=budget, on_round=on_round, threads=threads)
         start = time.perf_counter()
-        model.fit(train[0], train[1], roles=roles, weights=weights, dev=dev)
+        model.fit(train[0], train[1], roles=roles, weights=weights, dev=dev, watch=watch)
         seconds = time.perf_counter() - start
         dev_output = model.predict(dev[0])
         dev_score = score(metric, dev[1], dev_output)
         rung = Rung(
-            model, dev_score, seconds, 0.0, 0.0, saved_size_mb(model.save), dev_output=dev_output
+            model,
+            dev_score,
+            seconds,
+            0.0,
+            0.0,
+            saved_size_mb(model.save),
+            dev_output=dev_output,
+            threads=watch.threads_used,
+            rounds=watch.rounds,
+            budget_hit=watch.budget_hit,
         )
         if rungs:
             rung.delta = improvement(metric, dev_score, rungs[-1].dev_score)
         rungs.append(rung)
-    before_timing()
-    progress("timing one-record predictions")
-    for rung in rungs:
-        if records:
-            latency = one_record_latency(rung.model.predict_one, records)
-            rung.p99_ms, rung.p50_ms = latency["p99_ms"], latency["p50_ms"]
+        if watch.budget_hit:
+            warnings.append(_budget_message(rung, budget, getattr(model, "n_estimators", None)))
+    if time_now:
+        before_timing()
+        progress("timing one-record predictions")
+        time_rungs(rungs, records)
     best = max(rungs, key=lambda r: r.dev_score if HIGHER_IS_BETTER[metric] else -r.dev_score)
     margin = Margin.on(metric, min_improvement, dev[1])
     chosen = next(
         r for r in rungs if improvement(metric, best.dev_score, r.dev_score) <= margin.absolute
     )
-    warnings = []
     constant = rungs[0] if rungs[0].name == "constant" else None
     if constant is not None:
         for rung in rungs[1:]:
@@ -122,4 +155,31 @@ def climb(
                     "label problem (wrong target, leakage removed too much, a broken join), not a "
                     "model problem"
                 )
-    return Ladder(metric, rungs, chosen, best, warnings, margin)
+    return Ladder(metric, rungs, chosen, best, warnings, margin, records)
+
+
+def time_rungs(rungs: Sequence[Rung], records: Sequence[Mapping[str, Any]]) -> None:
+    """Each rung's one-record latency (p50, p99) on ``records``: run it when nothing else
+    in the process competes for the cores, or the numbers measure the competition."""
+    for rung in rungs:
+        if records:
+            latency = one_record_latency(rung.model.predict_one, records)
+            rung.p99_ms, rung.p50_ms = latency["p99_ms"], latency["p50_ms"]
+
+
+def _budget_message(rung: Rung, budget: float | None, most: int | None) -> str:
+    """What a rung's time budget did, for the output and the tracked run."""
+    limit = f"[training] max_rung_seconds = {budget:g}"
+    if rung.rounds is not None and most is not None:
+        kept = getattr(rung.model, "best_iteration_", rung.rounds)
+        return (
+            f"rung '{rung.name}' hit its time budget ({limit}) after {rung.rounds} of {most} "
+            f"boosting rounds ({rung.fit_seconds:.1f} s): it keeps {kept} rounds (the best on "
+            "dev so far) and may be weaker than a full fit. Raise the budget, or unset it, to "
+            "let it finish."
+        )
+    return (
+        f"rung '{rung.name}' went over its time budget ({limit}): its fit took "
+        f"{rung.fit_seconds:.1f} s and cannot be stopped midway, so it was kept whole. Raise "
+        "the budget, or use less data."
+    )

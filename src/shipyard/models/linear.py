@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shipyard.cores import LEDGER
 from shipyard.features.transform import Transform
 from shipyard.models.base import Family
 
@@ -62,22 +63,33 @@ class Linear(Family):
             "max_iter": self.max_iter,
         }
 
-    def fit(self, frame, y, *, roles, weights=None, dev=None) -> Linear:
+    def fit(self, frame, y, *, roles, weights=None, dev=None, watch=None) -> Linear:
         from sklearn.linear_model import LogisticRegression, Ridge
+        from threadpoolctl import threadpool_limits
 
         self.transform_ = Transform(
             categorical="onehot", unknown=self.unknown, hash_buckets=self.hash_buckets, scale=True
         ).fit(frame, roles)
         X = self.transform_.transform(frame)
-        if self.task == "regression":
-            model = Ridge(alpha=self.alpha).fit(X, y, sample_weight=weights)
-            self.coef_ = np.atleast_2d(model.coef_).tolist()
-            self.intercept_ = np.atleast_1d(model.intercept_).tolist()
-        else:
-            model = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)
-            model.fit(X, y, sample_weight=weights)
-            self.coef_ = model.coef_.tolist()
-            self.intercept_ = model.intercept_.tolist()
+        requested = watch.threads if watch is not None else None
+        # BLAS and OpenMP start one thread per core unless told: they get the cores' grant
+        with (
+            LEDGER.threads("linear", requested=requested) as threads,
+            threadpool_limits(limits=threads),
+        ):
+            if self.task == "regression":
+                model = Ridge(alpha=self.alpha).fit(X, y, sample_weight=weights)
+                self.coef_ = np.atleast_2d(model.coef_).tolist()
+                self.intercept_ = np.atleast_1d(model.intercept_).tolist()
+            else:
+                model = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)
+                model.fit(X, y, sample_weight=weights)
+                self.coef_ = model.coef_.tolist()
+                self.intercept_ = model.intercept_.tolist()
+        if watch is not None:
+            watch.threads_used = threads
+            # a solver cannot be stopped midway: an over-budget fit is reported, not cut
+            watch.budget_hit = watch.over_budget()
         self._compile()
         return self
 

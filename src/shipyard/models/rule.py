@@ -40,7 +40,7 @@ class Rule(Family):
     def get_params(self) -> dict[str, Any]:
         return {**super().get_params(), "rule": self.rule, "roles": self.roles}
 
-    def fit(self, frame, y, *, roles, weights=None, dev=None) -> Rule:
+    def fit(self, frame, y, *, roles, weights=None, dev=None, watch=None) -> Rule:
         self.roles = {**dict(roles), **self.roles}
         self._expression = None
         hit = self.expression.evaluate(frame)

@@ -1,0 +1,267 @@
+"""Benchmark: `shipyard train`'s wall time beside the bare fits of the same model families.
+
+On two real tables — telco churn (``modeldata::wa_churn``, 7,043 rows) and NYC flights
+(336,776 rows) — each project is made as a user makes it (``init``, ``check``, the flagged
+columns excluded), then, in fresh child processes, all in this one run:
+
+- ``bare fits`` (the reference): read the same file; the same feature columns; a constant
+  (the train mean), scikit-learn's one-hot + standardized logistic regression (ridge for
+  regression) and LightGBM with the rung's parameters, early-stopped on the same blackbox
+  dev rows; each scored once on dev. LightGBM gets the threads shipyard would pick at that
+  moment (``shipyard.cores``), so the comparison is of the framework, not of thread counts;
+- ``shipyard train``: ``Project.train()`` after ``check`` (its report reused, as when a user
+  runs ``check`` then ``train``): split, ladder, latency, calibration, slices, test,
+  bundle, readiness, MLflow run and registered version;
+- with ``--cli``, ``shipyard train --json`` as a command too.
+
+Both children are timed twice: inside, after their imports (``*_s``), and as whole processes
+(``*_process_s``, start-up and imports included: shipyard imports scikit-learn, LightGBM
+and MLflow lazily, inside ``train``, while the bare script imports them before its clock).
+
+Each figure is the median of --repeat runs; every train starts from a copy of the checked
+project (no champion, an empty MLflow store). Framework overhead = train / bare − 1, goal
+under 25% (issue 15). The table also shows the time train spent fitting the ladder.
+
+    .venv/bin/python bench/train_overhead.py [--repeat 3] [--datasets churn flights] [--cli]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BARE = """
+import json, sys, time
+import numpy as np, pandas as pd, lightgbm as lgb
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import mean_squared_error, roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from shipyard.cores import LEDGER
+
+plan = json.loads(open(sys.argv[2]).read())
+rows = np.load(sys.argv[3])
+start = time.perf_counter()
+frame = pd.read_csv(sys.argv[1], low_memory=False)
+y_all = frame[plan["target"]]
+if plan["task"] == "regression":
+    y = y_all.to_numpy(float)
+else:
+    y = (y_all.astype(str) == str(plan["positive"])).to_numpy(int)
+X = frame[plan["features"]].copy()
+categorical = [c for c, r in plan["roles"].items() if r in ("categorical", "boolean")]
+numeric = [c for c, r in plan["roles"].items() if r == "numeric"]
+for c, r in plan["roles"].items():
+    if r == "datetime":
+        X[c] = pd.to_datetime(X[c], errors="coerce").astype("int64") / 1e9
+        numeric.append(c)
+for c in categorical:
+    X[c] = X[c].astype("string").astype("category")
+train, dev = rows["train"], rows["dev_blackbox"]
+Xt, Xd, yt, yd = X.iloc[train], X.iloc[dev], y[train], y[dev]
+constant = float(yt.mean())
+linear = make_pipeline(
+    ColumnTransformer([
+        ("num", make_pipeline(SimpleImputer(add_indicator=True), StandardScaler()), numeric),
+        ("cat", make_pipeline(SimpleImputer(strategy="most_frequent"),
+                              OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=10)),
+         categorical),
+    ]),
+    Ridge() if plan["task"] == "regression" else LogisticRegression(max_iter=500, random_state=42),
+)
+Xt_lin = Xt.astype({c: object for c in categorical})
+Xd_lin = Xd.astype({c: object for c in categorical})
+linear.fit(Xt_lin, yt)
+with LEDGER.threads("bare gbt") as threads:
+    params = dict(num_leaves=31, learning_rate=0.05, min_child_samples=50, feature_fraction=0.9,
+                  seed=42, deterministic=True, force_row_wise=True, num_threads=threads,
+                  verbose=-1, objective="regression" if plan["task"] == "regression" else "binary")
+    data = lgb.Dataset(Xt, yt, categorical_feature=categorical or "auto")
+    valid = lgb.Dataset(Xd, yd, reference=data)
+    booster = lgb.train(params, data, 1000, valid_sets=[valid],
+                        callbacks=[lgb.early_stopping(50, verbose=False)])
+if plan["task"] == "regression":
+    scores = [mean_squared_error(yd, linear.predict(Xd_lin)) ** 0.5,
+              mean_squared_error(yd, booster.predict(Xd)) ** 0.5]
+else:
+    scores = [roc_auc_score(yd, linear.predict_proba(Xd_lin)[:, 1]),
+              roc_auc_score(yd, booster.predict(Xd))]
+wall = time.perf_counter() - start
+print(json.dumps({"wall_s": wall, "dev": scores, "rounds": booster.best_iteration,
+                  "threads": threads, "constant": constant}))
+"""
+
+TRAIN = """
+import json, sys, time
+from shipyard.project import Project
+start = time.perf_counter()
+result = Project.load(sys.argv[1]).train()
+wall = time.perf_counter() - start
+print(json.dumps({"wall_s": wall, "fitting_s": result.seconds.get("fitting"),
+                  "ladder_s": result.seconds.get("ladder"), "chosen": result.chosen,
+                  "dev": result.dev.get(result.metric), "version": result.version,
+                  "ladder": result.ladder}))
+"""
+
+
+def child(code: str, *args: str) -> dict:
+    """Run ``code`` in a fresh interpreter; its JSON line, plus the whole process's wall
+    time (start-up and imports included) as ``process_s``."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=False
+    )
+    process_s = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"child failed:\n{done.stderr[-3000:]}")
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "process_s": process_s}
+
+
+def make_project(name: str, folder: Path) -> tuple[Path, Path, Path]:
+    """The project as a user makes it: init, check, exclude what check flagged; then the
+    bare child's plan (same features, roles, target) and the split's rows."""
+    import numpy as np
+
+    from shipyard.demo import churn_frame, flights_frame
+    from shipyard.project import Project
+
+    frame, target = (
+        (churn_frame(), "churn") if name == "churn" else (flights_frame(), "arr_delayed")
+    )
+    data = folder / f"{name}.csv"
+    frame.to_csv(data, index=False)
+    spec = folder / "shipyard.toml"
+    Project.init(data, target, spec, force=True)
+    report = Project.load(spec).check()
+    text = spec.read_text()
+    current = re.search(r"^exclude = \[(.*)\]$", text, re.M)
+    already = [c.strip().strip('"') for c in current.group(1).split(",")] if current else []
+    excluded = [c for c in dict.fromkeys([*already, *report.flagged]) if c]
+    listed = ", ".join(f'"{c}"' for c in excluded)
+    text = re.sub(r"^exclude = \[.*\]$", f"exclude = [{listed}]", text, count=1, flags=re.M)
+    spec.write_text(text)
+    project = Project.load(spec)
+    check = project.check()  # the report `train` reuses
+    if check.errors:
+        raise SystemExit(f"{name}: check still finds errors: {[f.code for f in check.errors]}")
+    from shipyard.data.split import make_splits
+
+    ds = project.dataset()
+    splits = make_splits(ds)
+    plan = {
+        "target": project.spec.project.target,
+        "task": project.spec.project.task,
+        "positive": ds.positive,
+        "features": ds.candidates,
+        "roles": {c: ds.role[c] for c in ds.candidates},
+    }
+    plan_path = folder / "plan.json"
+    plan_path.write_text(json.dumps(plan, default=str))
+    rows_path = folder / "rows.npz"
+    np.savez(rows_path, **splits.parts())
+    return data, plan_path, rows_path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--datasets", nargs="+", default=["churn", "flights"])
+    parser.add_argument("--cli", action="store_true", help="also time `shipyard train --json`")
+    args = parser.parse_args()
+
+    result: dict = {}
+    with tempfile.TemporaryDirectory(prefix="shipyard-bench-") as tmp:
+        for name in args.datasets:
+            template = Path(tmp) / name
+            template.mkdir()
+            data, plan, rows = make_project(name, template)
+            runs: dict[str, list[dict]] = {"bare fits": [], "shipyard train": [], "CLI": []}
+            for i in range(args.repeat):
+                runs["bare fits"].append(child(BARE, str(data), str(plan), str(rows)))
+                copy = Path(tmp) / f"{name}-{i}"
+                shutil.copytree(template, copy)
+                runs["shipyard train"].append(child(TRAIN, str(copy / "shipyard.toml")))
+                shutil.rmtree(copy)
+                if args.cli:
+                    copy = Path(tmp) / f"{name}-{i}-cli"
+                    shutil.copytree(template, copy)
+                    start = time.perf_counter()
+                    subprocess.run(
+                        [sys.executable, "-m", "shipyard", "train", "--json"],
+                        cwd=copy,
+                        capture_output=True,
+                        check=True,
+                    )
+                    runs["CLI"].append({"wall_s": time.perf_counter() - start})
+                    shutil.rmtree(copy)
+
+            def median(part: str, key: str, runs: dict[str, list[dict]] = runs) -> float:
+                return round(statistics.median(r[key] for r in runs[part]), 3)
+
+            bare, train = median("bare fits", "wall_s"), median("shipyard train", "wall_s")
+            bare_p, train_p = (
+                median("bare fits", "process_s"),
+                median("shipyard train", "process_s"),
+            )
+            last = runs["shipyard train"][-1]
+            result[name] = {
+                "bare_fits_s": bare,
+                "train_s": train,
+                "overhead": round(train / bare - 1, 3),
+                "bare_process_s": bare_p,
+                "train_process_s": train_p,
+                "overhead_process": round(train_p / bare_p - 1, 3),
+                "train_cli_s": median("CLI", "wall_s") if runs["CLI"] else None,
+                "train_fitting_s": median("shipyard train", "fitting_s"),
+                "bare_dev": runs["bare fits"][-1]["dev"],
+                "bare_gbt_rounds": runs["bare fits"][-1]["rounds"],
+                "bare_threads": [r["threads"] for r in runs["bare fits"]],
+                "train_chosen": last["chosen"],
+                "train_dev": last["dev"],
+                "train_ladder": last["ladder"],
+                "all": {
+                    k: [{m: round(v, 3) for m, v in r.items() if m.endswith("_s")} for r in rs]
+                    for k, rs in runs.items()
+                },
+            }
+    result["context"] = {
+        "repeat": args.repeat,
+        "goal": "overhead = train / bare - 1 under 0.25",
+        "note": (
+            "medians; each run in a fresh child process, train after check. *_s: timed inside "
+            "the child after its imports; *_process_s: the whole child, start-up and imports "
+            "included (shipyard imports scikit-learn, LightGBM and MLflow lazily, so they fall "
+            "inside its train_s; the bare script imports them before its clock starts)"
+        ),
+        "load_average_at_end": os.getloadavg(),
+        "cores": len(os.sched_getaffinity(0)),
+    }
+    print(
+        f"{'':10}{'bare s':>9}{'train s':>9}{'overhead':>10}"
+        f"{'bare proc s':>13}{'train proc s':>14}{'overhead':>10}{'fitting s':>11}"
+    )
+    for name in args.datasets:
+        r = result[name]
+        print(
+            f"{name:10}{r['bare_fits_s']:>9.2f}{r['train_s']:>9.2f}{r['overhead']:>+10.0%}"
+            f"{r['bare_process_s']:>13.2f}{r['train_process_s']:>14.2f}"
+            f"{r['overhead_process']:>+10.0%}{r['train_fitting_s']:>11.2f}"
+        )
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "train_overhead.json").write_text(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
