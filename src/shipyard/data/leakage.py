@@ -7,6 +7,10 @@ It looks for, with the computed evidence behind each finding:
 - post-event combinations: two columns that together nearly determine the target although
   neither does alone (``arr_time`` and ``sched_arr_time``: their difference is the delay);
 - a model on all columns that scores near-perfectly, naming the columns responsible;
+
+  (``[features] known_at_prediction`` records the user's verdict that a strong column is
+  available when predicting: its ``too_good`` and ``model_too_good`` findings become
+  information, with ``known_at_prediction`` in their evidence, and it is not flagged);
 - post-event timestamps: a date column that comes after the moment of prediction;
 - group leakage: an entity key repeated across rows (a random split would put one entity on
   both sides), an undeclared key that repeats, a key that itself predicts the target;
@@ -43,6 +47,10 @@ PREDICTIVE_ORDER = 0.1
 
 
 _f = finding_factory("leakage")
+CONFIRMED = (
+    " — confirmed known at the moment of prediction ([features] known_at_prediction): "
+    "strong, not a leak"
+)
 
 
 def _power_evidence(p: Power) -> dict:
@@ -60,6 +68,8 @@ class LeakageAudit:
     def __init__(self, ds: Dataset) -> None:
         self.ds = ds
         self.flagged: set[str] = set()
+        # the user's verdict: strong, and available when predicting (not flagged)
+        self.known = set(ds.spec.features.known_at_prediction)
         self.findings: list[Finding] = []
 
     def run(self) -> list[Finding]:
@@ -107,7 +117,9 @@ class LeakageAudit:
             far_above = p.power >= FAR_ABOVE_FLOOR and p.power - next_best >= FAR_ABOVE
             if not (near_perfect or far_above):
                 break  # sorted by power: nothing further down can qualify
-            self.flagged.add(col)
+            confirmed = col in self.known
+            if not confirmed:
+                self.flagged.add(col)
             why = (
                 "near-perfect on its own"
                 if near_perfect
@@ -116,13 +128,16 @@ class LeakageAudit:
             self._add(
                 _f(
                     "too_good",
-                    "error" if near_perfect else "warning",
-                    f"column '{col}' is too good to be true: {p.describe()}, {why}",
-                    f"confirm '{col}' is known at the moment of prediction; if it is recorded later "
+                    "info" if confirmed else "error" if near_perfect else "warning",
+                    f"column '{col}' is too good to be true: {p.describe()}, {why}"
+                    + (CONFIRMED if confirmed else ""),
+                    f"if '{col}' is known at the moment of prediction, list it in [features] "
+                    "known_at_prediction (this becomes information); if it is recorded later "
                     "(an outcome, a delay, a status), exclude it",
                     [col],
                     **_power_evidence(p),
                     next_best_power=round(next_best, 4),
+                    known_at_prediction=confirmed,
                 )
             )
 
@@ -201,21 +216,25 @@ class LeakageAudit:
                     f"{target.metric}_after": round(power[1], 4),
                 }
             )
-        self.flagged.update(responsible)
+        unconfirmed = [c for c in responsible if c not in self.known]
+        self.flagged.update(unconfirmed)
         self._add(
             _f(
                 "model_too_good",
-                "warning",
+                "warning" if unconfirmed else "info",
                 f"a model on all {len(cols)} columns scores near-perfectly ({target.metric} "
                 f"{first[1]:.3f}); the columns responsible: {', '.join(responsible)} (without them: "
-                f"{target.metric} {power[1]:.3f})",
-                "real problems are rarely this easy: exclude the responsible columns unless each is "
-                "known at the moment of prediction",
+                f"{target.metric} {power[1]:.3f})"
+                + ("" if unconfirmed else CONFIRMED.replace("confirmed", "each confirmed")),
+                "real problems are rarely this easy: exclude the responsible columns, or list "
+                "those known at the moment of prediction in [features] known_at_prediction"
+                + (f" (not yet confirmed: {', '.join(unconfirmed)})" if unconfirmed else ""),
                 responsible,
                 metric=target.metric,
                 value=round(first[1], 4),
                 steps=steps,
                 rows_used=len(X),
+                known_at_prediction=[c for c in responsible if c in self.known],
             )
         )
 
