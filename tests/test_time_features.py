@@ -170,3 +170,25 @@ def test_init_says_which_expansions_are_features_and_how_to_turn_them_off(hotel,
     )
     assert f'add "{TIME}" to [features] exclude' in text
     assert Project.load(tmp_path / "shipyard.toml").dataset().candidates.count(TIME) == 1
+
+
+def test_a_time_column_that_tracks_the_target_is_not_a_leak(make_project):
+    # constructed: a target that is its date's trend (the model sees only the calendar)
+    days = pd.date_range("2020-01-01", periods=1096, freq="D")
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "day": days.strftime("%Y-%m-%d"),
+            "noise": rng.normal(size=len(days)),
+            "y": np.arange(len(days)) + rng.normal(0, 5, len(days)),
+        }
+    )
+    project = make_project(frame, "y", task="regression", project={"time": "day"})
+    report = project.check()
+    (found,) = [f for f in report.findings if "day" in f.columns and f.check == "leakage"]
+    assert (found.code, found.severity) == ("model_too_good", "info")
+    assert found.columns == ("day",) and found.evidence["known_at_prediction"] == ["day"]
+    assert "it is the moment of prediction (project.time)" in found.message
+    assert found.evidence["value"] > 0.95  # R² of a model on the raw date
+    assert "day" not in report.flagged and not report.errors
+    assert project.dataset().candidates == ["day", "noise"]

@@ -51,6 +51,10 @@ CONFIRMED = (
     " — confirmed known at the moment of prediction ([features] known_at_prediction): "
     "strong, not a leak"
 )
+MOMENT = (
+    " — it is the moment of prediction (project.time): the model sees its calendar (month, "
+    "weekday …), never this value or its trend"
+)
 
 
 def _power_evidence(p: Power) -> dict:
@@ -68,8 +72,11 @@ class LeakageAudit:
     def __init__(self, ds: Dataset) -> None:
         self.ds = ds
         self.flagged: set[str] = set()
-        # the user's verdict: strong, and available when predicting (not flagged)
+        # the user's verdict: strong, and available when predicting (not flagged); the time
+        # column is the moment of prediction itself, and the model sees only its calendar
         self.known = set(ds.spec.features.known_at_prediction)
+        if ds.spec.project.time:
+            self.known.add(ds.spec.project.time)
         self.findings: list[Finding] = []
 
     def run(self) -> list[Finding]:
@@ -82,6 +89,11 @@ class LeakageAudit:
         self.duplicates()
         return self.findings
 
+    def _confirmed(self, col: str) -> str:
+        if col == self.ds.spec.project.time:
+            return MOMENT
+        return CONFIRMED
+
     def _add(self, finding: Finding) -> None:
         self.findings.append(finding)
 
@@ -91,25 +103,35 @@ class LeakageAudit:
         ds = self.ds
         target = ds.spec.project.target
         powers = {c: p for c, p in ds.powers.items() if ds.role[c] not in ("index", "constant")}
+        moment = ds.spec.project.time
         for col, p in powers.items():
             if p.power >= TARGET_DERIVED:
-                self.flagged.add(col)
+                if col != moment:
+                    self.flagged.add(col)
                 similar = _similar_names(col, target)
                 self._add(
                     _f(
                         "target_derived",
-                        "error",
+                        "info" if col == moment else "error",
                         f"column '{col}' determines the target '{target}' almost exactly "
                         f"({p.describe()})"
-                        + ("; its name matches the target's" if similar else ""),
-                        f"drop '{col}' from the features ([features] exclude): it is the target, or is "
-                        "computed from it, and will not exist when predicting",
+                        + ("; its name matches the target's" if similar else "")
+                        + (MOMENT if col == moment else ""),
+                        (
+                            "nothing to do for the features: read it as a strong trend the "
+                            "split's later rows may not follow"
+                            if col == moment
+                            else f"drop '{col}' from the features ([features] exclude): it is "
+                            "the target, or is computed from it, and will not exist when predicting"
+                        ),
                         [col],
                         **_power_evidence(p),
                         name_matches_target=similar,
                     )
                 )
-        rest = [(c, p) for c, p in powers.items() if c not in self.flagged]
+        rest = [
+            (c, p) for c, p in powers.items() if c not in self.flagged and p.power < TARGET_DERIVED
+        ]
         for i, (col, p) in enumerate(rest):
             others = [q.power for c, q in rest[i + 1 :]]
             next_best = max(others, default=0.0)
@@ -130,7 +152,7 @@ class LeakageAudit:
                     "too_good",
                     "info" if confirmed else "error" if near_perfect else "warning",
                     f"column '{col}' is too good to be true: {p.describe()}, {why}"
-                    + (CONFIRMED if confirmed else ""),
+                    + (self._confirmed(col) if confirmed else ""),
                     f"if '{col}' is known at the moment of prediction, list it in [features] "
                     "known_at_prediction (this becomes information); if it is recorded later "
                     "(an outcome, a delay, a status), exclude it",
@@ -225,7 +247,13 @@ class LeakageAudit:
                 f"a model on all {len(cols)} columns scores near-perfectly ({target.metric} "
                 f"{first[1]:.3f}); the columns responsible: {', '.join(responsible)} (without them: "
                 f"{target.metric} {power[1]:.3f})"
-                + ("" if unconfirmed else CONFIRMED.replace("confirmed", "each confirmed")),
+                + (
+                    ""
+                    if unconfirmed
+                    else self._confirmed(responsible[0])
+                    if len(responsible) == 1
+                    else CONFIRMED.replace("confirmed", "each confirmed")
+                ),
                 "real problems are rarely this easy: exclude the responsible columns, or list "
                 "those known at the moment of prediction in [features] known_at_prediction"
                 + (f" (not yet confirmed: {', '.join(unconfirmed)})" if unconfirmed else ""),
