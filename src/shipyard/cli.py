@@ -198,7 +198,8 @@ def init(
     out.print(f"  entity key (id): {inferred.id or '—'}   time column: {inferred.time or '—'}")
     if inferred.time_parts:
         out.print(
-            f"  the time column's calendar is a feature ({', '.join(inferred.time_parts)}); "
+            f"  the time column's calendar is a feature ({', '.join(inferred.time_parts)}, "
+            "each only if the train split spans its cycle); "
             f"\\[features] exclude = [{escape(json.dumps(inferred.time))}] turns it off"
         )
     if inferred.exclude:

@@ -37,7 +37,7 @@ class Inferred:
     positive: object = None
     id: str | None = None
     time: str | None = None
-    time_parts: tuple[str, ...] = ()  # the time column's calendar parts that become features
+    time_parts: tuple[str, ...] = ()  # the time column's calendar parts over all rows
     exclude: dict[str, str] = field(default_factory=dict)  # column -> why
     slices: list[str] = field(default_factory=list)
     recurring: float = 0.0  # share of later rows whose entity was seen before the train cut
@@ -169,8 +169,9 @@ def _time_feature_lines(inf: Inferred) -> list[str]:
     parts = ", ".join(p.replace("_", " ") for p in inf.time_parts)
     return [
         f"# '{shown}' is also a feature, through its calendar (in UTC): {parts}.",
-        "# Never the date itself: a time split's test rows all lie after train. To train",
-        f'# without them, add "{shown}" to [features] exclude.',
+        "# Each part only if the train split spans its cycle (a year for month and day of",
+        "# year); never the date itself: a time split's test rows all lie after train.",
+        f'# To train without them, add "{shown}" to [features] exclude.',
     ]
 
 

@@ -7,15 +7,17 @@ It looks for, with the computed evidence behind each finding:
 - post-event combinations: two columns that together nearly determine the target although
   neither does alone (``arr_time`` and ``sched_arr_time``: their difference is the delay);
 - a model on all columns that scores near-perfectly, naming the columns responsible;
-
-  (``[features] known_at_prediction`` records the user's verdict that a strong column is
-  available when predicting: its ``too_good`` and ``model_too_good`` findings become
-  information, with ``known_at_prediction`` in their evidence, and it is not flagged);
 - post-event timestamps: a date column that comes after the moment of prediction;
 - group leakage: an entity key repeated across rows (a random split would put one entity on
   both sides), an undeclared key that repeats, a key that itself predicts the target;
 - row-order leakage: a row number, or the file order, that predicts the target;
 - exact duplicate rows that a naive split would place on both sides.
+
+``[features] known_at_prediction`` records the user's verdict that a strong column is
+available when predicting: its ``too_good`` and ``model_too_good`` findings become
+information, with ``known_at_prediction`` in their evidence, and it is not flagged. The time
+column (``project.time``) is the moment of prediction itself and the model sees only its
+calendar, so findings on its raw value alone are information too.
 
 Power is measured out of fold (see :mod:`shipyard.data.association`), so a column that only
 memorizes rows earns nothing.

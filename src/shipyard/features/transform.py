@@ -19,11 +19,12 @@ categorical
     linear models) or ``ordinal`` (one integer code per column, for trees);
 datetime
     its calendar, in UTC: ``month``, ``day`` (of month), ``weekday`` (Monday = 0),
-    ``day_of_year`` and, when the train values carry a time of day, ``hour`` — each then
-    treated as numeric. Never the absolute timestamp or the year: a model would read them
-    as a trend and extrapolate it past the train period (a time split's test rows all lie
-    beyond it). This is how the time column (``project.time``, the moment of prediction)
-    becomes features; see :func:`calendar_parts`.
+    ``day_of_year`` and, when the train values carry a time of day, ``hour`` — each only
+    when the train values span its cycle (a year for the month and the day of year), each
+    then treated as numeric. Never the absolute timestamp or the year: a model would read
+    them as a trend and extrapolate it past the train period (a time split's test rows all
+    lie beyond it). This is how the time column (``project.time``, the moment of
+    prediction) becomes features; see :func:`calendar_parts`.
 
 Two paths give identical output: :meth:`Transform.transform` (a frame, vectorized) and
 :meth:`Transform.transform_one` (one record, a plain dict, built for serving). Learned
@@ -52,27 +53,39 @@ from shipyard.data.values import (
 )
 from shipyard.errors import BundleError, NotFittedError, SpecError
 
-# 3: date-times gain ``day_of_year`` and keep ``hour`` only with a time of day;
+# 3: date-times gain ``day_of_year``, keep ``hour`` only with a time of day and
+#    each part only when train spans its cycle;
 # 2: booleans by vocabulary; 1 (``true_key``/``known``) is still read
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 CALENDAR_PARTS = ("month", "day", "weekday", "day_of_year")
 TIME_OF_DAY_PARTS = ("hour",)
+#: Days the train values must span for a part to repeat within them: a part whose cycle train
+#: has not completed (the month, on eight months of data) takes values later rows hold and
+#: train never did, and a model extrapolates them (a time split's test rows all lie later).
+CYCLE_DAYS = {"month": 364, "day": 31, "weekday": 7, "day_of_year": 364, "hour": 1}
 _PANDAS_PART = {"weekday": "day_of_week"}  # the rest share pandas' ``.dt`` names
 
 
 def calendar_parts(stamps: pd.Series) -> tuple[str, ...]:
-    """The parts a date-time column expands to: the calendar, and ``hour`` when some value
-    carries a time of day (a date-only column would give a constant hour of 0).
+    """The parts a date-time column expands to: each calendar part whose cycle the values
+    span (:data:`CYCLE_DAYS`), and ``hour`` only when some value carries a time of day (a
+    date-only column would give a constant hour of 0).
 
     >>> calendar_parts(to_datetime(pd.Series(["2016-07-02", "2016-12-24"])))
+    ('day', 'weekday')
+    >>> calendar_parts(to_datetime(pd.Series(["2016-01-01", "2016-12-31"])))
     ('month', 'day', 'weekday', 'day_of_year')
-    >>> calendar_parts(to_datetime(pd.Series(["2013-01-01 05:00", None])))[-1]
-    'hour'
+    >>> calendar_parts(to_datetime(pd.Series(["2013-01-01 05:00", "2013-01-09", None])))
+    ('weekday', 'hour')
     """
     valid = stamps.dropna()
-    clock = valid - valid.dt.normalize()
-    return CALENDAR_PARTS + (TIME_OF_DAY_PARTS if bool((clock != pd.Timedelta(0)).any()) else ())
+    if valid.empty:
+        return ()
+    span = (valid.max() - valid.min()) / pd.Timedelta(days=1)
+    clock = bool(((valid - valid.dt.normalize()) != pd.Timedelta(0)).any())
+    parts = CALENDAR_PARTS + (TIME_OF_DAY_PARTS if clock else ())
+    return tuple(p for p in parts if span >= CYCLE_DAYS[p])
 
 
 def _stamp_parts(stamps: pd.Series, part: str) -> pd.Series:
