@@ -18,8 +18,7 @@ categorical
     ``hash_buckets`` instead (collisions are the accepted cost). Encoded ``onehot`` (for
     linear models) or ``ordinal`` (one integer code per column, for trees);
 datetime
-    its calendar, in UTC: ``month``, ``day`` (of month), ``weekday`` (Monday = 0),
-    ``day_of_year`` and, when the train values carry a time of day, ``hour`` — each only
+    its calendar, in UTC: ``month``, ``weekday`` (Monday = 0), ``day_of_year`` and, when the train values carry a time of day, ``hour`` — each only
     when the train values span its cycle (a year for the month and the day of year), each
     then treated as numeric. Never the absolute timestamp or the year: a model would read
     them as a trend and extrapolate it past the train period (a time split's test rows all
@@ -53,17 +52,17 @@ from shipyard.data.values import (
 )
 from shipyard.errors import BundleError, NotFittedError, SpecError
 
-# 3: date-times gain ``day_of_year``, keep ``hour`` only with a time of day and
-#    each part only when train spans its cycle;
+# 3: date-times are ``month``, ``weekday``, ``day_of_year`` and ``hour`` (with a time of
+#    day), each only when train spans its cycle; version-2 plans (with ``day``) still score;
 # 2: booleans by vocabulary; 1 (``true_key``/``known``) is still read
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
-CALENDAR_PARTS = ("month", "day", "weekday", "day_of_year")
+CALENDAR_PARTS = ("month", "weekday", "day_of_year")
 TIME_OF_DAY_PARTS = ("hour",)
 #: Days the train values must span for a part to repeat within them: a part whose cycle train
 #: has not completed (the month, on eight months of data) takes values later rows hold and
 #: train never did, and a model extrapolates them (a time split's test rows all lie later).
-CYCLE_DAYS = {"month": 364, "day": 31, "weekday": 7, "day_of_year": 364, "hour": 1}
+CYCLE_DAYS = {"month": 364, "weekday": 7, "day_of_year": 364, "hour": 1}
 _PANDAS_PART = {"weekday": "day_of_week"}  # the rest share pandas' ``.dt`` names
 
 
@@ -73,9 +72,9 @@ def calendar_parts(stamps: pd.Series) -> tuple[str, ...]:
     date-only column would give a constant hour of 0).
 
     >>> calendar_parts(to_datetime(pd.Series(["2016-07-02", "2016-12-24"])))
-    ('day', 'weekday')
+    ('weekday',)
     >>> calendar_parts(to_datetime(pd.Series(["2016-01-01", "2016-12-31"])))
-    ('month', 'day', 'weekday', 'day_of_year')
+    ('month', 'weekday', 'day_of_year')
     >>> calendar_parts(to_datetime(pd.Series(["2013-01-01 05:00", "2013-01-09", None])))
     ('weekday', 'hour')
     """
