@@ -30,7 +30,10 @@ def test_demo_checks_then_trains_on_what_is_left(tmp_path: Path):
 
     train = document["train"]
     dev = {row["rung"]: row["dev_roc_auc"] for row in train["ladder"]}
-    assert dev["gbt"] > dev["linear"] > dev["rule"] > dev["constant"] == 0.5
+    # both learned rungs beat the baselines; with the time column's weekday and (UTC) hour
+    # the linear rung edges the trees on dev (0.686 vs 0.682 when measured)
+    assert min(dev["gbt"], dev["linear"]) > dev["rule"] > dev["constant"] == 0.5
+    assert train["chosen"] in ("linear", "gbt")
     assert train["version"] == 1
 
     spec = (tmp_path / "shipyard.toml").read_text()

@@ -80,13 +80,14 @@ def aliases(project: Project) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def flow(tmp_path_factory, flights):
-    """v1: January–August, without the departure hour; v2: January–October, with it."""
+    """v1: January–August, without the departure hour (nor the time column, whose hour it
+    is); v2: January–October, with both."""
     folder = tmp_path_factory.mktemp("flights-deploy")
     sample = flights.iloc[::3].reset_index(drop=True)
     sample[sample["month"] <= 8].to_parquet(folder / "jan_aug.parquet", index=False)
     sample[sample["month"] <= 10].to_parquet(folder / "jan_oct.parquet", index=False)
     spec = folder / "shipyard.toml"
-    spec.write_text(_spec("jan_aug.parquet", [*FLAGGED, "hour"]))
+    spec.write_text(_spec("jan_aug.parquet", [*FLAGGED, "hour", "time_hour"]))
     first = Project.load(spec).train()
     promoted = Project.load(spec).promote(first.version, "champion")
     spec.write_text(_spec("jan_oct.parquet", FLAGGED))
@@ -152,7 +153,7 @@ def test_a_retrain_with_nothing_new_is_refused_as_champion(flow):
     folder, _, _, _ = flow
     spec = folder / "shipyard.toml"
     text = spec.read_text()
-    spec.write_text(_spec("jan_oct.parquet", [*FLAGGED, "hour"]))
+    spec.write_text(_spec("jan_oct.parquet", [*FLAGGED, "hour", "time_hour"]))
     try:
         third = Project.load(spec).train()
     finally:

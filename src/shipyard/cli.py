@@ -192,6 +192,7 @@ def init(
         "positive": None if inferred.positive is None else str(inferred.positive),
         "id": inferred.id,
         "time": inferred.time,
+        "time_features": [f"{inferred.time}.{part}" for part in inferred.time_parts],
         "exclude": inferred.exclude,
         "roles": {c: p.role for c, p in inferred.profiles.items()},
     }
@@ -204,6 +205,12 @@ def init(
         + (f", positive class {inferred.positive!r}" if inferred.positive is not None else "")
     )
     out.print(f"  entity key (id): {inferred.id or '—'}   time column: {inferred.time or '—'}")
+    if inferred.time_parts:
+        out.print(
+            f"  the time column's calendar is a feature ({', '.join(inferred.time_parts)}, "
+            "each only if the train split spans its cycle); "
+            f"\\[features] exclude = [{escape(json.dumps(inferred.time))}] turns it off"
+        )
     if inferred.exclude:
         out.print("  excluded: " + ", ".join(f"{c} ({why})" for c, why in inferred.exclude.items()))
     out.print("Read and edit it, then run [bold]shipyard check[/].")

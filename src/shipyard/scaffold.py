@@ -17,10 +17,11 @@ from pathlib import Path
 import pandas as pd
 
 from shipyard.data.dataset import NON_FEATURE_ROLES, Dataset, default_positive
-from shipyard.data.roles import ColumnProfile, profile
+from shipyard.data.roles import ColumnProfile, profile, to_datetime
 from shipyard.data.split import recurring_entity_share
 from shipyard.errors import DataError, SpecError, WorkspaceError
 from shipyard.evaluation.metrics import RELATIVE_METRICS
+from shipyard.features.transform import calendar_parts
 from shipyard.files import atomic_write
 from shipyard.spec import DEFAULT_METRIC, TASKS, Spec
 
@@ -36,6 +37,7 @@ class Inferred:
     positive: object = None
     id: str | None = None
     time: str | None = None
+    time_parts: tuple[str, ...] = ()  # the time column's calendar parts over all rows
     exclude: dict[str, str] = field(default_factory=dict)  # column -> why
     slices: list[str] = field(default_factory=list)
     recurring: float = 0.0  # share of later rows whose entity was seen before the train cut
@@ -99,6 +101,8 @@ def infer(frame: pd.DataFrame, target: str, task: str | None = None) -> Inferred
     times = [c for c, p in profiles.items() if p.role == "datetime"]
     times.sort(key=lambda c: not any(k in c.lower() for k in _TIME_NAMES))
     out.time = times[0] if times else None
+    if out.time:
+        out.time_parts = calendar_parts(to_datetime(frame[out.time]))
     for col, prof in profiles.items():
         if prof.role in NON_FEATURE_ROLES and col != out.id:
             out.exclude[col] = {
@@ -157,6 +161,20 @@ def _purge_lines(inf: Inferred) -> list[str]:
     return ["purge_entities = true   # a time split drops later rows of entities seen earlier"]
 
 
+def _time_feature_lines(inf: Inferred) -> list[str]:
+    """What the time column gives the model, and how to turn it off."""
+    if not inf.time:
+        return []
+    shown = _shown(inf.time)
+    parts = ", ".join(p.replace("_", " ") for p in inf.time_parts)
+    return [
+        f"# '{shown}' is also a feature, through its calendar (in UTC): {parts}.",
+        "# Each part only if the train split spans its cycle (a year for month and day of",
+        "# year); never the date itself: a time split's test rows all lie after train.",
+        f'# To train without them, add "{shown}" to [features] exclude.',
+    ]
+
+
 def render(inferred: Inferred, data_path: str, name: str) -> str:
     """The text of a commented ``shipyard.toml``."""
     inf = inferred
@@ -186,6 +204,7 @@ def render(inferred: Inferred, data_path: str, name: str) -> str:
         if inf.time
         else '# time = "event_time"   # moment of prediction, if the data has one'
     )
+    lines += _time_feature_lines(inf)
     metric = DEFAULT_METRIC[inf.task]
     metrics = (
         "roc_auc, log_loss, pr_auc, f1, accuracy" if inf.task != "regression" else "rmse, mae, r2"

@@ -72,6 +72,8 @@ class FeaturesSection:
     exclude: tuple[str, ...] = ()
     sensitive: tuple[str, ...] = ()
     slices: tuple[str, ...] = ()
+    # columns the user confirms are available at the moment of prediction: strong, not leaks
+    known_at_prediction: tuple[str, ...] = ()
     unknown: str = "bucket"
     hash_buckets: int = 1024
 
@@ -225,6 +227,7 @@ SECTIONS: dict[str, tuple[type, dict[str, Key]]] = {
             "exclude": _LIST,
             "sensitive": _LIST,
             "slices": _LIST,
+            "known_at_prediction": _LIST,
             "unknown": Key((str,), _one_of(UNKNOWN_POLICIES), type_name="a string"),
             "hash_buckets": Key((int,), _positive, type_name="an integer"),
         },
@@ -429,6 +432,11 @@ def _cross_checks(sections: dict[str, Any]) -> list[str]:
             problems.append(f"columns both included and excluded in [features]: {both}")
         if project.target in features.include:
             problems.append(f"the target '{project.target}' cannot be a feature (features.include)")
+        if project.target in features.known_at_prediction:
+            problems.append(
+                f"the target '{project.target}' cannot be known at the moment of prediction "
+                "(features.known_at_prediction): it is what is predicted"
+            )
     return problems
 
 

@@ -60,7 +60,7 @@ class Dataset:
                 f"Columns: {', '.join(columns[:30])}{' …' if len(columns) > 30 else ''}."
             )
         named = [("project.id", spec.project.id), ("project.time", spec.project.time)]
-        for key in ("include", "exclude", "sensitive", "slices"):
+        for key in ("include", "exclude", "sensitive", "slices", "known_at_prediction"):
             named += [(f"features.{key}", c) for c in getattr(spec.features, key)]
         problems = [
             _missing_column_message(c, k, columns) for k, c in named if c and c not in columns
@@ -149,9 +149,19 @@ class Dataset:
 
     @cached_property
     def candidates(self) -> list[str]:
-        """Columns that could be features: not the target, not excluded, not id-like."""
+        """Columns that could be features: not the target, not excluded, not id-like.
+
+        The time column (``project.time``) is one when it holds date-times: the moment of
+        prediction is known when predicting, and the transform expands it into its calendar
+        (month, weekday, day of year …), never its absolute value. ``[features] exclude``
+        keeps it out; a time column that is not a date-time (a year, epoch seconds) is only
+        a trend and stays out.
+        """
         spec = self.spec
-        skip = {spec.project.target, spec.project.id, spec.project.time, *spec.features.exclude}
+        skip = {spec.project.target, spec.project.id, *spec.features.exclude}
+        time = spec.project.time
+        if time and self.role.get(time) != "datetime":
+            skip.add(time)
         if spec.features.include:
             return [c for c in spec.features.include if c not in skip]
         return [

@@ -13,6 +13,12 @@ It looks for, with the computed evidence behind each finding:
 - row-order leakage: a row number, or the file order, that predicts the target;
 - exact duplicate rows that a naive split would place on both sides.
 
+``[features] known_at_prediction`` records the user's verdict that a strong column is
+available when predicting: its ``too_good`` and ``model_too_good`` findings become
+information, with ``known_at_prediction`` in their evidence, and it is not flagged. The time
+column (``project.time``) is the moment of prediction itself and the model sees only its
+calendar, so findings on its raw value alone are information too.
+
 Power is measured out of fold (see :mod:`shipyard.data.association`), so a column that only
 memorizes rows earns nothing.
 """
@@ -44,6 +50,14 @@ PREDICTIVE_ORDER = 0.1
 
 
 _f = finding_factory("leakage")
+CONFIRMED = (
+    " — confirmed known at the moment of prediction ([features] known_at_prediction): "
+    "strong, not a leak"
+)
+MOMENT = (
+    " — it is the moment of prediction (project.time): the model sees its calendar (month, "
+    "weekday …), never this value or its trend"
+)
 
 
 def _power_evidence(p: Power) -> dict:
@@ -61,6 +75,11 @@ class LeakageAudit:
     def __init__(self, ds: Dataset) -> None:
         self.ds = ds
         self.flagged: set[str] = set()
+        # the user's verdict: strong, and available when predicting (not flagged); the time
+        # column is the moment of prediction itself, and the model sees only its calendar
+        self.known = set(ds.spec.features.known_at_prediction)
+        if ds.spec.project.time:
+            self.known.add(ds.spec.project.time)
         self.findings: list[Finding] = []
 
     def run(self) -> list[Finding]:
@@ -73,6 +92,11 @@ class LeakageAudit:
         self.duplicates()
         return self.findings
 
+    def _confirmed(self, col: str) -> str:
+        if col == self.ds.spec.project.time:
+            return MOMENT
+        return CONFIRMED
+
     def _add(self, finding: Finding) -> None:
         self.findings.append(finding)
 
@@ -82,25 +106,35 @@ class LeakageAudit:
         ds = self.ds
         target = ds.spec.project.target
         powers = {c: p for c, p in ds.powers.items() if ds.role[c] not in ("index", "constant")}
+        moment = ds.spec.project.time
         for col, p in powers.items():
             if p.power >= TARGET_DERIVED:
-                self.flagged.add(col)
+                if col != moment:
+                    self.flagged.add(col)
                 similar = _similar_names(col, target)
                 self._add(
                     _f(
                         "target_derived",
-                        "error",
+                        "info" if col == moment else "error",
                         f"column '{col}' determines the target '{target}' almost exactly "
                         f"({p.describe()})"
-                        + ("; its name matches the target's" if similar else ""),
-                        f"drop '{col}' from the features ([features] exclude): it is the target, or is "
-                        "computed from it, and will not exist when predicting",
+                        + ("; its name matches the target's" if similar else "")
+                        + (MOMENT if col == moment else ""),
+                        (
+                            "nothing to do for the features: read it as a strong trend the "
+                            "split's later rows may not follow"
+                            if col == moment
+                            else f"drop '{col}' from the features ([features] exclude): it is "
+                            "the target, or is computed from it, and will not exist when predicting"
+                        ),
                         [col],
                         **_power_evidence(p),
                         name_matches_target=similar,
                     )
                 )
-        rest = [(c, p) for c, p in powers.items() if c not in self.flagged]
+        rest = [
+            (c, p) for c, p in powers.items() if c not in self.flagged and p.power < TARGET_DERIVED
+        ]
         for i, (col, p) in enumerate(rest):
             others = [q.power for c, q in rest[i + 1 :]]
             next_best = max(others, default=0.0)
@@ -108,7 +142,9 @@ class LeakageAudit:
             far_above = p.power >= FAR_ABOVE_FLOOR and p.power - next_best >= FAR_ABOVE
             if not (near_perfect or far_above):
                 break  # sorted by power: nothing further down can qualify
-            self.flagged.add(col)
+            confirmed = col in self.known
+            if not confirmed:
+                self.flagged.add(col)
             why = (
                 "near-perfect on its own"
                 if near_perfect
@@ -117,13 +153,16 @@ class LeakageAudit:
             self._add(
                 _f(
                     "too_good",
-                    "error" if near_perfect else "warning",
-                    f"column '{col}' is too good to be true: {p.describe()}, {why}",
-                    f"confirm '{col}' is known at the moment of prediction; if it is recorded later "
+                    "info" if confirmed else "error" if near_perfect else "warning",
+                    f"column '{col}' is too good to be true: {p.describe()}, {why}"
+                    + (self._confirmed(col) if confirmed else ""),
+                    f"if '{col}' is known at the moment of prediction, list it in [features] "
+                    "known_at_prediction (this becomes information); if it is recorded later "
                     "(an outcome, a delay, a status), exclude it",
                     [col],
                     **_power_evidence(p),
                     next_best_power=round(next_best, 4),
+                    known_at_prediction=confirmed,
                 )
             )
 
@@ -203,21 +242,31 @@ class LeakageAudit:
                     f"{target.metric}_after": round(power[1], 4),
                 }
             )
-        self.flagged.update(responsible)
+        unconfirmed = [c for c in responsible if c not in self.known]
+        self.flagged.update(unconfirmed)
         self._add(
             _f(
                 "model_too_good",
-                "warning",
+                "warning" if unconfirmed else "info",
                 f"a model on all {len(cols)} columns scores near-perfectly ({target.metric} "
                 f"{first[1]:.3f}); the columns responsible: {', '.join(responsible)} (without them: "
-                f"{target.metric} {power[1]:.3f})",
-                "real problems are rarely this easy: exclude the responsible columns unless each is "
-                "known at the moment of prediction",
+                f"{target.metric} {power[1]:.3f})"
+                + (
+                    ""
+                    if unconfirmed
+                    else self._confirmed(responsible[0])
+                    if len(responsible) == 1
+                    else CONFIRMED.replace("confirmed", "each confirmed")
+                ),
+                "real problems are rarely this easy: exclude the responsible columns, or list "
+                "those known at the moment of prediction in [features] known_at_prediction"
+                + (f" (not yet confirmed: {', '.join(unconfirmed)})" if unconfirmed else ""),
                 responsible,
                 metric=target.metric,
                 value=round(first[1], 4),
                 steps=steps,
                 rows_used=len(X),
+                known_at_prediction=[c for c in responsible if c in self.known],
             )
         )
 

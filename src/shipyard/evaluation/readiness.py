@@ -16,7 +16,9 @@ bundle (``readiness.json``). A candidate is ready when every item passes:
    summary, and the evidence carries its per-group rates and error-rate gaps
    (:func:`~shipyard.evaluation.slices.group_rates`); neither changes the verdict;
 4. ``calibration_validated`` — classifiers: test ECE within ``max_ece`` (recorded when unset);
-5. ``features_available`` — no input feature is a column the leakage audit flagged;
+5. ``features_available`` — no input feature is a column the leakage audit flagged (the
+   features the spec confirms in ``[features] known_at_prediction`` are listed in the evidence:
+   the audit reports them as information, not leaks);
 6. ``skew_guarded`` — every path a row reaches the model by gives the frame path's output on
    held-out rows (:func:`skew_outputs`): the one-record path, batch scoring of the rows as
    CSV text (``shipyard predict``'s reader and :func:`~shipyard.batch.score_chunk`), and the
@@ -108,6 +110,7 @@ def assess(
     task: str,
     features: Sequence[str],
     flagged: Sequence[str],
+    known_at_prediction: Sequence[str] = (),
     frame_output: np.ndarray,
     record_output: np.ndarray,
     recorded: Mapping[str, Any],
@@ -248,15 +251,23 @@ def assess(
             )
         )
     leaky = sorted(set(features) & set(flagged))
+    confirmed = sorted(set(features) & set(known_at_prediction))
     items.append(
         Item(
             5,
             "features_available",
             not leaky,
-            "no feature was flagged by the leakage audit"
-            if not leaky
-            else f"features flagged by the leakage audit: {', '.join(leaky)}",
-            {"flagged_features": leaky},
+            (
+                "no feature was flagged by the leakage audit"
+                if not leaky
+                else f"features flagged by the leakage audit: {', '.join(leaky)}"
+            )
+            + (
+                f"; confirmed known at the moment of prediction: {', '.join(confirmed)}"
+                if confirmed
+                else ""
+            ),
+            {"flagged_features": leaky, "known_at_prediction": confirmed},
         )
     )
     items.append(skew_item(frame_output, {"record": record_output, **(other_paths or {})}, refused))

@@ -18,8 +18,12 @@ categorical
     ``hash_buckets`` instead (collisions are the accepted cost). Encoded ``onehot`` (for
     linear models) or ``ordinal`` (one integer code per column, for trees);
 datetime
-    derived parts — ``month``, ``day`` (of month), ``weekday`` (Monday = 0) and ``hour``, in
-    UTC — each then treated as numeric.
+    its calendar, in UTC: ``month``, ``weekday`` (Monday = 0), ``day_of_year`` and, when the train values carry a time of day, ``hour`` — each only
+    when the train values span its cycle (a year for the month and the day of year), each
+    then treated as numeric. Never the absolute timestamp or the year: a model would read
+    them as a trend and extrapolate it past the train period (a time split's test rows all
+    lie beyond it). This is how the time column (``project.time``, the moment of
+    prediction) becomes features; see :func:`calendar_parts`.
 
 Two paths give identical output: :meth:`Transform.transform` (a frame, vectorized) and
 :meth:`Transform.transform_one` (one record, a plain dict, built for serving). Learned
@@ -48,9 +52,43 @@ from shipyard.data.values import (
 )
 from shipyard.errors import BundleError, NotFittedError, SpecError
 
-FORMAT_VERSION = 2  # 2: booleans by vocabulary; 1 (``true_key``/``known``) is still read
-READABLE_VERSIONS = (1, 2)
-DATETIME_PARTS = ("month", "day", "weekday", "hour")
+# 3: date-times are ``month``, ``weekday``, ``day_of_year`` and ``hour`` (with a time of
+#    day), each only when train spans its cycle; version-2 plans (with ``day``) still score;
+# 2: booleans by vocabulary; 1 (``true_key``/``known``) is still read
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+CALENDAR_PARTS = ("month", "weekday", "day_of_year")
+TIME_OF_DAY_PARTS = ("hour",)
+#: Days the train values must span for a part to repeat within them: a part whose cycle train
+#: has not completed (the month, on eight months of data) takes values later rows hold and
+#: train never did, and a model extrapolates them (a time split's test rows all lie later).
+CYCLE_DAYS = {"month": 364, "weekday": 7, "day_of_year": 364, "hour": 1}
+_PANDAS_PART = {"weekday": "day_of_week"}  # the rest share pandas' ``.dt`` names
+
+
+def calendar_parts(stamps: pd.Series) -> tuple[str, ...]:
+    """The parts a date-time column expands to: each calendar part whose cycle the values
+    span (:data:`CYCLE_DAYS`), and ``hour`` only when some value carries a time of day (a
+    date-only column would give a constant hour of 0).
+
+    >>> calendar_parts(to_datetime(pd.Series(["2016-07-02", "2016-12-24"])))
+    ('weekday',)
+    >>> calendar_parts(to_datetime(pd.Series(["2016-01-01", "2016-12-31"])))
+    ('month', 'weekday', 'day_of_year')
+    >>> calendar_parts(to_datetime(pd.Series(["2013-01-01 05:00", "2013-01-09", None])))
+    ('weekday', 'hour')
+    """
+    valid = stamps.dropna()
+    if valid.empty:
+        return ()
+    span = (valid.max() - valid.min()) / pd.Timedelta(days=1)
+    clock = bool(((valid - valid.dt.normalize()) != pd.Timedelta(0)).any())
+    parts = CALENDAR_PARTS + (TIME_OF_DAY_PARTS if clock else ())
+    return tuple(p for p in parts if span >= CYCLE_DAYS[p])
+
+
+def _stamp_parts(stamps: pd.Series, part: str) -> pd.Series:
+    return getattr(stamps.dt, _PANDAS_PART.get(part, part))
 
 
 def _hash_bucket(key: str, buckets: int) -> int:
@@ -66,6 +104,8 @@ def _part(stamp: datetime | None, part: str) -> float:
         return math.nan
     if part == "weekday":
         return float(stamp.weekday())
+    if part == "day_of_year":
+        return float(stamp.timetuple().tm_yday)
     return float(getattr(stamp, part))
 
 
@@ -109,8 +149,8 @@ class Transform:
                 plans.append(self._fit_boolean(name, series))
             elif role == "datetime":
                 stamps = to_datetime(series)
-                for part in DATETIME_PARTS:
-                    values = getattr(stamps.dt, "day_of_week" if part == "weekday" else part)
+                for part in calendar_parts(stamps):
+                    values = _stamp_parts(stamps, part)
                     plan = self._fit_numeric(f"{name}.{part}", values.astype(float))
                     plan.update(kind="datetime", column=name, part=part)
                     plans.append(plan)
@@ -248,8 +288,7 @@ class Transform:
                     )
                     stamps_cache[name] = to_datetime(source)
                 stamps = stamps_cache[name]
-                part = plan["part"]
-                values = getattr(stamps.dt, "day_of_week" if part == "weekday" else part)
+                values = _stamp_parts(stamps, plan["part"])
                 raw = values.to_numpy(dtype=float, na_value=np.nan)
             elif plan["kind"] == "boolean":
                 series = frame[name] if name in frame.columns else pd.Series([None] * len(frame))
