@@ -25,7 +25,7 @@ from shipyard.monitoring import (
     summarize,
     summary_from_dict,
 )
-from shipyard.monitoring.drift import PSI_EPSILON
+from shipyard.monitoring.drift import KS_EXACT_N, PSI_EPSILON
 
 DIAMOND_NUMBERS = ["carat", "depth", "table", "price", "x", "y", "z"]
 DIAMOND_CATEGORIES = ["cut", "color", "clarity"]
@@ -115,7 +115,7 @@ def _windows(flights, diamonds):
 
 
 def test_ks_and_wasserstein_contain_scipys_exact_values_within_the_stated_bound(flights, diamonds):
-    widths = []
+    widths, checked = [], 0
     for name, ref_values, live_values in _windows(flights, diamonds):
         ref = NumericReference.learn(name, ref_values)
         summary = summarize(live_values, ref)
@@ -135,7 +135,15 @@ def test_ks_and_wasserstein_contain_scipys_exact_values_within_the_stated_bound(
         widths.append(result.ks_upper - result.ks)
         if result.ks == pytest.approx(exact.statistic, abs=1e-12):  # the bound is tight here
             asymp = stats.ks_2samp(a, b, method="asymp").pvalue
-            assert result.pvalue == pytest.approx(asymp, rel=1e-9, abs=1e-300), name
+            effective = len(a) * len(b) / (len(a) + len(b))
+            if effective <= KS_EXACT_N:
+                assert result.pvalue == pytest.approx(asymp, rel=1e-9, abs=1e-300), name
+            elif asymp > 1e-6:  # beyond: Kolmogorov's limit, close where decisions are made
+                assert result.pvalue == pytest.approx(asymp, rel=0.05), name
+            else:
+                assert result.pvalue < 1e-6, name
+            checked += 1
+    assert checked >= 4
     assert max(widths) < 0.01  # 1,000 fine bins: the KS sketch error stays under 0.01
 
 

@@ -15,8 +15,10 @@ summary over the same bins (:mod:`shipyard.monitoring.summary`); no raw data is 
   reference plus that of the live window (≈ 0.001 + 0.001 for continuous data; 0 when every
   value is an edge, as in discrete columns), and is reported with the statistic.
   The p-value is the asymptotic one SciPy's ``ks_2samp(method="asymp")`` uses (the
-  Kolmogorov distribution at ``n m / (n + m)`` observations), computed at the lower bound
-  (the largest p-value the sketch allows) and at the upper bound.
+  Kolmogorov distribution at ``n m / (n + m)`` observations) up to :data:`KS_EXACT_N`
+  effective observations, and its limit ``kolmogorov(sqrt(n m / (n + m)) · D)`` beyond
+  (SciPy's takes 0.8 s at 50,000 and 12 s at 10^6; the limit is within 5% of it for p-values above 1e-6, where decisions are made), computed
+  at the lower bound (the largest p-value the sketch allows) and at the upper bound.
 - **Wasserstein-1** (numbers), normalized by the reference's interquartile range (its
   standard deviation when the IQR is 0). W = ∫|F_ref - F_cur| dt: inside each fine bin the
   integrand is bounded below and above by the CDFs' end values, and in the tails beyond the
@@ -56,6 +58,7 @@ from shipyard.monitoring.summary import (
 )
 
 PSI_EPSILON = 1e-4
+KS_EXACT_N = 10_000  # effective sample size up to which KS p-values use SciPy's kstwo
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,10 @@ def chi_square(reference: np.ndarray, current: np.ndarray) -> tuple[float, int, 
 def _kolmogorov_p(d: float, n: int, m: int) -> float:
     if d <= 0:
         return 1.0
-    return float(stats.kstwo.sf(d, max(1.0, round(n * m / (n + m)))))
+    effective = n * m / (n + m)
+    if effective <= KS_EXACT_N:
+        return float(stats.kstwo.sf(d, max(1.0, round(effective))))
+    return float(special.kolmogorov(math.sqrt(effective) * d))
 
 
 def _cdfs(s: NumericSummary) -> np.ndarray:
