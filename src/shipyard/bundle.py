@@ -8,11 +8,15 @@ A bundle is a folder::
     contract.json      the data contract learned on the train split
     signature.json     input columns with their roles and dtypes, and the outputs
     calibration.json   the dev-fitted calibrator, when one is kept
+    reference.json     the reference statistics monitoring compares against (format 2;
+                       see :mod:`shipyard.monitoring.reference`)
     evaluation.json    the evaluation summary
     spec.json          the spec the candidate was trained under
 
 :func:`load_bundle` reads the manifest first, checks the format version and every file's
 hash, and only then reads anything else; a changed, missing or extra file refuses to load.
+Format 1 bundles (before reference statistics) still load; monitoring tells their user to
+retrain.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from shipyard.evaluation.calibration import Calibrator
 from shipyard.files import atomic_write, fsync_folder
 from shipyard.models import FAMILIES, Family
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: reference.json; 1 (no reference statistics) is still read
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 
 
@@ -117,6 +122,7 @@ def save_bundle(
     run_id: str | None,
     snapshot_id: str,
     fallback: Family | None = None,
+    reference: dict[str, Any] | None = None,
 ) -> Path:
     """Write a bundle atomically (a temporary folder renamed into place)."""
     folder = Path(folder)
@@ -144,6 +150,8 @@ def save_bundle(
     documents = {"signature.json": signature, "evaluation.json": evaluation, "spec.json": spec}
     if calibrator is not None:
         documents["calibration.json"] = calibrator.to_dict()
+    if reference is not None:
+        documents["reference.json"] = reference
     for name, doc in documents.items():
         atomic_write(tmp / name, json.dumps(doc, indent=1, sort_keys=True, default=_json_default))
     manifest = {
@@ -209,10 +217,11 @@ def verify(path: Path | str) -> dict[str, Any]:
     except ValueError as exc:
         raise BundleError(f"the manifest of bundle '{path}' is not valid JSON: {exc}") from exc
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
+        readable = " and ".join(str(v) for v in READABLE_VERSIONS)
         raise BundleError(
             f"bundle '{path}' has format version {version!r}; this shipyard ({__version__}) reads "
-            f"version {FORMAT_VERSION}. Re-train, or load it with the shipyard version that wrote it."
+            f"versions {readable}. Re-train, or load it with the shipyard version that wrote it."
         )
     expected = manifest.get("files", {})
     present = set(_files(path)) - {MANIFEST}

@@ -15,6 +15,7 @@ service translate errors in exactly one place each::
     ├── CheckFailed                     exit 1: a check or gate found a problem
     ├── RegistryLocked                  exit 1 / HTTP 409: another promotion holds the lock
     ├── BundleError                     a bundle fails verification or has an unknown format
+    │   └── ReferenceMissing            a bundle has no reference statistics (retrain)
     ├── TrackingError                   the MLflow tracking store/server is unreachable or refused
     ├── RequestRefused                  HTTP 4xx: a request the service refuses (status per case)
     └── NotFittedError(AttributeError)  a transform, model or contract used before fit/learn
@@ -91,6 +92,11 @@ class RegistryLocked(ShipyardError):
 
 class BundleError(ShipyardError):
     """A bundle cannot be trusted: a changed, missing or extra file, or an unknown format."""
+
+
+class ReferenceMissing(BundleError):
+    """A bundle (or a reference) lacks the statistics monitoring needs: written before
+    they existed, or for a column that was not referenced. Retraining adds them."""
 
 
 class TrackingError(ShipyardError):

@@ -45,6 +45,7 @@ from shipyard.evaluation.slices import group_rates, slice_metrics
 from shipyard.models import Constant, Family, GradientBoostedTrees, Linear, Rule, class_weights
 from shipyard.models.expression import parse
 from shipyard.models.ladder import Ladder, climb
+from shipyard.monitoring.reference import Reference
 from shipyard.spec import Spec
 
 FEATURE_SET_VERSION = 1
@@ -382,6 +383,17 @@ def train(
     progress("bundle")
     contract = Contract.learn(frame.iloc[splits.train], ds.role, target=spec.project.target)
     dev_metrics = all_metrics(ds.target.kind, dev_xy[1], dev_output)
+    reference = Reference.learn(
+        train_xy[0][features],
+        roles,
+        contract=contract,
+        task=ds.target.kind,
+        classes=classes,
+        test_output=chosen_test,
+        dev_output=dev_scores,  # as served: calibrated when a calibrator is kept
+        metrics={"test": test[chosen.name], "dev": dev_metrics},
+        calibration=calibration.get("reliability_test", []),
+    )
     if hasattr(tracker, "result"):  # set up in the background while the ladder was fitted
         progress("tracking set-up")
         tracker = tracker.result()
@@ -426,6 +438,7 @@ def train(
             evaluation=evaluation,
             run_id=run_id,
             snapshot_id=snapshot_id,
+            reference=reference.to_dict(),
         )
         bundle = load_bundle(bundle_path)
         records = test_xy[0].head(300).to_dict("records")
