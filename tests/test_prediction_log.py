@@ -79,11 +79,26 @@ def test_round_trip_keeps_every_value_and_partitions_by_date(tmp_path: Path) -> 
     for row, item in zip(rows, records, strict=True):
         multiclass = isinstance(item["prediction"], list)
         assert row["time"] == dt.datetime.fromtimestamp(item["time"], dt.UTC)
-        assert orjson.loads(row["features"]) == item["features"]
+        typed = {
+            f"f.{k}": float(v) if isinstance(v, int) else v for k, v in item["features"].items()
+        }
+        assert {k: v for k, v in row.items() if k.startswith("f.") and v is not None} == {
+            k: v for k, v in typed.items() if v is not None
+        }
         assert row["prediction"] == (None if multiclass else item["prediction"])
         assert row["probabilities"] == (item["prediction"] if multiclass else None)
         for key in ["entity_id", "model_version", "arm", "latency_ms", "warnings", "error"]:
             assert row[key] == item[key], key
+
+    # untyped records: each feature typed by its JSON kind, in its own column
+    assert [n for n in table.column_names if n.startswith("f.")] == [
+        "f.age",
+        "f.plan",
+        "f.colour",
+        "f.n",
+    ]
+    assert "features" not in table.column_names
+    assert str(table.schema.field("f.age").type) == "double"
 
     partitions = sorted(path.name for path in tmp_path.iterdir())
     assert partitions == ["date=2024-03-09", "date=2024-03-10"]
@@ -291,3 +306,182 @@ def test_kill_9_loses_only_the_unflushed_batch_and_a_restart_carries_on(
     assert set(after) == on_disk | {"r0"}
     assert len(after) == len(on_disk) + 1
     assert temporaries(tmp_path) == []
+
+
+TYPES = {"age": "number", "vip": "boolean", "plan": "string", "since": "datetime"}
+
+
+def test_typed_records_store_each_feature_in_a_column_of_its_contract_type(
+    tmp_path: Path,
+) -> None:
+    """Values arrive as the service got them (numeric text, boolean spellings, ISO text);
+    the writer types them through data/values.py, and what a type cannot hold is null."""
+    sent = [
+        {"age": " 41.5 ", "vip": "Yes", "plan": "gold", "since": "2024-03-01T12:00:00Z"},
+        {"age": 7, "vip": False, "plan": 3.0, "since": "2024-03-02"},
+        {"age": "forty", "vip": "maybe", "plan": True, "since": "not a time"},
+        {"age": None, "plan": None},  # missing and null fields
+    ]
+    log = PredictionLog(tmp_path, flush_seconds=60)
+    for i, features in enumerate(sent):
+        log.append(record(i, features=features, types=TYPES))
+    log.close()
+    assert (log.written, log.errors) == (4, 0)
+    schema = pq.read_schema(next(tmp_path.rglob("part-*.parquet")))
+    assert {name: str(schema.field(name).type) for name in schema.names if "." in name} == {
+        "f.age": "double",
+        "f.vip": "bool",
+        "f.plan": "string",
+        "f.since": "timestamp[us, tz=UTC]",
+    }
+    assert "features" not in schema.names
+    table = read_log(tmp_path)
+    columns = {name: table.column(name).to_pylist() for name in ["f.age", "f.vip", "f.plan"]}
+    assert columns == {
+        "f.age": [41.5, 7.0, None, None],
+        "f.vip": [True, False, None, None],
+        "f.plan": ["gold", "3", "1", None],  # a category as the contract knows it
+    }
+    assert table.column("f.since").to_pylist() == [
+        dt.datetime(2024, 3, 1, 12, tzinfo=dt.UTC),
+        dt.datetime(2024, 3, 2, tzinfo=dt.UTC),
+        None,
+        None,
+    ]
+
+
+def test_each_arm_carries_its_own_features_and_a_disagreement_becomes_text(
+    tmp_path: Path,
+) -> None:
+    log = PredictionLog(tmp_path, flush_seconds=60)
+    log.append(
+        record(0, features={"age": "30", "plan": "a"}, types={"age": "number", "plan": "string"})
+    )
+    log.append(
+        record(
+            1,
+            arm="canary",
+            features={"age": "31", "zip": "02134"},
+            types={"age": "string", "zip": "string"},
+        )
+    )
+    log.append(record(2, arm="shadow", features=None))
+    log.close()
+    table = read_log(tmp_path)
+    assert table.column("f.plan").to_pylist() == ["a", None, None]
+    assert table.column("f.zip").to_pylist() == [None, "02134", None]
+    # one file, two arms typing `age` apart: stored as text, and read as numbers on request
+    assert table.column("f.age").to_pylist() == ["30.0", "31", None]
+    typed = read_log(tmp_path, types={"age": "number"})
+    assert typed.column("f.age").to_pylist() == [30.0, 31.0, None]
+    assert read_log(tmp_path, columns=["f.zip"]).column_names == ["time", "f.zip"]
+
+
+def _first_layout_file(path: Path, rows: list[dict]) -> None:
+    """A log file as the first layout wrote it: features as one JSON string per row."""
+    import pyarrow as pa
+
+    schema = pa.schema(
+        [
+            ("request_id", pa.string()),
+            ("time", pa.timestamp("us", tz="UTC")),
+            ("entity_id", pa.string()),
+            ("model_version", pa.int64()),
+            ("arm", pa.string()),
+            ("features", pa.string()),
+            ("prediction", pa.float64()),
+            ("probabilities", pa.list_(pa.float64())),
+            ("latency_ms", pa.float64()),
+            ("warnings", pa.list_(pa.string())),
+            ("error", pa.string()),
+        ]
+    )
+    columns = {
+        "request_id": [r["request_id"] for r in rows],
+        "time": [dt.datetime.fromtimestamp(r["time"], dt.UTC) for r in rows],
+        "entity_id": [r["entity_id"] for r in rows],
+        "model_version": [r["model_version"] for r in rows],
+        "arm": [r["arm"] for r in rows],
+        "features": [
+            None if r["features"] is None else orjson.dumps(r["features"]).decode() for r in rows
+        ],
+        "prediction": [r["prediction"] for r in rows],
+        "probabilities": [None for _ in rows],
+        "latency_ms": [r["latency_ms"] for r in rows],
+        "warnings": [r["warnings"] for r in rows],
+        "error": [r["error"] for r in rows],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns, schema=schema), path)
+
+
+@pytest.mark.parametrize("mixed", [False, True], ids=["plain", "mixed-kinds"])
+def test_files_of_the_first_layout_read_into_the_same_typed_columns(
+    tmp_path: Path, mixed: bool
+) -> None:
+    old = [
+        record(0, features={"age": 41, "plan": "basic", "vip": True}),
+        record(1, features={"age": "42.5" if mixed else 42.5, "plan": "pro", "vip": False}),
+        record(2, arm="shadow", features=None),
+    ]
+    _first_layout_file(tmp_path / "date=2024-03-09" / "part-20240309T000000000000-1-0.parquet", old)
+    log = PredictionLog(tmp_path, flush_seconds=60)
+    log.append(
+        record(
+            3,
+            when=DAY_TWO,
+            features={"age": 43, "plan": "basic", "vip": "no"},
+            types={"age": "number", "plan": "string", "vip": "boolean"},
+        )
+    )
+    log.close()
+
+    table = read_log(tmp_path, types={"age": "number", "plan": "string", "vip": "boolean"})
+    assert table.column_names == [
+        *["request_id", "time", "entity_id", "model_version", "arm", "prediction"],
+        *["probabilities", "latency_ms", "warnings", "error", "f.age", "f.plan", "f.vip"],
+    ]
+    assert [str(t) for t in table.schema.types[-3:]] == ["double", "string", "bool"]
+    assert table.column("request_id").to_pylist() == ["r0", "r1", "r2", "r3"]
+    assert table.column("f.age").to_pylist() == [41.0, 42.5, None, 43.0]
+    assert table.column("f.plan").to_pylist() == ["basic", "pro", None, "basic"]
+    assert table.column("f.vip").to_pylist() == [True, False, None, False]
+    assert table.column("prediction").to_pylist() == [0.0, 0.01, 0.02, 0.03]
+    # the old file alone, untyped: the JSON kinds decide (text where the kinds are mixed)
+    alone = read_log(tmp_path, since=None).slice(0, 3)
+    assert alone.column("f.plan").to_pylist() == ["basic", "pro", None]
+
+
+def test_reading_200k_rows_runs_no_python_per_row(tmp_path: Path) -> None:
+    """The new layout is read as columns: the Python calls read_log makes do not grow with
+    the rows (parsing a JSON string per row would make at least 200,000 of them)."""
+    log = PredictionLog(tmp_path, batch_rows=50_000, flush_seconds=60, max_queue=250_000)
+    kinds = {"age": "number", "plan": "string", "vip": "boolean"}
+    for i in range(200_000):
+        log.append(
+            record(
+                i % 1000,
+                features={"age": i % 90, "plan": "abc"[i % 3], "vip": i % 2 == 0},
+                types=kinds,
+            )
+        )
+    log.close()
+    assert log.written == 200_000
+
+    calls = {"python": 0, "orjson": 0}
+
+    def count(frame, event, arg) -> None:
+        if event == "call":
+            calls["python"] += 1
+        elif event == "c_call" and getattr(arg, "__module__", None) in ("orjson", "json"):
+            calls["orjson"] += 1
+
+    sys.setprofile(count)
+    try:
+        table = read_log(tmp_path)
+    finally:
+        sys.setprofile(None)
+    assert table.num_rows == 200_000
+    assert table.column("f.age").type == "double"
+    assert calls["orjson"] == 0
+    assert calls["python"] < 2_000, calls

@@ -26,7 +26,7 @@ from shipyard.demo import flights_frame
 from shipyard.project import Project
 from shipyard.registry import promoted
 from shipyard.serving.app import build
-from shipyard.serving.log import PredictionLog, read_log
+from shipyard.serving.log import PredictionLog, feature_types, read_log
 from shipyard.serving.router import in_canary
 from shipyard.serving.shadow import Shadow
 from support import faulty_arm, schemathesis_failures, uvicorn_app
@@ -570,10 +570,25 @@ def test_the_log_holds_every_answer_with_its_shadow(flights):
         if r["arm"] == "champion"
     )
     assert all(r["entity_id"] == records[0]["tailnum"] for r in first)
-    # the features are logged once, in the champion's row; the shadow's row points to it
+    # each arm's row carries the features it scored, one typed column per feature
     by_arm = {r["arm"]: r for r in first}
-    assert json.loads(by_arm["champion"]["features"]) == records[0]
-    assert by_arm["shadow"]["features"] is None
+    bundle = load_bundle(flights["project"].workspace.folder / flights["rel"])
+    kinds = feature_types(bundle.contract, bundle.features)
+    expected = {
+        f"f.{name}": (
+            None
+            if records[0].get(name) is None
+            else float(records[0][name])
+            if kinds[name] == "number"
+            else records[0][name]
+        )
+        for name in bundle.features
+        if kinds[name] in ("number", "string")
+    }
+    assert len(expected) == len(bundle.features) > 3
+    for arm in ["champion", "shadow"]:
+        assert {k: by_arm[arm][k] for k in expected} == expected, arm
+    assert "features" not in by_arm["champion"]
 
 
 def test_openapi_document_comes_from_the_contract(flights):

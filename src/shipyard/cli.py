@@ -588,6 +588,27 @@ def _stop(spec: Path, reason: str | None, as_json: bool) -> None:
 
 
 @app.command(cls=_Command)
+def labels(
+    source: Annotated[Path, typer.Argument(metavar="FILE", help="CSV or Parquet file of labels.")],
+    spec: SpecOption = Path("shipyard.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """Ingest delayed labels (by request_id, or entity id + time); idempotent."""
+    with _errors(as_json):
+        result = Project.load(spec).labels(source)
+    if as_json:
+        _emit_json(result.to_dict())
+        return
+    out.print(
+        f"{result.rows:,} rows: {result.added:,} added, {result.replaced:,} replaced, "
+        f"{result.unchanged:,} unchanged; {result.matched:,} matched and "
+        f"{result.unmatched:,} unmatched in the prediction log; {result.stored:,} stored"
+    )
+    for warning in result.warnings:
+        out.print(f"[yellow]warning[/]: {escape(warning)}")
+
+
+@app.command(cls=_Command)
 def rollback(
     reason: Annotated[str | None, typer.Option(help="Why, recorded in the history.")] = None,
     spec: SpecOption = Path("shipyard.toml"),

@@ -540,6 +540,13 @@ class Project:
             progress=progress,
         )
 
+    def labels(self, path: Path | str) -> Any:
+        """Ingest a file of delayed labels (``shipyard labels FILE``): a
+        :class:`~shipyard.monitoring.labels.LabelsResult` with ``to_dict()``."""
+        from shipyard.monitoring.labels import ingest
+
+        return ingest(path, self.spec, Workspace.of(self.spec))
+
     def rollback(
         self, reason: str | None = None, progress: Progress = _quiet, mirror: str = "now"
     ) -> RollbackResult:

@@ -9,6 +9,8 @@ This is the one place that knows the layout; everything else asks the :class:`Wo
         training/<token>.json       a training in flight: its owner process, run and bundle
         deployment/<model>.json     the deployment record (and its ``.lock``)
         logs/date=YYYY-MM-DD/       the prediction log (Parquet parts)
+        labels/labels.parquet       delayed labels ingested by ``shipyard labels``
+        labels/feedback/            labels the service received (``POST /feedback``)
         mlflow.db, mlartifacts/     the embedded MLflow store, when no tracking URI is set
         downloads/                  bundles fetched from a tracking server
 
@@ -128,6 +130,10 @@ class Workspace:
     @property
     def logs(self) -> Path:
         return self.folder / "logs"
+
+    @property
+    def labels(self) -> Path:
+        return self.folder / "labels"
 
     @property
     def artifacts(self) -> Path:

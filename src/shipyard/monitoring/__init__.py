@@ -1,13 +1,15 @@
-"""Watching a deployed model: what it is compared against, and how far live data has moved.
+"""Watching a deployed model: what it is compared against, how far live data has moved, and
+the labels that arrive later.
 
 The reference statistics a bundle stores at ``train`` (``reference``), mergeable summaries
-of windows of live data over the reference's bins (``summary``) and the drift statistics
-with their error bounds and the alert rule (``drift``); labels joined to logged predictions
-and the ``monitor`` command build on these. Everything here works from summaries that merge,
-never from raw training data.
+of windows of live data over the reference's bins (``summary``), the drift statistics with
+their error bounds and the alert rule (``drift``), and delayed labels and outcomes joined to
+logged predictions (``labels``); the ``monitor`` command builds on these. Everything here
+works from summaries that merge, never from raw training data.
 """
 
 from shipyard.monitoring.drift import DriftPolicy, DriftResult, compare
+from shipyard.monitoring.labels import FeedbackLog, LabelsResult, Vocabulary, ingest, read_labels
 from shipyard.monitoring.reference import Reference
 from shipyard.monitoring.summary import (
     CategoricalReference,
@@ -24,11 +26,16 @@ __all__ = [
     "CategoricalSummary",
     "DriftPolicy",
     "DriftResult",
+    "FeedbackLog",
+    "LabelsResult",
     "NumericReference",
     "NumericSummary",
     "Reference",
+    "Vocabulary",
     "compare",
+    "ingest",
     "merge",
+    "read_labels",
     "summarize",
     "summary_from_dict",
 ]

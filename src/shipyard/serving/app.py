@@ -194,6 +194,7 @@ class Service:
                 )
         elapsed = time.perf_counter() - started
         now = time.time()
+        log_types = routes.log_types
         for record, entity, answer, warned in zip(
             records, entities, answers, warnings, strict=True
         ):
@@ -212,6 +213,7 @@ class Service:
                         "model_version": answer.version,
                         "arm": answer.arm,
                         "features": record,
+                        "types": log_types.get(answer.arm),
                         "prediction": answer.output,
                         "latency_ms": answer.latency * 1e3,
                         "warnings": warned,

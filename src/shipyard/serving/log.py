@@ -16,8 +16,19 @@ log on the same folder removes the temporary files dead writers left and carries
 :attr:`PredictionLog.on_written` hears of each file once it is in place (the shadow reads its
 copies of the champion's requests from there).
 
+Features are typed columns, one per feature, named ``f.<feature>`` so that they never collide
+with the log's own fields (:data:`FIELDS`): a record's ``types`` (:func:`feature_types` of
+the answering arm's contract: ``number`` → float64, ``boolean`` → bool, ``string`` →
+string, ``datetime`` → timestamp in UTC) says how the writer thread types each value
+(through ``data/values.py``, the one value parser); a value its type cannot hold is stored
+as null. A record without ``types`` has its features typed by their JSON kind. So reading a
+million rows is reading Parquet columns, with no JSON parsed per row. Files of the first
+layout (features as one JSON string per row, in a ``features`` column) are still read, into
+the same columns.
+
 Importing this module loads neither pandas nor pyarrow; the first :class:`PredictionLog`
-loads pyarrow, and writing never loads pandas.
+loads pyarrow, and writing records without ``types`` never loads pandas (typed records use
+``data/values.py``, which does; the service has it loaded anyway).
 """
 
 from __future__ import annotations
@@ -25,12 +36,13 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import itertools
+import math
 import os
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,8 +60,29 @@ _STALE_SECONDS = 60.0
 _SEQUENCE = itertools.count()  # shared by every log of this process, so names never collide
 
 
+#: The log's own fields, in order; feature columns follow them.
+FIELDS = (
+    "request_id",
+    "time",
+    "entity_id",
+    "model_version",
+    "arm",
+    "prediction",
+    "probabilities",
+    "latency_ms",
+    "warnings",
+    "error",
+)
+#: The prefix of a feature's column: feature ``age`` is column ``f.age``.
+PREFIX = "f."
+#: The kinds of feature column (see :func:`feature_types`).
+KINDS = ("number", "boolean", "string", "datetime")
+_ROLE_KINDS = {"numeric": "number", "boolean": "boolean", "datetime": "datetime"}
+
+
 @cache
 def _schema() -> pa.Schema:
+    """The log's own fields (feature columns are added per file)."""
     import pyarrow as pa
 
     return pa.schema(
@@ -59,7 +92,6 @@ def _schema() -> pa.Schema:
             ("entity_id", pa.string()),
             ("model_version", pa.int64()),
             ("arm", pa.string()),
-            ("features", pa.string()),
             ("prediction", pa.float64()),
             ("probabilities", pa.list_(pa.float64())),
             ("latency_ms", pa.float64()),
@@ -67,6 +99,34 @@ def _schema() -> pa.Schema:
             ("error", pa.string()),
         ]
     )
+
+
+def _arrow_type(kind: str) -> pa.DataType:
+    import pyarrow as pa
+
+    if kind == "number":
+        return pa.float64()
+    if kind == "boolean":
+        return pa.bool_()
+    if kind == "datetime":
+        return pa.timestamp("us", tz="UTC")
+    return pa.string()
+
+
+def feature_types(contract: Any, features: Any) -> dict[str, str]:
+    """Each feature's kind of log column, from a contract's roles: numeric → ``number``,
+    boolean → ``boolean``, datetime → ``datetime``, anything else (categorical, text, …)
+    → ``string``.
+
+    >>> from types import SimpleNamespace as NS
+    >>> roles = {"age": NS(role="numeric"), "plan": NS(role="categorical")}
+    >>> feature_types(NS(columns=roles), ["age", "plan", "since"])
+    {'age': 'number', 'plan': 'string', 'since': 'string'}
+    """
+    columns = contract.columns
+    return {
+        name: _ROLE_KINDS.get(getattr(columns.get(name), "role", ""), "string") for name in features
+    }
 
 
 class PredictionLog:
@@ -106,8 +166,9 @@ class PredictionLog:
     ...                 "model_version": 3, "arm": "champion", "features": {"age": 41},
     ...                 "prediction": 0.82, "latency_ms": 1.9, "warnings": [], "error": None})
     ...     log.close()
-    ...     read_log(folder).column("prediction").to_pylist()
-    [0.82]
+    ...     table = read_log(folder)
+    ...     table.column("prediction").to_pylist(), table.column("f.age").to_pylist()
+    ([0.82], [41.0])
     """
 
     def __init__(
@@ -136,7 +197,7 @@ class PredictionLog:
         self.dropped = self.written = self.errors = 0
         self.on_written: Callable[[Path, int], None] | None = None
         self._queue: deque[tuple[float, Any]] = deque()  # (monotonic arrival, record)
-        self._retained: list[tuple[int, bytes]] = []  # rows of failed writes, to retry
+        self._retained: list[_Row] = []  # rows of failed writes, to retry
         self._retry_at = 0.0
         self._reported: set[tuple] = set()
         self._closed = False
@@ -217,20 +278,31 @@ class PredictionLog:
         # wake-up, so look again soon.
         return self.flush_seconds / 4
 
+    def _coerce(self, record: dict[str, Any]) -> _Row:
+        """One record as a row to write (a log of other records overrides this and
+        :meth:`_fields`; the feedback log does)."""
+        return _row(record)
+
+    def _fields(self) -> pa.Schema:
+        """The fields every file of this log has (feature columns come after them)."""
+        return _schema()
+
     def _write_batch(self, take: int) -> bool:
         """Write ``take`` queued records plus the retained rows; return whether all went."""
         rows, self._retained = self._retained, []
         for _ in range(take):
             try:
-                rows.append(_row(self._queue.popleft()[1]))
+                rows.append(self._coerce(self._queue.popleft()[1]))
             except Exception as exc:
                 self._report("record", exc, "dropped a malformed record")
-        days: dict[int, list[tuple[int, bytes]]] = {}
+        days: dict[int, list[_Row]] = {}
         for row in rows:
             days.setdefault(row[0] // _US_PER_DAY, []).append(row)
         for day_rows in days.values():
             try:
-                path = _write_file(self.folder, sorted(day_rows, key=lambda row: row[0]))
+                path = _write_file(
+                    self.folder, sorted(day_rows, key=lambda row: row[0]), self._fields()
+                )
                 self.written += len(day_rows)
             except Exception as exc:
                 self._report(
@@ -266,16 +338,18 @@ class PredictionLog:
             )
 
 
-def _row(record: dict[str, Any]) -> tuple[int, bytes]:
-    """One record as its time in microseconds and a JSON line of its column values.
+#: A coerced record: its time in microseconds, its column values, its feature columns' kinds.
+_Row = tuple[int, dict[str, Any], dict[str, str]]
+
+
+def _row(record: dict[str, Any]) -> _Row:
+    """One record as its time in microseconds, its column values and its features' kinds.
 
     Values are coerced here, one record at a time, so that a malformed record is dropped
     alone instead of failing its batch. A NaN prediction or latency is stored as null, as
-    is a missing latency (a failed answer's); missing ``features`` (a shadow's row: its
-    champion's row of the request holds them) are stored as null.
+    is a missing latency (a failed answer's); missing ``features`` (no feature columns) are
+    stored as nulls in every feature column of the file.
     """
-    import orjson
-
     micros = round(float(record["time"]) * 1e6)
     if not 0 <= micros < _MAX_MICROS:
         raise ValueError(f"time must be epoch seconds in 1970-9999; got {record['time']!r}")
@@ -286,10 +360,6 @@ def _row(record: dict[str, Any]) -> tuple[int, bytes]:
     probabilities: list[float] | None = None
     if isinstance(prediction, list | tuple) or bool(getattr(prediction, "ndim", 0)):
         prediction, probabilities = None, [float(p) for p in prediction]
-    options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-    features = record["features"]
-    if features is not None:
-        features = orjson.dumps(features, default=str, option=options).decode()
     entity_id, error = record["entity_id"], record["error"]
     values = {
         "request_id": str(record["request_id"]),
@@ -297,19 +367,108 @@ def _row(record: dict[str, Any]) -> tuple[int, bytes]:
         "entity_id": None if entity_id is None else str(entity_id),
         "model_version": version,
         "arm": str(record["arm"]),
-        "features": features,
         "prediction": None if prediction is None else float(prediction),
         "probabilities": probabilities,
         "latency_ms": None if record["latency_ms"] is None else float(record["latency_ms"]),
         "warnings": [str(warning) for warning in record["warnings"] or ()],
         "error": None if error is None else str(error),
     }
-    return micros, orjson.dumps(values)
+    kinds: dict[str, str] = {}
+    features = record["features"]
+    if features:
+        types = record.get("types")
+        if types is None:
+            for name, value in features.items():
+                kind = _json_kind(value)
+                if kind is not None:
+                    column = PREFIX + str(name)
+                    values[column] = _typed(kind, value)
+                    kinds[column] = kind
+        else:
+            for name, kind in types.items():
+                column = PREFIX + name
+                kinds[column] = kind
+                value = features.get(name)
+                if value is not None:
+                    values[column] = _typed(kind, value)
+    return micros, values, kinds
 
 
-def _write_file(folder: Path, rows: list[tuple[int, bytes]]) -> Path:
+def _json_kind(value: Any) -> str | None:
+    """The kind of column a value of an untyped record goes to (None for a null)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "string"
+
+
+def _typed(kind: str, value: Any) -> Any:
+    """A feature's value as its column stores it (in JSON for Arrow's reader): a float, a
+    bool, text, epoch microseconds; None when the kind cannot hold it."""
+    t = type(value)
+    if kind == "number":
+        if t is float:
+            return value if math.isfinite(value) else None
+        if t is int:
+            return float(value)
+        from shipyard.data.values import ValueTypeError, to_number
+
+        try:
+            number = to_number(value)
+        except ValueTypeError:
+            return None
+        return number if math.isfinite(number) else None
+    if kind == "boolean":
+        if t is bool:
+            return value
+        from shipyard.data.values import ValueTypeError, to_bool
+
+        try:
+            return to_bool(value)
+        except ValueTypeError:
+            return None
+    if kind == "datetime":
+        from shipyard.data.values import parse_datetime
+
+        stamp = parse_datetime(value)
+        if stamp is None:
+            return None
+        micros = (stamp - _EPOCH) // dt.timedelta(microseconds=1)
+        return micros if 0 <= micros < _MAX_MICROS else None
+    if t is str:
+        return value
+    if isinstance(value, bool):  # as a category is known (contract.category_key)
+        return "1" if value else "0"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list | dict):
+        import orjson
+
+        return orjson.dumps(value, default=str).decode()
+    return str(value)
+
+
+def _file_kinds(rows: list[_Row]) -> dict[str, str]:
+    """The feature columns of a file and their kinds; a column rows disagree on is text."""
+    kinds: dict[str, str] = {}
+    seen: set[int] = set()
+    for _, _, row_kinds in rows:
+        if id(row_kinds) in seen:  # the rows of one arm share one mapping
+            continue
+        seen.add(id(row_kinds))
+        for column, kind in row_kinds.items():
+            if kinds.setdefault(column, kind) != kind:
+                kinds[column] = "mixed"
+    return kinds
+
+
+def _write_file(folder: Path, rows: list[_Row], fields: pa.Schema) -> Path:
     """Write one day's rows: temporary file, fsync, rename into place, fsync the folder;
     return the file's path."""
+    import orjson
     import pyarrow as pa
     import pyarrow.json
     import pyarrow.parquet as pq
@@ -322,14 +481,29 @@ def _write_file(folder: Path, rows: list[tuple[int, bytes]]) -> Path:
     stamp, pid = f"{first:%Y%m%dT%H%M%S%f}", os.getpid()
     while (final := partition / f"part-{stamp}-{pid}-{next(_SEQUENCE)}.parquet").exists():
         pass
+    kinds = _file_kinds(rows)
+    mixed = [column for column, kind in kinds.items() if kind == "mixed"]
+    for column in mixed:  # rare (two arms typing one feature apart): kept as text
+        kinds[column] = "string"
+        for _, values, _ in rows:
+            value = values.get(column)
+            if value is not None and not isinstance(value, str):
+                values[column] = str(value).lower() if isinstance(value, bool) else str(value)
     # Arrow's JSON reader, unlike pa.array() on Python lists, does not import pandas.
-    lines = b"\n".join(line for _, line in rows)
-    as_json = _schema().set(1, pa.field("time", pa.int64()))  # JSON holds microseconds
+    lines = b"\n".join(orjson.dumps(values) for _, values, _ in rows)
+    final_schema = fields
+    for column, kind in kinds.items():
+        final_schema = final_schema.append(pa.field(column, _arrow_type(kind)))
+    as_json = pa.schema(  # JSON holds times as microseconds
+        [pa.field(f.name, pa.int64()) if pa.types.is_timestamp(f.type) else f for f in final_schema]
+    )
     table = pyarrow.json.read_json(
         pa.BufferReader(lines),
         read_options=pyarrow.json.ReadOptions(use_threads=False, block_size=len(lines) + 1),
-        parse_options=pyarrow.json.ParseOptions(explicit_schema=as_json),
-    ).cast(_schema())
+        parse_options=pyarrow.json.ParseOptions(
+            explicit_schema=as_json, unexpected_field_behavior="ignore"
+        ),
+    ).cast(final_schema)
     with atomic_path(final) as temporary:  # hidden .part-….tmp until it is whole
         pq.write_table(table, temporary)
     return final
@@ -360,7 +534,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def read_log(folder: str | Path, *, since: dt.date | None = None) -> pa.Table:
+def read_log(
+    folder: str | Path,
+    *,
+    since: dt.date | None = None,
+    types: Mapping[str, str] | None = None,
+    columns: Sequence[str] | None = None,
+) -> pa.Table:
     """Read every flushed row of a prediction log, in time order.
 
     Parameters
@@ -369,20 +549,27 @@ def read_log(folder: str | Path, *, since: dt.date | None = None) -> pa.Table:
         The folder a :class:`PredictionLog` writes to.
     since : datetime.date, optional
         Only read the date partitions from this UTC day on.
+    types : mapping, optional
+        Feature → kind (:func:`feature_types`): those feature columns are given that type
+        whatever the files hold (a value the kind cannot hold becomes null). Without it, a
+        feature typed apart by two files (text in one, numbers in another) is read as text.
+    columns : sequence of str, optional
+        Only these columns (log fields, or feature columns ``f.<name>``); ``time`` is always
+        read.
 
     Returns
     -------
     pyarrow.Table
-        One row per record, in the log's fixed schema; temporary files are ignored, so this
-        is safe while a server is writing.
+        One row per record: the log's fields (:data:`FIELDS`) then one ``f.<feature>``
+        column per feature any file holds (null where a row's arm has no such feature).
+        Files of the first layout (``features`` as JSON text) give the same columns.
+        Temporary files are ignored, so this is safe while a server is writing.
 
     Raises
     ------
     DataError
-        If ``folder`` does not exist.
+        If ``folder`` does not exist, or a file in it is not a prediction-log file.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -390,6 +577,7 @@ def read_log(folder: str | Path, *, since: dt.date | None = None) -> pa.Table:
             f"no prediction log at {folder}: the folder does not exist. Start the online "
             "service (it creates the folder), or pass the folder it logs to."
         )
+    wanted = None if columns is None else {"time", *columns}
     tables = []
     for partition in sorted(folder.glob("date=*")):
         try:
@@ -398,6 +586,154 @@ def read_log(folder: str | Path, *, since: dt.date | None = None) -> pa.Table:
             continue
         if since is None or day >= since:
             for path in sorted(partition.glob("part-*.parquet")):
-                with pq.ParquetFile(path) as file:  # not read_table: it would import pandas
-                    tables.append(file.read().cast(_schema()))
-    return pa.concat_tables(tables or [_schema().empty_table()]).sort_by("time")
+                tables.append(_read_file(path, wanted))
+    return _combine(tables, types, wanted).sort_by("time")
+
+
+def _read_file(path: Path, wanted: set[str] | None) -> pa.Table:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        with pq.ParquetFile(path) as file:  # not read_table: it would import pandas
+            names = file.schema_arrow.names
+            if "features" in names:  # the first layout
+                table = _from_first_layout(file.read())
+            else:
+                table = file.read(
+                    columns=None if wanted is None else [n for n in names if n in wanted]
+                )
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(
+            f"{path} is not a readable prediction-log file ({type(exc).__name__}: {exc}). "
+            "Move it out of the log folder."
+        ) from exc
+    if wanted is not None:
+        table = table.select([n for n in table.column_names if n in wanted])
+    return table
+
+
+def _from_first_layout(table: pa.Table) -> pa.Table:
+    """A file of the first layout (``features`` as one JSON object per row) in today's
+    columns: one typed ``f.<name>`` column per feature, by the JSON kind of its values."""
+    import orjson
+    import pyarrow as pa
+    import pyarrow.json
+
+    texts = table.column("features").fill_null("{}").to_pylist()
+    table = table.drop_columns(["features"])
+    if not texts:
+        return table
+    lines = "\n".join(texts).encode()
+    try:  # Arrow's reader infers each field's type; a field of mixed kinds fails it
+        parsed = pyarrow.json.read_json(
+            pa.BufferReader(lines),
+            read_options=pyarrow.json.ReadOptions(use_threads=False, block_size=len(lines) + 1),
+        )
+        found = {name: parsed.column(name) for name in parsed.column_names}
+    except pa.ArrowInvalid:
+        found = {}
+    if any(not _plain_type(column.type) for column in found.values()) or not found:
+        records = [orjson.loads(text) for text in texts]
+        names = list(dict.fromkeys(name for record in records for name in record))
+        found = {}
+        for name in names:
+            raw = [record.get(name) for record in records]
+            kinds = {kind for value in raw if (kind := _json_kind(value)) is not None}
+            kind = kinds.pop() if len(kinds) == 1 else "string"
+            found[name] = pa.array([None if v is None else _typed(kind, v) for v in raw])
+    for name, column in found.items():
+        table = table.append_column(PREFIX + name, _as_log_type(column))
+    return table
+
+
+def _plain_type(kind: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return not (pa.types.is_nested(kind) or pa.types.is_dictionary(kind))
+
+
+def _as_log_type(column: Any) -> Any:
+    """An inferred column as the log types its kind: integers as float64, timestamps in
+    microseconds and UTC, nulls as text."""
+    import pyarrow as pa
+
+    kind = column.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        return column.cast(pa.float64())
+    if pa.types.is_timestamp(kind):
+        if kind.tz is None:
+            return column.cast(pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC"))
+        return column.cast(pa.timestamp("us", tz="UTC"))
+    if pa.types.is_boolean(kind):
+        return column
+    return column.cast(pa.string())
+
+
+def _combine(
+    tables: list[pa.Table], types: Mapping[str, str] | None, wanted: set[str] | None
+) -> pa.Table:
+    """One table of many files' tables: the log's fields, then every feature column any of
+    them holds, each given one type (``types``, else the files' own, text when they
+    disagree) and nulls where a file lacks it."""
+    import pyarrow as pa
+
+    fields = [f for f in _schema() if wanted is None or f.name in wanted]
+    if types:
+        target = {PREFIX + name: _arrow_type(kind) for name, kind in types.items()}
+        if wanted is not None:
+            target = {name: kind for name, kind in target.items() if name in wanted}
+    else:
+        target = {}
+    found: dict[str, set[pa.DataType]] = {}
+    for table in tables:
+        for field in table.schema:
+            if field.name.startswith(PREFIX):
+                found.setdefault(field.name, set()).add(field.type)
+    for name, kinds in found.items():
+        if name not in target:
+            target[name] = kinds.pop() if len(kinds) == 1 else pa.string()
+    schema = pa.schema([*fields, *(pa.field(n, kind) for n, kind in target.items())])
+    if not tables:
+        return schema.empty_table()
+    aligned = []
+    for table in tables:
+        arrays = []
+        for field in schema:
+            if field.name in table.column_names:
+                arrays.append(_cast(table.column(field.name), field.type))
+            else:
+                arrays.append(pa.nulls(table.num_rows, field.type))
+        aligned.append(pa.Table.from_arrays(arrays, schema=schema))
+    return pa.concat_tables(aligned)
+
+
+def _cast(column: Any, kind: pa.DataType) -> Any:
+    """A column as ``kind``; text becomes numbers, booleans or times through
+    ``data/values.py`` (one parse per distinct value), numbers or booleans become text."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if column.type == kind:
+        return column
+    if pa.types.is_string(kind):
+        if pa.types.is_boolean(column.type):
+            return pc.if_else(column, "true", "false").cast(kind)
+        return column.cast(kind)
+    if pa.types.is_null(column.type):
+        return column.cast(kind)
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        from shipyard.data import values
+
+        if pa.types.is_floating(kind):
+            numbers, _ = values.parse_numbers(column)
+            return pa.array(numbers, type=kind, from_pandas=True)
+        if pa.types.is_boolean(kind):
+            codes, _ = values.parse_booleans(column)
+            return pa.array(codes == 1.0, mask=codes != codes, type=kind)
+        stamps = values.to_datetime(column.to_pandas())
+        return pa.array(stamps, type=kind, from_pandas=True)
+    try:
+        return column.cast(kind)
+    except pa.ArrowException:
+        return _cast(column.cast(pa.string()), kind)

@@ -35,12 +35,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from shipyard.errors import DeploymentError, ShipyardError
 from shipyard.registry import Deployment, actor, challenger_stopped
+from shipyard.serving.log import feature_types
 from shipyard.serving.shadow import Shadow
 from shipyard.spec import ServingSection
 from shipyard.workspace import Workspace
@@ -65,6 +66,8 @@ class Arm:
         self.classes: list[str] | None = (
             [str(c) for c in bundle.classes] if self.multiclass else None
         )
+        #: how the prediction log types each of this arm's features (``log.feature_types``)
+        self.log_types: dict[str, str] = feature_types(bundle.contract, self.features)
 
     def score(self, record: Mapping[str, Any]) -> float | list[float]:
         out = self.bundle.predict_one(record)
@@ -107,6 +110,9 @@ class Routes:
     mode: str | None = None
     percent: float = 0.0
     validate: Callable[[Mapping[str, Any]], list[Any]] = lambda record: []
+    #: the feature types of each arm's log rows; a shadowed champion's rows also hold the
+    #: challenger's own features (the shadow scores copies read from them)
+    log_types: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -257,7 +263,14 @@ class Router:
             *([self.id_field] if self.id_field else []),
         ]
         validate = champion.bundle.contract.record_validator(champion.features, allowed)
-        return Routes(state.revision, champion, challenger, state.mode, state.percent, validate)
+        log_types: dict[str, Mapping[str, str]] = {"champion": champion.log_types}
+        if challenger is not None:
+            log_types["canary"] = log_types["challenger"] = challenger.log_types
+            if state.mode == "shadow":
+                log_types["champion"] = {**challenger.log_types, **champion.log_types}
+        return Routes(
+            state.revision, champion, challenger, state.mode, state.percent, validate, log_types
+        )
 
     def reload(self) -> Routes:
         """Re-read the state; swap in new routes when it changed (atomically).

@@ -17,8 +17,8 @@ log, which the server writes anyway.
   server's own arm loader, reads the champion's rows of each file, scores them together
   (``Arm.score_many``: the one-record path's values at a fraction of its cost per record; a
   row's latency is its share of the batch's time) and writes its answers (arm ``shadow``,
-  same ``request_id`` and entity, the prediction or the error; the features stay in the
-  champion's row of the request) to a prediction log of its own — same folder, its own
+  same ``request_id`` and entity, the prediction or the error, and the features it scored,
+  typed by its own contract) to a prediction log of its own — same folder, its own
   files, written every second (or every ``log_flush_seconds``, when longer). It reports
   tallies of records answered, failed and dropped, at most one per ``REPORT_EVERY``,
   counting a record after logging it; a receiver thread in the server hands them to the
@@ -226,8 +226,9 @@ def _child(
                     )
                 continue
             counts["other"] += rows - len(copies)
-            answers = _score_all(arm, failure, [orjson.loads(f) for _, _, f in copies])
-            for (request_id, entity, _), (output, latency, error) in zip(
+            answers = _score_all(arm, failure, [features for _, _, features in copies])
+            types = getattr(arm, "log_types", None)
+            for (request_id, entity, features), (output, latency, error) in zip(
                 copies, answers, strict=True
             ):
                 if log is not None:
@@ -238,7 +239,8 @@ def _child(
                             "entity_id": entity,
                             "model_version": version,
                             "arm": "shadow",
-                            "features": None,  # the champion's row of this request has them
+                            "features": features,  # typed as the challenger's contract says
+                            "types": types,
                             "prediction": output,
                             "latency_ms": None if latency is None else latency * 1e3,
                             "warnings": [],
@@ -253,23 +255,34 @@ def _child(
             log.close()
 
 
-def _copies(file: str) -> list[tuple[str, str | None, str]]:
-    """(request id, entity id, features as JSON) of each champion row of a log file."""
+def _copies(file: str) -> list[tuple[str, str | None, dict[str, Any]]]:
+    """(request id, entity id, features) of each champion row of a log file: the features
+    from its typed ``f.<name>`` columns."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
+
+    from shipyard.serving.log import PREFIX
 
     with open(file, "rb") as opened:  # whole, then parsed: a third less CPU than from a path
         data = pa.BufferReader(opened.read())
     with pq.ParquetFile(data) as parquet:  # not read_table: it would import pandas
-        table = parquet.read(
-            columns=["request_id", "entity_id", "arm", "features"], use_threads=False
+        names = [n for n in parquet.schema_arrow.names if n.startswith(PREFIX)]
+        table = parquet.read(columns=["request_id", "entity_id", "arm", *names], use_threads=False)
+    table = table.filter(pc.equal(table.column("arm"), "champion"))
+    features = [name.removeprefix(PREFIX) for name in names]
+    values = [table.column(name).to_pylist() for name in names]
+    records = [dict(zip(features, row, strict=True)) for row in zip(*values, strict=True)]
+    if not names:
+        records = [{} for _ in range(table.num_rows)]
+    return list(
+        zip(
+            table.column("request_id").to_pylist(),
+            table.column("entity_id").to_pylist(),
+            records,
+            strict=True,
         )
-    columns = [table.column(name).to_pylist() for name in table.column_names]
-    return [
-        (request_id, entity, features)
-        for request_id, entity, arm, features in zip(*columns, strict=True)
-        if arm == "champion"
-    ]
+    )
 
 
 def _idle_priority() -> None:
