@@ -256,7 +256,9 @@ class Router:
             *(challenger.features if challenger else []),
             *([self.id_field] if self.id_field else []),
         ]
-        validate = champion.bundle.contract.record_validator(champion.features, allowed)
+        validate = champion.bundle.contract.record_validator(
+            champion.features, allowed, max_chars=self.policy.max_string_chars
+        )
         return Routes(state.revision, champion, challenger, state.mode, state.percent, validate)
 
     def reload(self) -> Routes:
