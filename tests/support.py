@@ -216,16 +216,18 @@ def schemathesis_failures(schema, paths=None, max_examples: int = 25) -> list[st
 
 
 @contextmanager
-def uvicorn_app(app):
+def uvicorn_app(app, **options):
     """A FastAPI app on a real uvicorn server on 127.0.0.1, in a thread of this process;
-    yields an httpx client on it and its port, and stops the server after."""
+    yields an httpx client on it and its port, and stops the server after. ``options``:
+    more of ``uvicorn.Config``'s keywords (e.g. ``serving.connection.server_options``)."""
     import threading
 
     import httpx
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -694,7 +694,7 @@ def test_a_corrupted_record_keeps_the_last_routes_and_readiness_says_so(flights)
 
 def test_admin_token_rules_short_refused_guesses_rate_limited(flights, monkeypatch):
     from shipyard.errors import SpecError
-    from shipyard.serving.app import ADMIN_MAX_FAILURES, admin_token
+    from shipyard.serving.admin import ADMIN_MAX_FAILURES, admin_token
 
     monkeypatch.setenv("SHIPYARD_ADMIN_TOKEN", "short")
     with pytest.raises(SpecError, match="at least 16"):
@@ -718,23 +718,31 @@ def test_deep_nesting_and_huge_strings_are_a_short_4xx(flights):
     _reset(flights)
     record = flights["records"][0]
     deep = "[" * 1000 + "]" * 1000  # orjson accepts up to 1,024 levels
+    nested = "[[1]]"  # within max_depth: a field's value of the wrong type
     with in_process(flights) as (client, _):
         for field in ("origin", "distance", "hour"):
-            text = orjson_dumps_record(record, field, deep)
-            for path, body in (
-                ("/predict", text),
-                ("/invocations", b'{"dataframe_records": [' + text + b"]}"),
+            for raw, status, says in (
+                (deep, 400, "deeper than 32 levels"),
+                (nested, 422, "a JSON array of 1 item"),
             ):
-                answer = client.post(
-                    path, content=body, headers={"content-type": "application/json"}
-                )
-                assert answer.status_code == 422, (path, field, answer.text[:300])
-                assert "a JSON array of 1 item" in answer.text and len(answer.content) < 4000
+                text = orjson_dumps_record(record, field, raw)
+                for path, body in (
+                    ("/predict", text),
+                    ("/invocations", b'{"dataframe_records": [' + text + b"]}"),
+                ):
+                    answer = client.post(
+                        path, content=body, headers={"content-type": "application/json"}
+                    )
+                    assert answer.status_code == status, (path, field, answer.text[:300])
+                    assert says in answer.text and len(answer.content) < 4000
             # the keep-alive connection still serves
             assert client.post("/predict", json=record).status_code == 200
         huge = client.post("/predict", json={**record, "origin": "x" * 3_000_000})
-        assert huge.status_code == 200  # an unseen category, served and warned
-        assert len(huge.content) < 4000 and huge.json()["warnings"] == ["origin: unseen_category"]
+        assert huge.status_code == 422  # refused, naming the field; never answered or logged
+        assert len(huge.content) < 4000
+        assert [(d["field"], d["reason"]) for d in huge.json()["details"]] == [
+            ("origin", "too_long")
+        ]
 
 
 def orjson_dumps_record(record: dict, field: str, raw: str) -> bytes:

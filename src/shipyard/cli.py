@@ -820,6 +820,8 @@ def serve(
     os.environ["SHIPYARD_SPEC"] = str(Path(spec).resolve())
     import uvicorn
 
+    from shipyard.serving.connection import server_options
+
     err.print(
         f"serving '{loaded.project.name}' on http://{host}:{port} ({workers} worker(s)); "
         "Ctrl-C stops"
@@ -832,6 +834,7 @@ def serve(
         workers=workers,
         log_level="warning",
         access_log=False,
+        **server_options(loaded.serving),  # read timeouts, idle timeout, connection limit
     )
 
 

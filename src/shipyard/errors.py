@@ -105,13 +105,22 @@ class TrackingError(ShipyardError):
 
 class RequestRefused(ShipyardError):
     """A request the service refuses: its HTTP status, a stable ``kind`` (counted in
-    ``/metrics``) and, when fields are at fault, ``details`` naming each of them."""
+    ``/metrics``) and, when fields are at fault, ``details`` naming each of them (the
+    first ones: ``summary`` counts them all)."""
 
-    def __init__(self, status: int, message: str, kind: str, details: Any = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str,
+        details: Any = None,
+        summary: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.http_status = status
         self.kind = kind
         self.details = details
+        self.summary = summary  # more keys of the answer's body (e.g. counts)
 
     @property
     def message(self) -> str:

@@ -121,6 +121,19 @@ class ServingSection:
     max_prediction_shift: float = 0.5  # |mean difference| in champion standard deviations
     max_records: int = 1000  # per request
     max_body_mb: float = 4.0
+    # the cost of one request: how deep its JSON may nest, how long one field's text may be,
+    # how many problems a refusal names (the rest are counted) and how large an answer may be
+    max_depth: int = 32
+    max_string_chars: int = 10_000
+    max_problems: int = 20
+    max_response_mb: float = 8.0
+    # the server's connections (``shipyard serve``): how long a client may take to send a
+    # request's headers and its body, how long an idle keep-alive connection stays open, and
+    # how many connections are served at once (past it a request gets 503)
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    idle_timeout_seconds: float = 5.0
+    max_connections: int = 400
     poll_seconds: float = 2.0  # how often the deployment state is re-read
     shadow_queue: int = 1000  # logged rows waiting for the shadow; beyond, log files are dropped
     log_batch_rows: int = 1000
@@ -263,6 +276,14 @@ SECTIONS: dict[str, tuple[type, dict[str, Key]]] = {
             "max_prediction_shift": Key((int, float), _positive, type_name="a number"),
             "max_records": _POS_INT,
             "max_body_mb": Key((int, float), _positive, type_name="a number"),
+            "max_depth": _POS_INT,
+            "max_string_chars": _POS_INT,
+            "max_problems": _POS_INT,
+            "max_response_mb": Key((int, float), _positive, type_name="a number"),
+            "header_timeout_seconds": Key((int, float), _positive, type_name="a number"),
+            "body_timeout_seconds": Key((int, float), _positive, type_name="a number"),
+            "idle_timeout_seconds": Key((int, float), _positive, type_name="a number"),
+            "max_connections": _POS_INT,
             "poll_seconds": Key((int, float), _positive, type_name="a number"),
             "shadow_queue": _POS_INT,
             "log_batch_rows": _POS_INT,

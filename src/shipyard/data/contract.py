@@ -19,6 +19,7 @@ outside the training range, an unseen category, a null where training had none).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -49,6 +50,7 @@ FORMAT_VERSION = 1
 N_DRIFT_BINS = 10
 MAX_CATEGORIES = 1000
 N_EXAMPLES = 5
+MAX_NAMED_FIELDS = 30  # how many expected fields a message lists
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class Violation:
     """One way data breaks the contract, with how often and where."""
 
     column: str
-    check: str  # "presence", "type", "null", "range", "category"
+    check: str  # "presence", "type", "size", "null", "range", "category"
     reason: str  # stable code: missing_column, wrong_type, unexpected_null, ...
     severity: str  # "error" or "warning"
     message: str
@@ -398,34 +400,65 @@ class Contract:
     # --- validating one record ----------------------------------------------------------
 
     def record_validator(
-        self, columns: Sequence[str], allowed: Sequence[str] = ()
+        self, columns: Sequence[str], allowed: Sequence[str] = (), max_chars: int | None = None
     ) -> Callable[[Mapping[str, Any]], list[Violation]]:
         """A compiled check of one record that should hold ``columns`` (and may hold
-        ``allowed``): every violation, any other field an error. Built for serving."""
+        ``allowed``): every violation, any other field an error. Built for serving.
+
+        ``max_chars``: the longest text a field may hold (longer is an error, ``too_long``).
+        The fields that are no input are one violation (``unknown_field``) whose ``count``
+        says how many there are and whose message names the first few: the cost of a
+        record with thousands of them stays that of a set difference."""
         self._check_learned()
-        checks = [self._compile(self.columns[c]) for c in columns if c in self.columns]
+        checks = [self._compile(self.columns[c], max_chars) for c in columns if c in self.columns]
         known = frozenset([*columns, *allowed])
-        expected = ", ".join(columns)
+        checked = {c for c in columns if c in self.columns}
+        extra = [c for c in dict.fromkeys([*columns, *allowed]) if c not in checked]
+        expected = ", ".join(columns[:MAX_NAMED_FIELDS]) + (
+            f" … ({len(columns):,} in all; GET /openapi.json lists them)"
+            if len(columns) > MAX_NAMED_FIELDS
+            else ""
+        )
 
         def validate(record: Mapping[str, Any]) -> list[Violation]:
             out = [v for check in checks if (v := check(record)) is not None]
-            for key in record:
-                if key not in known:
-                    out.append(
-                        Violation(
-                            str(key),
-                            "presence",
-                            "unknown_field",
-                            "error",
-                            f"field '{key}' is not an input of this model; expected fields: "
-                            f"{expected}",
-                        )
+            if max_chars is not None:
+                for name in extra:
+                    value = record.get(name)
+                    if type(value) is str and len(value) > max_chars:
+                        out.append(_too_long(name, value, max_chars))
+            n_unknown = len(record.keys() - known)  # a set difference, in C
+            if n_unknown:
+                names = [
+                    _field_name(k)
+                    for k in itertools.islice((k for k in record if k not in known), N_EXAMPLES)
+                ]
+                listed = ", ".join(f"'{n}'" for n in names)
+                what = (
+                    f"field {listed} is not an input"
+                    if n_unknown == 1
+                    else f"{n_unknown:,} fields ({listed}"
+                    + (", …" if n_unknown > len(names) else "")
+                    + ") are not inputs"
+                )
+                out.append(
+                    Violation(
+                        names[0],
+                        "presence",
+                        "unknown_field",
+                        "error",
+                        f"{what} of this model; expected fields: {expected}",
+                        count=n_unknown,
+                        examples=tuple(names),
                     )
+                )
             return out
 
         return validate
 
-    def _compile(self, col: ColumnContract) -> Callable[[Mapping[str, Any]], Violation | None]:
+    def _compile(
+        self, col: ColumnContract, max_chars: int | None = None
+    ) -> Callable[[Mapping[str, Any]], Violation | None]:
         name, lo, hi, cats = col.name, col.min, col.max, frozenset(col.categories)
         nullable, closed, numeric = col.nullable, col.closed_set, col.role == "numeric"
         boolean = col.role == "boolean"
@@ -443,6 +476,8 @@ class Contract:
                     )
                 return None
             value = record[name]
+            if max_chars is not None and type(value) is str and len(value) > max_chars:
+                return _too_long(name, value, max_chars)
             if _is_null(value):
                 if nullable:
                     return None
@@ -502,6 +537,25 @@ class Contract:
         if errors:
             lines = "\n".join(f"  - column '{v.column}': {v.message}" for v in errors)
             raise ContractViolation(f"data breaks the contract:\n{lines}", errors)
+
+
+def _field_name(key: Any) -> str:
+    """A client's field name as a message quotes it: whole when short, cut when not."""
+    text = str(key)
+    return (
+        text if len(text) <= BRIEF_CHARS else text[:BRIEF_CHARS] + f"… ({len(text):,} characters)"
+    )
+
+
+def _too_long(name: str, value: str, max_chars: int) -> Violation:
+    return Violation(
+        name,
+        "size",
+        "too_long",
+        "error",
+        f"field '{name}' holds {len(value):,} characters; the limit is {max_chars:,} "
+        "([serving] max_string_chars): send the value itself, not a document",
+    )
 
 
 def _violation(

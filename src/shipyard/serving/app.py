@@ -41,13 +41,19 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from shipyard.errors import RequestRefused, ShipyardError, SpecError
+from shipyard.errors import RequestRefused, ShipyardError
 from shipyard.serving import protocol, schema
+from shipyard.serving.admin import (
+    ADMIN_TOKEN_ENV,
+    ADMIN_WINDOW_SECONDS,
+    AdminGuard,
+    admin_token,
+)
+from shipyard.serving.connection import CONNECTIONS, TIMEOUT_SCOPE_KEY
+from shipyard.serving.limits import Limits
 from shipyard.serving.log import PredictionLog
 from shipyard.serving.metrics import Metrics
 from shipyard.serving.router import Answer, Router
-
-ADMIN_TOKEN_ENV = "SHIPYARD_ADMIN_TOKEN"
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -65,9 +71,9 @@ class Service:
         self.model = model
         self.id_field = id_field
         self.metrics = router.metrics
-        policy = router.policy
-        self.max_records = policy.max_records
-        self.max_bytes = int(policy.max_body_mb * 1024 * 1024)
+        self.limits = Limits.of(router.policy)
+        self.max_records = self.limits.max_records
+        self.max_bytes = self.limits.max_bytes
 
     def flush(self) -> None:
         """Write every answer logged so far, the shadow's too (blocking)."""
@@ -113,9 +119,13 @@ class Service:
                         "too_large",
                     )
                 chunks.append(chunk)
-        except (
-            ClientDisconnect
-        ):  # the client left mid-body: counted (as kind "disconnect"), not a traceback
+        except ClientDisconnect:  # counted (kind "disconnect" or "body_timeout"), not a traceback
+            if request.scope.get(TIMEOUT_SCOPE_KEY) == "body":  # the server closed it
+                raise RequestRefused(
+                    408,
+                    "the body did not arrive in time ([serving] body_timeout_seconds)",
+                    "body_timeout",
+                ) from None
             raise RequestRefused(
                 400, "the client disconnected before sending the whole body", "disconnect"
             ) from None
@@ -129,19 +139,25 @@ class Service:
         """The parsed JSON body, refused when it is not JSON, too large or empty
         (``untyped``: see :meth:`raw`)."""
         _, raw = await self.raw(request, ("application/json",), untyped=untyped)
-        return protocol.parse_json(raw)
+        return self.parse_json(raw)
+
+    def parse_json(self, raw: bytes) -> Any:
+        """A JSON body, refused when malformed or nested past ``max_depth``."""
+        body = protocol.parse_json(raw)
+        self.limits.check_depth(body)
+        return body
+
+    def reply(self, data: Any) -> Response:
+        """An answer (200), refused when larger than ``max_response_mb``."""
+        body = self.limits.check_response(orjson.dumps(data))
+        return Response(body, media_type="application/json")
 
     def records(self, records: Any) -> list[dict[str, Any]]:
         if not isinstance(records, list) or not records:
             raise RequestRefused(
                 400, "expected one record (a JSON object) or a non-empty list of them", "shape"
             )
-        if len(records) > self.max_records:
-            raise RequestRefused(
-                413,
-                f"{len(records):,} records in one request; the limit is {self.max_records:,} ([serving] max_records)",
-                "too_many",
-            )
+        self.limits.check_records(len(records))
         for i, record in enumerate(records):
             if not isinstance(record, dict):
                 raise RequestRefused(
@@ -155,25 +171,40 @@ class Service:
         """Validate every record, answer them, log them; a contract error refuses them all."""
         started = time.perf_counter()
         routes = self.router.routes
-        problems, warnings = [], []
+        problems: list[dict[str, Any]] = []
+        warnings: list[list[str]] = []
+        n_problems = 0  # all of them; `problems` holds the first `max_problems`
+        room = self.limits.max_problems
         for i, record in enumerate(records):
             mine = []
             for v in routes.validate(record):
                 if v.severity == "error":
-                    problems.append(
-                        {"record": i, "field": v.column, "reason": v.reason, "message": v.message}
-                    )
+                    n_problems += v.count
+                    if len(problems) < room:
+                        problem = {
+                            "record": i,
+                            "field": v.column,
+                            "reason": v.reason,
+                            "message": v.message,
+                        }
+                        if v.count > 1:
+                            problem["count"] = v.count
+                        problems.append(problem)
                 else:
                     mine.append(f"{v.column}: {v.reason}")
                     self.metrics.count("shipyard_warnings_total", field=v.column, reason=v.reason)
             warnings.append(mine)
         if problems:
-            fields = sorted({p["field"] for p in problems})
+            fields = ", ".join(sorted({p["field"] for p in problems}))
+            more = n_problems - sum(p.get("count", 1) for p in problems)
             raise RequestRefused(
                 422,
-                f"{len(problems)} field problem(s) in {', '.join(fields)}: {problems[0]['message']}",
+                f"{n_problems:,} field problem(s) in {fields}"
+                + (f" ({more:,} more not shown; [serving] max_problems)" if more else "")
+                + f": {problems[0]['message']}",
                 "contract",
                 problems,
+                summary={"problems": n_problems, "not_shown": more},
             )
         request_id = uuid.uuid4().hex
         entities = [self._entity(r, request_id) for r in records]
@@ -237,48 +268,6 @@ class Service:
         return request_id
 
 
-ADMIN_TOKEN_MIN_LENGTH = 16
-ADMIN_MAX_FAILURES = 5  # failed admin attempts per client and window before 429
-ADMIN_WINDOW_SECONDS = 60.0
-
-
-def admin_token() -> str | None:
-    """The admin token from the environment (None: admin routes off); refused when short."""
-    token = os.environ.get(ADMIN_TOKEN_ENV) or None
-    if token is not None and len(token) < ADMIN_TOKEN_MIN_LENGTH:
-        raise SpecError(
-            f"{ADMIN_TOKEN_ENV} is {len(token)} characters; an admin token needs at least "
-            f"{ADMIN_TOKEN_MIN_LENGTH} (e.g. `export {ADMIN_TOKEN_ENV}=$(openssl rand -hex 24)`), "
-            "or unset it to turn the admin routes off."
-        )
-    return token
-
-
-class AdminGuard:
-    """Failed admin attempts per client: after ``ADMIN_MAX_FAILURES`` within
-    ``ADMIN_WINDOW_SECONDS`` the client is refused (429) until the window passes."""
-
-    def __init__(self) -> None:
-        self._failures: dict[str, list[float]] = {}
-
-    def _recent(self, client: str) -> list[float]:
-        now = time.monotonic()
-        kept = [t for t in self._failures.get(client, []) if now - t < ADMIN_WINDOW_SECONDS]
-        if kept:
-            self._failures[client] = kept
-        else:
-            self._failures.pop(client, None)
-        return kept
-
-    def blocked(self, client: str) -> bool:
-        return len(self._recent(client)) >= ADMIN_MAX_FAILURES
-
-    def failed(self, client: str) -> None:
-        if len(self._failures) > 10_000:  # bounded: forget the oldest clients first
-            self._failures.pop(next(iter(self._failures)))
-        self._failures.setdefault(client, []).append(time.monotonic())
-
-
 def create_app(service: Service) -> FastAPI:
     """The FastAPI application over a :class:`Service`."""
     routes = service.router.routes
@@ -311,6 +300,7 @@ def create_app(service: Service) -> FastAPI:
         details = getattr(exc, "details", None)
         if details is not None:
             body["details"] = details
+        body.update(getattr(exc, "summary", None) or {})
         return _json(body, exc.http_status)
 
     @app.exception_handler(StarletteHTTPException)
@@ -368,8 +358,8 @@ def create_app(service: Service) -> FastAPI:
             for a, w in zip(answers, warnings, strict=True)
         ]
         if single:
-            return _json({"request_id": request_id, **items[0]})
-        return _json({"request_id": request_id, "predictions": items})
+            return service.reply({"request_id": request_id, **items[0]})
+        return service.reply({"request_id": request_id, "predictions": items})
 
     @app.post(
         "/invocations",
@@ -379,15 +369,15 @@ def create_app(service: Service) -> FastAPI:
     async def invocations(request: Request) -> Response:
         kind, raw = await service.raw(request, ("application/json", "text/csv"))
         records = (
-            protocol.csv_records(raw)
+            protocol.csv_records(raw, service.limits)
             if kind == "text/csv"
-            else protocol.mlflow_records(protocol.parse_json(raw))
+            else protocol.mlflow_records(service.parse_json(raw), service.limits)
         )
         _, answers, _ = service.score(service.records(records), "invocations")
         predictions = [
             a.output if a.classes is None else protocol.named(a.output, a.classes) for a in answers
         ]
-        return _json({"predictions": predictions})
+        return service.reply({"predictions": predictions})
 
     @app.get("/health", response_class=Response, openapi_extra=schema.plain_openapi())
     async def health() -> Response:
@@ -412,7 +402,8 @@ def create_app(service: Service) -> FastAPI:
         if service.log is not None:
             service.metrics.gauges["shipyard_log_dropped_total"] = service.log.dropped
         service.metrics.gauges["shipyard_shadow_pending"] = service.router.shadow_pending()
-        return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
+        text = service.metrics.render() + CONNECTIONS.render()
+        return Response(text, media_type="text/plain; version=0.0.4")
 
     @app.get("/v2/health/live", response_class=Response, openapi_extra=schema.plain_openapi())
     async def live() -> Response:
@@ -472,11 +463,11 @@ def create_app(service: Service) -> FastAPI:
                 "datatype",
             )
         body = await service.body(request, untyped=True)
-        records, request_id = protocol.oip_records(body)
+        records, request_id = protocol.oip_records(body, service.limits)
         _, answers, warnings = service.score(
             service.records(records), "infer", None if arm == "routed" else arm
         )
-        return _json(
+        return service.reply(
             {
                 "model_name": name,
                 "model_version": str(answers[0].version),

@@ -16,6 +16,7 @@ the bundles have loaded it).
 
 from __future__ import annotations
 
+import itertools
 import math
 import uuid
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import orjson
 
 from shipyard.errors import RequestRefused
+from shipyard.serving.limits import Limits
 from shipyard.serving.router import Answer
 
 _NUMBER_TYPES = {
@@ -71,29 +73,38 @@ def named(output: Any, classes: list[str] | None) -> dict[str, Any]:
     }
 
 
-def mlflow_records(body: Any) -> list[dict[str, Any]]:
+def _brief(value: Any) -> str:
+    from shipyard.data.values import brief  # the refusal path only: it lives beside pandas
+
+    return brief(value)
+
+
+def mlflow_records(body: Any, limits: Limits | None = None) -> list[dict[str, Any]]:
+    """The records of MLflow's JSON scoring protocol; ``limits``: records counted before
+    any is built."""
     if not isinstance(body, dict):
         raise RequestRefused(
             400, "expected {'dataframe_split': {...}} or {'dataframe_records': [...]}", "shape"
         )
-    unknown = sorted(str(k) for k in body if k not in ("dataframe_split", "dataframe_records"))
+    unknown = [_brief(k) for k in body if k not in ("dataframe_split", "dataframe_records")]
     if unknown or len(body) != 1:
         raise RequestRefused(
             400,
             "send exactly one of 'dataframe_split' or 'dataframe_records'"
-            + (f"; unknown field(s): {', '.join(unknown[:10])}" if unknown else ""),
+            + (f"; unknown field(s): {', '.join(sorted(unknown[:10]))}" if unknown else ""),
             "shape",
         )
     if "dataframe_records" in body:
-        return body["dataframe_records"]
+        return body["dataframe_records"]  # counted by the service before it is read
     split = body.get("dataframe_split")
     if isinstance(split, dict):
         columns, data = split.get("columns"), split.get("data")
-        extra = sorted(str(k) for k in split if k not in ("columns", "data", "index"))
+        extra = [_brief(k) for k in split if k not in ("columns", "data", "index")]
         if extra:
             raise RequestRefused(
                 400,
-                f"dataframe_split takes 'columns', 'data' and 'index'; unknown: {', '.join(extra[:10])}",
+                "dataframe_split takes 'columns', 'data' and 'index'; unknown: "
+                + ", ".join(sorted(extra[:10])),
                 "shape",
             )
         if (
@@ -106,6 +117,8 @@ def mlflow_records(body: Any) -> list[dict[str, Any]]:
                 "dataframe_split needs 'columns' (a list of names) and 'data' (a list of rows)",
                 "shape",
             )
+        if limits is not None:
+            limits.check_records(len(data))
         rows = []
         for i, row in enumerate(data):
             if not isinstance(row, list) or len(row) != len(columns):
@@ -119,7 +132,7 @@ def mlflow_records(body: Any) -> list[dict[str, Any]]:
     )
 
 
-def csv_records(raw: bytes) -> list[dict[str, Any]]:
+def csv_records(raw: bytes, limits: Limits | None = None) -> list[dict[str, Any]]:
     """``text/csv`` (MLflow's scoring protocol): a header row naming the fields, then one
     row per record. Every value is text, typed by the contract's record check as a CSV file
     is in batch (:mod:`shipyard.data.values`); a cell batch's reader reads as null
@@ -133,11 +146,15 @@ def csv_records(raw: bytes) -> list[dict[str, Any]]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise RequestRefused(400, f"the CSV body is not UTF-8 text ({exc})", "malformed") from None
+    most = None if limits is None else limits.max_records + 2  # a header, one row too many
     try:
-        rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        # blank lines (a trailing newline) hold no record
+        rows = list(itertools.islice((row for row in reader if row), most))
     except csv.Error as exc:
         raise RequestRefused(400, f"the CSV body cannot be read ({exc})", "malformed") from None
-    rows = [row for row in rows if row]  # blank lines (a trailing newline) hold no record
+    if limits is not None and len(rows) > limits.max_records + 1:
+        limits.check_records(len(rows) - 1)  # at least this many: refused
     header = rows[0] if rows else []
     if not header or any(not name for name in header) or len(set(header)) != len(header):
         raise RequestRefused(
@@ -186,14 +203,24 @@ def oip_outputs(answers: list[Answer], classes: list[str] | None) -> list[dict[s
     ]
 
 
-def oip_records(body: Any) -> tuple[list[dict[str, Any]], str]:
-    """One record per row of the OIP tensors (one input per column)."""
+def oip_records(body: Any, limits: Limits | None = None) -> tuple[list[dict[str, Any]], str]:
+    """One record per row of the OIP tensors (one input per column); ``limits``: rows
+    counted before any record is built, names and the request id no longer than a field's
+    text may be."""
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
         raise RequestRefused(
             400, "an inference request needs 'inputs': a non-empty list of tensors", "shape"
         )
     given = body.get("id")
     request_id: str = given if isinstance(given, str) else uuid.uuid4().hex
+    most = None if limits is None else limits.max_chars
+    if most is not None and len(request_id) > most:
+        raise RequestRefused(
+            422,
+            f"the request 'id' holds {len(request_id):,} characters; the limit is {most:,} "
+            "([serving] max_string_chars)",
+            "too_long",
+        )
     columns: dict[str, list[Any]] = {}
     rows = None
     for i, tensor in enumerate(body["inputs"]):
@@ -204,44 +231,55 @@ def oip_records(body: Any) -> tuple[list[dict[str, Any]], str]:
         name, shape, datatype, data = (tensor.get(k) for k in ("name", "shape", "datatype", "data"))
         if not isinstance(name, str) or not name:
             raise RequestRefused(400, f"input {i} needs a 'name' (the column)", "shape")
+        if most is not None and len(name) > most:
+            raise RequestRefused(
+                422,
+                f"input {i}'s name holds {len(name):,} characters; the limit is {most:,} "
+                "([serving] max_string_chars)",
+                "too_long",
+            )
+        label = name if len(name) <= 60 else name[:60] + "…"  # as messages quote it
         if (
             not isinstance(shape, list)
             or not shape
             or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
         ):
             raise RequestRefused(
-                400, f"input '{name}': 'shape' must be a list of non-negative integers", "shape"
+                400, f"input '{label}': 'shape' must be a list of non-negative integers", "shape"
             )
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            given = shape if len(shape) <= 8 else _brief(shape)
             raise RequestRefused(
                 400,
-                f"input '{name}': shape must be [n] or [n, 1] (one value per row); got {shape}",
+                f"input '{label}': shape must be [n] or [n, 1] (one value per row); got {given}",
                 "shape",
             )
         if datatype not in _NUMBER_TYPES | {"BYTES", "BOOL"}:
             raise RequestRefused(
-                400, f"input '{name}': unsupported datatype {datatype!r}", "datatype"
+                400, f"input '{label}': unsupported datatype {_brief(datatype)}", "datatype"
             )
         flat = _flatten(data)
         if flat is None or len(flat) != math.prod(shape):
             raise RequestRefused(
                 400,
-                f"input '{name}': 'data' must hold {math.prod(shape)} values for shape {shape}",
+                f"input '{label}': 'data' must hold {math.prod(shape)} values for shape {shape}",
                 "shape",
             )
         for value in flat:
             if not _fits(value, datatype):
                 raise RequestRefused(
-                    400, f"input '{name}': {value!r} is not a {datatype} value", "datatype"
+                    400, f"input '{label}': {_brief(value)} is not a {datatype} value", "datatype"
                 )
         if rows is not None and shape[0] != rows:
             raise RequestRefused(
-                400, f"input '{name}' has {shape[0]} rows; the others have {rows}", "shape"
+                400, f"input '{label}' has {shape[0]} rows; the others have {rows}", "shape"
             )
         rows = shape[0]
         if name in columns:
-            raise RequestRefused(400, f"input '{name}' is given twice", "shape")
+            raise RequestRefused(400, f"input '{label}' is given twice", "shape")
         columns[name] = flat
+    if limits is not None:
+        limits.check_records(rows or 0)
     return [
         {name: values[i] for name, values in columns.items()} for i in range(rows or 0)
     ], request_id

@@ -262,7 +262,9 @@ class Router:
             *(challenger.features if challenger else []),
             *([self.id_field] if self.id_field else []),
         ]
-        validate = champion.bundle.contract.record_validator(champion.features, allowed)
+        validate = champion.bundle.contract.record_validator(
+            champion.features, allowed, max_chars=self.policy.max_string_chars
+        )
         log_types: dict[str, Mapping[str, str]] = {"champion": champion.log_types}
         if challenger is not None:
             log_types["canary"] = log_types["challenger"] = challenger.log_types

@@ -1,0 +1,101 @@
+"""What one request may cost the service, from the spec's ``[serving]`` settings.
+
+A request is refused with a 4xx as soon as it breaks a limit, and the work spent on it is
+bounded by the limits rather than by what the client sent:
+
+- the body's size (``max_body_mb``): from ``Content-Length`` before any of it is read, or
+  as soon as the bytes read pass it;
+- the records in one request (``max_records``): counted before any record is built;
+- how deeply its JSON nests (``max_depth``): a walk that visits only objects and arrays and
+  stops at the first one past the limit;
+- one field's text (``max_string_chars``): checked by the contract's record check;
+- the problems a 422 names (``max_problems``): the first ones, the rest counted;
+- the answer's size (``max_response_mb``).
+
+The connection limits (timeouts, concurrent connections) are the server's:
+:mod:`shipyard.serving.connection`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from shipyard.errors import RequestRefused
+from shipyard.spec import ServingSection
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The per-request limits, in the units the code checks (bytes, characters)."""
+
+    max_records: int
+    max_bytes: int
+    max_depth: int
+    max_chars: int
+    max_problems: int
+    max_response_bytes: int
+
+    @classmethod
+    def of(cls, policy: ServingSection) -> Limits:
+        return cls(
+            max_records=policy.max_records,
+            max_bytes=int(policy.max_body_mb * MB),
+            max_depth=policy.max_depth,
+            max_chars=policy.max_string_chars,
+            max_problems=policy.max_problems,
+            max_response_bytes=int(policy.max_response_mb * MB),
+        )
+
+    def check_records(self, n: int) -> None:
+        """Refuse (413) a request of more than ``max_records`` records."""
+        if n > self.max_records:
+            raise RequestRefused(
+                413,
+                f"{n:,} records in one request; the limit is {self.max_records:,} "
+                "([serving] max_records): send them in smaller batches",
+                "too_many",
+            )
+
+    def check_depth(self, value: Any) -> None:
+        """Refuse (400) JSON nested deeper than ``max_depth`` levels (the body is level 1),
+        naming where. Only objects and arrays are visited; the walk stops at the first
+        container past the limit.
+
+        >>> Limits(1, 1, 3, 1, 1, 1).check_depth({"a": [[1]]})
+        >>> Limits(1, 1, 3, 1, 1, 1).check_depth({"a": [[[1]]]})
+        Traceback (most recent call last):
+        ...
+        shipyard.errors.RequestRefused: the JSON body nests deeper than 3 levels (at /a/0/0); a record's fields are single values ([serving] max_depth)
+        """
+        if not isinstance(value, dict | list):
+            return
+        stack: list[tuple[Any, int, tuple[Any, ...]]] = [(value, 1, ())]
+        while stack:
+            container, depth, path = stack.pop()
+            items = container.items() if isinstance(container, dict) else enumerate(container)
+            for key, child in items:
+                if isinstance(child, dict | list):
+                    if depth + 1 > self.max_depth:
+                        where = "/".join(str(p)[:40] for p in (*path, key)[:8])
+                        raise RequestRefused(
+                            400,
+                            f"the JSON body nests deeper than {self.max_depth} levels "
+                            f"(at /{where}{'/…' if len(path) >= 8 else ''}); "
+                            "a record's fields are single values ([serving] max_depth)",
+                            "too_deep",
+                        )
+                    stack.append((child, depth + 1, (*path, key)))
+
+    def check_response(self, body: bytes) -> bytes:
+        """The answer's bytes, refused (413) when larger than ``max_response_bytes``."""
+        if len(body) > self.max_response_bytes:
+            raise RequestRefused(
+                413,
+                f"the answer would be {len(body):,} bytes; the limit is "
+                f"{self.max_response_bytes:,} ([serving] max_response_mb): send fewer records",
+                "response_too_large",
+            )
+        return body
