@@ -105,6 +105,7 @@ class DriftResult:
     unseen_exact: bool | None = None
     mean_reference: float | None = None
     mean_current: float | None = None
+    method: str = ""  # the statistics, their bins and the sketch's error, in words
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -292,6 +293,11 @@ def _compare_numbers(
     level, effect = _level(
         significant, {"psi": (value, policy.psi), "wasserstein": (w_lo, policy.wasserstein)}
     )
+    method = (
+        f"PSI on {n_coarse} train-split quantile bins; KS over {len(ref.edges):,} fine edges, "
+        f"D in [{ks_lo:.4g}, {ks_hi:.4g}]; Wasserstein-1 / reference {ref.scale_name} "
+        f"in [{w_lo:.4g}, {w_hi:.4g}]"
+    )
     return DriftResult(
         **common,
         psi=value,
@@ -309,6 +315,7 @@ def _compare_numbers(
         scale_name=ref.scale_name,
         mean_reference=base.mean,
         mean_current=cur.mean,
+        method=method,
     )
 
 
@@ -339,4 +346,8 @@ def _compare_categories(
         dof=dof,
         unseen_rate=cur.other / cur.n,
         unseen_exact=ref.closed,
+        method=(
+            f"PSI, Jensen-Shannon and chi-square on {len(ref.categories)} categories + other "
+            "(exact counts)"
+        ),
     )
