@@ -2,10 +2,13 @@
 champion, routes a share of traffic to a canary, mirrors requests to a shadow, and records
 every answer in the prediction log (``log``), off the request path.
 
-Modules: ``app`` (routes and the service), ``protocol`` (the wire formats: MLflow's, the
-Open Inference Protocol's, the answer of one record), ``router`` (champion, shadow, canary,
-guardrails), ``shadow`` (the challenger's own process), ``schema`` (OpenAPI pieces from the
-contract), ``metrics`` (Prometheus text), ``log``. Importing the package loads nothing heavy: the names
+Modules: ``app`` (the routes), ``service`` (what the routes share: limits, checks,
+answers), ``limits`` (what one request may cost), ``connection`` (the read timeouts and
+connection limit of ``shipyard serve``), ``admin`` (the admin token's guard), ``protocol``
+(the wire formats: MLflow's, the Open Inference Protocol's, the answer of one record),
+``router`` (champion, shadow, canary, guardrails), ``shadow`` (the challenger's own
+process), ``schema`` (OpenAPI pieces from the contract), ``metrics`` (Prometheus text),
+``log``. Importing the package loads nothing heavy: the names
 below are imported from their module on first use.
 """
 
@@ -13,7 +16,7 @@ _LAZY = {
     "Metrics": "shipyard.serving.metrics",
     "PredictionLog": "shipyard.serving.log",
     "Router": "shipyard.serving.router",
-    "Service": "shipyard.serving.app",
+    "Service": "shipyard.serving.service",
     "Shadow": "shipyard.serving.shadow",
     "build": "shipyard.serving.app",
     "create_app": "shipyard.serving.app",

@@ -6,8 +6,9 @@ bounded by the limits rather than by what the client sent:
 - the body's size (``max_body_mb``): from ``Content-Length`` before any of it is read, or
   as soon as the bytes read pass it;
 - the records in one request (``max_records``): counted before any record is built;
-- how deeply its JSON nests (``max_depth``): a walk that visits only objects and arrays and
-  stops at the first one past the limit;
+- how deeply its JSON nests (``max_depth``): a walk that descends only into objects and
+  arrays (a container of scalars is passed over in C) and stops at the first one past the
+  limit;
 - one field's text (``max_string_chars``): checked by the contract's record check;
 - the problems a 422 names (``max_problems``): the first ones, the rest counted;
 - the answer's size (``max_response_mb``).
@@ -25,6 +26,7 @@ from shipyard.errors import RequestRefused
 from shipyard.spec import ServingSection
 
 MB = 1024 * 1024
+_CONTAINERS = frozenset((dict, list))  # what orjson makes of JSON objects and arrays
 
 
 @dataclass(frozen=True)
@@ -70,14 +72,17 @@ class Limits:
         ...
         shipyard.errors.RequestRefused: the JSON body nests deeper than 3 levels (at /a/0/0); a record's fields are single values ([serving] max_depth)
         """
-        if not isinstance(value, dict | list):
+        if type(value) not in _CONTAINERS:
             return
         stack: list[tuple[Any, int, tuple[Any, ...]]] = [(value, 1, ())]
         while stack:
             container, depth, path = stack.pop()
-            items = container.items() if isinstance(container, dict) else enumerate(container)
+            values = container.values() if type(container) is dict else container
+            if not _CONTAINERS.intersection(map(type, values)):  # the common case, in C
+                continue
+            items = container.items() if type(container) is dict else enumerate(container)
             for key, child in items:
-                if isinstance(child, dict | list):
+                if type(child) in _CONTAINERS:
                     if depth + 1 > self.max_depth:
                         where = "/".join(str(p)[:40] for p in (*path, key)[:8])
                         raise RequestRefused(

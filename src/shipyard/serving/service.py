@@ -1,0 +1,261 @@
+"""What the service's routes share (:class:`Service`): the router, the prediction log, the
+metrics and the per-request limits; reading a body within them, checking records against
+the champion's contract, answering and logging them.
+
+A body's CPU work (parse, nesting, records, the contract's check) runs on the event loop
+when the body is small, and in a worker thread, one at a time, when it is large
+(:data:`OFFLOAD_BYTES`), so that ``/health`` and small requests keep being answered while a
+client sends 4 MB bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from shipyard.errors import RequestRefused
+from shipyard.serving import protocol
+from shipyard.serving.connection import TIMEOUT_SCOPE_KEY
+from shipyard.serving.limits import Limits
+from shipyard.serving.log import PredictionLog
+from shipyard.serving.router import Answer, Router, Routes
+
+T = TypeVar("T")
+#: Bodies from this size on are parsed and checked in a worker thread (one at a time), not on
+#: the event loop: below it the thread's hand-off costs more than it saves.
+OFFLOAD_BYTES = 256 * 1024
+
+
+class Service:
+    """What the routes share: the router, the log, the metrics and the limits."""
+
+    def __init__(
+        self, router: Router, log: PredictionLog | None, model: str, id_field: str | None
+    ) -> None:
+        self.router = router
+        self.log = log
+        self.model = model
+        self.id_field = id_field
+        self.metrics = router.metrics
+        self.limits = Limits.of(router.policy)
+        self._heavy = asyncio.Semaphore(1)  # large bodies are parsed one at a time
+        self.max_records = self.limits.max_records
+        self.max_bytes = self.limits.max_bytes
+
+    def flush(self) -> None:
+        """Write every answer logged so far, the shadow's too (blocking)."""
+        if self.log is not None:
+            self.log.flush()  # first: the shadow's copies come from this log
+        self.router.flush_shadow()
+
+    def close(self) -> None:
+        """Flush the log, then stop the router's threads and its shadow (the app's
+        shutdown): the shadow still answers the log's last rows."""
+        if self.log is not None:
+            self.log.close()
+        self.router.close()
+
+    async def raw(
+        self, request: Request, kinds: tuple[str, ...], *, untyped: bool = False
+    ) -> tuple[str, bytes]:
+        """The body's media type (one of ``kinds``) and bytes, refused when of another type,
+        too large or empty.
+
+        ``untyped``: a body without a content type is read as ``kinds[0]`` (the Open
+        Inference Protocol's clients send none)."""
+        given = request.headers.get("content-type", "")
+        kind = given.split(";")[0].strip().lower() or (kinds[0] if untyped else "")
+        if kind not in kinds:
+            wanted = " or ".join(f"'Content-Type: {k}'" for k in kinds)
+            raise RequestRefused(415, f"send {wanted} (got {given or 'none'!r})", "content_type")
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            raise RequestRefused(
+                413,
+                f"the body is {int(length):,} bytes; the limit is {self.max_bytes:,} ([serving] max_body_mb)",
+                "too_large",
+            )
+        chunks, size = [], 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise RequestRefused(
+                        413,
+                        f"the body is over the limit of {self.max_bytes:,} bytes ([serving] max_body_mb)",
+                        "too_large",
+                    )
+                chunks.append(chunk)
+        except ClientDisconnect:  # counted (kind "disconnect" or "body_timeout"), not a traceback
+            if request.scope.get(TIMEOUT_SCOPE_KEY) == "body":  # the server closed it
+                raise RequestRefused(
+                    408,
+                    "the body did not arrive in time ([serving] body_timeout_seconds)",
+                    "body_timeout",
+                ) from None
+            raise RequestRefused(
+                400, "the client disconnected before sending the whole body", "disconnect"
+            ) from None
+        raw = b"".join(chunks)
+        if not raw.strip():
+            what = "a JSON document" if kind == "application/json" else "a header row and rows"
+            raise RequestRefused(400, f"the body is empty; send {what}", "empty")
+        return kind, raw
+
+    def parse_json(self, raw: bytes) -> Any:
+        """A JSON body, refused when malformed or nested past ``max_depth``."""
+        body = protocol.parse_json(raw)
+        self.limits.check_depth(body)
+        return body
+
+    def reply(self, data: Any) -> Response:
+        """An answer (200), refused when larger than ``max_response_mb``."""
+        body = self.limits.check_response(orjson.dumps(data))
+        return Response(body, media_type="application/json")
+
+    def records(self, records: Any) -> list[dict[str, Any]]:
+        if not isinstance(records, list) or not records:
+            raise RequestRefused(
+                400, "expected one record (a JSON object) or a non-empty list of them", "shape"
+            )
+        self.limits.check_records(len(records))
+        for i, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise RequestRefused(
+                    400, f"record {i} is {type(record).__name__}, not a JSON object", "shape"
+                )
+        return records
+
+    async def offload(self, size: int, work: Callable[[], T]) -> T:
+        """CPU work on a body of ``size`` bytes (parse, check): inline when small; a large
+        body's in a worker thread, one at a time, so that the event loop keeps answering
+        meanwhile (a 4 MB body takes about 0.1 s to parse and check)."""
+        if size < OFFLOAD_BYTES:
+            return work()
+        async with self._heavy:
+            return await run_in_threadpool(work)
+
+    def check(self, records: list[dict[str, Any]], routes: Routes) -> list[list[str]]:
+        """Every record's warnings; any error refuses them all (422, the first
+        ``max_problems`` named, all counted)."""
+        problems: list[dict[str, Any]] = []
+        warnings: list[list[str]] = []
+        n_problems = 0  # all of them; `problems` holds the first `max_problems`
+        room = self.limits.max_problems
+        for i, record in enumerate(records):
+            mine = []
+            for v in routes.validate(record):
+                if v.severity == "error":
+                    n_problems += v.count
+                    if len(problems) < room:
+                        problem = {
+                            "record": i,
+                            "field": v.column,
+                            "reason": v.reason,
+                            "message": v.message,
+                        }
+                        if v.count > 1:
+                            problem["count"] = v.count
+                        problems.append(problem)
+                else:
+                    mine.append(f"{v.column}: {v.reason}")
+                    self.metrics.count("shipyard_warnings_total", field=v.column, reason=v.reason)
+            warnings.append(mine)
+        if problems:
+            fields = ", ".join(sorted({p["field"] for p in problems}))
+            more = n_problems - sum(p.get("count", 1) for p in problems)
+            raise RequestRefused(
+                422,
+                f"{n_problems:,} field problem(s) in {fields}"
+                + (f" ({more:,} more not shown; [serving] max_problems)" if more else "")
+                + f": {problems[0]['message']}",
+                "contract",
+                problems,
+                summary={"problems": n_problems, "not_shown": more},
+            )
+        return warnings
+
+    def score(
+        self,
+        records: list[dict[str, Any]],
+        endpoint: str,
+        arm: str | None = None,
+        *,
+        routes: Routes | None = None,
+        warnings: list[list[str]] | None = None,
+    ) -> tuple[str, list[Answer], list[list[str]]]:
+        """Validate every record (unless ``warnings`` says it was done, on ``routes``),
+        answer them, log them; a contract error refuses them all."""
+        started = time.perf_counter()
+        routes = routes or self.router.routes
+        if warnings is None:
+            warnings = self.check(records, routes)
+        request_id = uuid.uuid4().hex
+        entities = [self._entity(r, request_id) for r in records]
+        if arm is None:
+            answers = [
+                self.router.answer(routes, r, e) for r, e in zip(records, entities, strict=True)
+            ]
+        else:  # a version asked for by number (OIP /versions/{v}): no routing
+            target = routes.champion if arm == "champion" else routes.challenger
+            if target is None:  # the challenger left between routing and answering
+                raise RequestRefused(404, f"no {arm} is deployed now", "version")
+            answers = []
+            for r in records:
+                start = time.perf_counter()
+                out = target.score(r)
+                answers.append(
+                    Answer(out, arm, target.version, time.perf_counter() - start, target.classes)
+                )
+        elapsed = time.perf_counter() - started
+        now = time.time()
+        log_types = routes.log_types
+        for record, entity, answer, warned in zip(
+            records, entities, answers, warnings, strict=True
+        ):
+            self.metrics.count(
+                "shipyard_requests_total",
+                endpoint=endpoint,
+                arm=answer.arm,
+                version=str(answer.version),
+            )
+            if self.log is not None:
+                self.log.append(
+                    {
+                        "request_id": request_id,
+                        "time": now,
+                        "entity_id": entity if entity != request_id else None,
+                        "model_version": answer.version,
+                        "arm": answer.arm,
+                        "features": record,
+                        "types": log_types.get(answer.arm),
+                        "prediction": answer.output,
+                        "latency_ms": answer.latency * 1e3,
+                        "warnings": warned,
+                        "error": None,
+                    }
+                )
+        self.metrics.observe(
+            "shipyard_latency_seconds",
+            elapsed,
+            endpoint=endpoint,
+            arm=answers[0].arm,
+            version=str(answers[0].version),
+        )
+        return request_id, answers, warnings
+
+    def _entity(self, record: Mapping[str, Any], request_id: str) -> str:
+        if self.id_field is not None:
+            value = record.get(self.id_field)
+            if value is not None:
+                return str(value)
+        return request_id
