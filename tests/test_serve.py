@@ -585,9 +585,15 @@ def test_the_log_holds_every_answer_with_its_shadow(flights):
         for name in bundle.features
         if kinds[name] in ("number", "string")
     }
-    assert len(expected) == len(bundle.features) > 3
+    assert len(expected) > 3
+    # the time column's calendar features come from a datetime field, logged as a timestamp
+    moments = [n for n in bundle.features if kinds[n] == "datetime"]
+    assert len(expected) + len(moments) == len(bundle.features)
     for arm in ["champion", "shadow"]:
         assert {k: by_arm[arm][k] for k in expected} == expected, arm
+        for name in moments:
+            logged = by_arm[arm][f"f.{name}"]
+            assert logged.tzinfo is not None and logged.year == 2013, (arm, name, logged)
     assert "features" not in by_arm["champion"]
 
 

@@ -23,7 +23,7 @@ from shipyard.errors import (
     UsageError,
 )
 from shipyard.project import Project
-from shipyard.training import families_for
+from shipyard.training import families_for, git_state
 from support import churn_project, records_of, toml_text, with_surprises
 
 TRAIN_LOGS: list[str] = []  # what MLflow logged (warning and up) and warned while `trained` ran
@@ -99,9 +99,13 @@ def test_the_run_is_tracked_with_everything(trained):
     tracker = project.tracker()
     run = tracker.get_run(result.run_id)
     tags, params, metrics = run.tags, run.params, run.metrics
+    # the code's git state; outside a repository there is none, and no "None" tag is stored
+    git = git_state(project.spec.root)
+    if git["git_commit"] is None:
+        assert "git_commit" not in tags and "git_dirty" not in tags
+    else:
+        assert tags["git_commit"] == git["git_commit"]
     for key in (
-        "git_commit",
-        "git_dirty",
         "data_snapshot_id",
         "contract_hash",
         "spec_hash",

@@ -91,7 +91,7 @@ def metric_interval(
 
     >>> low, high = metric_interval("accuracy", np.array([0, 1] * 50), np.full(100, 0.7))
     >>> round(low, 2), round(high, 2)
-    (0.4, 0.6)
+    (0.4, 0.59)
     """
     if not _defined(metric, y):
         return None
