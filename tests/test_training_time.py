@@ -72,7 +72,9 @@ def test_a_tiny_budget_stops_the_trees_and_says_so(budgeted):
         "max_rung_seconds = 0.01" in stopped[0] and f"after {gbt['rounds']} of 1000" in stopped[0]
     )
     # the human output says it too: the warning, and the ladder marks the rung
-    result = TrainResult(**{k: v for k, v in document.items() if k not in ("constraints_met", "cleaned_up")})
+    result = TrainResult(
+        **{k: v for k, v in document.items() if k not in ("constraints_met", "cleaned_up")}
+    )
     console = Console(record=True, width=250, file=io.StringIO())
     print_train(result, console)
     text = console.export_text()
