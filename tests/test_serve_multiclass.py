@@ -242,7 +242,7 @@ def test_text_csv_is_bounded_and_refused_clearly_when_malformed(penguins):
             )
 
         assert post(f"{header}\n{first}\n", "text/csv; charset=utf-8").status_code == 200
-        too_many = "\n".join([header, *[first] * (service.max_records + 1)])
+        too_many = "\n".join([header, *[first] * (service.limits.max_records + 1)])
         assert post(too_many).status_code == 413
         r = post(f"{header}\n{first},extra\n")
         assert r.status_code == 400 and "row 1 has" in r.json()["error"]

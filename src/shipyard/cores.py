@@ -41,6 +41,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from shipyard.errors import SpecError
+from shipyard.processes import start_ticks
 
 THREADS_ENV = "SHIPYARD_THREADS"
 #: A core counts as free while other work uses less than this share of it.
@@ -128,13 +129,12 @@ def own_load() -> float:
 
 def _process_start() -> float:
     """This process's start time (seconds since the epoch), from /proc."""
-    with open("/proc/self/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
+    ticks = start_ticks(os.getpid())
+    if ticks is None:
+        raise OSError("/proc/self/stat is not readable")
     with open("/proc/uptime") as uptime:
         up = float(uptime.read().split()[0])
-    started_after_boot = int(fields[19]) / ticks  # field 22 of stat, counted after "comm"
-    return time.time() - up + started_after_boot
+    return time.time() - up + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def others_load(cores: int | None = None) -> float:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import ShipyardError
 from shipyard.files import atomic_write
+from shipyard.processes import alive, start_ticks
 
 if TYPE_CHECKING:
     from shipyard.tracking import Tracker
@@ -50,27 +51,6 @@ def _boot_id() -> str | None:
         return None
 
 
-def _start_ticks(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks since boot; Linux), None if unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # field 2 (the command) is in parentheses and may hold spaces: count from after it
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[19])  # field 22 of proc(5)
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 @dataclass(frozen=True)
 class Owner:
     """The process that runs a training: enough to tell later whether it is still alive."""
@@ -83,7 +63,7 @@ class Owner:
     @classmethod
     def current(cls) -> Owner:
         pid = os.getpid()
-        return cls(pid=pid, host=socket.gethostname(), boot=_boot_id(), started=_start_ticks(pid))
+        return cls(pid=pid, host=socket.gethostname(), boot=_boot_id(), started=start_ticks(pid))
 
     @property
     def local(self) -> bool:
@@ -95,9 +75,9 @@ class Owner:
             return True
         if self.boot is not None and self.boot != _boot_id():
             return False  # rebooted since: every process of that boot is gone
-        if not _pid_exists(self.pid):
+        if not alive(self.pid):
             return False
-        return self.started is None or _start_ticks(self.pid) == self.started
+        return self.started is None or start_ticks(self.pid) == self.started
 
     def describe(self) -> str:
         return f"pid {self.pid} on {self.host}"
@@ -225,7 +205,7 @@ def sweep(workspace: Workspace) -> Cleanup:
         return done
     for leftover in folder.glob(".*.tmp"):  # a marker write killed before its rename
         found = re.fullmatch(r"\..+\.(\d+)\.tmp", leftover.name)
-        if found and not _pid_exists(int(found.group(1))):
+        if found and not alive(int(found.group(1))):
             leftover.unlink(missing_ok=True)
     dead: list[Marker] = []
     for path in sorted(folder.glob("*.json")):

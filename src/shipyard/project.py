@@ -238,23 +238,6 @@ def _resolved_by_spec(finding: Finding, ds: Dataset) -> Finding:
     )
 
 
-def _shift_warnings(findings: list[Finding], calibration: dict[str, Any]) -> list[str]:
-    """The check's target_shift findings as ``train`` prints them, with what the chosen
-    model's test predictions show of the shift (regression: their mean error)."""
-    bias = calibration.get("mean_error_test")
-    return [
-        f"{f.code}: {f.message}"
-        + (
-            f"; on test the chosen model's mean error is {bias:+.4g} (prediction − target: "
-            f"{'under' if bias < 0 else 'over'}-predicted on average)"
-            if bias is not None
-            else ""
-        )
-        for f in findings
-        if f.code == "target_shift"
-    ]
-
-
 class Project:
     """A shipyard project: its spec, its workspace, and the actions on them."""
 
@@ -489,7 +472,6 @@ class Project:
                 run_tags={"shipyard_marker": marker.token},
                 on_bundle=claim,
             )
-        result.warnings[:0] = _shift_warnings(report.findings, result.calibration)
         return result
 
     def _tracker_on_a_core(self) -> Tracker:
@@ -545,7 +527,7 @@ class Project:
         :class:`~shipyard.monitoring.labels.LabelsResult` with ``to_dict()``."""
         from shipyard.monitoring.labels import ingest
 
-        return ingest(path, self.spec, Workspace.of(self.spec))
+        return ingest(path, self.spec, self.workspace)
 
     def rollback(
         self, reason: str | None = None, progress: Progress = _quiet, mirror: str = "now"

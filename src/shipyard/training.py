@@ -16,7 +16,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -216,6 +216,26 @@ def _versus_champion(
 
 def _predictions_hash(values: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(values, dtype=np.float64).tobytes()).hexdigest()
+
+
+def shift_warnings(
+    findings: Sequence[Mapping[str, Any]], calibration: Mapping[str, Any]
+) -> list[str]:
+    """The check's target_shift findings (as in its report) as ``train`` prints them, with
+    what the chosen model's test predictions show of the shift (regression: their mean
+    error)."""
+    bias = calibration.get("mean_error_test")
+    return [
+        f"{f['code']}: {f['message']}"
+        + (
+            f"; on test the chosen model's mean error is {bias:+.4g} (prediction − target: "
+            f"{'under' if bias < 0 else 'over'}-predicted on average)"
+            if bias is not None
+            else ""
+        )
+        for f in findings
+        if f["code"] == "target_shift"
+    ]
 
 
 def train(
@@ -510,7 +530,10 @@ def train(
             dev=dev_metrics,
             calibration=calibration,
             slices=slices,
-            warnings=ladder.warnings,
+            warnings=[
+                *shift_warnings(check_report.get("findings", ()), calibration),
+                *ladder.warnings,
+            ],
             seconds=seconds,
             readiness=readiness.to_dict(),
         )

@@ -410,9 +410,10 @@ class Contract:
         says how many there are and whose message names the first few: the cost of a
         record with thousands of them stays that of a set difference."""
         self._check_learned()
-        checks = [self._compile(self.columns[c], max_chars) for c in columns if c in self.columns]
+        present = [c for c in columns if c in self.columns]
+        checks = [self._compile(self.columns[c], max_chars) for c in present]
         known = frozenset([*columns, *allowed])
-        checked = {c for c in columns if c in self.columns}
+        checked = set(present)
         extra = [c for c in dict.fromkeys([*columns, *allowed]) if c not in checked]
         expected = ", ".join(columns[:MAX_NAMED_FIELDS]) + (
             f" … ({len(columns):,} in all; GET /openapi.json lists them)"

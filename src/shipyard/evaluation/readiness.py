@@ -44,13 +44,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shipyard.evaluation.metrics import HIGHER_IS_BETTER, Margin, improvement
+# DEV_HALF_WIDTH: the dev interval's half-width above which dev is too small to select on
+# (in the metric's units, or for RMSE and MAE a fraction of the constant baseline)
+from shipyard.data.split import DEV_HALF_WIDTH
+from shipyard.evaluation.metrics import HIGHER_IS_BETTER, Margin, improvement, score
 from shipyard.evaluation.slices import metric_interval, slice_metrics
 
 DEFAULT_SLICE_FLOOR = 0.10
-# the dev interval's half-width above which dev is too small to select on: in the metric's
-# units, or for RMSE and MAE a fraction of the constant baseline (as data/split.py judges it)
-DEV_HALF_WIDTH = 0.05
 SKEW_TOLERANCE = 1e-9
 RATE_NAMES = {
     "target_rate": "target rate",
@@ -328,8 +328,6 @@ def dev_precision(
         out["minority_rows"] = int(counts[counts > 0].min()) if len(counts) else 0
     if interval is None:
         return {**out, "ci_low": None, "ci_high": None, "half_width": None, "too_small": True}
-    from shipyard.evaluation.metrics import score
-
     low, high = interval
     half = (high - low) / 2
     return {

@@ -47,6 +47,14 @@ _CATEGORICAL, _DEFAULT_LEFT = 1, 2
 _MISSING_NONE, _MISSING_ZERO = 0, 1
 _UNUSED, _NUMERIC, _CODES = 0, 1, 2
 _MIN_ROWS_PER_THREAD = 4096
+
+
+def one_thread(rows: int) -> bool:
+    """Whether ``rows`` are too few to share between threads (a served batch): scored on
+    the caller's thread, with no thread grant to ask for."""
+    return rows < 2 * _MIN_ROWS_PER_THREAD
+
+
 _LINKS = {"identity": 0, "sigmoid": 1, "softmax": 2}
 
 # lowest set bit of a 64-bit word: isolate it, multiply by a de Bruijn constant, look up
@@ -167,7 +175,9 @@ class Forest:
             workspace = np.empty(len(self.tree_output), dtype=self.states.dtype)
             kernel(X, start, stop, out, *args, workspace)
 
-        threads = max(1, min(num_threads, len(X) // _MIN_ROWS_PER_THREAD, available_cores()))
+        threads = max(1, min(num_threads, len(X) // _MIN_ROWS_PER_THREAD))
+        if threads > 1:  # the cores are looked up only when there are rows for two threads
+            threads = min(threads, available_cores())
         if threads == 1:
             score(0, len(X))
         else:

@@ -23,7 +23,7 @@ import pandas as pd
 from shipyard.cores import LEDGER
 from shipyard.features.transform import Transform
 from shipyard.models.base import Family, Watch
-from shipyard.models.forest import Forest
+from shipyard.models.forest import Forest, one_thread
 
 MODEL_FILE = "model.lgb.txt"
 _PREDICT_NORMAL = 0
@@ -262,6 +262,8 @@ class GradientBoostedTrees(Family):
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
         forest = getattr(self, "_forest", None)
+        if forest is not None and one_thread(len(X)):  # the serving path: no grant to take
+            return forest.predict(X, num_threads=1)
         with LEDGER.threads("gbt scoring", requested=self.num_threads) as threads:
             if forest is not None:
                 return forest.predict(X, num_threads=threads)

@@ -90,7 +90,6 @@ def climb(
     weights: np.ndarray | None = None,
     progress: Callable[[str], None] = lambda _: None,
     on_round: Callable[[int, int], None] = lambda done, total: None,
-    before_timing: Callable[[], None] = lambda: None,
     max_rung_seconds: float | None = None,
     threads: int | None = None,
     unbudgeted: Sequence[str] = (),
@@ -101,10 +100,9 @@ def climb(
     Each fit gets a :class:`~shipyard.models.base.Watch`: ``max_rung_seconds`` (its budget,
     except for the families named in ``unbudgeted``), ``on_round`` (told of each boosting
     round) and ``threads`` (a count the user fixed; None: from the free cores). Latency is
-    measured after every fit, once ``before_timing()`` returns (the caller waits there for
-    any background work), so no fit or set-up competes with the timing loop; with
+    measured after every fit, so no fit competes with the timing loop; with
     ``time_now=False`` it is left to the caller (:meth:`Ladder.time_latency`), who can do
-    other work while the background work finishes.
+    other work while background work (the tracking set-up) finishes.
     """
     records = dev[0].head(LATENCY_RECORDS).to_dict("records")
     rungs: list[Rung] = []
@@ -137,7 +135,6 @@ def climb(
         if watch.budget_hit:
             warnings.append(_budget_message(rung, budget, getattr(model, "n_estimators", None)))
     if time_now:
-        before_timing()
         progress("timing one-record predictions")
         time_rungs(rungs, records)
     best = max(rungs, key=lambda r: r.dev_score if HIGHER_IS_BETTER[metric] else -r.dev_score)

@@ -132,16 +132,12 @@ def create_app(service: Service) -> FastAPI:
         response_class=Response,
     )
     async def predict(request: Request) -> Response:
-        _, raw = await service.raw(request, ("application/json",))
-        now = service.router.routes
-
-        def prepare() -> tuple[bool, list[dict[str, Any]], list[list[str]]]:
+        def parse(_: str, raw: bytes) -> tuple[Any, bool]:
             body = service.parse_json(raw)
             single = isinstance(body, dict)
-            records = service.records([body] if single else body)
-            return single, records, service.check(records, now)
+            return ([body] if single else body), single
 
-        single, records, checked = await service.offload(len(raw), prepare)
+        now, records, single, checked = await service.take(request, ("application/json",), parse)
         request_id, answers, warnings = service.score(
             records, "predict", routes=now, warnings=checked
         )
@@ -164,18 +160,14 @@ def create_app(service: Service) -> FastAPI:
         response_class=Response,
     )
     async def invocations(request: Request) -> Response:
-        kind, raw = await service.raw(request, ("application/json", "text/csv"))
-        now = service.router.routes
+        def parse(kind: str, raw: bytes) -> tuple[Any, None]:
+            if kind == "text/csv":
+                return protocol.csv_records(raw, service.limits), None
+            return protocol.mlflow_records(service.parse_json(raw), service.limits), None
 
-        def prepare() -> tuple[list[dict[str, Any]], list[list[str]]]:
-            records = service.records(
-                protocol.csv_records(raw, service.limits)
-                if kind == "text/csv"
-                else protocol.mlflow_records(service.parse_json(raw), service.limits)
-            )
-            return records, service.check(records, now)
-
-        records, checked = await service.offload(len(raw), prepare)
+        now, records, _, checked = await service.take(
+            request, ("application/json", "text/csv"), parse
+        )
         _, answers, _ = service.score(records, "invocations", routes=now, warnings=checked)
         predictions = [
             a.output if a.classes is None else protocol.named(a.output, a.classes) for a in answers
@@ -265,15 +257,13 @@ def create_app(service: Service) -> FastAPI:
                 "binary tensor data is not supported; send JSON tensors (binary_data=False)",
                 "datatype",
             )
-        _, raw = await service.raw(request, ("application/json",), untyped=True)
-        now = service.router.routes
 
-        def prepare() -> tuple[list[dict[str, Any]], str, list[list[str]]]:
-            records, request_id = protocol.oip_records(service.parse_json(raw), service.limits)
-            records = service.records(records)
-            return records, request_id, service.check(records, now)
+        def parse(_: str, raw: bytes) -> tuple[Any, str]:
+            return protocol.oip_records(service.parse_json(raw), service.limits)
 
-        records, request_id, checked = await service.offload(len(raw), prepare)
+        now, records, request_id, checked = await service.take(
+            request, ("application/json",), parse, untyped=True
+        )
         _, answers, warnings = service.score(
             records, "infer", None if arm == "routed" else arm, routes=now, warnings=checked
         )

@@ -51,6 +51,17 @@ class Limits:
             max_response_bytes=int(policy.max_response_mb * MB),
         )
 
+    def check_length(self, n: int, *, declared: bool) -> None:
+        """Refuse (413) a body of more than ``max_bytes``: its ``Content-Length`` before any
+        of it is read (``declared``), or the bytes read so far."""
+        if n > self.max_bytes:
+            said = (
+                f"the body is {n:,} bytes; the limit is {self.max_bytes:,}"
+                if declared
+                else f"the body is over the limit of {self.max_bytes:,} bytes"
+            )
+            raise RequestRefused(413, f"{said} ([serving] max_body_mb)", "too_large")
+
     def check_records(self, n: int) -> None:
         """Refuse (413) a request of more than ``max_records`` records."""
         if n > self.max_records:

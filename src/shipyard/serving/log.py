@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import DataError, SpecError, WorkspaceError
 from shipyard.files import atomic_path, fsync_folder
+from shipyard.processes import alive
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -518,20 +519,10 @@ def _remove_stale_temporaries(folder: Path) -> None:
             pid = None
         try:
             old = time.time() - temporary.stat().st_mtime > _STALE_SECONDS
-            if old or (pid is not None and pid != os.getpid() and not _alive(pid)):
+            if old or (pid is not None and pid != os.getpid() and not alive(pid)):
                 temporary.unlink(missing_ok=True)
         except FileNotFoundError:  # its writer renamed it meanwhile
             continue
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def read_log(

@@ -79,7 +79,7 @@ def _brief(value: Any) -> str:
     return brief(value)
 
 
-def mlflow_records(body: Any, limits: Limits | None = None) -> list[dict[str, Any]]:
+def mlflow_records(body: Any, limits: Limits) -> list[dict[str, Any]]:
     """The records of MLflow's JSON scoring protocol; ``limits``: records counted before
     any is built."""
     if not isinstance(body, dict):
@@ -117,8 +117,7 @@ def mlflow_records(body: Any, limits: Limits | None = None) -> list[dict[str, An
                 "dataframe_split needs 'columns' (a list of names) and 'data' (a list of rows)",
                 "shape",
             )
-        if limits is not None:
-            limits.check_records(len(data))
+        limits.check_records(len(data))
         rows = []
         for i, row in enumerate(data):
             if not isinstance(row, list) or len(row) != len(columns):
@@ -132,7 +131,7 @@ def mlflow_records(body: Any, limits: Limits | None = None) -> list[dict[str, An
     )
 
 
-def csv_records(raw: bytes, limits: Limits | None = None) -> list[dict[str, Any]]:
+def csv_records(raw: bytes, limits: Limits) -> list[dict[str, Any]]:
     """``text/csv`` (MLflow's scoring protocol): a header row naming the fields, then one
     row per record. Every value is text, typed by the contract's record check as a CSV file
     is in batch (:mod:`shipyard.data.values`); a cell batch's reader reads as null
@@ -146,15 +145,14 @@ def csv_records(raw: bytes, limits: Limits | None = None) -> list[dict[str, Any]
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise RequestRefused(400, f"the CSV body is not UTF-8 text ({exc})", "malformed") from None
-    most = None if limits is None else limits.max_records + 2  # a header, one row too many
+    most = limits.max_records + 2  # a header, one row too many
     try:
         reader = csv.reader(io.StringIO(text, newline=""), strict=True)
         # blank lines (a trailing newline) hold no record
         rows = list(itertools.islice((row for row in reader if row), most))
     except csv.Error as exc:
         raise RequestRefused(400, f"the CSV body cannot be read ({exc})", "malformed") from None
-    if limits is not None and len(rows) > limits.max_records + 1:
-        limits.check_records(len(rows) - 1)  # at least this many: refused
+    limits.check_records(len(rows) - 1)  # past the limit: at least this many, refused
     header = rows[0] if rows else []
     if not header or any(not name for name in header) or len(set(header)) != len(header):
         raise RequestRefused(
@@ -203,7 +201,18 @@ def oip_outputs(answers: list[Answer], classes: list[str] | None) -> list[dict[s
     ]
 
 
-def oip_records(body: Any, limits: Limits | None = None) -> tuple[list[dict[str, Any]], str]:
+def _check_chars(what: str, text: str, limits: Limits) -> None:
+    """Refuse (422) a name or id longer than a field's text may be."""
+    if len(text) > limits.max_chars:
+        raise RequestRefused(
+            422,
+            f"{what} holds {len(text):,} characters; the limit is {limits.max_chars:,} "
+            "([serving] max_string_chars)",
+            "too_long",
+        )
+
+
+def oip_records(body: Any, limits: Limits) -> tuple[list[dict[str, Any]], str]:
     """One record per row of the OIP tensors (one input per column); ``limits``: rows
     counted before any record is built, names and the request id no longer than a field's
     text may be."""
@@ -213,14 +222,7 @@ def oip_records(body: Any, limits: Limits | None = None) -> tuple[list[dict[str,
         )
     given = body.get("id")
     request_id: str = given if isinstance(given, str) else uuid.uuid4().hex
-    most = None if limits is None else limits.max_chars
-    if most is not None and len(request_id) > most:
-        raise RequestRefused(
-            422,
-            f"the request 'id' holds {len(request_id):,} characters; the limit is {most:,} "
-            "([serving] max_string_chars)",
-            "too_long",
-        )
+    _check_chars("the request 'id'", request_id, limits)
     columns: dict[str, list[Any]] = {}
     rows = None
     for i, tensor in enumerate(body["inputs"]):
@@ -231,13 +233,7 @@ def oip_records(body: Any, limits: Limits | None = None) -> tuple[list[dict[str,
         name, shape, datatype, data = (tensor.get(k) for k in ("name", "shape", "datatype", "data"))
         if not isinstance(name, str) or not name:
             raise RequestRefused(400, f"input {i} needs a 'name' (the column)", "shape")
-        if most is not None and len(name) > most:
-            raise RequestRefused(
-                422,
-                f"input {i}'s name holds {len(name):,} characters; the limit is {most:,} "
-                "([serving] max_string_chars)",
-                "too_long",
-            )
+        _check_chars(f"input {i}'s name", name, limits)
         label = name if len(name) <= 60 else name[:60] + "…"  # as messages quote it
         if (
             not isinstance(shape, list)
@@ -278,8 +274,7 @@ def oip_records(body: Any, limits: Limits | None = None) -> tuple[list[dict[str,
         if name in columns:
             raise RequestRefused(400, f"input '{label}' is given twice", "shape")
         columns[name] = flat
-    if limits is not None:
-        limits.check_records(rows or 0)
+    limits.check_records(rows or 0)
     return [
         {name: values[i] for name, values in columns.items()} for i in range(rows or 0)
     ], request_id

@@ -30,6 +30,7 @@ from shipyard.serving.log import PredictionLog
 from shipyard.serving.router import Answer, Router, Routes
 
 T = TypeVar("T")
+E = TypeVar("E")  # what a route's parse returns beside the records
 #: Bodies from this size on are parsed and checked in a worker thread (one at a time), not on
 #: the event loop: below it the thread's hand-off costs more than it saves.
 OFFLOAD_BYTES = 256 * 1024
@@ -48,8 +49,6 @@ class Service:
         self.metrics = router.metrics
         self.limits = Limits.of(router.policy)
         self._heavy = asyncio.Semaphore(1)  # large bodies are parsed one at a time
-        self.max_records = self.limits.max_records
-        self.max_bytes = self.limits.max_bytes
 
     def flush(self) -> None:
         """Write every answer logged so far, the shadow's too (blocking)."""
@@ -78,22 +77,13 @@ class Service:
             wanted = " or ".join(f"'Content-Type: {k}'" for k in kinds)
             raise RequestRefused(415, f"send {wanted} (got {given or 'none'!r})", "content_type")
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            raise RequestRefused(
-                413,
-                f"the body is {int(length):,} bytes; the limit is {self.max_bytes:,} ([serving] max_body_mb)",
-                "too_large",
-            )
+        if length is not None and length.isdigit():
+            self.limits.check_length(int(length), declared=True)
         chunks, size = [], 0
         try:
             async for chunk in request.stream():
                 size += len(chunk)
-                if size > self.max_bytes:
-                    raise RequestRefused(
-                        413,
-                        f"the body is over the limit of {self.max_bytes:,} bytes ([serving] max_body_mb)",
-                        "too_large",
-                    )
+                self.limits.check_length(size, declared=False)
                 chunks.append(chunk)
         except ClientDisconnect:  # counted (kind "disconnect" or "body_timeout"), not a traceback
             if request.scope.get(TIMEOUT_SCOPE_KEY) == "body":  # the server closed it
@@ -116,6 +106,29 @@ class Service:
         body = protocol.parse_json(raw)
         self.limits.check_depth(body)
         return body
+
+    async def take(
+        self,
+        request: Request,
+        kinds: tuple[str, ...],
+        parse: Callable[[str, bytes], tuple[Any, E]],
+        *,
+        untyped: bool = False,
+    ) -> tuple[Routes, list[dict[str, Any]], E, list[list[str]]]:
+        """A request's records, checked on the routes of the moment it arrived: the routes,
+        the records, what ``parse(kind, raw)`` returned beside them, and each record's
+        warnings. Parsing and checking a large body runs off the event loop (:meth:`offload`);
+        ``untyped``: see :meth:`raw`."""
+        kind, raw = await self.raw(request, kinds, untyped=untyped)
+        routes = self.router.routes
+
+        def prepare() -> tuple[list[dict[str, Any]], E, list[list[str]]]:
+            parsed, extra = parse(kind, raw)
+            records = self.records(parsed)
+            return records, extra, self.check(records, routes)
+
+        records, extra, warnings = await self.offload(len(raw), prepare)
+        return routes, records, extra, warnings
 
     def reply(self, data: Any) -> Response:
         """An answer (200), refused when larger than ``max_response_mb``."""
@@ -190,15 +203,12 @@ class Service:
         endpoint: str,
         arm: str | None = None,
         *,
-        routes: Routes | None = None,
-        warnings: list[list[str]] | None = None,
+        routes: Routes,
+        warnings: list[list[str]],
     ) -> tuple[str, list[Answer], list[list[str]]]:
-        """Validate every record (unless ``warnings`` says it was done, on ``routes``),
-        answer them, log them; a contract error refuses them all."""
+        """Answer records already checked on ``routes`` (their ``warnings``: :meth:`take`),
+        and log them."""
         started = time.perf_counter()
-        routes = routes or self.router.routes
-        if warnings is None:
-            warnings = self.check(records, routes)
         request_id = uuid.uuid4().hex
         entities = [self._entity(r, request_id) for r in records]
         if arm is None:

@@ -190,6 +190,7 @@ def _child(
             arm.accelerate()  # the batch path: a tree model scores its rows as a forest
         except Exception as exc:  # the one-record path, row by row, still gives the values
             print(f"shipyard serve: the shadow scores row by row: {exc}", file=sys.stderr)
+    types = getattr(arm, "log_types", None)  # the features' types in the log, once
     counts, reported = dict.fromkeys(_TALLY, 0), time.monotonic()
     unreadable: set[str] = set()
     try:
@@ -227,7 +228,6 @@ def _child(
                 continue
             counts["other"] += rows - len(copies)
             answers = _score_all(arm, failure, [features for _, _, features in copies])
-            types = getattr(arm, "log_types", None)
             for (request_id, entity, features), (output, latency, error) in zip(
                 copies, answers, strict=True
             ):
@@ -272,9 +272,11 @@ def _copies(file: str) -> list[tuple[str, str | None, dict[str, Any]]]:
     table = table.filter(pc.equal(table.column("arm"), "champion"))
     features = [name.removeprefix(PREFIX) for name in names]
     values = [table.column(name).to_pylist() for name in names]
-    records = [dict(zip(features, row, strict=True)) for row in zip(*values, strict=True)]
-    if not names:
-        records = [{} for _ in range(table.num_rows)]
+    records = (
+        [dict(zip(features, row, strict=True)) for row in zip(*values, strict=True)]
+        if names
+        else [{} for _ in range(table.num_rows)]
+    )
     return list(
         zip(
             table.column("request_id").to_pylist(),
