@@ -10,7 +10,6 @@ This is the one place that knows the layout; everything else asks the :class:`Wo
         deployment/<model>.json     the deployment record (and its ``.lock``)
         logs/date=YYYY-MM-DD/       the prediction log (Parquet parts)
         labels/labels.parquet       delayed labels ingested by ``shipyard labels``
-        labels/feedback/            labels the service received (``POST /feedback``)
         mlflow.db, mlartifacts/     the embedded MLflow store, when no tracking URI is set
         downloads/                  bundles fetched from a tracking server
 

@@ -103,6 +103,21 @@ class ColumnContract:
         return self.role == "categorical" and self.other_freq == 0
 
 
+def drift_edges(numbers: np.ndarray) -> np.ndarray:
+    """The coarse drift (PSI) bin edges of finite numbers: their inner
+    ``N_DRIFT_BINS``-quantiles, ties collapsed."""
+    return np.unique(np.quantile(numbers, np.linspace(0, 1, N_DRIFT_BINS + 1)[1:-1]))
+
+
+def category_counts(values: pd.Series) -> pd.Series:
+    """Non-null values counted per category (spellings of one category, as
+    :func:`~shipyard.data.values.category_key` reads them, counted together), the most
+    frequent first."""
+    counts = values.value_counts()
+    grouped = counts.groupby([category_key(v) for v in counts.index]).sum()
+    return grouped.sort_values(ascending=False, kind="stable")
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple | dict):  # a client's nested JSON: described, not walked
         return brief(value)
@@ -131,7 +146,7 @@ def _learn_column(series: pd.Series, role: str) -> ColumnContract:
         numeric = numeric[np.isfinite(numeric)]
         if numeric.size:
             col.min, col.max = float(numeric.min()), float(numeric.max())
-            edges = np.unique(np.quantile(numeric, np.linspace(0, 1, N_DRIFT_BINS + 1)[1:-1]))
+            edges = drift_edges(numeric)
             counts = np.bincount(
                 np.searchsorted(edges, numeric, side="right"), minlength=len(edges) + 1
             )
@@ -148,9 +163,7 @@ def _learn_column(series: pd.Series, role: str) -> ColumnContract:
             key: float(np.mean(codes == code)) for key, code in (("true", 1.0), ("false", 0.0))
         }
     elif role == "categorical":
-        counts = values.value_counts()
-        freqs = counts.groupby([category_key(v) for v in counts.index]).sum()
-        freqs = freqs.sort_values(ascending=False, kind="stable") / len(series)
+        freqs = category_counts(values) / len(series)
         kept = freqs.head(MAX_CATEGORIES)
         col.categories = {str(k): float(v) for k, v in kept.items()}
         col.other_freq = float(freqs.iloc[MAX_CATEGORIES:].sum())

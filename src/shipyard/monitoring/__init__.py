@@ -9,7 +9,7 @@ works from summaries that merge, never from raw training data.
 """
 
 from shipyard.monitoring.drift import DriftPolicy, DriftResult, compare
-from shipyard.monitoring.labels import FeedbackLog, LabelsResult, Vocabulary, ingest, read_labels
+from shipyard.monitoring.labels import LabelsResult, Vocabulary, ingest, read_labels
 from shipyard.monitoring.reference import Reference
 from shipyard.monitoring.summary import (
     CategoricalReference,
@@ -26,7 +26,6 @@ __all__ = [
     "CategoricalSummary",
     "DriftPolicy",
     "DriftResult",
-    "FeedbackLog",
     "LabelsResult",
     "NumericReference",
     "NumericSummary",

@@ -172,13 +172,22 @@ def _cdfs(s: NumericSummary) -> np.ndarray:
     return np.cumsum(s.counts) / s.n
 
 
+def _ends(
+    ref: NumericSummary, cur: NumericSummary
+) -> tuple[np.ndarray, np.ndarray, int, tuple[np.ndarray, ...]]:
+    """Both CDFs (:func:`_cdfs`), the index ``top`` (``r[top] == 1``, ``r[top - 1]`` is
+    F(e_max)), and at the ends of each open interval (e_k, e_k+1): F(e_k) = r[2k+1] and
+    F(e_k+1 -) = r[2k+2] of the reference (``a_r``, ``b_r``) and of the current (``a_c``,
+    ``b_c``)."""
+    r, c = _cdfs(ref), _cdfs(cur)
+    top = len(r) - 1
+    return r, c, top, (r[1 : top - 1 : 2], r[2:top:2], c[1 : top - 1 : 2], c[2:top:2])
+
+
 def ks_bounds(ref: NumericSummary, cur: NumericSummary) -> tuple[float, float]:
     """Lower and upper bound of the two-sample KS statistic (see the module docstring)."""
-    r, c = _cdfs(ref), _cdfs(cur)
-    top = len(r) - 1  # r[top] == 1; r[top - 1] = F(e_max)
+    r, c, top, (a_r, b_r, a_c, b_c) = _ends(ref, cur)
     lower = float(np.max(np.abs(r[:top] - c[:top])))
-    # open intervals (e_k, e_k+1): F from F(e_k) = r[2k+1] to F(e_k+1 -) = r[2k+2]
-    a_r, b_r, a_c, b_c = r[1 : top - 1 : 2], r[2:top:2], c[1 : top - 1 : 2], c[2:top:2]
     inner = np.maximum(b_r - a_c, b_c - a_r)
     tails = max(r[0], c[0], 1 - r[top - 1], 1 - c[top - 1])  # below the min, above the max
     upper = max(lower, float(inner.max()) if inner.size else 0.0, float(tails))
@@ -189,10 +198,8 @@ def wasserstein_bounds(
     ref: NumericSummary, cur: NumericSummary, edges: np.ndarray
 ) -> tuple[float, float, float]:
     """Estimate, lower and upper bound of W1 (in the data's units)."""
-    r, c = _cdfs(ref), _cdfs(cur)
-    top = len(r) - 1
+    _, _, _, (a_r, b_r, a_c, b_c) = _ends(ref, cur)
     width = np.diff(edges)
-    a_r, b_r, a_c, b_c = r[1 : top - 1 : 2], r[2:top:2], c[1 : top - 1 : 2], c[2:top:2]
     low = np.maximum(0.0, np.maximum(a_r - b_c, a_c - b_r))
     high = np.maximum(b_r - a_c, b_c - a_r)
     d0, d1 = a_r - a_c, b_r - b_c  # both CDFs linear inside the bin: |d| integrated exactly

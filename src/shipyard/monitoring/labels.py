@@ -1,8 +1,7 @@
 """Labels: delayed outcomes joined to logged predictions, kept in the workspace.
 
 Labels arrive days or weeks after a prediction, as a file (``shipyard labels FILE``,
-:func:`ingest`) or through the service (``POST /feedback``, :class:`FeedbackLog`). Either
-way each label is typed and checked against the deployed model's target
+:func:`ingest`; the service's ``POST /feedback`` is still to come). Each label is typed and checked against the deployed model's target
 (:class:`Vocabulary`, through ``data/values.py``): a regression target takes numbers, a
 classifier one of its classes (as the contract knows a category: ``1``, ``1.0`` and
 ``True`` are one class; a boolean-like target takes every boolean spelling).
@@ -17,8 +16,7 @@ The store is one Parquet file, ``.shipyard/labels/labels.parquet``, rewritten at
 time), and the rule for a key seen before is: **the same label changes nothing; a different
 label from a later ingestion replaces the earlier one** (counted as ``replaced``). So the
 same file ingested twice writes nothing. Within one file, one key with two different labels
-is an error naming the keys. The service's feedback goes to its own batched, atomic parts
-(``.shipyard/labels/feedback/``) and :func:`read_labels` reads both: the latest label of
+is an error naming the keys. :func:`read_labels` reads the store back: the latest label of
 each request wins.
 """
 
@@ -30,8 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shipyard.bundle import MANIFEST
 from shipyard.errors import DataError, DeploymentError, ShipyardError
-from shipyard.serving.log import PredictionLog, read_log
+from shipyard.serving.log import read_log
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -125,7 +124,7 @@ def vocabulary(spec: Spec, workspace: Workspace) -> Vocabulary:
         raise DeploymentError(
             f"labels are checked against the champion's classes, and there is none: {exc}"
         ) from exc
-    manifest = json.loads((located.path / "manifest.json").read_text())
+    manifest = json.loads((located.path / MANIFEST).read_text())
     return Vocabulary(manifest["task"], list(manifest.get("classes") or []))
 
 
@@ -357,7 +356,7 @@ def ingest(path: Path | str, spec: Spec, workspace: Workspace) -> LabelsResult:
     if unmatched_keys:
         warnings.append(
             f"{len(unmatched_keys):,} of {len(rows):,} labels name no logged prediction "
-            f"({'unknown request ids' if kind == 'request_id' else 'no prediction of the entity at or before the time'}), "
+            "(no prediction of the entity at or before the time), "
             f"e.g. {', '.join(unmatched_keys[:N_EXAMPLES])}; they are kept and join once the predictions are logged"
             if kind == _ENTITY_TIME
             else f"{len(unmatched_keys):,} of {len(rows):,} labels name request ids the prediction log "
@@ -419,156 +418,13 @@ def ingest(path: Path | str, spec: Spec, workspace: Workspace) -> LabelsResult:
     )
 
 
-# --- the service's feedback -------------------------------------------------------------------
-
-
-def _feedback_schema() -> pa.Schema:
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            ("request_id", pa.string()),
-            ("time", pa.timestamp("us", tz="UTC")),
-            ("label", pa.string()),
-            ("outcome", pa.float64()),
-        ]
-    )
-
-
-class FeedbackLog(PredictionLog):
-    """The service's labels, written like the prediction log: queued on the request path,
-    written in batches by a thread, each file atomic (``kill -9`` loses at most the last
-    unflushed batch). A record is ``{"request_id", "time", "label", "outcome"}``."""
-
-    def _coerce(self, record: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
-        micros = round(float(record["time"]) * 1e6)
-        outcome = float(record["outcome"])
-        values = {
-            "request_id": str(record["request_id"]),
-            "time": micros,
-            "label": str(record["label"]),
-            "outcome": outcome if math.isfinite(outcome) else None,
-        }
-        return micros, values, {}
-
-    def _fields(self) -> pa.Schema:
-        return _feedback_schema()
-
-
-def feedback_records(
-    body: Any, vocab: Vocabulary, label_names: tuple[str, ...]
-) -> list[dict[str, Any]]:
-    """The feedback items of a request body (one object or a list of them, each with
-    ``request_id`` and the label under one of ``label_names``), validated: every problem
-    is collected with its item and field (a :class:`DataError` carrying ``details``)."""
-    from shipyard.data.values import ValueTypeError, brief
-
-    items = [body] if isinstance(body, dict) else body
-    if not isinstance(items, list) or not items:
-        raise _refused(
-            [
-                {
-                    "item": None,
-                    "field": None,
-                    "message": "send one object or a non-empty list of objects with request_id and label",
-                }
-            ]
-        )
-    problems: list[dict[str, Any]] = []
-    out: list[dict[str, Any]] = []
-    seen: dict[str, str] = {}
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            problems.append(
-                {
-                    "item": i,
-                    "field": None,
-                    "message": f"item {i} is {type(item).__name__}, not a JSON object",
-                }
-            )
-            continue
-        request_id = item.get("request_id")
-        if not isinstance(request_id, str) or not request_id.strip():
-            problems.append(
-                {
-                    "item": i,
-                    "field": "request_id",
-                    "message": f"item {i}: request_id must be the id the service answered with; got {brief(request_id)}",
-                }
-            )
-            continue
-        name = next((n for n in label_names if n in item), None)
-        if name is None:
-            problems.append(
-                {
-                    "item": i,
-                    "field": label_names[0],
-                    "message": f"item {i}: no label; send it as {' or '.join(map(repr, label_names))}",
-                }
-            )
-            continue
-        extra = sorted(set(item) - {"request_id", name})
-        if extra:
-            problems.append(
-                {
-                    "item": i,
-                    "field": extra[0],
-                    "message": f"item {i}: unknown field {extra[0]!r}; send request_id and {name!r} only",
-                }
-            )
-            continue
-        try:
-            label, outcome = vocab.parse(item[name])
-        except ValueTypeError as exc:
-            problems.append(
-                {
-                    "item": i,
-                    "field": name,
-                    "message": f"item {i}: {name} must be {vocab.describe()}; {exc}",
-                }
-            )
-            continue
-        if seen.setdefault(request_id, label) != label:
-            problems.append(
-                {
-                    "item": i,
-                    "field": "request_id",
-                    "message": f"item {i}: request {request_id!r} is given two different labels ({seen[request_id]!r} and {label!r})",
-                }
-            )
-            continue
-        out.append({"request_id": request_id, "label": label, "outcome": outcome})
-    if problems:
-        raise _refused(problems)
-    return out
-
-
-def _refused(problems: list[dict[str, Any]]) -> ShipyardError:
-    from shipyard.errors import RequestRefused
-
-    first = problems[0]["message"]
-    return RequestRefused(
-        422, f"{len(problems)} feedback problem(s): {first}", "feedback", problems
-    )
-
-
 def read_labels(workspace: Workspace) -> pa.Table:
-    """Every label the workspace holds (the store and the service's feedback), one per
-    request: the latest ingested wins. Columns: request_id, entity_id, time, label,
+    """Every label the workspace holds, one per request: the latest ingested wins. Columns: request_id, entity_id, time, label,
     outcome, source, ingested_at (labels no logged prediction matched have no request_id)."""
     import pandas as pd
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     frames = [_read_store(workspace.labels / STORE).to_pandas().drop(columns=["key"])]
-    for part in sorted((workspace.labels / "feedback").glob("date=*/part-*.parquet")):
-        with pq.ParquetFile(part) as file:
-            got = file.read().to_pandas()
-        frames.append(
-            got.rename(columns={"time": "ingested_at"}).assign(
-                entity_id=None, time=pd.NaT, source="feedback"
-            )
-        )
     frames = [f for f in frames if len(f)]
     schema = _store_schema().remove(0)
     if not frames:

@@ -76,8 +76,6 @@ FIELDS = (
 )
 #: The prefix of a feature's column: feature ``age`` is column ``f.age``.
 PREFIX = "f."
-#: The kinds of feature column (see :func:`feature_types`).
-KINDS = ("number", "boolean", "string", "datetime")
 _ROLE_KINDS = {"numeric": "number", "boolean": "boolean", "datetime": "datetime"}
 
 
@@ -279,21 +277,12 @@ class PredictionLog:
         # wake-up, so look again soon.
         return self.flush_seconds / 4
 
-    def _coerce(self, record: dict[str, Any]) -> _Row:
-        """One record as a row to write (a log of other records overrides this and
-        :meth:`_fields`; the feedback log does)."""
-        return _row(record)
-
-    def _fields(self) -> pa.Schema:
-        """The fields every file of this log has (feature columns come after them)."""
-        return _schema()
-
     def _write_batch(self, take: int) -> bool:
         """Write ``take`` queued records plus the retained rows; return whether all went."""
         rows, self._retained = self._retained, []
         for _ in range(take):
             try:
-                rows.append(self._coerce(self._queue.popleft()[1]))
+                rows.append(_row(self._queue.popleft()[1]))
             except Exception as exc:
                 self._report("record", exc, "dropped a malformed record")
         days: dict[int, list[_Row]] = {}
@@ -301,9 +290,7 @@ class PredictionLog:
             days.setdefault(row[0] // _US_PER_DAY, []).append(row)
         for day_rows in days.values():
             try:
-                path = _write_file(
-                    self.folder, sorted(day_rows, key=lambda row: row[0]), self._fields()
-                )
+                path = _write_file(self.folder, sorted(day_rows, key=lambda row: row[0]))
                 self.written += len(day_rows)
             except Exception as exc:
                 self._report(
@@ -466,7 +453,7 @@ def _file_kinds(rows: list[_Row]) -> dict[str, str]:
     return kinds
 
 
-def _write_file(folder: Path, rows: list[_Row], fields: pa.Schema) -> Path:
+def _write_file(folder: Path, rows: list[_Row]) -> Path:
     """Write one day's rows: temporary file, fsync, rename into place, fsync the folder;
     return the file's path."""
     import orjson
@@ -492,7 +479,7 @@ def _write_file(folder: Path, rows: list[_Row], fields: pa.Schema) -> Path:
                 values[column] = str(value).lower() if isinstance(value, bool) else str(value)
     # Arrow's JSON reader, unlike pa.array() on Python lists, does not import pandas.
     lines = b"\n".join(orjson.dumps(values) for _, values, _ in rows)
-    final_schema = fields
+    final_schema = _schema()
     for column, kind in kinds.items():
         final_schema = final_schema.append(pa.field(column, _arrow_type(kind)))
     as_json = pa.schema(  # JSON holds times as microseconds
