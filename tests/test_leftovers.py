@@ -13,32 +13,17 @@ from pathlib import Path
 
 import pytest
 
-import shipyard
 from shipyard import leftovers
 from shipyard.leftovers import Marker, Owner
 from shipyard.project import Project
-from support import churn_project
-
-SRC = str(Path(shipyard.__file__).resolve().parents[1])  # this checkout's code, in children
-ENV = {**os.environ, "PYTHONPATH": SRC}
-
-
-def _shipyard(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shipyard", *args],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=ENV,
-    )
+from support import CHILD_ENV, churn_project, shipyard_cli
 
 
 def _start_train(folder: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "shipyard", "train", "--json"],
         cwd=folder,
-        env=ENV,
+        env=CHILD_ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -78,7 +63,7 @@ def test_a_killed_train_is_cleaned_up_by_the_next_command(tmp_path, churn):
     assert bundle.is_dir()
     assert project.tracker().get_run(run_id).status == "RUNNING"  # what a kill leaves
 
-    listed = _shipyard(tmp_path, "runs")
+    listed = shipyard_cli(tmp_path, "runs")
     assert listed.returncode == 0, listed.stderr
     said = " ".join(listed.stderr.split())
     assert "cleaned up after 1 killed train" in said, said
@@ -95,11 +80,11 @@ def test_a_killed_train_is_cleaned_up_by_the_next_command(tmp_path, churn):
     assert not bundle.exists() and not bundle.with_name(run_id + ".tmp").exists()
     assert list((tmp_path / ".shipyard" / "training").iterdir()) == []
 
-    again = _shipyard(tmp_path, "models", "--json")
+    again = shipyard_cli(tmp_path, "models", "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["cleaned_up"] is None
     assert "cleaned up" not in again.stderr
-    rows = json.loads(_shipyard(tmp_path, "runs", "--json").stdout)
+    rows = json.loads(shipyard_cli(tmp_path, "runs", "--json").stdout)
     assert [(r["run_id"], r["status"], r["version"]) for r in rows] == [(run_id, "FAILED", None)]
 
 

@@ -16,7 +16,7 @@ from shipyard.cli import print_train
 from shipyard.progress import LiveProgress, StageLines, display
 from shipyard.project import Project
 from shipyard.training import TrainResult
-from support import churn_project
+from support import churn_project, shipyard_cli
 
 
 @pytest.fixture(scope="module")
@@ -24,13 +24,7 @@ def budgeted(tmp_path_factory, churn):
     """`shipyard train --json` under a budget no rung can meet, stdout and stderr piped."""
     folder = tmp_path_factory.mktemp("budget")
     churn_project(folder, churn, training={"max_rung_seconds": 0.01})
-    done = subprocess.run(
-        [sys.executable, "-m", "shipyard", "train", "--json"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = shipyard_cli(folder, "train", "--json", timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return folder, done
 
