@@ -12,7 +12,7 @@ runs as a subprocess on a free 127.0.0.1 port. Then --rounds rounds, each of two
     ``unknown_fields``: 1,000 records of the real columns plus 380 unknown fields each
     (about 3.7 MB: just under ``max_body_mb``), to ``/predict``;
     ``huge_string``: one record whose ``contract`` (a category) holds 3.9 MB of text;
-    ``deep_nesting``: 1,000 records whose ``contract`` is a value nested 30 levels deep
+    ``deep_nesting``: 1,000 records whose ``contract`` is a value nested 28 levels deep
     (within ``max_depth``, so every record is walked and refused), to ``/invocations``;
     ``too_deep``: one record with a value nested 1,000 levels deep (orjson's limit is 1,024).
 
@@ -93,7 +93,7 @@ def project(folder: Path) -> tuple[Path, list[dict[str, Any]]]:
 
 def attacks(records: list[dict[str, Any]]) -> dict[str, tuple[str, bytes]]:
     junk = {f"j{j}": 0 for j in range(380)}
-    nested = "[" * 30 + "1" + "]" * 30
+    nested = "[" * 28 + "1" + "]" * 28
     deep = "[" * 1000 + "]" * 1000
     one = orjson.dumps({**records[0], "contract": None}).decode()
     many = b"[" + b",".join(orjson.dumps({**r, **junk}) for r in records) + b"]"

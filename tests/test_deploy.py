@@ -148,6 +148,43 @@ def test_january_to_october_challenger_goes_shadow_canary_champion_and_rolls_bac
     assert refused.returncode == 1 and "was rolled back" in refused.stderr
 
 
+#: deployment records that are JSON but make no sense (what the hostile trial wrote)
+NONSENSE = {
+    "null champion": {
+        "model": "flights",
+        "revision": 9,
+        "champion": None,
+        "champions": [None, "x"],
+    },
+    "text champion": {"model": "flights", "revision": 9, "champion": "abc", "champions": ["abc"]},
+    "bundle outside": {
+        "model": "flights",
+        "revision": 9,
+        "champion": 1,
+        "champions": [1, 2],
+        "bundles": {"1": "../../../../etc", "2": "../../../../etc"},
+    },
+    "history text": {"model": "flights", "revision": 9, "champion": 1, "history": "abc"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(NONSENSE))
+def test_a_nonsense_record_is_refused_by_rollback_and_the_aliases_stay(flow, case):
+    folder = flow[0]
+    project = Project.load(folder / "shipyard.toml")
+    before, record = aliases(project), project.registry.path
+    good = record.read_bytes()
+    record.write_text(json.dumps(NONSENSE[case]))
+    try:
+        done = cli(folder, "rollback", "--reason", "test", check=False)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "is not a valid deployment state" in done.stderr and str(record) in done.stderr
+        assert aliases(project) == before  # MLflow's aliases untouched
+        assert json.loads(record.read_text()) == NONSENSE[case]  # nothing written over it
+    finally:
+        record.write_bytes(good)
+
+
 def test_a_retrain_with_nothing_new_is_refused_as_champion(flow):
     """January–October without the hour, like the champion: two more months of data alone."""
     folder, _, _, _ = flow

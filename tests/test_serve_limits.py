@@ -8,7 +8,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import socket
+import sys
+import threading
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -16,7 +19,15 @@ import pytest
 from shipyard.registry import promoted
 from shipyard.serving.app import build
 from shipyard.serving.connection import CONNECTIONS, server_options
-from support import churn_project, records_of, schemathesis_failures, uvicorn_app
+from support import (
+    CHILD_ENV,
+    churn_project,
+    free_port,
+    records_of,
+    running_server,
+    schemathesis_failures,
+    uvicorn_app,
+)
 
 SERVING = {
     "max_problems": 5,
@@ -273,6 +284,102 @@ def test_connections_past_the_limit_are_refused_with_503(churn_served):
         assert (
             'shipyard_connections_closed_total{reason="over_limit"}' in client.get("/metrics").text
         )
+
+
+# --- `shipyard serve` itself: its timeouts, and its memory under two attackers -------------
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def _expensive_bad_requests(records: list[dict]) -> list[tuple[str, bytes]]:
+    """The costliest bad requests the hostile trial found, scaled to this spec's limits: 1,000
+    records with 380 unknown fields (just under 4 MB), 3.9 MB of text in one field, 1,000
+    records each nesting to just within ``max_depth`` (so every record is walked), and one
+    value nested 1,000 deep."""
+    junk = {f"j{j}": 0 for j in range(380)}
+    within = "[" * (SERVING["max_depth"] - 3) + "1" + "]" * (SERVING["max_depth"] - 3)
+    rows = ",".join(
+        orjson.dumps({**r, "contract": None}).decode().replace('"contract":null', within)
+        for r in (records * 20)[:1000]
+    )
+    deep = "[" * 1000 + "]" * 1000
+    one = orjson.dumps({**records[0], "contract": None}).decode()
+    return [
+        ("/predict", orjson.dumps([{**r, **junk} for r in (records * 20)[:1000]])),
+        ("/predict", orjson.dumps({**records[0], "contract": "x" * 3_900_000})),
+        ("/invocations", f'{{"dataframe_records": [{rows}]}}'.encode()),
+        ("/predict", one.replace('"contract":null', f'"contract":{deep}').encode()),
+    ]
+
+
+def test_shipyard_serve_applies_the_timeouts_and_stays_bounded_under_two_attackers(
+    churn_served, tmp_path
+):
+    """The command a user runs (not the app in this process): its connections follow the
+    spec's timeouts, and two clients sending the most expensive bad requests back to back
+    get only 4xx while the server's memory stays bounded and /health keeps answering."""
+    port = free_port()
+    command = [sys.executable, "-m", "shipyard", "serve", "--spec", str(churn_served["spec"])]
+    command += ["--port", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    with running_server(command, url + "/health", tmp_path / "serve.log", env=CHILD_ENV) as proc:
+        with _connect(port) as silent:  # header_timeout_seconds = 1
+            received, took = _closed_after(silent)
+            assert received == b"" and 0.5 < took < 10
+        with _connect(port) as half:  # body_timeout_seconds = 1.5: a 408
+            half.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 1000\r\n\r\n{"
+            )
+            received, _ = _closed_after(half)
+            assert received.startswith(b"HTTP/1.1 408"), received[:100]
+
+        import httpx
+
+        attacks = _expensive_bad_requests(churn_served["records"])
+        with httpx.Client(base_url=url, timeout=60) as warm:
+            for path, body in attacks:  # once, so that the baseline holds what they load
+                answer = warm.post(path, content=body, headers={"content-type": "application/json"})
+                assert answer.status_code in (400, 413, 422), answer.text[:300]
+        baseline = _rss_mb(proc.pid)
+        peak, statuses, health = [baseline], [], []
+        done = threading.Event()
+
+        def attacker() -> None:
+            with httpx.Client(base_url=url, timeout=60) as client:
+                for _ in range(8):
+                    for path, body in attacks:
+                        answer = client.post(
+                            path, content=body, headers={"content-type": "application/json"}
+                        )
+                        statuses.append(answer.status_code)
+
+        def watch() -> None:
+            with httpx.Client(base_url=url, timeout=60) as probe:
+                while not done.is_set():
+                    peak.append(_rss_mb(proc.pid))
+                    health.append(probe.get("/health").status_code)
+                    time.sleep(0.05)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        threads = [threading.Thread(target=attacker) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        done.set()
+        watcher.join()
+        assert len(statuses) == 2 * 8 * len(attacks)
+        assert all(400 <= s < 500 for s in statuses), sorted(set(statuses))
+        assert health and set(health) == {200}
+        # before the limits, two such clients took the server from ~250 MB to 819 MB
+        assert max(peak) - baseline < 200, (baseline, max(peak))
 
 
 # --- fuzz: zero 5xx on every route ----------------------------------------------------------
