@@ -50,7 +50,7 @@ from shipyard.serving.connection import CONNECTIONS
 from shipyard.serving.log import PredictionLog
 from shipyard.serving.metrics import Metrics
 from shipyard.serving.router import Router
-from shipyard.serving.service import Service
+from shipyard.serving.service import Service, record_ids
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -143,12 +143,15 @@ def create_app(service: Service) -> FastAPI:
         )
         items = [
             {
+                **({} if single else {"request_id": record_id}),
                 **protocol.named(a.output, a.classes),
                 "model_version": a.version,
                 "arm": a.arm,
                 "warnings": w,
             }
-            for a, w in zip(answers, warnings, strict=True)
+            for record_id, a, w in zip(
+                record_ids(request_id, len(answers)), answers, warnings, strict=True
+            )
         ]
         if single:
             return service.reply({"request_id": request_id, **items[0]})

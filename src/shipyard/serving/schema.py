@@ -128,11 +128,17 @@ def predict_openapi(record: dict[str, Any], classes: list[str] | None = None) ->
     """``POST /predict``; ``classes``: the champion's, when it is multiclass."""
     many = {"type": "array", "items": record, "minItems": 1}
     one = _answer(classes)
+    record_id = {"type": "string", "description": "this record's id, for its label"}
+    item = {
+        **one,
+        "properties": {"request_id": record_id, **one["properties"]},
+        "required": ["request_id", *one["required"]],
+    }
     answer = {
         "type": "object",
         "properties": {
             "request_id": {"type": "string"},
-            "predictions": {"type": "array", "items": one},
+            "predictions": {"type": "array", "items": item},
             **one["properties"],
         },
         "required": ["request_id"],

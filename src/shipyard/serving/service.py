@@ -36,6 +36,17 @@ E = TypeVar("E")  # what a route's parse returns beside the records
 OFFLOAD_BYTES = 256 * 1024
 
 
+def record_ids(request_id: str, n: int) -> list[str]:
+    """The id each record of a request is logged (and labelled) under: the request's own id
+    for a single record, ``<request id>-<i>`` (``i`` from 0) for the records of a list, so a
+    label or a shadow's copy names one record, never a whole batch.
+
+    >>> record_ids("ab12", 1), record_ids("ab12", 2)
+    (['ab12'], ['ab12-0', 'ab12-1'])
+    """
+    return [request_id] if n == 1 else [f"{request_id}-{i}" for i in range(n)]
+
+
 class Service:
     """What the routes share: the router, the log, the metrics and the limits."""
 
@@ -229,8 +240,8 @@ class Service:
         elapsed = time.perf_counter() - started
         now = time.time()
         log_types = routes.log_types
-        for record, entity, answer, warned in zip(
-            records, entities, answers, warnings, strict=True
+        for record_id, record, entity, answer, warned in zip(
+            record_ids(request_id, len(records)), records, entities, answers, warnings, strict=True
         ):
             self.metrics.count(
                 "shipyard_requests_total",
@@ -241,7 +252,7 @@ class Service:
             if self.log is not None:
                 self.log.append(
                     {
-                        "request_id": request_id,
+                        "request_id": record_id,
                         "time": now,
                         "entity_id": entity if entity != request_id else None,
                         "model_version": answer.version,
