@@ -22,7 +22,7 @@ from shipyard.bundle import load_bundle
 from shipyard.cli import app
 from shipyard.errors import DataError, DeploymentError, ReferenceMissing, UsageError
 from shipyard.monitoring.monitor import Latencies, parse_window
-from shipyard.monitoring.results import COLUMNS, read_results
+from shipyard.monitoring.results import COLUMNS, KEY, read_results
 from shipyard.monitoring.watch import monitor
 from shipyard.project import Project
 from shipyard.serving.log import PredictionLog, feature_types
@@ -118,6 +118,10 @@ def test_identical_traffic_raises_no_alert_and_its_results_are_kept_once(trained
     assert len(kept) == len(frame)
     again = project.monitor(window="1d")  # the same window again replaces its rows
     assert len(read_results(project.workspace)) == len(kept) == len(again.rows)
+    project.monitor(window="6h")  # other windows are kept beside them
+    every = read_results(project.workspace)
+    assert len(every) > len(kept) and not every.duplicated(list(KEY)).any()
+    assert every.model_version.dropna().unique().tolist() == [version]
     assert {p: p.read_bytes() for p in project.workspace.logs.rglob("*.parquet")} == before
 
 

@@ -98,59 +98,41 @@ def drift_rows(result: DriftResult, section: str, policy: DriftPolicy) -> list[d
             row(section, result.column, "psi", None, level="empty", note="; ".join(result.notes))
         ]
     verdict = _verdict(result, policy)
+    judged = result.effect or "psi"
+    out: list[dict[str, Any]] = []
 
-    def level(statistic: str) -> str:
-        return result.level if statistic == (result.effect or "psi") else "ok"
+    def add(statistic: str, value: float | None, what: str, **more: Any) -> None:
+        """A statistic's row; the one the verdict rests on carries the level and says why."""
+        if statistic == judged:
+            more.update(level=result.level, note=f"{verdict}. {result.method}")
+        more.setdefault("note", what)
+        out.append(row(section, result.column, statistic, value, **more))
 
-    def note(statistic: str) -> str:
-        return f"{verdict}. {result.method}" if statistic == (result.effect or "psi") else ""
-
-    out = [row(section, result.column, "psi", result.psi, level=level("psi"), note=note("psi"))]
+    add("psi", result.psi, "population stability index")
     if result.kind == "numeric":
-        out.append(
-            row(
-                section,
-                result.column,
-                "ks",
-                result.ks,
-                lower=result.ks,
-                upper=result.ks_upper,
-                pvalue=result.pvalue,
-                note=f"two-sample KS over the fine bins; p at the bound {result.pvalue:.3g}",
-            )
+        p = result.pvalue
+        add(
+            "ks",
+            result.ks,
+            f"two-sample KS over the fine bins; p at the bound {p:.3g}",
+            lower=result.ks,
+            upper=result.ks_upper,
+            pvalue=p,
         )
-        out.append(
-            row(
-                section,
-                result.column,
-                "wasserstein",
-                result.wasserstein,
-                lower=result.wasserstein_lower,
-                upper=result.wasserstein_upper,
-                level=level("wasserstein"),
-                note=note("wasserstein") or f"Wasserstein-1 / reference {result.scale_name}",
-            )
+        add(
+            "wasserstein",
+            result.wasserstein,
+            f"Wasserstein-1 / reference {result.scale_name}",
+            lower=result.wasserstein_lower,
+            upper=result.wasserstein_upper,
         )
     else:
-        out.append(
-            row(
-                section,
-                result.column,
-                "jensen_shannon",
-                result.jensen_shannon,
-                level=level("jensen_shannon"),
-                note=note("jensen_shannon") or "Jensen-Shannon distance, base 2",
-            )
-        )
-        out.append(
-            row(
-                section,
-                result.column,
-                "chi2",
-                result.chi2,
-                pvalue=result.pvalue,
-                note=f"chi-square test of homogeneity, {result.dof} degrees of freedom",
-            )
+        add("jensen_shannon", result.jensen_shannon, "Jensen-Shannon distance, base 2")
+        add(
+            "chi2",
+            result.chi2,
+            f"chi-square test of homogeneity, {result.dof} degrees of freedom",
+            pvalue=result.pvalue,
         )
     return out
 

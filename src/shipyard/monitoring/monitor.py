@@ -41,6 +41,7 @@ import pandas as pd
 from shipyard.errors import DataError, UsageError
 from shipyard.monitoring.reference import Reference, prediction_columns
 from shipyard.monitoring.summary import NumericReference, Summary, as_numbers, merge, summarize
+from shipyard.serving.log import FIELDS as LOG_FIELDS
 from shipyard.spec import WINDOW_PATTERN
 
 if TYPE_CHECKING:
@@ -51,17 +52,7 @@ if TYPE_CHECKING:
 US = 1_000_000
 ORIGIN_US = 4 * 86_400 * US  # Monday 1970-01-05 00:00 UTC: where day windows are counted from
 #: The log's fields monitoring reads (its feature columns are read beside them).
-FIELDS = (
-    "request_id",
-    "time",
-    "model_version",
-    "arm",
-    "prediction",
-    "probabilities",
-    "latency_ms",
-    "warnings",
-    "error",
-)
+FIELDS = tuple(name for name in LOG_FIELDS if name != "entity_id")
 # the latency histogram: 200 bins per decade from 1 µs to 1,000 s (each 1.2% wide)
 LATENCY_EDGES = np.logspace(-3, 6, 9 * 200 + 1)
 

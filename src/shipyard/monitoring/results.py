@@ -80,14 +80,32 @@ def to_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def _keys(frame: pd.DataFrame) -> list[str]:
-    return ["|".join(map(str, key)) for key in frame[KEY].itertuples(index=False)]
+    """Each row's :data:`KEY` as text (a version as an integer, however it was read)."""
+    keyed = frame[KEY].copy()
+    keyed["model_version"] = [None if pd.isna(v) else int(v) for v in keyed["model_version"]]
+    return ["|".join(map(str, key)) for key in keyed.itertuples(index=False)]
+
+
+def _table(frame: pd.DataFrame) -> pa.Table:
+    """The frame as the results schema (times through epoch microseconds: pyarrow reading
+    a zoned pandas column goes through its deprecated ``Series.values``)."""
+    import pyarrow as pa
+
+    plain = frame.copy()
+    stamps = ("window_start", "window_end")
+    for column in stamps:
+        plain[column] = plain[column].dt.tz_convert(None).astype("datetime64[us]").astype("int64")
+    schema = results_schema()
+    as_numbers = pa.schema(
+        [pa.field(f.name, pa.int64()) if f.name in stamps else f for f in schema]
+    )
+    return pa.Table.from_pandas(plain, schema=as_numbers, preserve_index=False).cast(schema)
 
 
 def write_results(workspace: Any, frame: pd.DataFrame) -> list[Path]:
     """Keep result rows: one Parquet file per window (``<start>_<end>.parquet``), written
     atomically; a row with the same window, version, arm, section, column and statistic
     as a kept one replaces it. The paths written."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from shipyard.files import atomic_path
@@ -97,29 +115,30 @@ def write_results(workspace: Any, frame: pd.DataFrame) -> list[Path]:
     for (start, end), rows in frame.groupby(["window_start", "window_end"], sort=True):
         path = folder / f"{start:%Y%m%dT%H%M%S%f}Z_{end:%Y%m%dT%H%M%S%f}Z.parquet"
         if path.exists():
-            with pq.ParquetFile(path) as file:
-                old = file.read().to_pandas()
+            old = _read(path)
             new = set(_keys(rows))
             kept = old[[key not in new for key in _keys(old)]]
             rows = pd.concat([kept, rows], ignore_index=True) if len(kept) else rows
-        table = pa.Table.from_pandas(
-            rows.reset_index(drop=True), schema=results_schema(), preserve_index=False
-        )
+        table = _table(rows.reset_index(drop=True))
         with atomic_path(path) as temporary:
             pq.write_table(table, temporary)
         written.append(path)
     return written
 
 
+def _read(path: Path) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as file:
+        frame = file.read().cast(results_schema()).to_pandas()
+    frame["model_version"] = frame["model_version"].astype("Int64")
+    return frame
+
+
 def read_results(workspace: Any) -> pd.DataFrame:
     """Every result row kept in the workspace, in window order (an empty table when
     ``monitor`` never ran)."""
-    import pyarrow.parquet as pq
-
-    frames = []
-    for path in sorted(results_folder(workspace).glob("*.parquet")):
-        with pq.ParquetFile(path) as file:
-            frames.append(file.read().to_pandas())
+    frames = [_read(path) for path in sorted(results_folder(workspace).glob("*.parquet"))]
     if not frames:
         return results_schema().empty_table().to_pandas()
     frame = pd.concat(frames, ignore_index=True)
