@@ -608,6 +608,84 @@ def labels(
         out.print(f"[yellow]warning[/]: {escape(warning)}")
 
 
+LEVEL_STYLE = {"alert": "bold red", "warn": "yellow"}
+
+
+def print_monitor(result: Any, console: Console = out) -> None:
+    """The alerts of a monitor run as a table, most severe first; then its warnings."""
+    from shipyard.monitoring.monitor import iso
+
+    console.print(
+        f"monitored {result.rows_read:,} logged rows in {result.files} file(s): "
+        f"{result.windows} window(s) of {result.window}, version(s) "
+        f"{', '.join(map(str, result.versions))}; {len(result.rows):,} results kept"
+    )
+    if result.alerts:
+        table = RichTable(show_edge=False, pad_edge=False)
+        for name in ("level", "window", "version", "arm", "section", "column", "statistic"):
+            table.add_column(name)
+        table.add_column("value", justify="right")
+        table.add_column("why")
+        for a in result.alerts:
+            start = iso(a["window_start"]) or ""
+            table.add_row(
+                f"[{LEVEL_STYLE[a['level']]}]{a['level']}[/]",
+                start,
+                "" if a["model_version"] is None else str(a["model_version"]),
+                escape(a["arm"]),
+                a["section"],
+                escape(a["column"]),
+                a["statistic"],
+                _fmt(a["value"]),
+                escape(a["note"]),
+            )
+        console.print(table)
+    counts = {level: sum(a["level"] == level for a in result.alerts) for level in ("alert", "warn")}
+    style = "bold red" if counts["alert"] else "bold green"
+    console.print(f"[{style}]{counts['alert']} alert(s)[/], {counts['warn']} warning(s)")
+    for warning in result.warnings:
+        console.print(f"[yellow]warning[/]: {escape(warning)}")
+    if result.report:
+        console.print(f"report: {escape(result.report)}")
+
+
+@app.command(cls=_Command)
+def monitor(
+    since: Annotated[
+        str | None, typer.Option(help="From this UTC date or time (ISO 8601), included.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Until this UTC date or time (ISO 8601), excluded.")
+    ] = None,
+    window: Annotated[
+        str | None,
+        typer.Option(help="1h, 1d, 7d or 'N rows' (default: [monitoring] window)."),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Only this version (default: every one).")
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Also write an HTML report here.")
+    ] = None,
+    offline: Annotated[
+        Path | None,
+        typer.Option("--offline", help="Features an offline pipeline computed (skew)."),
+    ] = None,
+    spec: SpecOption = Path("shipyard.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """Drift, live data quality and system metrics over the prediction log; exit 1 on alert."""
+    with _errors(as_json):
+        result = Project.load(spec).monitor(
+            since=since, until=until, window=window, model=model, report=report, offline=offline
+        )
+    if as_json:
+        _emit_json(result.to_dict())
+    else:
+        print_monitor(result)
+    raise typer.Exit(result.exit_code)
+
+
 @app.command(cls=_Command)
 def rollback(
     reason: Annotated[str | None, typer.Option(help="Why, recorded in the history.")] = None,

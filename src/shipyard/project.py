@@ -529,6 +529,32 @@ class Project:
 
         return ingest(path, self.spec, self.workspace)
 
+    def monitor(
+        self,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        window: str | None = None,
+        model: str | int | None = None,
+        report: Path | str | None = None,
+        offline: Path | str | None = None,
+    ) -> Any:
+        """Drift, live data quality, system metrics and alerts over the prediction log
+        (``shipyard monitor``): a :class:`~shipyard.monitoring.watch.MonitorResult` with
+        ``to_dict()``, ``frame()`` and ``exit_code`` (1 when an alert fired)."""
+        from shipyard.monitoring.watch import monitor
+
+        return monitor(
+            self.spec,
+            self.workspace,
+            since=since,
+            until=until,
+            window=window,
+            model=model,
+            report=report,
+            offline=offline,
+        )
+
     def rollback(
         self, reason: str | None = None, progress: Progress = _quiet, mirror: str = "now"
     ) -> RollbackResult:

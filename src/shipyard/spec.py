@@ -16,6 +16,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,8 @@ REGRESSION_METRICS = ("rmse", "mae", "r2")
 DEFAULT_METRIC = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}
 SPLIT_STRATEGIES = ("auto", "random", "stratified", "group", "time")
 UNKNOWN_POLICIES = ("bucket", "hash")
+#: A monitoring window: hours (``1h``), days (``1d``, ``7d``) or a count of rows (``5000 rows``).
+WINDOW_PATTERN = r"\s*(?P<count>[1-9][0-9]*)\s*(?P<unit>h|d|rows?)\s*"
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,32 @@ class ServingSection:
 
 
 @dataclass(frozen=True)
+class MonitoringSection:
+    """What ``shipyard monitor`` alerts on: drift significance and effect floors, live data
+    quality, volume, latency, metric and calibration limits, staleness, and a webhook."""
+
+    alpha: float = 0.01
+    psi_warn: float = 0.1
+    psi_alert: float = 0.2
+    wasserstein_warn: float = 0.2  # in reference IQRs (DriftPolicy's floors)
+    wasserstein_alert: float = 0.4
+    js_warn: float = 0.1
+    js_alert: float = 0.2
+    max_null_rate_increase: float = 0.1
+    max_range_violation_rate: float = 0.05
+    max_unseen_rate: float = 0.05
+    min_volume_ratio: float = 0.5
+    max_latency_p99_ms: float | None = None
+    max_error_rate: float = 0.02
+    max_metric_drop: float = 0.05
+    max_calibration_error: float = 0.1
+    max_staleness_hours: float | None = None
+    window: str = "1d"
+    webhook: str | None = None
+    webhook_timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
 class TrackingSection:
     """Where runs are tracked: an MLflow tracking URI (default: SQLite under .shipyard/)."""
 
@@ -161,6 +190,10 @@ def _fraction(v: Any) -> str | None:
     return None if 0.0 <= v <= 1.0 else "a number between 0 and 1"
 
 
+def _open_fraction(v: Any) -> str | None:
+    return None if 0 < v < 1 else "a number between 0 and 1, both excluded"
+
+
 def _positive(v: Any) -> str | None:
     return None if v > 0 else "a number greater than 0"
 
@@ -176,6 +209,16 @@ def _percent_steps(v: Any) -> str | None:
         and all(a < b for a, b in itertools.pairwise(v))
     )
     return None if ok else "a non-empty, increasing list of percents, each in (0, 100]"
+
+
+def _window(v: Any) -> str | None:
+    if re.fullmatch(WINDOW_PATTERN, v):
+        return None
+    return 'a window such as "1h", "1d", "7d" or "5000 rows"'
+
+
+def _url(v: Any) -> str | None:
+    return None if re.fullmatch(r"https?://\S+", v) else "an http:// or https:// URL"
 
 
 def _non_empty(v: Any) -> str | None:
@@ -290,6 +333,30 @@ SECTIONS: dict[str, tuple[type, dict[str, Key]]] = {
             "log_flush_seconds": Key((int, float), _positive, type_name="a number"),
         },
     ),
+    "monitoring": (
+        MonitoringSection,
+        {
+            "alpha": Key((int, float), _open_fraction, type_name="a number"),
+            "psi_warn": _NUM,
+            "psi_alert": _NUM,
+            "wasserstein_warn": _NUM,
+            "wasserstein_alert": _NUM,
+            "js_warn": _FRAC,
+            "js_alert": _FRAC,
+            "max_null_rate_increase": _FRAC,
+            "max_range_violation_rate": _FRAC,
+            "max_unseen_rate": _FRAC,
+            "min_volume_ratio": _FRAC,
+            "max_latency_p99_ms": _NUM,
+            "max_error_rate": _FRAC,
+            "max_metric_drop": _NUM,
+            "max_calibration_error": _FRAC,
+            "max_staleness_hours": _NUM,
+            "window": Key((str,), _window, type_name="a string"),
+            "webhook": Key((str,), _url, type_name="a string"),
+            "webhook_timeout_seconds": _NUM,
+        },
+    ),
     "tracking": (TrackingSection, {"uri": _STR, "experiment": _STR}),
 }
 
@@ -314,6 +381,7 @@ class Spec:
     split: SplitSection = field(default_factory=SplitSection)
     training: TrainingSection = field(default_factory=TrainingSection)
     serving: ServingSection = field(default_factory=ServingSection)
+    monitoring: MonitoringSection = field(default_factory=MonitoringSection)
     tracking: TrackingSection = field(default_factory=TrackingSection)
     root: Path = field(default=Path("."), compare=False)
 
@@ -446,6 +514,15 @@ def _cross_checks(sections: dict[str, Any]) -> list[str]:
             )
         if split.eyeball >= 1:
             problems.append("'split.eyeball' must be below 1: the rest of dev selects the model")
+    monitoring: MonitoringSection | None = sections.get("monitoring")
+    if monitoring:
+        for name in ("psi", "wasserstein", "js"):
+            warn, alert = getattr(monitoring, f"{name}_warn"), getattr(monitoring, f"{name}_alert")
+            if warn > alert:
+                problems.append(
+                    f"'monitoring.{name}_warn' ({warn:g}) must not exceed "
+                    f"'monitoring.{name}_alert' ({alert:g})"
+                )
     features: FeaturesSection | None = sections.get("features")
     if features:
         both = sorted(set(features.include) & set(features.exclude))

@@ -4,13 +4,17 @@ the labels that arrive later.
 The reference statistics a bundle stores at ``train`` (``reference``), mergeable summaries
 of windows of live data over the reference's bins (``summary``), the drift statistics with
 their error bounds and the alert rule (``drift``), and delayed labels and outcomes joined to
-logged predictions (``labels``); the ``monitor`` command builds on these. Everything here
+logged predictions (``labels``); the ``monitor`` command on these: the log streamed into
+per-window summaries (``monitor``), the ``[monitoring]`` rules and alerts (``alerts``), one run
+end to end (``watch``) and the results table it keeps (``results``). Everything here
 works from summaries that merge, never from raw training data.
 """
 
 from shipyard.monitoring.drift import DriftPolicy, DriftResult, compare
 from shipyard.monitoring.labels import LabelsResult, Vocabulary, ingest, read_labels
+from shipyard.monitoring.monitor import Window, parse_window
 from shipyard.monitoring.reference import Reference
+from shipyard.monitoring.results import read_results
 from shipyard.monitoring.summary import (
     CategoricalReference,
     CategoricalSummary,
@@ -20,6 +24,7 @@ from shipyard.monitoring.summary import (
     summarize,
     summary_from_dict,
 )
+from shipyard.monitoring.watch import MonitorResult
 
 __all__ = [
     "CategoricalReference",
@@ -27,14 +32,18 @@ __all__ = [
     "DriftPolicy",
     "DriftResult",
     "LabelsResult",
+    "MonitorResult",
     "NumericReference",
     "NumericSummary",
     "Reference",
     "Vocabulary",
+    "Window",
     "compare",
     "ingest",
     "merge",
+    "parse_window",
     "read_labels",
+    "read_results",
     "summarize",
     "summary_from_dict",
 ]

@@ -549,23 +549,55 @@ def read_log(
         If ``folder`` does not exist, or a file in it is not a prediction-log file.
     """
 
+    wanted = None if columns is None else {"time", *columns}
+    tables = [_read_file(path, wanted) for path in log_files(folder, since=since)]
+    return _combine(tables, types, wanted).sort_by("time")
+
+
+def log_files(
+    folder: str | Path, *, since: dt.date | None = None, until: dt.date | None = None
+) -> list[Path]:
+    """The flushed files of a prediction log, in name order (their partition's day, then the
+    time of their first row), from the UTC day ``since`` to the day ``until``, both included.
+
+    Raises
+    ------
+    DataError
+        If ``folder`` does not exist.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(
             f"no prediction log at {folder}: the folder does not exist. Start the online "
             "service (it creates the folder), or pass the folder it logs to."
         )
-    wanted = None if columns is None else {"time", *columns}
-    tables = []
+    files = []
     for partition in sorted(folder.glob("date=*")):
         try:
             day = dt.date.fromisoformat(partition.name.removeprefix("date="))
         except ValueError:
             continue
-        if since is None or day >= since:
-            for path in sorted(partition.glob("part-*.parquet")):
-                tables.append(_read_file(path, wanted))
-    return _combine(tables, types, wanted).sort_by("time")
+        if (since is None or day >= since) and (until is None or day <= until):
+            files.extend(sorted(partition.glob("part-*.parquet")))
+    return files
+
+
+def read_log_file(
+    path: str | Path,
+    *,
+    types: Mapping[str, str] | None = None,
+    columns: Sequence[str] | None = None,
+) -> pa.Table:
+    """One file of a prediction log, in the columns :func:`read_log` gives (``types`` and
+    ``columns`` as there), so a reader can stream a log file by file in flat memory.
+
+    Raises
+    ------
+    DataError
+        If the file is truncated, not Parquet, or not a prediction-log file.
+    """
+    wanted = None if columns is None else {"time", *columns}
+    return _combine([_read_file(Path(path), wanted)], types, wanted)
 
 
 def _read_file(path: Path, wanted: set[str] | None) -> pa.Table:
@@ -575,6 +607,12 @@ def _read_file(path: Path, wanted: set[str] | None) -> pa.Table:
     try:
         with pq.ParquetFile(path) as file:  # not read_table: it would import pandas
             names = file.schema_arrow.names
+            if not {"time", "model_version", "arm"} <= set(names):
+                raise DataError(
+                    f"{path} is not a prediction-log file: it has no 'time', 'model_version' "
+                    f"and 'arm' columns (it has {', '.join(names[:8]) or 'none'}). Move it out "
+                    "of the log folder."
+                )
             if "features" in names:  # the first layout
                 table = _from_first_layout(file.read())
             else:

@@ -1,0 +1,441 @@
+"""``shipyard monitor``: the prediction log read back, window by window, into mergeable
+summaries and the results table.
+
+The log is streamed file by file (:func:`~shipyard.serving.log.read_log_file`, only the
+columns monitoring needs), so memory holds one file plus the summaries, whatever the log's
+size. Each row goes to a **window**: a time window aligned to UTC boundaries (``1h`` starts
+on the hour; ``Nd`` windows are counted from Monday 1970-01-05 00:00 UTC, so ``1d`` is a UTC
+day and ``7d`` an ISO week, Monday to Monday), or every ``N rows`` in log order. Per window,
+model version and arm it keeps a :class:`Group`: each feature's and each prediction column's
+summary over the answering bundle's reference bins (:func:`~shipyard.monitoring.summary.
+summarize`; two files' groups combine with :func:`~shipyard.monitoring.summary.merge`),
+values outside the contract's range, contract warnings by field, errors, a latency histogram
+and the last request's time. The rules (:mod:`shipyard.monitoring.alerts`) turn groups into
+rows of the shared results table (:data:`COLUMNS`), which are kept in the workspace
+(:func:`write_results`, :func:`read_results`).
+
+Agreement of a shadow or canary with the champion needs the same requests' answers side by
+side, so each window keeps the request ids and answers of every arm until it is compared
+(an id and a float per logged row): the one part of the memory that grows with the log.
+
+>>> parse_window("7d").seconds, parse_window("5000 rows").rows
+(604800, 5000)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import importlib.util
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from shipyard.errors import DataError, UsageError
+from shipyard.monitoring.reference import Reference, prediction_columns
+from shipyard.monitoring.summary import NumericReference, Summary, as_numbers, merge, summarize
+from shipyard.serving.log import FIELDS as LOG_FIELDS
+from shipyard.spec import WINDOW_PATTERN
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from shipyard.data.contract import Contract
+
+US = 1_000_000
+ORIGIN_US = 4 * 86_400 * US  # Monday 1970-01-05 00:00 UTC: where day windows are counted from
+#: The log's fields monitoring reads (its feature columns are read beside them).
+FIELDS = tuple(name for name in LOG_FIELDS if name != "entity_id")
+# the latency histogram: 200 bins per decade from 1 µs to 1,000 s (each 1.2% wide)
+LATENCY_EDGES = np.logspace(-3, 6, 9 * 200 + 1)
+
+
+@dataclass(frozen=True)
+class Window:
+    """How rows are grouped: every ``seconds`` (aligned to UTC) or every ``rows``."""
+
+    text: str
+    seconds: int | None = None
+    rows: int | None = None
+
+
+def parse_window(text: str) -> Window:
+    """``1h``, ``6h``, ``1d``, ``7d`` or ``5000 rows`` (``[monitoring] window``, ``--window``)."""
+    found = re.fullmatch(WINDOW_PATTERN, str(text))
+    if found is None:
+        raise UsageError(
+            f"--window {text!r} is not a window: give hours (1h), days (1d, 7d) or a count "
+            "of rows (5000 rows)."
+        )
+    count, unit = int(found.group("count")), found.group("unit")
+    if unit.startswith("row"):
+        return Window(f"{count} rows", rows=count)
+    return Window(f"{count}{unit}", seconds=count * (3600 if unit == "h" else 86_400))
+
+
+def parse_time(text: str | None, option: str) -> int | None:
+    """An ISO date or date-time (naive means UTC) as epoch microseconds."""
+    if text is None:
+        return None
+    try:
+        stamp = dt.datetime.fromisoformat(str(text).strip())
+    except ValueError:
+        raise UsageError(
+            f"{option} {text!r} is not a date or time: write it as ISO 8601, e.g. 2026-05-01 "
+            "or 2026-05-01T12:00:00Z."
+        ) from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    return (stamp - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
+
+
+def iso(micros: int | None) -> str | None:
+    """Epoch microseconds as ISO 8601 in UTC."""
+    if micros is None:
+        return None
+    stamp = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=int(micros))
+    return stamp.isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class Latencies:
+    """A latency histogram over :data:`LATENCY_EDGES` that merges by addition; a quantile
+    is the geometric middle of its bin (within 0.6% of the exact value)."""
+
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(len(LATENCY_EDGES) + 1, np.int64))
+
+    def add(self, values: np.ndarray) -> None:
+        finite = values[np.isfinite(values)]
+        index = np.searchsorted(LATENCY_EDGES, np.maximum(finite, LATENCY_EDGES[0]))
+        self.counts += np.bincount(index, minlength=len(self.counts))
+
+    def merge(self, other: Latencies) -> None:
+        self.counts += other.counts
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum())
+
+    def quantile(self, q: float) -> float:
+        if self.n == 0:
+            return float("nan")
+        k = int(np.searchsorted(np.cumsum(self.counts), q * self.n, side="left"))
+        k = min(max(k, 1), len(LATENCY_EDGES) - 1)
+        return float(math.sqrt(LATENCY_EDGES[k - 1] * LATENCY_EDGES[k]))
+
+
+@dataclass
+class Group:
+    """What one window of one model version and arm held, in counts that add up."""
+
+    window: int
+    version: int
+    arm: str
+    first_us: int
+    last_us: int
+    rows: int = 0
+    errors: int = 0
+    features: dict[str, Summary] = field(default_factory=dict)
+    predictions: dict[str, Summary] = field(default_factory=dict)
+    out_of_range: Counter[str] = field(default_factory=Counter)
+    absent: Counter[str] = field(default_factory=Counter)  # rows whose file lacked the field
+    new_fields: Counter[str] = field(default_factory=Counter)  # non-null values of unknown fields
+    warnings: Counter[str] = field(default_factory=Counter)  # by field
+    reasons: dict[str, Counter[str]] = field(default_factory=dict)
+    latency: Latencies = field(default_factory=Latencies)
+    answers: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    def merge(self, other: Group) -> None:
+        self.first_us, self.last_us = (
+            min(self.first_us, other.first_us),
+            max(self.last_us, other.last_us),
+        )
+        self.rows += other.rows
+        self.errors += other.errors
+        for mine, theirs in (
+            (self.features, other.features),
+            (self.predictions, other.predictions),
+        ):
+            for name, summary in theirs.items():
+                mine[name] = merge(mine[name], summary) if name in mine else summary
+        for counter in ("out_of_range", "absent", "new_fields", "warnings"):
+            getattr(self, counter).update(getattr(other, counter))
+        for name, reasons in other.reasons.items():
+            self.reasons.setdefault(name, Counter()).update(reasons)
+        self.latency.merge(other.latency)
+        self.answers.extend(other.answers)
+
+
+@dataclass
+class Answering:
+    """A model version that answered: its reference, contract and features."""
+
+    version: int
+    reference: Reference
+    contract: Contract
+    features: list[str]
+    types: dict[str, str]
+
+    @classmethod
+    def load(cls, version: int, path: Path) -> Answering:
+        from shipyard.bundle import load_bundle
+        from shipyard.serving.log import feature_types
+
+        bundle = load_bundle(path)
+        reference = Reference.from_bundle(bundle)  # ReferenceMissing: retrain to enable drift
+        features = list(bundle.features)
+        return cls(
+            version, reference, bundle.contract, features, feature_types(bundle.contract, features)
+        )
+
+    def score_columns(self) -> list[str]:
+        assert self.reference.task is not None
+        return prediction_columns(self.reference.task, self.reference.classes)
+
+
+@dataclass
+class Scan:
+    """Everything one pass over the log found."""
+
+    groups: dict[tuple[int, int, str], Group] = field(default_factory=dict)
+    files: int = 0
+    rows: int = 0
+    skipped: list[str] = field(default_factory=list)  # one warning per unreadable file
+    versions_without_bundle: Counter[int] = field(default_factory=Counter)
+
+
+def scan(
+    files: Sequence[Path],
+    answering: Callable[[int], Answering | None],
+    window: Window,
+    *,
+    since_us: int | None,
+    until_us: int | None,
+    model: int | None = None,
+) -> Scan:
+    """Read ``files`` one by one into per-window, per-version, per-arm groups;
+    ``answering(version)`` gives the version's :class:`Answering`, or None to skip its rows.
+    An unreadable or foreign file is a counted warning (``Scan.skipped``), never an error."""
+    from shipyard.serving.log import PREFIX, read_log_file
+
+    out = Scan()
+    offset = 0  # rows seen so far, for windows of N rows
+    for path in files:
+        try:
+            names = _names(path)
+            features = [n for n in names if n.startswith(PREFIX)]
+            table = read_log_file(path, columns=[*FIELDS, *features])
+        except DataError as exc:
+            out.skipped.append(str(exc))
+            continue
+        out.files += 1
+        table = _within(table, since_us, until_us, model)
+        if table.num_rows == 0:
+            continue
+        out.rows += table.num_rows
+        for group in _groups_of(table, answering, window, offset, out):
+            key = (group.window, group.version, group.arm)
+            if key in out.groups:
+                out.groups[key].merge(group)
+            else:
+                out.groups[key] = group
+        offset += table.num_rows
+    return out
+
+
+def _names(path: Path) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(path).names)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(
+            f"{path} is not a readable prediction-log file ({type(exc).__name__}: {exc}); "
+            "it was skipped. Move it out of the log folder."
+        ) from exc
+
+
+def _within(table: pa.Table, since_us: int | None, until_us: int | None, model: int | None):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    time = pc.cast(table.column("time"), pa.int64())
+    keep = pc.is_valid(time)
+    if since_us is not None:
+        keep = pc.and_(keep, pc.greater_equal(time, since_us))
+    if until_us is not None:
+        keep = pc.and_(keep, pc.less(time, until_us))
+    if model is not None:
+        keep = pc.and_(keep, pc.equal(table.column("model_version"), model))
+    table = table.filter(pc.fill_null(keep, False))
+    return table.sort_by("time")
+
+
+def _groups_of(
+    table: pa.Table,
+    answering: Callable[[int], Answering | None],
+    window: Window,
+    offset: int,
+    scan: Scan,
+) -> Iterator[Group]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from shipyard.serving.log import PREFIX
+
+    time = pc.cast(table.column("time"), pa.int64()).to_numpy()
+    if window.seconds is not None:
+        windows = (time - ORIGIN_US) // (window.seconds * US)
+    else:
+        assert window.rows is not None
+        windows = (offset + np.arange(len(time))) // window.rows
+    versions = table.column("model_version").fill_null(-1).to_numpy()
+    arms = table.column("arm").fill_null("").to_numpy(zero_copy_only=False)
+    keys = pd.DataFrame({"w": windows, "v": versions, "a": arms})
+    present = set(table.column_names)
+    unknown_fields = [n for n in table.column_names if n.startswith(PREFIX)]
+    for (w, v, a), index in keys.groupby(["w", "v", "a"], sort=True).indices.items():
+        version = int(v)
+        answer = answering(version)
+        if answer is None:
+            scan.versions_without_bundle[version] += len(index)
+            continue
+        rows = table.take(pa.array(index))
+        group = Group(int(w), version, str(a), int(time[index[0]]), int(time[index[-1]]))
+        _fill(group, rows, answer, present, unknown_fields)
+        yield group
+
+
+def _floats(values: Any) -> np.ndarray:
+    """A numeric log column as float64 (NaN for null); text (a file that typed the feature
+    apart) through the one value parser."""
+    import pyarrow as pa
+
+    if pa.types.is_floating(values.type) or pa.types.is_integer(values.type):
+        return values.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    numbers, _ = as_numbers(values)
+    return numbers
+
+
+def _fill(
+    group: Group, rows: pa.Table, answer: Answering, present: set[str], unknown: list[str]
+) -> None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from shipyard.serving.log import PREFIX
+
+    n = rows.num_rows
+    group.rows = n
+    group.errors = int(pc.sum(pc.is_valid(rows.column("error"))).as_py() or 0)
+    for name, ref in answer.reference.features.items():
+        column = PREFIX + name
+        if column not in present:
+            group.absent[name] += n
+            values: Any = pa.nulls(n, pa.float64() if ref.kind == "numeric" else pa.string())
+        else:
+            values = rows.column(column).combine_chunks()
+        if isinstance(ref, NumericReference):
+            numbers = _floats(values)
+            group.features[name] = summarize(numbers, ref)
+            spec = answer.contract.columns.get(name)
+            if spec is not None and spec.min is not None and spec.max is not None:
+                with np.errstate(invalid="ignore"):
+                    outside = (numbers < spec.min) | (numbers > spec.max)
+                group.out_of_range[name] = int(outside.sum())
+        else:
+            group.features[name] = summarize(values, ref)
+    known = {PREFIX + name for name in answer.features}
+    for column in unknown:
+        if column not in known and column in rows.column_names:
+            filled = int(pc.sum(pc.is_valid(rows.column(column))).as_py() or 0)
+            if filled:
+                group.new_fields[column[len(PREFIX) :]] += filled
+    scores = _scores(rows, answer)
+    for name, values in scores.items():
+        ref_score = answer.reference.predictions.get(name)
+        if ref_score is not None:
+            group.predictions[name] = summarize(values, ref_score)
+    group.latency.add(rows.column("latency_ms").to_numpy(zero_copy_only=False).astype(float))
+    flat = pc.list_flatten(rows.column("warnings")).to_pylist()
+    for warning in flat:
+        column, _, reason = str(warning).partition(": ")
+        group.warnings[column] += 1
+        group.reasons.setdefault(column, Counter())[reason or "warning"] += 1
+    ids = rows.column("request_id").to_numpy(zero_copy_only=False)
+    group.answers.append((ids, np.column_stack(list(scores.values()))))
+
+
+def _scores(rows: pa.Table, answer: Answering) -> dict[str, np.ndarray]:
+    """The model's output per prediction column (NaN where a row has none)."""
+    names = answer.score_columns()
+    if len(names) == 1:
+        return {names[0]: rows.column("prediction").to_numpy(zero_copy_only=False).astype(float)}
+    k = len(names)
+    matrix = np.full((rows.num_rows, k), np.nan)
+    for i, probabilities in enumerate(rows.column("probabilities").to_pylist()):
+        if probabilities is not None and len(probabilities) == k:
+            matrix[i] = probabilities
+    return {name: matrix[:, i] for i, name in enumerate(names)}
+
+
+def answers(group: Group) -> tuple[np.ndarray, np.ndarray]:
+    """A group's request ids and scores (one column per prediction column), in log order."""
+    if not group.answers:
+        return np.array([], dtype=object), np.empty((0, 1))
+    ids = np.concatenate([i for i, _ in group.answers])
+    return ids, np.concatenate([s for _, s in group.answers])
+
+
+def _label(scores: np.ndarray, task: str) -> np.ndarray:
+    """What two arms' answers are compared by: the predicted class's index (classification;
+    binary at P >= 0.5), the value (regression); NaN where there is none."""
+    if task == "regression":
+        return scores[:, 0]
+    missing = np.isnan(scores).any(axis=1)
+    if task == "binary":
+        with np.errstate(invalid="ignore"):
+            label = (scores[:, 0] >= 0.5).astype(float)
+    else:
+        label = np.argmax(np.nan_to_num(scores, nan=-1.0), axis=1).astype(float)
+    return np.where(missing, np.nan, label)
+
+
+def agreement(champion: Group, other: Group, task: str) -> tuple[float, int]:
+    """Agreement of ``other``'s answers with the champion's on the same request ids: the
+    share of identical predicted labels (classification) or the mean absolute difference
+    (regression); and how many requests both answered."""
+    if not champion.answers or not other.answers:
+        return float("nan"), 0
+    (mine_ids, mine_scores), (their_ids, their_scores) = answers(champion), answers(other)
+    mine = pd.Series(_label(mine_scores, task), index=mine_ids)
+    theirs = pd.Series(_label(their_scores, task), index=their_ids)
+    mine = mine[~mine.index.duplicated(keep="last")]
+    theirs = theirs[~theirs.index.duplicated(keep="last")]
+    both = pd.concat([mine, theirs], axis=1, join="inner").dropna()
+    if both.empty:
+        return float("nan"), 0
+    a, b = both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy()
+    if task == "regression":
+        return float(np.mean(np.abs(a - b))), len(both)
+    return float(np.mean(a == b)), len(both)
+
+
+# --- hooks: the modules other parts of monitoring plug in through -------------------------
+
+
+def optional(module: str) -> Any | None:
+    """A monitoring module that may not be installed yet (``performance``, ``skew``,
+    ``report``): the module, or None when it does not exist."""
+    name = f"shipyard.monitoring.{module}"
+    if importlib.util.find_spec(name) is None:
+        return None
+    return importlib.import_module(name)
