@@ -8,7 +8,7 @@ isotonic step function's knots.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
@@ -46,7 +46,11 @@ def ece(y: np.ndarray, p: np.ndarray, n_bins: int = N_BINS) -> float:
     >>> ece(np.array([0, 1, 1, 0]), np.array([0.0, 1.0, 1.0, 0.0]))
     0.0
     """
-    curve = reliability(y, p, n_bins)
+    return curve_ece(reliability(y, p, n_bins))
+
+
+def curve_ece(curve: Sequence[Mapping[str, float]]) -> float:
+    """ECE of a reliability curve (as :func:`reliability` returns it, or a stored one)."""
     n = sum(b["count"] for b in curve)
     return float(sum(b["count"] * abs(b["predicted"] - b["observed"]) for b in curve) / max(n, 1))
 
