@@ -41,17 +41,10 @@ import pandas as pd
 from shipyard.data.association import ordered_auc
 from shipyard.data.contract import category_key
 from shipyard.errors import UsageError
-from shipyard.evaluation.calibration import Calibrator, curve_ece
+from shipyard.evaluation.calibration import Z95, Calibrator, curve_ece, wilson_interval
 from shipyard.evaluation.metrics import EPS, TASK_METRICS, ordered_average_precision
-from shipyard.monitoring.performance import (
-    WINDOW,
-    Z95,
-    check_length,
-    probabilities,
-    result_row,
-    wilson_interval,
-)
 from shipyard.monitoring.summary import CategoricalReference, NumericReference, as_numbers
+from shipyard.monitoring.table import WINDOW, check_length, probabilities, result_row
 
 if TYPE_CHECKING:
     from shipyard.monitoring.reference import Reference

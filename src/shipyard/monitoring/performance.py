@@ -29,7 +29,7 @@ import pandas as pd
 
 from shipyard.data.contract import category_key
 from shipyard.errors import DataError, UsageError
-from shipyard.evaluation.calibration import curve_ece, ece, reliability
+from shipyard.evaluation.calibration import curve_ece, ece, reliability, wilson_interval
 from shipyard.evaluation.metrics import (
     HIGHER_IS_BETTER,
     RELATIVE_METRICS,
@@ -37,77 +37,11 @@ from shipyard.evaluation.metrics import (
     score,
 )
 from shipyard.evaluation.slices import MIN_MINORITY, MIN_ROWS, N_BOOT, metric_interval, slice_groups
+from shipyard.monitoring.estimation import compare_estimate, estimate, outside_support
 from shipyard.monitoring.summary import as_numbers
+from shipyard.monitoring.table import WINDOW, check_length, probabilities, result_row
 
 N_DRAWS = 200  # bootstrap resamples and calibrated label draws behind the ECE test
-Z95 = 1.959963984540054
-
-
-def result_row(
-    section: str,
-    column: str,
-    statistic: str,
-    value: float,
-    *,
-    lower: float | None = None,
-    upper: float | None = None,
-    pvalue: float | None = None,
-    level: str = "ok",
-    note: str = "",
-) -> dict[str, Any]:
-    return {
-        "section": section,
-        "column": column,
-        "statistic": statistic,
-        "value": float(value),
-        "lower": None if lower is None else float(lower),
-        "upper": None if upper is None else float(upper),
-        "pvalue": None if pvalue is None else float(pvalue),
-        "level": level,
-        "note": note,
-    }
-
-
-def wilson_interval(
-    successes: np.ndarray | float, n: np.ndarray | float, z: float = Z95
-) -> tuple[np.ndarray, np.ndarray]:
-    """The Wilson score interval of a rate (95% by default); NaN where ``n`` is 0.
-
-    >>> low, high = wilson_interval(8, 10)
-    >>> round(float(low), 4), round(float(high), 4)
-    (0.4902, 0.9433)
-    """
-    k, m = np.asarray(successes, dtype=float), np.asarray(n, dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rate = k / m
-        centre = (rate + z * z / (2 * m)) / (1 + z * z / m)
-        half = z * np.sqrt(rate * (1 - rate) / m + z * z / (4 * m * m)) / (1 + z * z / m)
-    return centre - half, centre + half
-
-
-# --- input checks -----------------------------------------------------------------------
-
-
-def probabilities(p: Any, name: str) -> np.ndarray:
-    out = np.asarray(p, dtype=float)
-    bad = ~np.isfinite(out) | (out < 0) | (out > 1)
-    if bad.any():
-        first = int(np.flatnonzero(bad.reshape(len(out), -1).any(axis=1))[0])
-        raise DataError(
-            f"'{name}' must hold probabilities in [0, 1]; {int(bad.sum())} of {out.size} "
-            f"values are not (first at row {first}: {out[first]!r}). Pass the model's "
-            "probabilities as served, not labels or logits."
-        )
-    return out
-
-
-def check_length(n: int, **arrays: Any) -> None:
-    for name, values in arrays.items():
-        if values is not None and len(values) != n:
-            raise DataError(
-                f"'{name}' has {len(values)} rows but the predictions have {n}; pass one "
-                "value per prediction of the window, in the same order."
-            )
 
 
 def _encode(task: str, y_true: Any, classes: Sequence[Any]) -> np.ndarray:
@@ -418,9 +352,7 @@ def calibration_backtest(
     return out
 
 
-# --- comparing and judging --------------------------------------------------------------
-
-WINDOW = ("window_start", "window_end", "model_version", "arm")
+# --- judging --------------------------------------------------------------------------
 
 
 def metric_drop(
@@ -518,8 +450,6 @@ def rows(context: Any) -> list[dict[str, Any]]:
     (``max_calibration_error``, ``alpha``) and, for binary tasks, the estimate on the
     labeled rows beside the realized value.
     """
-    from shipyard.monitoring.estimation import compare_estimate, estimate, outside_support
-
     ref, spec = context.reference, context.spec
     task, metric, classes = ref.task, spec.objective.metric, ref.classes
     policy = getattr(spec, "monitoring", None)
