@@ -207,14 +207,22 @@ def test_cbpe_recalibrates_by_the_stored_curve_when_it_shows_miscalibration(chur
     y, p3 = churn_model.y[w], churn_model.p[w] ** 3
     skewed = reliability(churn_model.y[REF], churn_model.p[REF] ** 3)
     mapping = recalibrator(skewed)
-    assert mapping is not None and mapping.kind == "isotonic"
-    assert np.all(np.diff(mapping.params["y"]) >= 0)
+    assert mapping is not None
+    grid = np.linspace(0, 1, 1001)
+    assert np.all(np.diff(mapping.apply(grid)) >= 0)  # never reverses an order
+    # p**3 under-predicts: the correction raises every probability
+    assert np.all(mapping.apply(p3) > p3)
     assert recalibrator([{**b, "observed": b["predicted"]} for b in skewed]) is None
     real = sk.accuracy_score(y, p3 >= 0.5)
     recal = _one(estimate("binary", "accuracy", p3, calibration=skewed), "accuracy")
     raw = _one(estimate("binary", "accuracy", p3), "accuracy")
-    assert abs(recal["value"] - real) < 0.05 < abs(raw["value"] - real)
+    assert abs(raw["value"] - real) > 0.15  # as served, p**3 promises 0.91
+    assert abs(recal["value"] - real) < abs(raw["value"] - real) / 3
     assert "recalibrated" in recal["note"]
+    auc = _one(estimate("binary", "roc_auc", p3, calibration=skewed), "roc_auc")
+    # 73% of p**3 sits in the curve's lowest bin, whose low tail the ten bins cannot
+    # resolve: the rows there keep their order but stay too confident (measured +0.07)
+    assert auc["value"] == pytest.approx(sk.roc_auc_score(y, p3), abs=0.08)
 
 
 def test_an_estimate_after_covariate_shift_carries_the_support_warning(churn_model):
