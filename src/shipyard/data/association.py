@@ -124,14 +124,25 @@ def auc(y: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def _grouped_auc(score: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> float:
-    """AUC when rows come in groups sharing one score: ``pos``/``neg`` counts per group."""
-    n_pos, n_neg = pos.sum(), neg.sum()
-    if n_pos == 0 or n_neg == 0:
-        return 0.5
+def weighted_auc(score: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> float:
+    """AUC of rows that count ``pos[i]`` times as positive and ``neg[i]`` times as negative
+    (counts or weights; ties count one half); 0.5 when either side weighs nothing.
+
+    >>> weighted_auc(np.array([0.1, 0.4, 0.4, 0.8]), np.array([0, 1, 0, 1]), np.array([1, 0, 1, 0]))
+    0.875
+    """
     values, inverse = np.unique(score, return_inverse=True)
     pos = np.bincount(inverse, weights=pos, minlength=len(values))
     neg = np.bincount(inverse, weights=neg, minlength=len(values))
+    return ordered_auc(pos, neg)
+
+
+def ordered_auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """AUC from positive and negative weights per distinct score, in ascending score order
+    (each group's own negatives count one half); 0.5 when either side weighs nothing."""
+    n_pos, n_neg = pos.sum(), neg.sum()
+    if n_pos <= 0 or n_neg <= 0:
+        return 0.5
     neg_below = np.cumsum(neg) - neg
     return float((pos * (neg_below + neg / 2)).sum() / (n_pos * n_neg))
 
@@ -158,7 +169,7 @@ def _oof_cell_rates(
 def _binary_value(cells: np.ndarray, n_codes: int, y: np.ndarray) -> float:
     rates, n = _oof_cell_rates(cells, n_codes, y)
     pos = np.bincount(cells, weights=y, minlength=len(n))
-    return _grouped_auc(rates, pos, n - pos)
+    return weighted_auc(rates, pos, n - pos)
 
 
 def power_of_codes(codes: np.ndarray, target: Target) -> tuple[float, float]:

@@ -8,7 +8,7 @@ isotonic step function's knots.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
@@ -16,6 +16,7 @@ import numpy as np
 
 N_BINS = 10
 EPS = 1e-6
+Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
 
 
 def reliability(y: np.ndarray, p: np.ndarray, n_bins: int = N_BINS) -> list[dict[str, float]]:
@@ -46,9 +47,30 @@ def ece(y: np.ndarray, p: np.ndarray, n_bins: int = N_BINS) -> float:
     >>> ece(np.array([0, 1, 1, 0]), np.array([0.0, 1.0, 1.0, 0.0]))
     0.0
     """
-    curve = reliability(y, p, n_bins)
+    return curve_ece(reliability(y, p, n_bins))
+
+
+def curve_ece(curve: Sequence[Mapping[str, float]]) -> float:
+    """ECE of a reliability curve (as :func:`reliability` returns it, or a stored one)."""
     n = sum(b["count"] for b in curve)
     return float(sum(b["count"] * abs(b["predicted"] - b["observed"]) for b in curve) / max(n, 1))
+
+
+def wilson_interval(
+    successes: np.ndarray | float, n: np.ndarray | float, z: float = Z95
+) -> tuple[np.ndarray, np.ndarray]:
+    """The Wilson score interval of a rate (95% by default); NaN where ``n`` is 0.
+
+    >>> low, high = wilson_interval(8, 10)
+    >>> round(float(low), 4), round(float(high), 4)
+    (0.4902, 0.9433)
+    """
+    k, m = np.asarray(successes, dtype=float), np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = k / m
+        centre = (rate + z * z / (2 * m)) / (1 + z * z / m)
+        half = z * np.sqrt(rate * (1 - rate) / m + z * z / (4 * m * m)) / (1 + z * z / m)
+    return centre - half, centre + half
 
 
 @dataclass

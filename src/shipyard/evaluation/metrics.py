@@ -48,18 +48,26 @@ def pr_auc(y: np.ndarray, s: np.ndarray) -> float:
     """Average precision (step-wise area under the precision-recall curve)."""
     if s.ndim == 2:
         return float(np.mean([pr_auc((y == k).astype(int), s[:, k]) for k in range(s.shape[1])]))
-    order = np.argsort(-s, kind="mergesort")
-    y_sorted = y[order]
-    positives = y_sorted.sum()
-    if positives == 0:
+    # tied scores form one group: precision is evaluated at the end of each group
+    values, inverse = np.unique(-s, return_inverse=True)  # descending scores
+    y = y.astype(float)
+    pos = np.bincount(inverse, weights=y, minlength=len(values))
+    neg = np.bincount(inverse, weights=1 - y, minlength=len(values))
+    return ordered_average_precision(pos, neg)
+
+
+def ordered_average_precision(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Average precision from positive and negative weights per distinct score, in
+    descending score order (counts, or expected counts); 0 when no weight is positive.
+
+    >>> ordered_average_precision(np.array([1.0, 0.0, 1.0]), np.array([0.0, 1.0, 1.0]))
+    0.75
+    """
+    total = pos.sum()
+    if total <= 0:
         return 0.0
-    # group tied scores: precision is evaluated at the end of each tie group
-    s_sorted = s[order]
-    ends = np.r_[np.flatnonzero(np.diff(s_sorted) != 0), len(s_sorted) - 1]
-    tp = np.cumsum(y_sorted)[ends]
-    precision = tp / (ends + 1)
-    recall_gain = np.diff(np.r_[0, tp]) / positives
-    return float((precision * recall_gain).sum())
+    precision = np.cumsum(pos) / np.cumsum(pos + neg)
+    return float((precision * pos).sum() / total)
 
 
 def log_loss(y: np.ndarray, s: np.ndarray) -> float:

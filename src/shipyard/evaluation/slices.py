@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shipyard.data.association import ordered_auc
 from shipyard.evaluation.metrics import HIGHER_IS_BETTER, score
 
 MIN_ROWS = 50
@@ -25,7 +26,10 @@ MIN_MINORITY = 5
 N_BOOT = 100
 
 
-def _groups(series: pd.Series, role: str) -> pd.Series:
+def slice_groups(series: pd.Series, role: str) -> pd.Series:
+    """The slice each row falls in: a numeric column with more than 8 values by the quartiles
+    of these rows (``"(29.0, 55.0]"``), any other column by its value as text; nulls are
+    ``"missing"``."""
     if role == "numeric":
         series = pd.to_numeric(series, errors="coerce")  # text that holds numbers, too
     if role == "numeric" and series.nunique() > 8:
@@ -59,10 +63,8 @@ def _bootstrap_auc(y: np.ndarray, s: np.ndarray, rng: np.random.Generator) -> li
         counts = np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y))[order]
         pos = np.add.reduceat(counts * y_sorted, starts)
         neg = np.add.reduceat(counts * (1 - y_sorted), starts)
-        n_pos, n_neg = pos.sum(), neg.sum()
-        if n_pos and n_neg:
-            below = np.cumsum(neg) - neg
-            out.append(float((pos * (below + neg / 2)).sum() / (n_pos * n_neg)))
+        if pos.sum() and neg.sum():
+            out.append(ordered_auc(pos, neg))
     return out
 
 
@@ -113,7 +115,7 @@ def slice_metrics(
     overall = score(metric, y, s)
     slices = []
     for col in columns:
-        groups = _groups(frame[col], roles.get(col, "categorical")).to_numpy()
+        groups = slice_groups(frame[col], roles.get(col, "categorical")).to_numpy()
         for value in pd.unique(groups):
             idx = np.flatnonzero(groups == value)
             ys, ss = y[idx], s[idx]
@@ -178,7 +180,7 @@ def group_rates(
     """
     out: dict[str, Any] = {}
     for col in columns:
-        groups = _groups(frame[col], roles.get(col, "categorical")).to_numpy()
+        groups = slice_groups(frame[col], roles.get(col, "categorical")).to_numpy()
         entries = []
         for value in pd.unique(groups):
             idx = groups == value

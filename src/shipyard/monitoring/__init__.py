@@ -3,16 +3,25 @@ the labels that arrive later.
 
 The reference statistics a bundle stores at ``train`` (``reference``), mergeable summaries
 of windows of live data over the reference's bins (``summary``), the drift statistics with
-their error bounds and the alert rule (``drift``), and delayed labels and outcomes joined to
-logged predictions (``labels``); the ``monitor`` command on these: the log streamed into
-per-window summaries (``monitor``), the ``[monitoring]`` rules and alerts (``alerts``), one run
-end to end (``watch``) and the results table it keeps (``results``). Everything here
+their error bounds and the alert rule (``drift``), delayed labels and outcomes joined to
+logged predictions (``labels``), the realized metric, calibration back-test and metric-drop
+rule once labels arrive (``performance``), and the estimated metric before they do
+(``estimation``, CBPE); the ``monitor`` command on these: the log streamed into per-window
+summaries (``monitor``), the ``[monitoring]`` rules and alerts (``alerts``), one run end to
+end (``watch``) and the results table it keeps (``results``). Everything here
 works from summaries that merge, never from raw training data.
 """
 
 from shipyard.monitoring.drift import DriftPolicy, DriftResult, compare
+from shipyard.monitoring.estimation import (
+    compare_estimate,
+    estimate,
+    outside_support,
+    recalibrator,
+)
 from shipyard.monitoring.labels import LabelsResult, Vocabulary, ingest, read_labels
 from shipyard.monitoring.monitor import Window, parse_window
+from shipyard.monitoring.performance import calibration_backtest, metric_drop, realized
 from shipyard.monitoring.reference import Reference
 from shipyard.monitoring.results import read_results
 from shipyard.monitoring.summary import (
@@ -38,12 +47,19 @@ __all__ = [
     "Reference",
     "Vocabulary",
     "Window",
+    "calibration_backtest",
     "compare",
+    "compare_estimate",
+    "estimate",
     "ingest",
     "merge",
+    "metric_drop",
+    "outside_support",
     "parse_window",
     "read_labels",
     "read_results",
+    "realized",
+    "recalibrator",
     "summarize",
     "summary_from_dict",
 ]
