@@ -34,7 +34,7 @@ from shipyard.evaluation.slices import metric_interval
 from shipyard.monitoring import Reference
 from shipyard.monitoring.report import COLUMNS, render, write_report
 
-EVIL = "<script>window.pwned=1</script>carrier"
+EVIL = '<script>console.error("pwned")</script>carrier'
 NUMBERS = ["dep_delay", "distance", "dep_time", "air_time"]
 ROLES = {**dict.fromkeys(NUMBERS, "numeric"), EVIL: "categorical", "origin": "categorical"}
 FEATURES = list(ROLES)
@@ -118,27 +118,87 @@ def _latency_ms(model: lgb.Booster, x: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
+def _row(section: str, column: str, statistic: str, value: float, **rest: Any) -> dict[str, Any]:
+    return {
+        "section": section,
+        "column": column,
+        "statistic": statistic,
+        "value": value,
+        "level": "ok",
+        "note": "",
+        **rest,
+    }
+
+
+def _segment_rows(live: pd.DataFrame, y: np.ndarray, s: np.ndarray) -> list[dict[str, Any]]:
+    """Realized AUC overall and per origin, each with its 95% bootstrap interval."""
+    out = []
+    segments = [("", np.ones(len(live), bool))] + [
+        (f"origin={o}", (live["origin"] == o).to_numpy()) for o in ("EWR", "JFK", "LGA")
+    ]
+    for name, mask in segments:
+        low, high = metric_interval("roc_auc", y[mask], s[mask])
+        auc = float(roc_auc_score(y[mask], s[mask]))
+        out.append(
+            _row("performance", name, "roc_auc", auc, lower=low, upper=high, note="bootstrap 95%")
+        )
+    return out
+
+
+def _calibration_rows(y: np.ndarray, p: np.ndarray) -> list[dict[str, Any]]:
+    """The back-test: ECE, and observed (Wilson interval) and predicted per bin."""
+    out = [_row("calibration", "", "ece", ece(y, p), note="10 equal-width bins")]
+    for b in reliability(y, p):
+        low, high = _wilson(b["observed"] * b["count"], b["count"])
+        name = f"bin[{b['lo']:.1f},{b['hi']:.1f})"
+        out.append(_row("calibration", name, "observed", b["observed"], lower=low, upper=high))
+        out.append(_row("calibration", name, "predicted", b["predicted"]))
+    return out
+
+
+def _quality_rows(
+    contract: Contract, everything: pd.DataFrame, live: pd.DataFrame
+) -> list[dict[str, Any]]:
+    """Null rates of the month, range violations of its sample (the contract's), volume."""
+    out = [_row("quality", c, "null_rate", float(everything[c].isna().mean())) for c in FEATURES]
+    found = {v.column: v.count for v in contract.validate(live[FEATURES]) if v.check == "range"}
+    for column in NUMBERS:
+        rate = found.get(column, 0) / len(live)
+        out.append(
+            _row(
+                "quality",
+                column,
+                "range_violation_rate",
+                rate,
+                level="warn" if rate > 0.01 else "ok",
+                note="outside the train range",
+            )
+        )
+    out.append(_row("volume", "", "rows", float(len(everything)), note="flights this month"))
+    return out
+
+
 @pytest.fixture(scope="module")
 def monitored(flights) -> tuple[pd.DataFrame, dict[str, Any]]:
     frame = flights.rename(columns={"carrier": EVIL})
     frame = frame[frame["arr_delayed"].notna() & frame["dep_delay"].notna()]
     spring = frame[frame["month"] <= 4].sample(8000, random_state=1)
     train, test = spring.iloc[:5000], spring.iloc[5000:]
-    champion = _fit(train, FEATURES)
-    shadow_features = [c for c in FEATURES if c != "dep_delay"]
-    shadow = _fit(train, shadow_features)
     contract = Contract.learn(train[FEATURES], ROLES)
-    ref = Reference.learn(
-        train[FEATURES],
-        ROLES,
-        contract=contract,
-        task="binary",
-        test_output=champion.predict(_matrix(test, FEATURES)),
-    )
+    arms = {"champion": FEATURES, "shadow": [c for c in FEATURES if c != "dep_delay"]}
+    models = {arm: _fit(train, columns) for arm, columns in arms.items()}
     # each arm's predictions are compared with its own bundle's test output
-    shadow_ref = Reference.learn(
-        train[[]], {}, task="binary", test_output=shadow.predict(_matrix(test, shadow_features))
-    )
+    refs = {
+        arm: Reference.learn(
+            train[FEATURES] if arm == "champion" else train[[]],
+            ROLES,
+            contract=contract,
+            task="binary",
+            test_output=models[arm].predict(_matrix(test, columns)),
+        )
+        for arm, columns in arms.items()
+    }
+    validate = contract.record_validator(FEATURES)
     rng = np.random.default_rng(3)
     rows: list[dict[str, Any]] = []
     for month in MONTHS:
@@ -151,164 +211,72 @@ def monitored(flights) -> tuple[pd.DataFrame, dict[str, Any]]:
             "model_version": 1,
         }
         y = live["arr_delayed"].to_numpy(int)
-        scores = {
-            "champion": champion.predict(_matrix(live, FEATURES)),
-            "shadow": shadow.predict(_matrix(live, shadow_features)),
+        scores = {arm: models[arm].predict(_matrix(live, c)) for arm, c in arms.items()}
+        found: dict[str, list[dict[str, Any]]] = {
+            "champion": _drift_rows(
+                refs["champion"].compare(refs["champion"].summarize(live)), "feature_drift"
+            )
+            + _quality_rows(contract, everything, live),
+            "shadow": [],
         }
-        arm_rows: dict[str, list[dict[str, Any]]] = {"champion": [], "shadow": []}
-        champ = arm_rows["champion"]
-        champ += _drift_rows(ref.compare(ref.summarize(live)), "feature_drift")
         for arm, s in scores.items():
-            own = ref if arm == "champion" else shadow_ref
-            drift = own.compare(own.summarize_predictions(s))
-            arm_rows[arm] += _drift_rows(drift, "prediction_drift")
-            arm_rows[arm].append(
-                {
-                    "section": "prediction_drift",
-                    "column": "score",
-                    "statistic": "mean_prediction",
-                    "value": float(s.mean()),
-                    "level": "ok",
-                    "note": "mean P(delayed)",
-                }
-            )
-            model, columns = (
-                (champion, FEATURES) if arm == "champion" else (shadow, shadow_features)
-            )
-            latency = _latency_ms(model, _matrix(live, columns))
-            for q in (50, 95, 99):
-                arm_rows[arm].append(
-                    {
-                        "section": "system",
-                        "column": "",
-                        "statistic": f"latency_p{q}",
-                        "value": float(np.percentile(latency, q)),
-                        "level": "ok",
-                        "note": "one-row predict",
-                    }
+            ref = refs[arm]
+            found[arm] += _drift_rows(ref.compare(ref.summarize_predictions(s)), "prediction_drift")
+            found[arm].append(_row("prediction_drift", "score", "mean_prediction", float(s.mean())))
+            latency = _latency_ms(models[arm], _matrix(live, arms[arm]))
+            found[arm] += [
+                _row(
+                    "system",
+                    "",
+                    f"latency_p{q}",
+                    float(np.percentile(latency, q)),
+                    note="one-row predict",
                 )
+                for q in (50, 95, 99)
+            ]
+            refused = [bool(validate(r)) for r in live[FEATURES].head(200).to_dict("records")]
+            found[arm].append(
+                _row(
+                    "system",
+                    "",
+                    "error_rate",
+                    float(np.mean(refused)),
+                    note="records the contract refuses",
+                )
+            )
+            if month in LABELED:
+                found[arm] += _segment_rows(live, y, s)
         same = float(np.mean((scores["shadow"] > 0.5) == (scores["champion"] > 0.5)))
-        arm_rows["shadow"].append(
-            {
-                "section": "agreement",
-                "column": "score",
-                "statistic": "label_agreement",
-                "value": same,
-                "level": "ok" if same > 0.8 else "warn",
-                "note": "same label at 0.5",
-            }
-        )
-        for column in FEATURES:
-            champ.append(
-                {
-                    "section": "quality",
-                    "column": column,
-                    "statistic": "null_rate",
-                    "value": float(everything[column].isna().mean()),
-                    "level": "ok",
-                    "note": "",
-                }
+        found["shadow"].append(
+            _row(
+                "agreement",
+                "score",
+                "label_agreement",
+                same,
+                level="ok" if same > 0.8 else "warn",
+                note="same label at 0.5",
             )
-        violations = {
-            v.column: v.count for v in contract.validate(live[FEATURES]) if v.check == "range"
-        }
-        for column in NUMBERS:
-            rate = violations.get(column, 0) / len(live)
-            champ.append(
-                {
-                    "section": "quality",
-                    "column": column,
-                    "statistic": "range_violation_rate",
-                    "value": rate,
-                    "level": "warn" if rate > 0.01 else "ok",
-                    "note": "outside the train range",
-                }
-            )
-        champ.append(
-            {
-                "section": "volume",
-                "column": "",
-                "statistic": "rows",
-                "value": float(len(everything)),
-                "level": "ok",
-                "note": "flights this month",
-            }
         )
-        p = scores["champion"]
-        value, low, high = _estimated_auc(p, rng)
-        champ.append(
-            {
-                "section": "estimated_performance",
-                "column": "",
-                "statistic": "roc_auc",
-                "value": value,
-                "lower": low,
-                "upper": high,
-                "level": "ok",
-                "note": "CBPE-style",
-            }
+        value, low, high = _estimated_auc(scores["champion"], rng)
+        found["champion"].append(
+            _row(
+                "estimated_performance",
+                "",
+                "roc_auc",
+                value,
+                lower=low,
+                upper=high,
+                note="expected AUC from the probabilities",
+            )
         )
         if month in LABELED:
-            for arm, s in scores.items():
-                segments = [("", np.ones(len(live), bool))] + [
-                    (f"origin={o}", (live["origin"] == o).to_numpy()) for o in ("EWR", "JFK", "LGA")
-                ]
-                for name, mask in segments:
-                    lo, hi = metric_interval("roc_auc", y[mask], s[mask])
-                    arm_rows[arm].append(
-                        {
-                            "section": "performance",
-                            "column": name,
-                            "statistic": "roc_auc",
-                            "value": float(roc_auc_score(y[mask], s[mask])),
-                            "lower": lo,
-                            "upper": hi,
-                            "level": "ok",
-                            "note": "bootstrap 95%",
-                        }
-                    )
-            champ.append(
-                {
-                    "section": "calibration",
-                    "column": "",
-                    "statistic": "ece",
-                    "value": ece(y, p),
-                    "level": "ok",
-                    "note": "10 equal-width bins",
-                }
-            )
-            for b in reliability(y, p):
-                lo, hi = _wilson(b["observed"] * b["count"], b["count"])
-                name = f"bin[{b['lo']:.1f},{b['hi']:.1f})"
-                champ += [
-                    {
-                        "section": "calibration",
-                        "column": name,
-                        "statistic": "observed",
-                        "value": b["observed"],
-                        "lower": lo,
-                        "upper": hi,
-                        "level": "ok",
-                        "note": "",
-                    },
-                    {
-                        "section": "calibration",
-                        "column": name,
-                        "statistic": "predicted",
-                        "value": b["predicted"],
-                        "level": "ok",
-                        "note": "",
-                    },
-                ]
-        for arm, found in arm_rows.items():
-            rows += [{**window, "arm": arm, **r} for r in found]
+            found["champion"] += _calibration_rows(y, scores["champion"])
+        for arm, arm_rows in found.items():
+            rows += [{**window, "arm": arm, **r} for r in arm_rows]
     results = pd.DataFrame(rows).reindex(columns=list(COLUMNS))
+    keys = ("level", "window_start", "arm", "section", "column", "statistic", "value")
     alerts = [
-        {
-            k: r[k]
-            for k in ("level", "window_start", "arm", "section", "column", "statistic", "value")
-        }
-        | {"message": f"{r['column']} drifted: {r['statistic']} {r['value']:.3f}"}
+        {k: r[k] for k in keys} | {"message": f"{r['column']}: {r['note'] or r['statistic']}"}
         for r in rows
         if r["level"] in ("warn", "alert") and r["statistic"] in ("psi", "range_violation_rate")
     ]
@@ -354,17 +322,17 @@ def _browse(page: Path, profile: Path, *options: str) -> subprocess.CompletedPro
 
 
 @pytest.fixture(scope="module")
-def page(monitored, tmp_path_factory) -> tuple[Path, str, str]:
+def page(monitored, tmp_path_factory) -> tuple[Path, str, str, str]:
     results, meta = monitored
     folder = tmp_path_factory.mktemp("report")
     path = write_report(folder / "monitor.html", results, meta)
     done = _browse(path, folder / "profile", "--virtual-time-budget=2000", "--dump-dom")
     assert done.returncode == 0, done.stderr[-2000:]
-    return path, path.read_text(), done.stdout
+    return path, path.read_text(), done.stdout, done.stderr
 
 
 def test_the_page_references_nothing_outside_itself(page):
-    _, html, _ = page
+    _, html, _, _ = page
     assert "http://" not in html and "https://" not in html
     for pattern in (r"\bsrc\s*=", r"@import", r"url\(", r"<link\b"):
         assert not re.search(pattern, html, re.I), pattern
@@ -381,8 +349,9 @@ def test_the_page_references_nothing_outside_itself(page):
 
 def test_the_browser_renders_every_section_and_chart(page, monitored):
     results, _ = monitored
-    _, html, dom = page
+    _, html, dom, stderr = page
     assert 'data-ready="yes"' in dom  # the page's script ran to its end
+    assert "Uncaught" not in stderr  # and raised nothing (console errors go to stderr)
     headings = re.findall(r"<h2>(.*?)</h2>", dom)
     assert headings == [
         "Alerts",
@@ -396,9 +365,10 @@ def test_the_browser_renders_every_section_and_chart(page, monitored):
     assert "No skew rows." in dom  # an empty section is one line
     charts = dom.count("<svg")
     # one PSI chart per feature; mean prediction and PSI of the score; agreement; latency per
-    # arm; realized/estimated per (arm, segment); the calibration plot and the ECE; volume
+    # arm and the error rate; realized/estimated per (arm, segment); the calibration plot and
+    # the ECE; volume
     segments = results[results["section"] == "performance"].groupby(["arm", "column"]).ngroups
-    assert charts == len(FEATURES) + 2 + 1 + 2 + segments + 2 + 1
+    assert charts == len(FEATURES) + 2 + 1 + 2 + 1 + segments + 2 + 1
     assert f"{charts} charts" in dom  # counted by the script in the browser
     headers = re.findall(r'<table class="sortable"><thead>(.*?)</thead>', html)
     assert dom.count('<th class="sort"') == sum(h.count("<th>") for h in headers) > 0
@@ -412,15 +382,17 @@ def test_the_browser_renders_every_section_and_chart(page, monitored):
 
 
 def test_user_strings_are_shown_as_text_never_run(page):
-    _, html, dom = page
+    _, html, dom, stderr = page
     assert html.count("<script>") == 1 and dom.count("<script>") == 1  # the page's own
-    assert "&lt;script&gt;window.pwned=1&lt;/script&gt;carrier" in dom
+    assert "&lt;script&gt;console.error(&quot;pwned&quot;)&lt;/script&gt;carrier" in html
+    assert '&lt;script&gt;console.error("pwned")&lt;/script&gt;carrier' in dom  # as text
+    assert "pwned" not in stderr  # the browser's console: the name never ran
     assert "Monitoring · flights &lt;delays&gt;" in dom
 
 
 def test_drift_is_drawn_worst_feature_first_with_its_floors(page, monitored):
     results, _ = monitored
-    _, html, _ = page
+    _, html, _, _ = page
     psi = results[(results["section"] == "feature_drift") & (results["statistic"] == "psi")]
     captions = re.findall(r"<figcaption>(.*?)</figcaption>", html[html.find('id="drift"') :])
     severity = {"alert": 0, "warn": 1, "ok": 3}
@@ -478,7 +450,7 @@ def test_alerts_are_sorted_by_severity(monitored, tmp_path):
 
 
 def test_a_screenshot_reads(page, tmp_path):
-    path, _, _ = page
+    path, _, _, _ = page
     shot = tmp_path / "report.png"
     done = _browse(
         path,
