@@ -473,3 +473,19 @@ def test_empty_results_give_a_page_of_notes_and_bad_frames_a_clear_error(tmp_pat
     with pytest.raises(UsageError, match=r"lack the column.*statistic"):
         write_report(tmp_path / "bad.html", pd.DataFrame({"value": [1.0]}), {})
     assert not (tmp_path / "bad.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("freq", "label"),
+    [("MS", "Jun 2013"), ("D", "Jun 02"), ("h", "06-01 02:00"), ("10min", "00:20")],
+)
+def test_axis_dates_are_written_by_window_size(freq, label):
+    starts = pd.date_range("2013-06-01", periods=4, freq=freq, tz="UTC")
+    ends = starts + (starts[1] - starts[0])
+    rows = pd.DataFrame(
+        {"window_start": starts, "window_end": ends, "model_version": 1, "arm": "champion",
+         "section": "volume", "column": "", "statistic": "rows", "value": [10.0, 12, 9, 11],
+         "lower": None, "upper": None, "pvalue": None, "level": "ok", "note": ""}
+    )  # fmt: skip
+    svg = render(rows, {})
+    assert f">{label}</text>" in svg

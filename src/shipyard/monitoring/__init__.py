@@ -3,14 +3,16 @@ the labels that arrive later.
 
 The reference statistics a bundle stores at ``train`` (``reference``), mergeable summaries
 of windows of live data over the reference's bins (``summary``), the drift statistics with
-their error bounds and the alert rule (``drift``), and delayed labels and outcomes joined to
-logged predictions (``labels``); the ``monitor`` command builds on these. Everything here
-works from summaries that merge, never from raw training data.
+their error bounds and the alert rule (``drift``), delayed labels and outcomes joined to
+logged predictions (``labels``), and the self-contained HTML page drawn from the monitor's
+results (``report``, its charts in ``svg``); the ``monitor`` command builds on these.
+Everything here works from summaries that merge, never from raw training data.
 """
 
 from shipyard.monitoring.drift import DriftPolicy, DriftResult, compare
 from shipyard.monitoring.labels import LabelsResult, Vocabulary, ingest, read_labels
 from shipyard.monitoring.reference import Reference
+from shipyard.monitoring.report import write_report
 from shipyard.monitoring.summary import (
     CategoricalReference,
     CategoricalSummary,
@@ -37,4 +39,5 @@ __all__ = [
     "read_labels",
     "summarize",
     "summary_from_dict",
+    "write_report",
 ]

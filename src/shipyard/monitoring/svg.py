@@ -29,7 +29,7 @@ from html import escape
 __all__ = ["Rule", "Series", "bar_chart", "line_chart", "nice_ticks", "short_number"]
 
 WIDTH, HEIGHT = 340, 190
-LEFT, RIGHT, TOP, BOTTOM = 46, 14, 24, 30  # margins around the plot area, in px
+LEFT, RIGHT, TOP, BOTTOM = 46, 34, 24, 30  # margins around the plot area, in px
 FONT = 'font-family="system-ui, sans-serif" font-size="10"'
 AXIS, GRID, INK = "#555", "#e4e4e4", "#222"
 
@@ -228,13 +228,14 @@ def _draw_series(frame: _Frame, s: Series) -> list[str]:
         out.append(
             f'<polyline points="{path}" fill="none" stroke="{s.color}" stroke-width="1.6"{dash}/>'
         )
+    radius = 3.2 if len(s.y) <= 20 else 2.4
     for i, (x, y) in enumerate(zip(s.x, s.y, strict=True)):
         if not _ok(y):
             continue
         fill = s.marker_colors[i] if s.marker_colors is not None else s.color
         tip = f"<title>{escape(s.tips[i])}</title>" if s.tips is not None else ""
         out.append(
-            f'<circle cx="{frame.px(x):.1f}" cy="{frame.py(y):.1f}" r="3.2" fill="{fill}" '
+            f'<circle cx="{frame.px(x):.1f}" cy="{frame.py(y):.1f}" r="{radius}" fill="{fill}" '
             f'stroke="{s.color}" stroke-width="1">{tip}</circle>'
         )
     return out
@@ -285,8 +286,8 @@ def line_chart(
         parts.append(
             f'<line x1="{LEFT}" x2="{LEFT + frame.plot_w}" y1="{y:.1f}" y2="{y:.1f}" '
             f'stroke="{rule.color}" stroke-dasharray="5 3"/>'
-            f'<text x="{LEFT + frame.plot_w - 2}" y="{y - 3:.1f}" text-anchor="end" '
-            f'fill="{rule.color}">{escape(rule.label)}</text>'
+            f'<text x="{LEFT + frame.plot_w + 3}" y="{y + 3:.1f}" fill="{rule.color}">'
+            f"{escape(rule.label)}</text>"
         )
     for s in series:
         parts += _draw_series(frame, s)
