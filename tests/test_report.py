@@ -489,3 +489,23 @@ def test_axis_dates_are_written_by_window_size(freq, label):
     )  # fmt: skip
     svg = render(rows, {})
     assert f">{label}</text>" in svg
+
+
+def test_without_alerts_in_meta_the_fired_rows_are_listed_and_markers_show_the_verdict(
+    monitored,
+):
+    results, _ = monitored
+    # the monitor may put a column's verdict only on the statistic that decided it
+    drift = results["section"] == "feature_drift"
+    one_row = results.copy()
+    one_row.loc[drift & (one_row["statistic"] != "wasserstein"), "level"] = "ok"
+    html = render(one_row, {"versions": [1], "warnings": ["2 log files skipped: truncated"]})
+    fired = one_row[one_row["level"].isin(["warn", "alert"])]
+    table = html[html.find('id="alerts"') : html.find('id="drift"')]
+    assert table.count("<tr>") - 1 == len(fired) > 0  # header row + one per fired row
+    assert "2 log files skipped: truncated" in table and "v1" in html
+    decided = one_row[drift & one_row["level"].isin(["warn", "alert"])]
+    column = decided.iloc[0]["column"]
+    start = html.find(f"<figcaption>{escape(column)}</figcaption>")
+    chart = html[html.rfind("<svg", 0, start) : start]
+    assert re.search(r'<circle[^>]*fill="#(c62828|e0a000)"', chart)  # its PSI markers say so

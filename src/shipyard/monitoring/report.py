@@ -29,17 +29,19 @@ What the page holds, each part omitted with a one-line note when it has no rows:
 Dates on the axes are written by window size: ``May 2013`` for windows of 28 days or more,
 ``May 01`` for days, ``05-01 13:00`` for hours, ``13:05`` below.
 
-``meta`` keys (all optional): ``project``, ``model_versions`` (a list, or one version),
-``since`` and ``until`` (else the results' first and last window), ``window`` (as given to
-``monitor``), ``alerts`` (dicts with ``level``, ``window_start``, ``arm``, ``section``,
-``column``, ``statistic``, ``value``, ``message``), ``thresholds`` (``psi_warn``,
-``psi_alert``; DriftPolicy's 0.1 and 0.2 by default) and ``generated_at``.
+``meta`` keys (all optional): ``project``, ``model_versions`` (or ``versions``: a list, or
+one version; else the results' versions), ``since`` and ``until`` (else the results' first
+and last window), ``window`` (as given to ``monitor``), ``alerts`` (dicts with ``level``,
+``window_start``, ``arm``, ``section``, ``column``, ``statistic``, ``value`` and ``message``
+or ``note``; without the key, the results' rows at level warn or alert), ``warnings`` (the
+run's counted warnings, listed under the alerts), ``rows_read``, ``thresholds``
+(``psi_warn``, ``psi_alert``; DriftPolicy's 0.1 and 0.2 by default) and ``generated_at``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
@@ -48,9 +50,29 @@ from typing import Any
 import pandas as pd
 
 from shipyard.errors import UsageError
+from shipyard.evaluation.metrics import METRICS
 from shipyard.files import atomic_path
 from shipyard.monitoring.drift import DriftPolicy
-from shipyard.monitoring.svg import WIDTH, Rule, Series, bar_chart, line_chart
+from shipyard.monitoring.markup import (
+    DAY,
+    SEVERITY,
+    alerts_table,
+    badge,
+    cell,
+    figure,
+    finite,
+    midpoint,
+    number,
+    percent,
+    pvalue_text,
+    seconds,
+    stamp,
+    table,
+    time_format,
+    version_label,
+    worst,
+)
+from shipyard.monitoring.svg import Rule, Series, bar_chart, line_chart
 
 __all__ = ["COLUMNS", "render", "write_report"]
 
@@ -70,9 +92,7 @@ COLUMNS = (
     "level",
     "note",
 )
-SEVERITY = {"alert": 0, "warn": 1, "empty": 2, "ok": 3}
 LEVEL_COLORS = {"ok": "#2e7d32", "warn": "#e0a000", "alert": "#c62828", "empty": "#9e9e9e"}
-LEVEL_TINTS = {"ok": "#f3f8f3", "warn": "#fff3cd", "alert": "#fbd9d9", "empty": "#eeeeee"}
 ARM_COLORS = {"champion": "#1f4e79", "canary": "#7b1fa2", "shadow": "#00838f"}
 OTHER_COLORS = ("#5d4037", "#546e7a", "#ad1457", "#33691e")
 LATENCY = {"latency_p50": "#1f4e79", "latency_p95": "#e08000", "latency_p99": "#c62828"}
@@ -87,7 +107,7 @@ KNOWN = {
     "quality",
     "volume",
 }
-DAY = 86_400.0
+COUNTS = {"rows", "labeled_share"}  # performance rows that are counts, not metrics
 
 
 def write_report(path: Path | str, results: pd.DataFrame, meta: Mapping[str, Any]) -> Path:
@@ -105,7 +125,9 @@ def render(results: pd.DataFrame, meta: Mapping[str, Any]) -> str:
     frame = _frame(results)
     page = _Page(frame, meta)
     parts = [
-        page.section("alerts", "Alerts", _alerts(meta.get("alerts") or []), ""),
+        page.section(
+            "alerts", "Alerts", alerts_table(page.alerts(), meta.get("warnings") or []), ""
+        ),
         page.section("drift", "Feature drift", page.drift(), "No feature drift rows."),
         page.section("predictions", "Predictions", page.predictions(), "No prediction rows."),
         page.section("system", "Latency and errors", page.system(), "No system rows."),
@@ -137,115 +159,16 @@ def _frame(results: pd.DataFrame) -> pd.DataFrame:
 # --- formatting ---------------------------------------------------------------------------
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
-
-
-def number(value: Any) -> str:
-    """A value for a table: four significant digits, thousands separated, ``–`` when
-    missing.
-
-    >>> number(0.123456), number(12345.6), number(float("nan")), number(3e-07)
-    ('0.1235', '12,346', '–', '3e-07')
-    """
-    if not _finite(value):
-        return "–"
-    if abs(value) >= 10_000:
-        return f"{value:,.0f}"
-    return f"{value:.4g}"
-
-
-def _pvalue(value: Any) -> str:
-    return f"p={value:.2g}" if _finite(value) else ""
-
-
-def _percent(value: Any) -> str:
-    if not _finite(value):
-        return "–"
-    return f"{value:.0%}" if value in (0.0, 1.0) else f"{value:.2%}"
-
-
-def _time_format(seconds: float) -> tuple[Callable[[pd.Timestamp], str], str]:
-    """Axis label format for windows of ``seconds`` (and its strftime pattern)."""
-    if seconds >= 28 * DAY:
-        pattern = "%b %Y"
-    elif seconds >= DAY:
-        pattern = "%b %d"
-    elif seconds >= 3_600:
-        pattern = "%m-%d %H:%M"
-    else:
-        pattern = "%H:%M"
-    return (lambda t: t.strftime(pattern)), pattern
-
-
-def _seconds(t: pd.Timestamp) -> float:
-    return float(t.timestamp())
-
-
-def _version(value: Any) -> str:
-    return "" if value is None or pd.isna(value) else f"v{int(value)}"
-
-
-def _worst(levels: Iterable[str]) -> str:
-    return min(levels, key=lambda lv: SEVERITY.get(lv, 4), default="ok")
-
-
-def _badge(level: str) -> str:
-    return f'<span class="lv lv-{escape(level)}">{escape(level)}</span>'
-
-
-def _table(head: list[str], rows: list[str], cls: str = "sortable") -> str:
-    ths = "".join(f"<th>{escape(h)}</th>" for h in head)
-    return (
-        f'<div class="scroll"><table class="{cls}"><thead><tr>{ths}</tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table></div>"
-    )
-
-
-def _figure(svg: str, caption: str, width: int = WIDTH) -> str:
-    """A chart and its caption (escaped here), as wide as the chart."""
-    return (
-        f'<figure style="width:{width}px">{svg}<figcaption>{escape(caption)}</figcaption></figure>'
-    )
-
-
-def _cell(r: pd.Series) -> str:
-    """One statistic in a table: its value, bounds and p-value, tinted by its level."""
-    extra = ""
-    if _finite(r["lower"]) or _finite(r["upper"]):
-        extra += f"<small>[{number(r['lower'])}, {number(r['upper'])}]</small>"
-    if _finite(r["pvalue"]):
-        extra += f"<small>{_pvalue(r['pvalue'])}</small>"
-    return (
-        f'<span class="cell lv-bg-{escape(r["level"])}" title="{escape(r["note"])}" '
-        f'data-sort="{r["value"]}">{number(r["value"])}{extra}</span>'
-    )
-
-
-def _alerts(alerts: list[Mapping[str, Any]]) -> str:
-    if not alerts:
-        return '<p class="note">No alert fired in this range.</p>'
-
-    def key(a: Mapping[str, Any]) -> tuple[Any, ...]:
-        start = pd.to_datetime(a.get("window_start"), utc=True)
-        return (SEVERITY.get(str(a.get("level")), 4), start, str(a.get("arm", "")))
-
-    rows = []
-    for a in sorted(alerts, key=key):
-        start = pd.to_datetime(a.get("window_start"), utc=True)
-        when = "" if pd.isna(start) else start.strftime("%Y-%m-%d %H:%M")
-        cells = [
-            _badge(str(a.get("level", ""))),
-            escape(when),
-            *(escape(str(a.get(k, ""))) for k in ("arm", "section", "column", "statistic")),
-            escape(number(a.get("value"))),
-            escape(str(a.get("message", ""))),
-        ]
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    counts = {lv: sum(1 for a in alerts if a.get("level") == lv) for lv in ("alert", "warn")}
-    summary = f'<p class="note">{counts["alert"]} alert(s), {counts["warn"]} warning(s).</p>'
-    head = ["level", "window", "arm", "section", "column", "statistic", "value", "message"]
-    return summary + _table(head, rows)
+def _verdicts(rows: pd.DataFrame, statistic: str) -> pd.DataFrame:
+    """The ``statistic`` rows, each carrying its column's verdict in that window and arm
+    (the worst level among the column's statistics) and that verdict's note: the monitor
+    may put a drift verdict on the row of the effect that decided it, not on every row."""
+    worst = rows.assign(rank=rows["level"].map(SEVERITY).fillna(4)).sort_values("rank")
+    verdict = worst.drop_duplicates(["arm", "window_start", "column"])[
+        ["arm", "window_start", "column", "level", "note"]
+    ]
+    picked = rows[rows["statistic"] == statistic].drop(columns=["level", "note"])
+    return picked.merge(verdict, on=["arm", "window_start", "column"], how="left")[list(COLUMNS)]
 
 
 class _Page:
@@ -256,15 +179,15 @@ class _Page:
         self.meta = meta
         spans = (frame["window_end"] - frame["window_start"]).dt.total_seconds()
         self.window_seconds = float(spans.median()) if len(frame) else DAY
-        self.when, self.pattern = _time_format(self.window_seconds)
+        self.when, self.pattern = time_format(self.window_seconds)
         starts = sorted(frame["window_start"].unique()) if len(frame) else []
         self.starts = [pd.Timestamp(s) for s in starts]
         self.x_range = (
-            (_seconds(self.starts[0]), _seconds(self.starts[-1])) if self.starts else (0.0, 1.0)
+            (seconds(self.starts[0]), seconds(self.starts[-1])) if self.starts else (0.0, 1.0)
         )
         label_w = 6 * len(self.when(self.starts[0])) + 16 if self.starts else 60
         every = max(1, math.ceil(len(self.starts) / max(2, 280 // label_w)))
-        self.x_ticks = [_seconds(s) for s in self.starts[::every]]
+        self.x_ticks = [seconds(s) for s in self.starts[::every]]
         thresholds = meta.get("thresholds") or {}
         default = DriftPolicy().psi
         self.psi_rules = [
@@ -274,6 +197,14 @@ class _Page:
         self.arm_order = {
             arm: i for i, arm in enumerate(["champion", *sorted(set(frame["arm"]) - {"champion"})])
         }
+
+    def alerts(self) -> list[Mapping[str, Any]]:
+        """``meta["alerts"]``, or else the results' rows at level warn or alert."""
+        given = self.meta.get("alerts")
+        if given is not None:
+            return list(given)
+        fired = self.frame[self.frame["level"].isin(["alert", "warn"])]
+        return [dict(r) for r in fired.to_dict("records")]
 
     # --- building blocks ------------------------------------------------------------------
 
@@ -296,13 +227,13 @@ class _Page:
         start, end = self.when(row.window_start), self.when(row.window_end)
         bounds = (
             f" [{number(row.lower)}, {number(row.upper)}]"
-            if _finite(row.lower) or _finite(row.upper)
+            if finite(row.lower) or finite(row.upper)
             else ""
         )
         lines = [
-            f"{row.arm} {_version(row.model_version)} · {start} – {end}".strip(),
+            f"{row.arm} {version_label(row.model_version)} · {start} – {end}".strip(),
             f"{row.column or 'model'} {row.statistic} = {number(row.value)}{bounds} "
-            f"{_pvalue(row.pvalue)} · {row.level}",
+            f"{pvalue_text(row.pvalue)} · {row.level}",
         ]
         return "\n".join(lines + ([row.note] if row.note else []))
 
@@ -310,7 +241,7 @@ class _Page:
         ordered = list(rows.sort_values("window_start").itertuples(index=False))
         return Series(
             name=name,
-            x=[_seconds(r.window_start) for r in ordered],
+            x=[seconds(r.window_start) for r in ordered],
             y=[r.value for r in ordered],
             lower=[r.lower for r in ordered],
             upper=[r.upper for r in ordered],
@@ -335,7 +266,7 @@ class _Page:
             label=caption,
             **options,
         )
-        return _figure(svg, caption)
+        return figure(svg, caption)
 
     def grid(self, figures: list[str]) -> str:
         return f'<div class="grid">{"".join(figures)}</div>' if figures else ""
@@ -364,27 +295,29 @@ class _Page:
         keyed = rows.groupby(["arm", "window_start", "column"], sort=False)
 
         def rank(key: tuple[Any, ...]) -> tuple[Any, ...]:
-            worst = _worst(keyed.get_group(key)["level"])
-            return self.arm_order.get(key[0], 99), -_seconds(key[1]), SEVERITY.get(worst, 4), key[2]
+            level = worst(keyed.get_group(key)["level"])
+            return self.arm_order.get(key[0], 99), -seconds(key[1]), SEVERITY.get(level, 4), key[2]
 
         body = []
         for key in sorted(keyed.groups, key=rank):
             group = keyed.get_group(key).drop_duplicates("statistic").set_index("statistic")
             arm, start, column = key
             cells = [
-                _badge(_worst(group["level"])),
-                escape(f"{arm} {_version(group['model_version'].iloc[0])}".strip()),
+                badge(worst(group["level"])),
+                escape(f"{arm} {version_label(group['model_version'].iloc[0])}".strip()),
                 escape(self.when(start)),
                 f"<code>{escape(column)}</code>" if column else "(model)",
             ]
             for statistic in statistics:
-                cells.append(_cell(group.loc[statistic]) if statistic in group.index else "")
+                cells.append(cell(group.loc[statistic]) if statistic in group.index else "")
             body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-        return _table(["level", "arm", "window", "column", *statistics], body)
+        return table(["level", "arm", "window", "column", *statistics], body)
 
     def heatmap(self, rows: pd.DataFrame, statistic: str) -> str:
-        """A column × window table of one rate, each cell tinted by its level."""
+        """A column × window table of one statistic (rates as percentages), each cell
+        tinted by its level."""
         rows = rows[rows["statistic"] == statistic]
+        show = percent if statistic.endswith(("_rate", "_share")) else number
         starts = sorted(rows["window_start"].unique())
         several = rows["arm"].nunique() > 1
         head = [
@@ -405,10 +338,10 @@ class _Page:
                     continue
                 cells.append(
                     f'<td class="lv-bg-{escape(r.level)}" title="{escape(self.tip(r))}">'
-                    f"{_percent(r.value)}</td>"
+                    f"{show(r.value)}</td>"
                 )
             body.append("<tr>" + "".join(cells) + "</tr>")
-        return f"<h3>{escape(statistic)} per window</h3>" + _table(head, body, "heat")
+        return f"<h3>{escape(statistic)} per window</h3>" + table(head, body, "heat")
 
     # --- sections -------------------------------------------------------------------------
 
@@ -416,9 +349,9 @@ class _Page:
         rows = self.rows("feature_drift")
         if rows.empty:
             return None
-        psi = rows[rows["statistic"] == "psi"]
+        psi = _verdicts(rows, "psi")
         rank = {
-            c: (SEVERITY.get(_worst(g["level"]), 4), -float(g["value"].max()), c)
+            c: (SEVERITY.get(worst(g["level"]), 4), -float(g["value"].max()), c)
             for c, g in psi.groupby("column")
         }
         figures = [
@@ -427,8 +360,9 @@ class _Page:
         ]
         return (
             '<p class="note">PSI per window against the reference (the train split), one line '
-            "per arm; markers coloured by level; dashed: the warn and alert floors. A level "
-            "needs both a significant test and an effect over its floor.</p>"
+            "per arm; each marker coloured by the column's verdict in that window (from any of "
+            "its statistics); dashed: the PSI warn and alert floors. A verdict needs both a "
+            "significant test and an effect over its floor.</p>"
             + self.grid(figures)
             + "<h3>Last window</h3>"
             + self.latest_table(rows)
@@ -475,9 +409,11 @@ class _Page:
         calibration = self.rows("calibration")
         if realized.empty and estimated.empty and calibration.empty:
             return None
-        figures = []
         both = pd.concat([realized, estimated])
-        for (arm, column, statistic), group in both.groupby(["arm", "column", "statistic"]):
+        metrics = set(realized["statistic"]) - COUNTS or set(estimated["statistic"]) & set(METRICS)
+        figures = []
+        charted = both[both["statistic"].isin(list(metrics))]
+        for (arm, column, statistic), group in charted.groupby(["arm", "column", "statistic"]):
             series = []
             for section, name, dashed in (
                 ("performance", "realized", False),
@@ -489,6 +425,9 @@ class _Page:
                     series.append(self.series(part, name, color, dashed=dashed))
             caption = f"{column or 'overall'} · {statistic} · {arm}"
             figures.append(self.chart(caption, series))
+        share = realized[(realized["statistic"] == "labeled_share") & (realized["column"] == "")]
+        if not share.empty:
+            figures.append(self.chart("labeled share of predictions", self.by_arm(share)))
         out = [self.grid(figures)]
         if not both.empty:
             kind = both["section"].map({"performance": "realized"}).fillna("estimated")
@@ -511,7 +450,7 @@ class _Page:
                 if observed.empty:
                     continue
                 o = observed.iloc[0]
-                x = float(predicted.iloc[0]["value"]) if not predicted.empty else _midpoint(column)
+                x = float(predicted.iloc[0]["value"]) if not predicted.empty else midpoint(column)
                 points.append((x, o))
             points.sort(key=lambda p: p[0])
             series = Series(
@@ -538,7 +477,7 @@ class _Page:
                 y_label="observed",
                 label=f"calibration {arm}",
             )
-            figures.append(_figure(svg, f"{arm} · {start} · predicted (x) against observed (y)"))
+            figures.append(figure(svg, f"{arm} · {start} · predicted (x) against observed (y)"))
         figures += self.charts_per_statistic(rows[~rows["column"].str.startswith("bin")])
         return self.grid(figures)
 
@@ -547,9 +486,9 @@ class _Page:
         volume = self.rows("volume")
         if quality.empty and volume.empty:
             return None
-        out = []
-        for statistic in dict.fromkeys(quality["statistic"]):
-            out.append(self.heatmap(quality, str(statistic)))
+        per_column = quality[quality["column"] != ""]
+        out = [self.heatmap(per_column, str(s)) for s in dict.fromkeys(per_column["statistic"])]
+        out.append(self.grid(self.charts_per_statistic(quality[quality["column"] == ""])))
         if not volume.empty:
             out.append("<h3>Volume</h3>" + self.grid(self.volume(volume)))
         return "".join(out)
@@ -576,7 +515,7 @@ class _Page:
             )
         categories = [self.when(pd.Timestamp(s)) for s in starts]
         svg = bar_chart(categories, bars, y_label="rows", label="volume per window", width=560)
-        return [_figure(svg, "rows per window", width=560), *figures]
+        return [figure(svg, "rows per window", width=560), *figures]
 
     def table_of(self, section: str) -> str | None:
         rows = self.rows(section)
@@ -587,16 +526,6 @@ class _Page:
         return None if rows.empty else self.latest_table(rows)
 
 
-def _midpoint(column: str) -> float:
-    """The middle of a bin named like ``bin[0.7,0.8)``."""
-    inner = column[column.find("[") + 1 : column.rfind(")") if ")" in column else None]
-    try:
-        lo, hi = (float(v) for v in inner.strip("[]()").split(","))
-    except ValueError:
-        return float("nan")
-    return (lo + hi) / 2
-
-
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 
 
@@ -605,22 +534,17 @@ def _inline(name: str) -> str:
     return (RESOURCES / name).read_text(encoding="utf-8")
 
 
-def _stamp(value: Any, fallback: pd.Timestamp | None) -> str:
-    stamp = pd.to_datetime(value, utc=True) if value is not None else fallback
-    if stamp is None or pd.isna(stamp):
-        return "–"
-    return pd.Timestamp(stamp).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def _header(page: _Page) -> str:
     meta, frame = page.meta, page.frame
-    versions = meta.get("model_versions", meta.get("model_version"))
+    versions = next(
+        (meta[k] for k in ("model_versions", "versions", "model_version") if k in meta), None
+    )
     if versions is None:
         versions = sorted(int(v) for v in frame["model_version"].dropna().unique())
     if isinstance(versions, list | tuple | set):
         versions = ", ".join(f"v{v}" for v in versions) or "–"
-    since = _stamp(meta.get("since"), frame["window_start"].min() if len(frame) else None)
-    until = _stamp(meta.get("until"), frame["window_end"].max() if len(frame) else None)
+    since = stamp(meta.get("since"), frame["window_start"].min() if len(frame) else None)
+    until = stamp(meta.get("until"), frame["window_end"].max() if len(frame) else None)
     generated = meta.get("generated_at") or datetime.now(UTC)
     arms = ", ".join(sorted(set(frame["arm"]), key=lambda a: page.arm_order.get(a, 99))) or "–"
     facts = {
@@ -630,7 +554,8 @@ def _header(page: _Page) -> str:
         "to": until,
         "window": str(meta.get("window", "–")),
         "windows": str(len(page.starts)),
-        "generated": _stamp(generated, None),
+        **({"rows read": f"{int(meta['rows_read']):,}"} if "rows_read" in meta else {}),
+        "generated": stamp(generated, None),
     }
     items = "".join(
         f"<div><dt>{escape(k)}</dt><dd>{escape(v)}</dd></div>" for k, v in facts.items()
