@@ -8,8 +8,9 @@ logged predictions (``labels``), the realized metric, calibration back-test and 
 rule once labels arrive (``performance``), and the estimated metric before they do
 (``estimation``, CBPE); the ``monitor`` command on these: the log streamed into per-window
 summaries (``monitor``), the ``[monitoring]`` rules and alerts (``alerts``), one run end to
-end (``watch``) and the results table it keeps (``results``). Everything here
-works from summaries that merge, never from raw training data.
+end (``watch``), the results table it keeps (``results``) and the self-contained HTML page
+drawn from them (``report``, its charts in ``svg``). Everything here works from summaries
+that merge, never from raw training data.
 """
 
 from shipyard.monitoring.drift import DriftPolicy, DriftResult, compare
@@ -23,6 +24,7 @@ from shipyard.monitoring.labels import LabelsResult, Vocabulary, ingest, read_la
 from shipyard.monitoring.monitor import Window, parse_window
 from shipyard.monitoring.performance import calibration_backtest, metric_drop, realized
 from shipyard.monitoring.reference import Reference
+from shipyard.monitoring.report import write_report
 from shipyard.monitoring.results import read_results
 from shipyard.monitoring.summary import (
     CategoricalReference,
@@ -62,4 +64,5 @@ __all__ = [
     "recalibrator",
     "summarize",
     "summary_from_dict",
+    "write_report",
 ]
