@@ -1,8 +1,8 @@
 """Labels: delayed outcomes joined to logged predictions, kept in the workspace.
 
 Labels arrive days or weeks after a prediction, as a file (``shipyard labels FILE``,
-:func:`ingest`; the service's ``POST /feedback`` is still to come). Each label is typed and checked against the deployed model's target
-(:class:`Vocabulary`, through ``data/values.py``): a regression target takes numbers, a
+:func:`ingest`) or through the service (``POST /feedback``, ``serving/feedback.py``). Either
+way each label is typed and checked against the deployed model's target (:class:`Vocabulary`, through ``data/values.py``): a regression target takes numbers, a
 classifier one of its classes (as the contract knows a category: ``1``, ``1.0`` and
 ``True`` are one class; a boolean-like target takes every boolean spelling).
 
@@ -16,8 +16,9 @@ The store is one Parquet file, ``.shipyard/labels/labels.parquet``, rewritten at
 time), and the rule for a key seen before is: **the same label changes nothing; a different
 label from a later ingestion replaces the earlier one** (counted as ``replaced``). So the
 same file ingested twice writes nothing. Within one file, one key with two different labels
-is an error naming the keys. :func:`read_labels` reads the store back: the latest label of
-each request wins.
+is an error naming the keys. The service's feedback goes to its own batched, atomic parts
+(``.shipyard/labels/feedback/``), and :func:`read_labels` reads both: the latest label of
+each request wins, whichever way it came.
 """
 
 from __future__ import annotations
@@ -419,12 +420,23 @@ def ingest(path: Path | str, spec: Spec, workspace: Workspace) -> LabelsResult:
 
 
 def read_labels(workspace: Workspace) -> pa.Table:
-    """Every label the workspace holds, one per request: the latest ingested wins. Columns: request_id, entity_id, time, label,
-    outcome, source, ingested_at (labels no logged prediction matched have no request_id)."""
+    """Every label the workspace holds (the store and the service's feedback), one per
+    request: the latest ingested or received wins. Columns: request_id, entity_id, time,
+    label, outcome, source (the file's name, or ``feedback``), ingested_at (when it was
+    ingested or received). Labels no logged prediction matched by entity and time have no
+    request_id; feedback has no entity_id and no time."""
     import pandas as pd
     import pyarrow as pa
 
+    from shipyard.serving.feedback import read_feedback
+
     frames = [_read_store(workspace.labels / STORE).to_pandas().drop(columns=["key"])]
+    received = read_feedback(workspace.feedback).to_pandas()
+    frames.append(
+        received.rename(columns={"time": "ingested_at"}).assign(
+            entity_id=None, time=pd.NaT, source="feedback"
+        )
+    )
     frames = [f for f in frames if len(f)]
     schema = _store_schema().remove(0)
     if not frames:
