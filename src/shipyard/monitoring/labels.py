@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -162,6 +163,31 @@ def _problem(column: str, bad: pd.Series, total: int, rule: str, fix: str) -> st
     )
 
 
+def entity_and_time(columns: Sequence[Any], spec: Spec, what: str) -> tuple[str, str]:
+    """The entity id and time columns of a file without ``request_id``: the spec's
+    ``[project] id``, and its ``[project] time`` when the file has it, else ``time``;
+    a :class:`DataError` naming what is missing (``what`` names the file).
+
+    >>> from types import SimpleNamespace as NS
+    >>> entity_and_time(["cust", "time"], NS(project=NS(id="cust", time="at")), "a file")
+    ('cust', 'time')
+    """
+    entity = spec.project.id
+    when = spec.project.time or "time"
+    when = when if when in columns else "time"
+    if entity is None or entity not in columns or when not in columns:
+        needs = (
+            f"'{entity}' (the spec's [project] id) and '{when}'"
+            if entity
+            else "an entity id and a time"
+        )
+        raise DataError(
+            f"{what} needs a 'request_id' column, or {needs}; its columns are "
+            f"{', '.join(map(str, columns))}. Add the column(s)."
+        )
+    return entity, when
+
+
 def _keys(frame: pd.DataFrame, spec: Spec) -> tuple[str, pd.DataFrame]:
     """The key kind and a frame of request_id / entity_id / time, validated."""
     import pandas as pd
@@ -170,7 +196,6 @@ def _keys(frame: pd.DataFrame, spec: Spec) -> tuple[str, pd.DataFrame]:
 
     n = len(frame)
     entity = spec.project.id
-    when = spec.project.time if spec.project.time in frame.columns else "time"
     if "request_id" in frame.columns:
         ids = frame["request_id"]
         missing = ids[ids.isna() | (ids.astype(str).str.strip() == "")]
@@ -183,16 +208,7 @@ def _keys(frame: pd.DataFrame, spec: Spec) -> tuple[str, pd.DataFrame]:
         out["time"] = pd.NaT
         out["key"] = out["request_id"]
         return "request_id", out
-    if entity is None or entity not in frame.columns or when not in frame.columns:
-        needs = (
-            f"'{entity}' (the spec's [project] id) and '{when}'"
-            if entity
-            else "an entity id and a time"
-        )
-        raise DataError(
-            f"a labels file needs a 'request_id' column, or {needs}; its columns are "
-            f"{', '.join(map(str, frame.columns))}. Add the column(s)."
-        )
+    entity, when = entity_and_time(list(frame.columns), spec, "a labels file")
     entities = frame[entity]
     missing = entities[entities.isna()]
     if len(missing):
