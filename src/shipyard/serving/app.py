@@ -10,7 +10,7 @@ Endpoints (the request schemas and the OpenAPI document come from the champion's
   ``dataframe_records`` (JSON), or ``text/csv`` with a header row;
 - ``POST /feedback``: labels of answered requests, ``{"feedback": [{"request_id", "label"}, …]}``,
   checked against the champion's target and answered 202 (``serving/feedback.py``); a data
-  route like ``/predict``, with no token;
+  route like ``/predict``, with no token, on a server that keeps its logs;
 - ``GET /metrics`` (Prometheus), ``GET /health``;
 - ``POST /admin/reload`` and ``GET /admin/state`` with ``Authorization: Bearer $SHIPYARD_ADMIN_TOKEN``.
 
@@ -178,16 +178,18 @@ def create_app(service: Service) -> FastAPI:
         ]
         return service.reply({"predictions": predictions})
 
-    @app.post(
-        "/feedback",
-        status_code=202,
-        openapi_extra=schema.feedback_openapi(
-            routes.champion.bundle.task, routes.champion.bundle.classes
-        ),
-        response_class=Response,
-    )
-    async def feedback(request: Request) -> Response:
-        return _json(await service.accept_feedback(request), 202)
+    if service.feedback is not None:  # a server built without its logs has no feedback
+
+        @app.post(
+            "/feedback",
+            status_code=202,
+            openapi_extra=schema.feedback_openapi(
+                routes.champion.bundle.task, routes.champion.bundle.classes
+            ),
+            response_class=Response,
+        )
+        async def feedback(request: Request) -> Response:
+            return _json(await service.accept_feedback(request), 202)
 
     @app.get("/health", response_class=Response, openapi_extra=schema.plain_openapi())
     async def health() -> Response:

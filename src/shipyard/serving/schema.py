@@ -292,7 +292,7 @@ def feedback_openapi(task: str, classes: list[Any]) -> dict[str, Any]:
         **_REFUSALS,
         "422": "a label of the wrong type or an unknown class, a missing or unknown field, "
         "one request id given two labels (details name each item and field)",
-        "503": "this server keeps no feedback log, or its queue is full",
+        "503": "the feedback log's queue is full: nothing was accepted, retry",
     }.items():
         responses[code] = {"description": why, **error}
     return {"requestBody": _body(body), "responses": responses}
