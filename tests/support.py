@@ -162,6 +162,18 @@ def churn_project(folder: Path, churn: pd.DataFrame, **overrides) -> Project:
     return Project.load(folder / "shipyard.toml")
 
 
+def served_churn(folder: Path, churn: pd.DataFrame, **overrides) -> Project:
+    """:func:`churn_project` trained once (no tracking), its bundle champion as version 1."""
+    from shipyard.registry import promoted
+
+    project = churn_project(folder, churn, **overrides)
+    rel = project.workspace.relative(project.train(track=False).bundle)
+    project.registry.update(
+        "promote", lambda s: promoted(s, 1, "champion", actor="test", bundle=rel)
+    )
+    return project
+
+
 class Faulty(Arm):
     """An in-memory challenger: raises, sleeps, or shifts the real bundle's output."""
 

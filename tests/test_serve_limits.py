@@ -16,16 +16,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from shipyard.registry import promoted
 from shipyard.serving.app import build
 from shipyard.serving.connection import CONNECTIONS, server_options
 from support import (
     CHILD_ENV,
-    churn_project,
     free_port,
     records_of,
     running_server,
     schemathesis_failures,
+    served_churn,
     uvicorn_app,
 )
 
@@ -45,12 +44,7 @@ SERVING = {
 def churn_served(tmp_path_factory, churn):
     """Telco churn with one bundle, champion as version 1, and test-sized limits."""
     folder = tmp_path_factory.mktemp("limits")
-    project = churn_project(folder, churn, project={"id": "rownames"}, serving=SERVING)
-    result = project.train(track=False)
-    rel = project.workspace.relative(result.bundle)
-    project.registry.update(
-        "promote", lambda s: promoted(s, 1, "champion", actor="test", bundle=rel)
-    )
+    project = served_churn(folder, churn, project={"id": "rownames"}, serving=SERVING)
     records = records_of(churn.drop(columns=["churn"]).head(50))
     return {"spec": folder / "shipyard.toml", "project": project, "records": records}
 
@@ -444,6 +438,7 @@ def test_fuzz_every_route_of_a_real_server_no_5xx(churn_served):
         paths = {
             "/predict": "POST",
             "/invocations": "POST",
+            "/feedback": "POST",
             f"/v2/models/{name}/infer": "POST",
             f"/v2/models/{name}/versions/1/infer": "POST",
             f"/v2/models/{name}/versions/99/infer": "POST",

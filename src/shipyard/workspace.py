@@ -10,6 +10,7 @@ This is the one place that knows the layout; everything else asks the :class:`Wo
         deployment/<model>.json     the deployment record (and its ``.lock``)
         logs/date=YYYY-MM-DD/       the prediction log (Parquet parts)
         labels/labels.parquet       delayed labels ingested by ``shipyard labels``
+        labels/feedback/date=…/     labels the service received (``POST /feedback``)
         mlflow.db, mlartifacts/     the embedded MLflow store, when no tracking URI is set
         downloads/                  bundles fetched from a tracking server
 
@@ -133,6 +134,10 @@ class Workspace:
     @property
     def labels(self) -> Path:
         return self.folder / "labels"
+
+    @property
+    def feedback(self) -> Path:
+        return self.labels / "feedback"
 
     @property
     def artifacts(self) -> Path:

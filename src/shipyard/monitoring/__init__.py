@@ -8,7 +8,8 @@ logged predictions (``labels``), the realized metric, calibration back-test and 
 rule once labels arrive (``performance``), and the estimated metric before they do
 (``estimation``, CBPE); the ``monitor`` command on these: the log streamed into per-window
 summaries (``monitor``), the ``[monitoring]`` rules and alerts (``alerts``), one run end to
-end (``watch``), the results table it keeps (``results``) and the self-contained HTML page
+end (``watch``), training/serving skew against offline features (``skew``), the results
+table it keeps (``results``) and the self-contained HTML page
 drawn from them (``report``, its charts in ``svg``). Everything here works from summaries
 that merge, never from raw training data.
 """
@@ -26,6 +27,7 @@ from shipyard.monitoring.performance import calibration_backtest, metric_drop, r
 from shipyard.monitoring.reference import Reference
 from shipyard.monitoring.report import write_report
 from shipyard.monitoring.results import read_results
+from shipyard.monitoring.skew import Keys, compare_offline, skew_report
 from shipyard.monitoring.summary import (
     CategoricalReference,
     CategoricalSummary,
@@ -42,6 +44,7 @@ __all__ = [
     "CategoricalSummary",
     "DriftPolicy",
     "DriftResult",
+    "Keys",
     "LabelsResult",
     "MonitorResult",
     "NumericReference",
@@ -52,6 +55,7 @@ __all__ = [
     "calibration_backtest",
     "compare",
     "compare_estimate",
+    "compare_offline",
     "estimate",
     "ingest",
     "merge",
@@ -62,6 +66,7 @@ __all__ = [
     "read_results",
     "realized",
     "recalibrator",
+    "skew_report",
     "summarize",
     "summary_from_dict",
     "write_report",

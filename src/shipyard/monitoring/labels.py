@@ -1,8 +1,8 @@
 """Labels: delayed outcomes joined to logged predictions, kept in the workspace.
 
 Labels arrive days or weeks after a prediction, as a file (``shipyard labels FILE``,
-:func:`ingest`; the service's ``POST /feedback`` is still to come). Each label is typed and checked against the deployed model's target
-(:class:`Vocabulary`, through ``data/values.py``): a regression target takes numbers, a
+:func:`ingest`) or through the service (``POST /feedback``, ``serving/feedback.py``). Either
+way each label is typed and checked against the deployed model's target (:class:`Vocabulary`, through ``data/values.py``): a regression target takes numbers, a
 classifier one of its classes (as the contract knows a category: ``1``, ``1.0`` and
 ``True`` are one class; a boolean-like target takes every boolean spelling).
 
@@ -16,14 +16,16 @@ The store is one Parquet file, ``.shipyard/labels/labels.parquet``, rewritten at
 time), and the rule for a key seen before is: **the same label changes nothing; a different
 label from a later ingestion replaces the earlier one** (counted as ``replaced``). So the
 same file ingested twice writes nothing. Within one file, one key with two different labels
-is an error naming the keys. :func:`read_labels` reads the store back: the latest label of
-each request wins.
+is an error naming the keys. The service's feedback goes to its own batched, atomic parts
+(``.shipyard/labels/feedback/``), and :func:`read_labels` reads both: the latest label of
+each request wins, whichever way it came.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -161,6 +163,31 @@ def _problem(column: str, bad: pd.Series, total: int, rule: str, fix: str) -> st
     )
 
 
+def entity_and_time(columns: Sequence[Any], spec: Spec, what: str) -> tuple[str, str]:
+    """The entity id and time columns of a file without ``request_id``: the spec's
+    ``[project] id``, and its ``[project] time`` when the file has it, else ``time``;
+    a :class:`DataError` naming what is missing (``what`` names the file).
+
+    >>> from types import SimpleNamespace as NS
+    >>> entity_and_time(["cust", "time"], NS(project=NS(id="cust", time="at")), "a file")
+    ('cust', 'time')
+    """
+    entity = spec.project.id
+    when = spec.project.time or "time"
+    when = when if when in columns else "time"
+    if entity is None or entity not in columns or when not in columns:
+        needs = (
+            f"'{entity}' (the spec's [project] id) and '{when}'"
+            if entity
+            else "an entity id and a time"
+        )
+        raise DataError(
+            f"{what} needs a 'request_id' column, or {needs}; its columns are "
+            f"{', '.join(map(str, columns))}. Add the column(s)."
+        )
+    return entity, when
+
+
 def _keys(frame: pd.DataFrame, spec: Spec) -> tuple[str, pd.DataFrame]:
     """The key kind and a frame of request_id / entity_id / time, validated."""
     import pandas as pd
@@ -169,7 +196,6 @@ def _keys(frame: pd.DataFrame, spec: Spec) -> tuple[str, pd.DataFrame]:
 
     n = len(frame)
     entity = spec.project.id
-    when = spec.project.time if spec.project.time in frame.columns else "time"
     if "request_id" in frame.columns:
         ids = frame["request_id"]
         missing = ids[ids.isna() | (ids.astype(str).str.strip() == "")]
@@ -182,16 +208,7 @@ def _keys(frame: pd.DataFrame, spec: Spec) -> tuple[str, pd.DataFrame]:
         out["time"] = pd.NaT
         out["key"] = out["request_id"]
         return "request_id", out
-    if entity is None or entity not in frame.columns or when not in frame.columns:
-        needs = (
-            f"'{entity}' (the spec's [project] id) and '{when}'"
-            if entity
-            else "an entity id and a time"
-        )
-        raise DataError(
-            f"a labels file needs a 'request_id' column, or {needs}; its columns are "
-            f"{', '.join(map(str, frame.columns))}. Add the column(s)."
-        )
+    entity, when = entity_and_time(list(frame.columns), spec, "a labels file")
     entities = frame[entity]
     missing = entities[entities.isna()]
     if len(missing):
@@ -419,12 +436,23 @@ def ingest(path: Path | str, spec: Spec, workspace: Workspace) -> LabelsResult:
 
 
 def read_labels(workspace: Workspace) -> pa.Table:
-    """Every label the workspace holds, one per request: the latest ingested wins. Columns: request_id, entity_id, time, label,
-    outcome, source, ingested_at (labels no logged prediction matched have no request_id)."""
+    """Every label the workspace holds (the store and the service's feedback), one per
+    request: the latest ingested or received wins. Columns: request_id, entity_id, time,
+    label, outcome, source (the file's name, or ``feedback``), ingested_at (when it was
+    ingested or received). Labels no logged prediction matched by entity and time have no
+    request_id; feedback has no entity_id and no time."""
     import pandas as pd
     import pyarrow as pa
 
+    from shipyard.serving.feedback import read_feedback
+
     frames = [_read_store(workspace.labels / STORE).to_pandas().drop(columns=["key"])]
+    received = read_feedback(workspace.feedback).to_pandas()
+    frames.append(
+        received.rename(columns={"time": "ingested_at"}).assign(
+            entity_id=None, time=pd.NaT, source="feedback"
+        )
+    )
     frames = [f for f in frames if len(f)]
     schema = _store_schema().remove(0)
     if not frames:

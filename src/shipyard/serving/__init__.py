@@ -8,12 +8,14 @@ connection limit of ``shipyard serve``), ``admin`` (the admin token's guard), ``
 (the wire formats: MLflow's, the Open Inference Protocol's, the answer of one record),
 ``router`` (champion, shadow, canary, guardrails), ``shadow`` (the challenger's own
 process), ``schema`` (OpenAPI pieces from the contract), ``metrics`` (Prometheus text),
-``log``. Importing the package loads nothing heavy: the names
+``log``, ``feedback`` (``POST /feedback``'s checks and its log). Importing the package loads nothing heavy: the names
 below are imported from their module on first use.
 """
 
 _LAZY = {
+    "FeedbackLog": "shipyard.serving.feedback",
     "Metrics": "shipyard.serving.metrics",
+    "PartLog": "shipyard.serving.log",
     "PredictionLog": "shipyard.serving.log",
     "Router": "shipyard.serving.router",
     "Service": "shipyard.serving.service",
@@ -33,7 +35,9 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "FeedbackLog",
     "Metrics",
+    "PartLog",
     "PredictionLog",
     "Router",
     "Service",

@@ -8,6 +8,9 @@ Endpoints (the request schemas and the OpenAPI document come from the champion's
   per column; errors as ``{"error": "…"}``);
 - MLflow's scoring protocol: ``POST /invocations`` with ``dataframe_split`` or
   ``dataframe_records`` (JSON), or ``text/csv`` with a header row;
+- ``POST /feedback``: labels of answered requests, ``{"feedback": [{"request_id", "label"}, …]}``,
+  checked against the champion's target and answered 202 (``serving/feedback.py``); a data
+  route like ``/predict``, with no token, on a server that keeps its logs;
 - ``GET /metrics`` (Prometheus), ``GET /health``;
 - ``POST /admin/reload`` and ``GET /admin/state`` with ``Authorization: Bearer $SHIPYARD_ADMIN_TOKEN``.
 
@@ -47,6 +50,7 @@ from shipyard.serving.admin import (
     admin_token,
 )
 from shipyard.serving.connection import CONNECTIONS
+from shipyard.serving.feedback import FeedbackLog
 from shipyard.serving.log import PredictionLog
 from shipyard.serving.metrics import Metrics
 from shipyard.serving.router import Router
@@ -177,6 +181,19 @@ def create_app(service: Service) -> FastAPI:
         ]
         return service.reply({"predictions": predictions})
 
+    if service.feedback is not None:  # a server built without its logs has no feedback
+
+        @app.post(
+            "/feedback",
+            status_code=202,
+            openapi_extra=schema.feedback_openapi(
+                routes.champion.bundle.task, routes.champion.bundle.classes
+            ),
+            response_class=Response,
+        )
+        async def feedback(request: Request) -> Response:
+            return _json(await service.accept_feedback(request), 202)
+
     @app.get("/health", response_class=Response, openapi_extra=schema.plain_openapi())
     async def health() -> Response:
         r = service.router.routes
@@ -199,6 +216,8 @@ def create_app(service: Service) -> FastAPI:
     async def metrics() -> Response:
         if service.log is not None:
             service.metrics.gauges["shipyard_log_dropped_total"] = service.log.dropped
+        if service.feedback is not None:
+            service.metrics.gauges["shipyard_feedback_dropped_total"] = service.feedback.dropped
         service.metrics.gauges["shipyard_shadow_pending"] = service.router.shadow_pending()
         text = service.metrics.render() + CONNECTIONS.render()
         return Response(text, media_type="text/plain; version=0.0.4")
@@ -385,6 +404,7 @@ def build(
         "flush_seconds": policy.log_flush_seconds,
     }
     prediction_log = PredictionLog(workspace.logs, **log_options) if log else None
+    feedback_log = FeedbackLog(workspace.feedback, **log_options) if log else None
     kwargs = {} if arm_loader is None else {"arm_loader": arm_loader}
     router = Router(
         workspace,
@@ -401,7 +421,9 @@ def build(
         else None,
         **kwargs,
     )
-    service = Service(router, prediction_log, spec.project.name, spec.project.id)
+    service = Service(
+        router, prediction_log, spec.project.name, spec.project.id, feedback=feedback_log
+    )
     return create_app(service), service
 
 

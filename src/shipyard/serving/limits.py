@@ -105,6 +105,29 @@ class Limits:
                         )
                     stack.append((child, depth + 1, (*path, key)))
 
+    def refused(
+        self, what: str, kind: str, problems: list[dict[str, Any]], total: int
+    ) -> RequestRefused:
+        """The 422 of a body with ``total`` problems, naming the first ones (``problems``, at
+        most ``max_problems``, each ``{"field", "message", …}`` and an optional ``count``)
+        and counting the rest; ``what`` names the kind of problem in the message.
+
+        >>> Limits(1, 1, 1, 1, 1, 1).refused("field", "contract", [{"field": "age",
+        ...     "message": "'age' must be a number"}], 3).message
+        "3 field problem(s) in age (2 more not shown; [serving] max_problems): 'age' must be a number"
+        """
+        fields = ", ".join(sorted({str(p["field"]) for p in problems if p["field"] is not None}))
+        more = total - sum(p.get("count", 1) for p in problems)
+        return RequestRefused(
+            422,
+            f"{total:,} {what} problem(s) in {fields or 'the body'}"
+            + (f" ({more:,} more not shown; [serving] max_problems)" if more else "")
+            + f": {problems[0]['message']}",
+            kind,
+            problems,
+            summary={"problems": total, "not_shown": more},
+        )
+
     def check_response(self, body: bytes) -> bytes:
         """The answer's bytes, refused (413) when larger than ``max_response_bytes``."""
         if len(body) > self.max_response_bytes:

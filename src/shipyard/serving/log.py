@@ -26,7 +26,13 @@ million rows is reading Parquet columns, with no JSON parsed per row. Files of t
 layout (features as one JSON string per row, in a ``features`` column) are still read, into
 the same columns.
 
-Importing this module loads neither pandas nor pyarrow; the first :class:`PredictionLog`
+The machinery (queue, writer thread, atomic part files, retries, counts) is
+:class:`PartLog`'s; a log of other records says how one record becomes a row
+(:meth:`PartLog._coerce`) and which fields its files hold (:meth:`PartLog._fields`): the
+service's feedback log (``serving/feedback.py``) is the other one. :func:`log_files` lists a
+log's flushed files for any reader.
+
+Importing this module loads neither pandas nor pyarrow; the first :class:`PartLog`
 loads pyarrow, and writing records without ``types`` never loads pandas (typed records use
 ``data/values.py``, which does; the service has it loaded anyway).
 """
@@ -128,13 +134,16 @@ def feature_types(contract: Any, features: Any) -> dict[str, str]:
     }
 
 
-class PredictionLog:
-    """Append prediction records on the request path; a daemon thread writes them to Parquet.
+class PartLog:
+    """Append records on the request path; a daemon thread writes them as Parquet parts.
+
+    Subclasses say what a record is (:meth:`_coerce`, :meth:`_fields`, :attr:`what`):
+    :class:`PredictionLog` and the service's feedback log.
 
     Parameters
     ----------
     folder : str or Path
-        Where the date partitions go, usually ``.shipyard/logs``; created if missing.
+        Where the date partitions go (``.shipyard/logs`` for predictions); created if missing.
     batch_rows : int
         Write a batch as soon as this many records are pending.
     flush_seconds : float
@@ -155,20 +164,10 @@ class PredictionLog:
     on_written : callable or None
         Called as ``on_written(path, rows)`` by the writing thread after each file is renamed
         into place; it must not block (an exception it raises is counted in ``errors``).
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> with tempfile.TemporaryDirectory() as folder:
-    ...     log = PredictionLog(folder)
-    ...     log.append({"request_id": "r1", "time": 1_700_000_000.0, "entity_id": None,
-    ...                 "model_version": 3, "arm": "champion", "features": {"age": 41},
-    ...                 "prediction": 0.82, "latency_ms": 1.9, "warnings": [], "error": None})
-    ...     log.close()
-    ...     table = read_log(folder)
-    ...     table.column("prediction").to_pylist(), table.column("f.age").to_pylist()
-    ([0.82], [41.0])
     """
+
+    #: what messages call this log
+    what = "log"
 
     def __init__(
         self,
@@ -180,15 +179,15 @@ class PredictionLog:
     ) -> None:
         for name, value in [("batch_rows", batch_rows), ("max_queue", max_queue)]:
             if not isinstance(value, int) or value < 1:
-                raise SpecError(f"prediction log: {name} must be an integer >= 1; got {value!r}.")
+                raise SpecError(f"{self.what}: {name} must be an integer >= 1; got {value!r}.")
         if not flush_seconds > 0:
-            raise SpecError(f"prediction log: flush_seconds must be > 0; got {flush_seconds!r}.")
+            raise SpecError(f"{self.what}: flush_seconds must be > 0; got {flush_seconds!r}.")
         self.folder = Path(folder)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise WorkspaceError(
-                f"cannot create the prediction log folder {self.folder}: {exc}. "
+                f"cannot create the {self.what} folder {self.folder}: {exc}. "
                 "Fix its permissions or log to another folder."
             ) from exc
         self.batch_rows, self.max_queue = batch_rows, max_queue
@@ -206,9 +205,23 @@ class PredictionLog:
         for name in ["orjson", "pyarrow.json", "pyarrow.parquet"]:
             importlib.import_module(name)  # now, not late into the first batch
         self._thread = threading.Thread(
-            target=self._run, name="shipyard-prediction-log", daemon=True
+            target=self._run, name=f"shipyard-{self.what.replace(' ', '-')}", daemon=True
         )
         self._thread.start()
+
+    def _coerce(self, record: dict[str, Any]) -> _Row:
+        """One record as its time in microseconds, its column values and its extra
+        columns' kinds (raise to drop a malformed record alone)."""
+        raise NotImplementedError
+
+    def _fields(self) -> pa.Schema:
+        """The fields every file of this log holds (extra typed columns follow them)."""
+        raise NotImplementedError
+
+    @property
+    def pending(self) -> int:
+        """Records queued and not yet written."""
+        return len(self._queue)
 
     def append(self, record: dict) -> None:
         """Queue one record (see the module docstring); O(1), never blocks, never raises."""
@@ -282,7 +295,7 @@ class PredictionLog:
         rows, self._retained = self._retained, []
         for _ in range(take):
             try:
-                rows.append(_row(self._queue.popleft()[1]))
+                rows.append(self._coerce(self._queue.popleft()[1]))
             except Exception as exc:
                 self._report("record", exc, "dropped a malformed record")
         days: dict[int, list[_Row]] = {}
@@ -290,7 +303,9 @@ class PredictionLog:
             days.setdefault(row[0] // _US_PER_DAY, []).append(row)
         for day_rows in days.values():
             try:
-                path = _write_file(self.folder, sorted(day_rows, key=lambda row: row[0]))
+                path = _write_file(
+                    self.folder, sorted(day_rows, key=lambda row: row[0]), self._fields()
+                )
                 self.written += len(day_rows)
             except Exception as exc:
                 self._report(
@@ -319,8 +334,8 @@ class PredictionLog:
         if kind not in self._reported:
             self._reported.add(kind)
             print(
-                f"shipyard: prediction log {self.folder}: {what}: {type(exc).__name__}: {exc} "
-                "(further errors of this kind are only counted in PredictionLog.errors)",
+                f"shipyard: {self.what} {self.folder}: {what}: {type(exc).__name__}: {exc} "
+                f"(further errors of this kind are only counted in {type(self).__name__}.errors)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -328,6 +343,33 @@ class PredictionLog:
 
 #: A coerced record: its time in microseconds, its column values, its feature columns' kinds.
 _Row = tuple[int, dict[str, Any], dict[str, str]]
+
+
+class PredictionLog(PartLog):
+    """The prediction log: one record per answer (see the module docstring), written by
+    :class:`PartLog`'s machinery (its parameters and counts).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     log = PredictionLog(folder)
+    ...     log.append({"request_id": "r1", "time": 1_700_000_000.0, "entity_id": None,
+    ...                 "model_version": 3, "arm": "champion", "features": {"age": 41},
+    ...                 "prediction": 0.82, "latency_ms": 1.9, "warnings": [], "error": None})
+    ...     log.close()
+    ...     table = read_log(folder)
+    ...     table.column("prediction").to_pylist(), table.column("f.age").to_pylist()
+    ([0.82], [41.0])
+    """
+
+    what = "prediction log"
+
+    def _coerce(self, record: dict[str, Any]) -> _Row:
+        return _row(record)
+
+    def _fields(self) -> pa.Schema:
+        return _schema()
 
 
 def _row(record: dict[str, Any]) -> _Row:
@@ -453,9 +495,9 @@ def _file_kinds(rows: list[_Row]) -> dict[str, str]:
     return kinds
 
 
-def _write_file(folder: Path, rows: list[_Row]) -> Path:
-    """Write one day's rows: temporary file, fsync, rename into place, fsync the folder;
-    return the file's path."""
+def _write_file(folder: Path, rows: list[_Row], fields: pa.Schema) -> Path:
+    """Write one day's rows (``fields`` then their typed extra columns): temporary file,
+    fsync, rename into place, fsync the folder; return the file's path."""
     import orjson
     import pyarrow as pa
     import pyarrow.json
@@ -479,7 +521,7 @@ def _write_file(folder: Path, rows: list[_Row]) -> Path:
                 values[column] = str(value).lower() if isinstance(value, bool) else str(value)
     # Arrow's JSON reader, unlike pa.array() on Python lists, does not import pandas.
     lines = b"\n".join(orjson.dumps(values) for _, values, _ in rows)
-    final_schema = _schema()
+    final_schema = fields
     for column, kind in kinds.items():
         final_schema = final_schema.append(pa.field(column, _arrow_type(kind)))
     as_json = pa.schema(  # JSON holds times as microseconds

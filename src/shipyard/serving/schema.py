@@ -241,6 +241,69 @@ def oip_openapi() -> dict[str, Any]:
     return out
 
 
+def feedback_openapi(task: str, classes: list[Any]) -> dict[str, Any]:
+    """``POST /feedback`` (``serving/feedback.py``): items naming a request id and its label,
+    a number for a regression, else one of ``classes`` (the champion's, as text; the same
+    class given as a number or a boolean spelling is accepted as ``shipyard labels`` does)."""
+    from shipyard.data.contract import category_key
+
+    if task == "regression":
+        label: dict[str, Any] = {"type": "number", "description": "the observed value"}
+    else:
+        names = [category_key(c) for c in classes]
+        label = {
+            "type": ["string", "number", "boolean"],
+            "description": "the observed class, one of " + ", ".join(names),
+            "examples": names,
+            "x-classes": names,
+        }
+    item = {
+        "type": "object",
+        "properties": {
+            "request_id": {
+                "type": "string",
+                "minLength": 1,
+                "description": "the request_id the service answered with",
+            },
+            "label": label,
+        },
+        "required": ["request_id", "label"],
+        "additionalProperties": False,
+    }
+    body = {
+        "type": "object",
+        "properties": {"feedback": {"type": "array", "items": item, "minItems": 1}},
+        "required": ["feedback"],
+        "additionalProperties": False,
+    }
+    ok = {
+        "type": "object",
+        "properties": {
+            "accepted": {"type": "integer", "description": "labels queued for the feedback log"},
+            "duplicates": {
+                "type": "integer",
+                "description": "items repeating an earlier item's request id and label",
+            },
+        },
+        "required": ["accepted", "duplicates"],
+    }
+    error = {"content": {"application/json": {"schema": _ERROR}}}
+    responses: dict[str, Any] = {
+        "202": {
+            "description": "accepted (a request id the log does not hold yet is accepted too)",
+            "content": {"application/json": {"schema": ok}},
+        }
+    }
+    for code, why in {
+        **_REFUSALS,
+        "422": "a label of the wrong type or an unknown class, a missing or unknown field, "
+        "one request id given two labels (details name each item and field)",
+        "503": "the feedback log's queue is full: nothing was accepted, retry",
+    }.items():
+        responses[code] = {"description": why, **error}
+    return {"requestBody": _body(body), "responses": responses}
+
+
 def plain_openapi() -> dict[str, Any]:
     """A GET answered with a JSON object (or refused with an error object)."""
     error = {"content": {"application/json": {"schema": _ERROR}}}

@@ -1,6 +1,7 @@
 """What the service's routes share (:class:`Service`): the router, the prediction log, the
-metrics and the per-request limits; reading a body within them, checking records against
-the champion's contract, answering and logging them.
+feedback log, the metrics and the per-request limits; reading a body within them, checking
+records against the champion's contract, answering and logging them, and accepting
+feedback (:meth:`Service.accept_feedback`).
 
 A body's CPU work (parse, nesting, records, the contract's check) runs on the event loop
 when the body is small, and in a worker thread, one at a time, when it is large
@@ -14,7 +15,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from fastapi import Request
@@ -25,9 +26,13 @@ from starlette.requests import ClientDisconnect
 from shipyard.errors import RequestRefused
 from shipyard.serving import protocol
 from shipyard.serving.connection import TIMEOUT_SCOPE_KEY
+from shipyard.serving.feedback import FeedbackLog, parse_feedback
 from shipyard.serving.limits import Limits
 from shipyard.serving.log import PredictionLog
-from shipyard.serving.router import Answer, Router, Routes
+from shipyard.serving.router import Answer, Arm, Router, Routes
+
+if TYPE_CHECKING:
+    from shipyard.monitoring.labels import Vocabulary
 
 T = TypeVar("T")
 E = TypeVar("E")  # what a route's parse returns beside the records
@@ -51,10 +56,16 @@ class Service:
     """What the routes share: the router, the log, the metrics and the limits."""
 
     def __init__(
-        self, router: Router, log: PredictionLog | None, model: str, id_field: str | None
+        self,
+        router: Router,
+        log: PredictionLog | None,
+        model: str,
+        id_field: str | None,
+        feedback: FeedbackLog | None = None,
     ) -> None:
         self.router = router
         self.log = log
+        self.feedback = feedback
         self.model = model
         self.id_field = id_field
         self.metrics = router.metrics
@@ -62,17 +73,56 @@ class Service:
         self._heavy = asyncio.Semaphore(1)  # large bodies are parsed one at a time
 
     def flush(self) -> None:
-        """Write every answer logged so far, the shadow's too (blocking)."""
+        """Write every answer logged so far, the shadow's too, and the feedback (blocking)."""
         if self.log is not None:
             self.log.flush()  # first: the shadow's copies come from this log
         self.router.flush_shadow()
+        if self.feedback is not None:
+            self.feedback.flush()
 
     def close(self) -> None:
-        """Flush the log, then stop the router's threads and its shadow (the app's
+        """Flush the logs, then stop the router's threads and its shadow (the app's
         shutdown): the shadow still answers the log's last rows."""
         if self.log is not None:
             self.log.close()
+        if self.feedback is not None:
+            self.feedback.close()
         self.router.close()
+
+    async def accept_feedback(self, request: Request) -> dict[str, int]:
+        """Check a ``POST /feedback`` body against the champion's target of the moment
+        (``serving/feedback.py``) and queue its items for the feedback log: the counts
+        ``{"accepted", "duplicates"}``. Refused whole (4xx) or queued whole: 503 when the
+        server keeps no feedback log or its queue has no room for every item."""
+        log = self.feedback
+        if log is None:
+            raise RequestRefused(
+                503, "this server keeps no feedback log (it was started without its logs)", "off"
+            )
+        _, raw = await self.raw(request, ("application/json",))
+        vocabulary = self.vocabulary(self.router.routes.champion)
+        items, duplicates = await self.offload(
+            len(raw), lambda: parse_feedback(self.parse_json(raw), vocabulary, self.limits)
+        )
+        if log.pending + len(items) > log.max_queue:
+            raise RequestRefused(
+                503,
+                f"the feedback log's queue is full ({log.pending:,} items waiting): nothing "
+                "was accepted; retry shortly",
+                "feedback_full",
+            )
+        now = time.time()
+        for item in items:
+            log.append({**item, "time": now})
+        self.metrics.count("shipyard_feedback_total", float(len(items)))
+        return {"accepted": len(items), "duplicates": duplicates}
+
+    @staticmethod
+    def vocabulary(champion: Arm) -> Vocabulary:
+        """What a label of ``champion``'s target may be (its bundle's task and classes)."""
+        from shipyard.monitoring.labels import Vocabulary
+
+        return Vocabulary(champion.bundle.task, list(champion.bundle.classes or []))
 
     async def raw(
         self, request: Request, kinds: tuple[str, ...], *, untyped: bool = False
@@ -195,17 +245,7 @@ class Service:
                     self.metrics.count("shipyard_warnings_total", field=v.column, reason=v.reason)
             warnings.append(mine)
         if problems:
-            fields = ", ".join(sorted({p["field"] for p in problems}))
-            more = n_problems - sum(p.get("count", 1) for p in problems)
-            raise RequestRefused(
-                422,
-                f"{n_problems:,} field problem(s) in {fields}"
-                + (f" ({more:,} more not shown; [serving] max_problems)" if more else "")
-                + f": {problems[0]['message']}",
-                "contract",
-                problems,
-                summary={"problems": n_problems, "not_shown": more},
-            )
+            raise self.limits.refused("field", "contract", problems, n_problems)
         return warnings
 
     def score(
