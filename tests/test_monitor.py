@@ -298,11 +298,15 @@ def test_the_command_prints_alerts_and_json_with_its_exit_codes(trained, project
         (["--since", "2026-06-02", "--until", "2026-06-01"], "is not before --until"),
         (["--window", "fortnight"], "is not a window"),
         (["--since", "yesterday"], "is not a date or time"),
-        (["--report", "out.html"], "--report needs shipyard.monitoring.report"),
     ]:
         refused = runner.invoke(app, ["monitor", "--spec", spec, *args])
         assert refused.exit_code == 2 and message in refused.stderr, args
         assert "Traceback" not in refused.output
+    page = project.spec.root / "monitor.html"
+    made = runner.invoke(app, ["monitor", "--spec", spec, "--report", str(page), "--json"])
+    assert made.exit_code == 1 and json.loads(made.stdout)["report"] == str(page)
+    html = page.read_text()
+    assert "contract" in html and "unseen_rate" in html and "<svg" in html
 
 
 def test_a_truncated_or_foreign_file_is_skipped_with_a_counted_warning(trained, project):

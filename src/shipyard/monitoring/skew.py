@@ -498,3 +498,9 @@ def _workspace(spec: Spec) -> Workspace:
     from shipyard.workspace import Workspace
 
     return Workspace.of(spec)
+
+
+def rows(offline: Path, context: Any) -> list[dict[str, Any]]:
+    """The ``monitor --offline FILE`` hook: :func:`skew_report` of ``offline`` against the
+    run's prediction log (``context``: the monitor's ``RunContext``)."""
+    return skew_report(offline, context.workspace.logs, context.spec, context.workspace)
