@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from shipyard.bundle import load_bundle
 from shipyard.cli import app
 from shipyard.errors import DataError, DeploymentError, ReferenceMissing, UsageError
-from shipyard.monitoring.monitor import Latencies, parse_window
+from shipyard.monitoring.monitor import Latencies, iso, parse_window
 from shipyard.monitoring.results import COLUMNS, KEY, read_results
 from shipyard.monitoring.watch import monitor
 from shipyard.project import Project
@@ -373,3 +373,22 @@ def test_windows_latencies_and_the_monitoring_section_are_checked():
     ]:
         with pytest.raises(Exception, match=message.replace("(", r"\(").replace(")", r"\)")):
             Spec.from_dict({"project": {"target": "y", "task": "binary"}, "monitoring": bad})
+
+
+def test_calendar_month_windows_and_the_event_clock_need_a_time_field(trained, project):
+    window = parse_window("1mo")
+    stamps = np.array(
+        ["2013-05-31T23:59:59", "2013-06-01T00:00:00", "2013-12-31T23:00:00"],
+        dtype="datetime64[us]",
+    ).astype(np.int64)
+    index = window.index(stamps)
+    assert index[0] + 1 == index[1] and index[2] == index[1] + 6
+    assert [iso(t) for t in window.bounds(int(index[2]))] == [
+        "2013-12-01T00:00:00Z",
+        "2014-01-01T00:00:00Z",
+    ]
+    _, bundle, version, live = trained
+    write_log(project, bundle, version, live.head(300))
+    spec = str(project.spec.root / "shipyard.toml")
+    refused = CliRunner().invoke(app, ["monitor", "--spec", spec, "--clock", "event"])
+    assert refused.exit_code == 2 and "[project] time" in refused.stderr

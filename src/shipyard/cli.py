@@ -659,7 +659,14 @@ def monitor(
     ] = None,
     window: Annotated[
         str | None,
-        typer.Option(help="1h, 1d, 7d or 'N rows' (default: [monitoring] window)."),
+        typer.Option(help="1h, 1d, 7d, 1mo or 'N rows' (default: [monitoring] window)."),
+    ] = None,
+    clock: Annotated[
+        str | None,
+        typer.Option(
+            help="Windows by when the service answered ('logged') or by each request's own "
+            "[project] time ('event'); default: [monitoring] clock."
+        ),
     ] = None,
     model: Annotated[
         str | None, typer.Option("--model", help="Only this version (default: every one).")
@@ -677,7 +684,13 @@ def monitor(
     """Drift, live data quality and system metrics over the prediction log; exit 1 on alert."""
     with _errors(as_json):
         result = Project.load(spec).monitor(
-            since=since, until=until, window=window, model=model, report=report, offline=offline
+            since=since,
+            until=until,
+            window=window,
+            model=model,
+            report=report,
+            offline=offline,
+            clock=clock,
         )
     if as_json:
         _emit_json(result.to_dict())

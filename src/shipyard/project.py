@@ -538,6 +538,7 @@ class Project:
         model: str | int | None = None,
         report: Path | str | None = None,
         offline: Path | str | None = None,
+        clock: str | None = None,
     ) -> Any:
         """Drift, live data quality, system metrics and alerts over the prediction log
         (``shipyard monitor``): a :class:`~shipyard.monitoring.watch.MonitorResult` with
@@ -553,6 +554,7 @@ class Project:
             model=model,
             report=report,
             offline=offline,
+            clock=clock,
         )
 
     def rollback(

@@ -32,7 +32,7 @@ DEFAULT_METRIC = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "
 SPLIT_STRATEGIES = ("auto", "random", "stratified", "group", "time")
 UNKNOWN_POLICIES = ("bucket", "hash")
 #: A monitoring window: hours (``1h``), days (``1d``, ``7d``) or a count of rows (``5000 rows``).
-WINDOW_PATTERN = r"\s*(?P<count>[1-9][0-9]*)\s*(?P<unit>h|d|rows?)\s*"
+WINDOW_PATTERN = r"\s*(?P<count>[1-9][0-9]*)\s*(?P<unit>h|d|mo|rows?)\s*"
 
 
 @dataclass(frozen=True)
@@ -165,6 +165,9 @@ class MonitoringSection:
     max_calibration_error: float = 0.1
     max_staleness_hours: float | None = None
     window: str = "1d"
+    # which time puts a logged row in a window: "logged" (when the service answered) or
+    # "event" (the request's own [project] time field: replayed or late-sent traffic)
+    clock: str = "logged"
     webhook: str | None = None
     webhook_timeout_seconds: float = 5.0
 
@@ -353,6 +356,7 @@ SECTIONS: dict[str, tuple[type, dict[str, Key]]] = {
             "max_calibration_error": _FRAC,
             "max_staleness_hours": _NUM,
             "window": Key((str,), _window, type_name="a string"),
+            "clock": Key((str,), _one_of(("logged", "event")), type_name="a string"),
             "webhook": Key((str,), _url, type_name="a string"),
             "webhook_timeout_seconds": _NUM,
         },

@@ -64,19 +64,52 @@ class Window:
     text: str
     seconds: int | None = None
     rows: int | None = None
+    months: int | None = None  # calendar months (UTC), e.g. "1mo"
+
+    @property
+    def timed(self) -> bool:
+        """Windows by time (hours, days, months), not by a count of rows."""
+        return self.rows is None
+
+    def index(self, time_us: np.ndarray) -> np.ndarray:
+        """The window of each time (epoch microseconds) of a timed window."""
+        if self.months is not None:
+            months = time_us.astype("datetime64[us]").astype("datetime64[M]").astype(np.int64)
+            return months // self.months
+        assert self.seconds is not None
+        return (time_us - ORIGIN_US) // (self.seconds * US)
+
+    def bounds(self, index: int) -> tuple[int, int]:
+        """A timed window's start (included) and end (excluded), epoch microseconds.
+
+        >>> [iso(t) for t in parse_window("1mo").bounds(520)]
+        ['2013-05-01T00:00:00Z', '2013-06-01T00:00:00Z']
+        """
+        if self.months is not None:
+            start, end = (
+                int(np.datetime64(i * self.months, "M").astype("datetime64[us]").astype(np.int64))
+                for i in (index, index + 1)
+            )
+            return start, end
+        assert self.seconds is not None
+        start = ORIGIN_US + index * self.seconds * US
+        return start, start + self.seconds * US
 
 
 def parse_window(text: str) -> Window:
-    """``1h``, ``6h``, ``1d``, ``7d`` or ``5000 rows`` (``[monitoring] window``, ``--window``)."""
+    """``1h``, ``6h``, ``1d``, ``7d``, ``1mo`` (calendar months, UTC) or ``5000 rows``
+    (``[monitoring] window``, ``--window``)."""
     found = re.fullmatch(WINDOW_PATTERN, str(text))
     if found is None:
         raise UsageError(
-            f"--window {text!r} is not a window: give hours (1h), days (1d, 7d) or a count "
-            "of rows (5000 rows)."
+            f"--window {text!r} is not a window: give hours (1h), days (1d, 7d), calendar "
+            "months (1mo) or a count of rows (5000 rows)."
         )
     count, unit = int(found.group("count")), found.group("unit")
     if unit.startswith("row"):
         return Window(f"{count} rows", rows=count)
+    if unit == "mo":
+        return Window(f"{count}mo", months=count)
     return Window(f"{count}{unit}", seconds=count * (3600 if unit == "h" else 86_400))
 
 
@@ -209,6 +242,7 @@ class Scan:
     rows: int = 0
     skipped: list[str] = field(default_factory=list)  # one warning per unreadable file
     versions_without_bundle: Counter[int] = field(default_factory=Counter)
+    without_clock: int = 0  # rows with no event time (``clock = "event"``), left out
 
 
 def scan(
@@ -219,6 +253,7 @@ def scan(
     since_us: int | None,
     until_us: int | None,
     model: int | None = None,
+    clock: str | None = None,
 ) -> Scan:
     """Read ``files`` one by one into per-window, per-version, per-arm groups;
     ``answering(version)`` gives the version's :class:`Answering`, or None to skip its rows.
@@ -236,6 +271,8 @@ def scan(
             out.skipped.append(str(exc))
             continue
         out.files += 1
+        if clock is not None:
+            table = _on_clock(table, clock, path, out)
         table = _within(table, since_us, until_us, model)
         if table.num_rows == 0:
             continue
@@ -248,6 +285,28 @@ def scan(
                 out.groups[key] = group
         offset += table.num_rows
     return out
+
+
+def _on_clock(table: pa.Table, clock: str, path: Path, out: Scan) -> pa.Table:
+    """``table`` with its ``time`` replaced by the feature column ``clock`` (the request's
+    own time); rows without one are counted (``Scan.without_clock``) and left out."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = pa.timestamp("us", tz="UTC")
+    if clock not in table.column_names:
+        values = pa.nulls(table.num_rows, kind)
+    else:
+        try:
+            values = pc.cast(table.column(clock), kind)
+        except pa.ArrowException:
+            out.skipped.append(
+                f"{path}: its column '{clock}' holds no times, so its rows have no event "
+                "time; it was skipped."
+            )
+            return table.slice(0, 0)
+    out.without_clock += values.null_count
+    return table.set_column(table.schema.get_field_index("time"), "time", values)
 
 
 def _names(path: Path) -> list[str]:
@@ -292,8 +351,8 @@ def _groups_of(
     from shipyard.serving.log import PREFIX
 
     time = pc.cast(table.column("time"), pa.int64()).to_numpy()
-    if window.seconds is not None:
-        windows = (time - ORIGIN_US) // (window.seconds * US)
+    if window.timed:
+        windows = window.index(time)
     else:
         assert window.rows is not None
         windows = (offset + np.arange(len(time))) // window.rows

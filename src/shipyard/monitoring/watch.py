@@ -25,7 +25,6 @@ import numpy as np
 from shipyard.errors import DataError, DeploymentError, ReferenceMissing, ShipyardError, UsageError
 from shipyard.monitoring import alerts as rules
 from shipyard.monitoring.monitor import (
-    ORIGIN_US,
     US,
     Answering,
     Group,
@@ -158,6 +157,7 @@ def monitor(
     model: str | int | None = None,
     report: Path | str | None = None,
     offline: Path | str | None = None,
+    clock: str | None = None,
     now: float | None = None,
 ) -> MonitorResult:
     """Monitor the prediction log between ``since`` and ``until`` (ISO dates or times,
@@ -190,9 +190,13 @@ def monitor(
                 f"yet; run without {option}."
             )
     version = _version(workspace, model)
-    from shipyard.serving.log import log_files
+    from shipyard.serving.log import PREFIX, log_files
 
-    files = log_files(workspace.logs, since=_day(since_us), until=_day(until_us, end=True))
+    event = _event_column(spec, clock or settings.clock)
+    if event is None:  # the log's day partitions bound what is read
+        files = log_files(workspace.logs, since=_day(since_us), until=_day(until_us, end=True))
+    else:  # a request's own time is not its file's day
+        files = log_files(workspace.logs)
     if not files:
         raise DataError(
             f"no logged predictions{_range(since, until)}: the prediction log "
@@ -200,8 +204,21 @@ def monitor(
             "or widen --since/--until."
         )
     loader = _Loader(workspace)
-    found = scan(files, loader, shape, since_us=since_us, until_us=until_us, model=version)
+    found = scan(
+        files,
+        loader,
+        shape,
+        since_us=since_us,
+        until_us=until_us,
+        model=version,
+        clock=None if event is None else PREFIX + event,
+    )
     warnings = [*found.skipped, *loader.warnings]
+    if found.without_clock:
+        warnings.append(
+            f"{found.without_clock:,} logged rows have no '{event}' (the event clock) and "
+            "were left out."
+        )
     if found.rows == 0:
         raise DataError(
             f"no logged predictions{_range(since, until)}"
@@ -218,7 +235,10 @@ def monitor(
         )
     for skipped, count in sorted(found.versions_without_bundle.items()):
         warnings.append(f"{count:,} rows of version {skipped} were skipped: {loader.why[skipped]}")
-    now_us = round((time.time() if now is None else now) * US)
+    if now is None and event is not None:  # on the event clock, now is the newest event
+        now_us = max(g.last_us for g in found.groups.values()) + 1
+    else:
+        now_us = round((time.time() if now is None else now) * US)
     rows, bounds = _group_rows(found, shape, loader, spec, workspace, now_us)
     rows += _workspace_rows(found, shape, bounds, settings, workspace, until_us or now_us)
     if offline is not None:
@@ -311,15 +331,28 @@ class _Loader:
         return self.loaded[version]
 
 
+def _event_column(spec: Spec, clock: str) -> str | None:
+    """The feature whose value is a request's own time (``clock = "event"``), or None."""
+    if clock == "logged":
+        return None
+    if clock != "event":
+        raise UsageError(f"--clock {clock!r} is not a clock: give 'logged' or 'event'.")
+    if spec.project.time is None:
+        raise UsageError(
+            "--clock event puts each request in the window of its own time, the [project] "
+            "time field, and this spec names none: set [project] time, or use --clock logged."
+        )
+    return spec.project.time
+
+
 def _group_rows(
     found: Scan, shape: Window, loader: _Loader, spec: Spec, workspace: Workspace, now_us: int
 ) -> tuple[list[dict[str, Any]], dict[int, tuple[int, int]]]:
     """Every rule applied to every group; the rows and each window's (start, end)."""
     bounds: dict[int, tuple[int, int]] = {}
     for group in found.groups.values():
-        if shape.seconds is not None:
-            start = ORIGIN_US + group.window * shape.seconds * US
-            bounds[group.window] = (start, start + shape.seconds * US)
+        if shape.timed:
+            bounds[group.window] = shape.bounds(group.window)
         else:
             start, end = bounds.get(group.window, (group.first_us, group.last_us + 1))
             bounds[group.window] = (min(start, group.first_us), max(end, group.last_us + 1))
@@ -529,19 +562,15 @@ def _workspace_rows(
         if arm in SERVING_ARMS:
             volume[w] += group.rows
     windows = sorted(volume)
-    if shape.seconds is not None:  # the windows in between that no request reached
+    if shape.timed:  # the windows in between that no request reached
         windows = list(range(windows[0], windows[-1] + 1))
     out: list[dict[str, Any]] = []
     earlier: list[int] = []
     for w in windows:
-        if w in bounds:
-            start, end = bounds[w]
-        else:
-            start = ORIGIN_US + w * (shape.seconds or 0) * US
-            end = start + (shape.seconds or 0) * US
+        start, end = bounds[w] if w in bounds else shape.bounds(w)
         rows = volume.get(w, 0)
         elapsed = 1.0
-        if shape.seconds is not None and end > end_us:
+        if shape.timed and end > end_us:
             elapsed = max(0.0, min(1.0, (end_us - start) / (end - start)))
         for r in rules.volume_rows(rows, earlier, elapsed, settings):
             r.update(window_start=start, window_end=end, model_version=None, arm="")
