@@ -4,23 +4,27 @@ On two real tables — telco churn (``modeldata::wa_churn``, 7,043 rows) and NYC
 (336,776 rows) — each project is made as a user makes it (``init``, ``check``, the flagged
 columns excluded), then, in fresh child processes, all in this one run:
 
-- ``bare fits`` (the reference): read the same file; the same feature columns; a constant
-  (the train mean), scikit-learn's one-hot + standardized logistic regression (ridge for
-  regression) and LightGBM with the rung's parameters, early-stopped on the same blackbox
-  dev rows; each scored once on dev. LightGBM gets the threads shipyard would pick at that
-  moment (``shipyard.cores``), so the comparison is of the framework, not of thread counts;
+- ``bare fits`` (the reference): read the same file; the same feature columns, a date-time
+  one as the calendar parts shipyard's transform makes of it (those its train values span);
+  a constant (the train mean), scikit-learn's one-hot + standardized logistic regression
+  (ridge for regression) and LightGBM with the rung's parameters, early-stopped on the same
+  blackbox dev rows; each scored once on dev. LightGBM gets the threads shipyard would pick
+  at that moment (``shipyard.cores``), so the comparison is of the framework, not of thread
+  counts;
 - ``shipyard train``: ``Project.train()`` after ``check`` (its report reused, as when a user
   runs ``check`` then ``train``): split, ladder, latency, calibration, slices, test,
   bundle, readiness, MLflow run and registered version;
 - with ``--cli``, ``shipyard train --json`` as a command too.
 
-Both children are timed twice: inside, after their imports (``*_s``), and as whole processes
-(``*_process_s``, start-up and imports included: shipyard imports scikit-learn, LightGBM
-and MLflow lazily, inside ``train``, while the bare script imports them before its clock).
+Framework overhead = train / bare − 1 on whole processes (start-up, imports and exit
+included: each side pays the imports its work needs), goal under 25% (issue 15). Both
+children are also timed inside (``*_inside_s``), after the imports the bare script makes
+(numpy, pandas, LightGBM, scikit-learn), which the train child makes too, so that figure
+compares the work after them (MLflow's import is train's own and stays inside). The train
+child records the seconds between its progress stages (``train_stages_s``).
 
 Each figure is the median of --repeat runs; every train starts from a copy of the checked
-project (no champion, an empty MLflow store). Framework overhead = train / bare − 1, goal
-under 25% (issue 15). The table also shows the time train spent fitting the ladder.
+project (no champion, an empty MLflow store).
 
     .venv/bin/python bench/train_overhead.py [--repeat 3] [--datasets churn flights] [--cli]
 """
@@ -62,10 +66,12 @@ else:
 X = frame[plan["features"]].copy()
 categorical = [c for c, r in plan["roles"].items() if r in ("categorical", "boolean")]
 numeric = [c for c, r in plan["roles"].items() if r == "numeric"]
-for c, r in plan["roles"].items():
-    if r == "datetime":
-        X[c] = pd.to_datetime(X[c], errors="coerce").astype("int64") / 1e9
-        numeric.append(c)
+pandas_name = {"weekday": "day_of_week"}
+for c, parts in plan["calendar"].items():  # the calendar parts shipyard's transform makes
+    stamps = pd.to_datetime(X.pop(c), utc=True, format="ISO8601", errors="coerce")
+    for part in parts:
+        X[f"{c}_{part}"] = getattr(stamps.dt, pandas_name.get(part, part)).astype(float)
+        numeric.append(f"{c}_{part}")
 for c in categorical:
     X[c] = X[c].astype("string").astype("category")
 train, dev = rows["train"], rows["dev_blackbox"]
@@ -89,8 +95,10 @@ with LEDGER.threads("bare gbt") as threads:
                   verbose=-1, objective="regression" if plan["task"] == "regression" else "binary")
     data = lgb.Dataset(Xt, yt, categorical_feature=categorical or "auto")
     valid = lgb.Dataset(Xd, yd, reference=data)
+    seen = []
     booster = lgb.train(params, data, 1000, valid_sets=[valid],
-                        callbacks=[lgb.early_stopping(50, verbose=False)])
+                        callbacks=[lgb.early_stopping(50, verbose=False),
+                                   lambda env: seen.append(env.iteration)])
 if plan["task"] == "regression":
     scores = [mean_squared_error(yd, linear.predict(Xd_lin)) ** 0.5,
               mean_squared_error(yd, booster.predict(Xd)) ** 0.5]
@@ -98,17 +106,26 @@ else:
     scores = [roc_auc_score(yd, linear.predict_proba(Xd_lin)[:, 1]),
               roc_auc_score(yd, booster.predict(Xd))]
 wall = time.perf_counter() - start
-print(json.dumps({"wall_s": wall, "dev": scores, "rounds": booster.best_iteration,
+print(json.dumps({"wall_s": wall, "dev": scores, "rounds": len(seen),
                   "threads": threads, "constant": constant}))
 """
 
 TRAIN = """
 import json, sys, time
+import lightgbm, sklearn.linear_model  # what the bare script imports before its clock
 from shipyard.project import Project
+stages, marks = {}, [("start", time.perf_counter())]
+
+def progress(stage):
+    now = time.perf_counter()
+    stages[marks[-1][0]] = stages.get(marks[-1][0], 0.0) + now - marks[-1][1]
+    marks.append((stage.rsplit(" ", 1)[0] if stage.startswith("rung ") else stage, now))
+
 start = time.perf_counter()
-result = Project.load(sys.argv[1]).train()
+result = Project.load(sys.argv[1]).train(progress=progress)
 wall = time.perf_counter() - start
-print(json.dumps({"wall_s": wall, "fitting_s": result.seconds.get("fitting"),
+progress("end")
+print(json.dumps({"wall_s": wall, "stages": stages, "fitting_s": result.seconds.get("fitting"),
                   "ladder_s": result.seconds.get("ladder"), "chosen": result.chosen,
                   "dev": result.dev.get(result.metric), "version": result.version,
                   "ladder": result.ladder}))
@@ -156,6 +173,8 @@ def make_project(name: str, folder: Path) -> tuple[Path, Path, Path]:
     if check.errors:
         raise SystemExit(f"{name}: check still finds errors: {[f.code for f in check.errors]}")
     from shipyard.data.split import make_splits
+    from shipyard.data.values import to_datetime
+    from shipyard.features.transform import calendar_parts
 
     ds = project.dataset()
     splits = make_splits(ds)
@@ -165,6 +184,12 @@ def make_project(name: str, folder: Path) -> tuple[Path, Path, Path]:
         "positive": ds.positive,
         "features": ds.candidates,
         "roles": {c: ds.role[c] for c in ds.candidates},
+        # a date-time feature enters as the calendar parts its train values span
+        "calendar": {
+            c: calendar_parts(to_datetime(ds.frame[c].iloc[splits.train]))
+            for c in ds.candidates
+            if ds.role[c] == "datetime"
+        },
     }
     plan_path = folder / "plan.json"
     plan_path.write_text(json.dumps(plan, default=str))
@@ -209,21 +234,26 @@ def main() -> None:
             def median(part: str, key: str, runs: dict[str, list[dict]] = runs) -> float:
                 return round(statistics.median(r[key] for r in runs[part]), 3)
 
-            bare, train = median("bare fits", "wall_s"), median("shipyard train", "wall_s")
-            bare_p, train_p = (
-                median("bare fits", "process_s"),
-                median("shipyard train", "process_s"),
-            )
+            bare, train = median("bare fits", "process_s"), median("shipyard train", "process_s")
+            bare_in, train_in = median("bare fits", "wall_s"), median("shipyard train", "wall_s")
             last = runs["shipyard train"][-1]
+            stages = sorted({k for r in runs["shipyard train"] for k in r["stages"]})
             result[name] = {
-                "bare_fits_s": bare,
-                "train_s": train,
+                "bare_process_s": bare,
+                "train_process_s": train,
                 "overhead": round(train / bare - 1, 3),
-                "bare_process_s": bare_p,
-                "train_process_s": train_p,
-                "overhead_process": round(train_p / bare_p - 1, 3),
+                "bare_inside_s": bare_in,
+                "train_inside_s": train_in,
+                "overhead_inside": round(train_in / bare_in - 1, 3),
                 "train_cli_s": median("CLI", "wall_s") if runs["CLI"] else None,
                 "train_fitting_s": median("shipyard train", "fitting_s"),
+                "train_stages_s": {
+                    k: round(
+                        statistics.median(r["stages"].get(k, 0.0) for r in runs["shipyard train"]),
+                        3,
+                    )
+                    for k in stages
+                },
                 "bare_dev": runs["bare fits"][-1]["dev"],
                 "bare_gbt_rounds": runs["bare fits"][-1]["rounds"],
                 "bare_threads": [r["threads"] for r in runs["bare fits"]],
@@ -237,26 +267,32 @@ def main() -> None:
             }
     result["context"] = {
         "repeat": args.repeat,
-        "goal": "overhead = train / bare - 1 under 0.25",
+        "goal": "overhead = train process / bare process - 1 under 0.25",
         "note": (
-            "medians; each run in a fresh child process, train after check. *_s: timed inside "
-            "the child after its imports; *_process_s: the whole child, start-up and imports "
-            "included (shipyard imports scikit-learn, LightGBM and MLflow lazily, so they fall "
-            "inside its train_s; the bare script imports them before its clock starts)"
+            "medians; each run a fresh child process, train after check, every train on a "
+            "fresh copy of the checked project (an empty MLflow store). *_process_s: the "
+            "whole child, start-up, imports and exit included (the goal's measure: shipyard "
+            "imports scikit-learn, LightGBM and MLflow lazily, the bare script at its top). "
+            "*_inside_s: after the imports the bare script makes (numpy, pandas, LightGBM, "
+            "scikit-learn), which the train child makes too; MLflow's import stays inside "
+            "train. train_stages_s: seconds from each progress stage to the next "
+            "('start' = reading the data and reusing the check; 'tracking set-up' = the "
+            "wait for the background MLflow set-up). The machine has 2 cores and is shared "
+            "with other engineers' test runs: see load_average_at_end"
         ),
         "load_average_at_end": os.getloadavg(),
         "cores": len(os.sched_getaffinity(0)),
     }
     print(
         f"{'':10}{'bare s':>9}{'train s':>9}{'overhead':>10}"
-        f"{'bare proc s':>13}{'train proc s':>14}{'overhead':>10}{'fitting s':>11}"
+        f"{'bare in s':>11}{'train in s':>12}{'overhead':>10}{'fitting s':>11}"
     )
     for name in args.datasets:
         r = result[name]
         print(
-            f"{name:10}{r['bare_fits_s']:>9.2f}{r['train_s']:>9.2f}{r['overhead']:>+10.0%}"
-            f"{r['bare_process_s']:>13.2f}{r['train_process_s']:>14.2f}"
-            f"{r['overhead_process']:>+10.0%}{r['train_fitting_s']:>11.2f}"
+            f"{name:10}{r['bare_process_s']:>9.2f}{r['train_process_s']:>9.2f}"
+            f"{r['overhead']:>+10.0%}{r['bare_inside_s']:>11.2f}{r['train_inside_s']:>12.2f}"
+            f"{r['overhead_inside']:>+10.0%}{r['train_fitting_s']:>11.2f}"
         )
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)

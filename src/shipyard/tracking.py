@@ -5,7 +5,10 @@ URI (a team's MLflow server) from ``[tracking] uri`` or ``MLFLOW_TRACKING_URI``.
 exceptions are translated here into :class:`TrackingError`.
 
 A server URI is probed before anything is logged, so an unreachable server fails fast with
-its address named, and nothing is half-registered.
+its address named, and nothing is half-registered. A SQLite store that does not exist yet is
+built by :func:`build_sqlite_store` (MLflow's own migrations, without waiting for the disk).
+MLflow's usage telemetry is off unless ``MLFLOW_DISABLE_TELEMETRY`` says otherwise: it would
+send records to a third party from every command.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ LOADER = Path(__file__).parent / "resources" / "pyfunc_loader.py"
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,66 @@ def probe(uri: str, timeout: float = 5.0) -> None:
         ) from exc
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` URI (None for any other store, or an in-memory one).
+
+    >>> sqlite_path("sqlite:////tmp/a/mlflow.db")
+    PosixPath('/tmp/a/mlflow.db')
+    >>> sqlite_path("http://127.0.0.1:5000") is None
+    True
+    """
+    rest = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else ""
+    if not rest or rest == ":memory:" or "?" in rest:
+        return None
+    return Path(rest)
+
+
+def build_sqlite_store(path: Path) -> bool:
+    """Create the SQLite store ``path`` with MLflow's current schema, unless it exists.
+
+    MLflow builds a new store by running its Alembic migrations: some 430 schema statements,
+    each of which waits for the disk under SQLite's default ``synchronous = FULL`` (~6 s on
+    this machine, more when other work uses the disk). Here they run in a temporary file
+    beside the store with syncing off and the journal in memory (~2 s), the file is synced
+    once, then hard-linked into place: a crash leaves no store (the next run builds it
+    again) or a whole one, never a half-migrated one, and of two processes building the
+    same store at once one wins and both use its file. The schema is MLflow's own (its
+    migrations ran); MLflow verifies its revision when it opens the store.
+
+    Returns whether this call built the store. Anything unexpected (MLflow's internals
+    moved, a file system without hard links) leaves the store to MLflow: it migrates the
+    usual way when it opens it.
+    """
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.building")
+    try:
+        import sqlalchemy
+        from mlflow.store.db.utils import _initialize_tables, _verify_schema
+
+        engine = sqlalchemy.create_engine(f"sqlite:///{temporary}")
+
+        def unsynced(connection: Any, _record: Any) -> None:
+            connection.execute("PRAGMA synchronous = OFF")
+            connection.execute("PRAGMA journal_mode = MEMORY")
+
+        sqlalchemy.event.listen(engine, "connect", unsynced)
+        try:
+            _initialize_tables(engine)
+            _verify_schema(engine)
+        finally:
+            engine.dispose()
+        with temporary.open("rb+") as file:
+            os.fsync(file.fileno())
+        os.link(temporary, path)  # fails if the store appeared meanwhile: that one is used
+        return True
+    except Exception:  # an optimization only: MLflow migrates the store itself when it opens it
+        return False
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def _quiet_logs() -> None:
     import logging
 
@@ -151,6 +215,8 @@ class Tracker:
             # user's value back so the stated precedence holds for the next project in-process.
             before = os.environ.get("MLFLOW_TRACKING_URI")
             mlflow.set_tracking_uri(uri)
+            if (store := sqlite_path(uri)) is not None:
+                build_sqlite_store(store)
             if before is None:
                 os.environ.pop("MLFLOW_TRACKING_URI", None)
             else:

@@ -2,7 +2,10 @@
 
 Fitted with scikit-learn on the shared transform (one-hot categories, standardized
 numbers); saved as JSON coefficients and predicted with NumPy, so loading needs neither
-scikit-learn nor pickle.
+scikit-learn nor pickle. Logistic regression is solved on a sparse copy of the matrix when
+most of it is zeros (one-hot columns): L-BFGS's loss-and-gradient passes then cost the
+non-zero entries, not rows × columns (see :func:`solver_matrix`). Ridge keeps the dense
+matrix: on a sparse one scikit-learn would swap its exact Cholesky solve for an iterative one.
 """
 
 from __future__ import annotations
@@ -21,6 +24,29 @@ from shipyard.models.base import Family
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):  # exp overflows to inf for very negative z: 1/inf = 0
         return 1.0 / (1.0 + np.exp(-z))
+
+
+#: The largest share of non-zero entries at which the solver gets a sparse (CSR) matrix.
+SPARSE_DENSITY = 0.25
+
+
+def solver_matrix(X: np.ndarray) -> Any:
+    """``X`` as L-BFGS is given it: CSR when at most :data:`SPARSE_DENSITY` of its entries
+    are non-zero, else ``X`` itself. Each solver iteration multiplies by the matrix twice, so
+    this sets its cost: on flights (235,732 × 130, 8.5% non-zero, 70 iterations, one thread)
+    the fit takes 0.6 s of CPU instead of 2.1 s, with the same iterations and dev AUC (coefficients
+    equal to within 4e-9: the sums run in another order).
+
+    >>> solver_matrix(np.eye(8)).format
+    'csr'
+    >>> solver_matrix(np.ones((2, 2))).shape
+    (2, 2)
+    """
+    if np.count_nonzero(X) > SPARSE_DENSITY * X.size:
+        return X
+    from scipy import sparse
+
+    return sparse.csr_matrix(X)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -83,7 +109,7 @@ class Linear(Family):
                 self.intercept_ = np.atleast_1d(model.intercept_).tolist()
             else:
                 model = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)
-                model.fit(X, y, sample_weight=weights)
+                model.fit(solver_matrix(X), y, sample_weight=weights)
                 self.coef_ = model.coef_.tolist()
                 self.intercept_ = model.intercept_.tolist()
         if watch is not None:
