@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shipyard.monitoring.drift import DriftPolicy, DriftResult
+from shipyard.monitoring.table import result_row
 from shipyard.spec import MonitoringSection
 
 SEVERITY = {"alert": 0, "warn": 1, "ok": 2, "empty": 3}
@@ -49,32 +50,6 @@ def policy(rules: MonitoringSection) -> DriftPolicy:
         wasserstein=(rules.wasserstein_warn, rules.wasserstein_alert),
         jensen_shannon=(rules.js_warn, rules.js_alert),
     )
-
-
-def row(
-    section: str,
-    column: str,
-    statistic: str,
-    value: float | None,
-    *,
-    level: str = "ok",
-    note: str = "",
-    lower: float | None = None,
-    upper: float | None = None,
-    pvalue: float | None = None,
-) -> dict[str, Any]:
-    """One row of the results table without its window, version and arm."""
-    return {
-        "section": section,
-        "column": column,
-        "statistic": statistic,
-        "value": float("nan") if value is None else float(value),
-        "lower": lower,
-        "upper": upper,
-        "pvalue": pvalue,
-        "level": level,
-        "note": note,
-    }
 
 
 def _verdict(result: DriftResult, policy: DriftPolicy) -> str:
@@ -95,7 +70,9 @@ def drift_rows(result: DriftResult, section: str, policy: DriftPolicy) -> list[d
     """The statistics of one column's drift; the verdict on the row of its effect."""
     if result.level == "empty":
         return [
-            row(section, result.column, "psi", None, level="empty", note="; ".join(result.notes))
+            result_row(
+                section, result.column, "psi", None, level="empty", note="; ".join(result.notes)
+            )
         ]
     verdict = _verdict(result, policy)
     judged = result.effect or "psi"
@@ -106,7 +83,7 @@ def drift_rows(result: DriftResult, section: str, policy: DriftPolicy) -> list[d
         if statistic == judged:
             more.update(level=result.level, note=f"{verdict}. {result.method}")
         more.setdefault("note", what)
-        out.append(row(section, result.column, statistic, value, **more))
+        out.append(result_row(section, result.column, statistic, value, **more))
 
     add("psi", result.psi, "population stability index")
     if result.kind == "numeric":
@@ -148,7 +125,7 @@ def _over(value: float, limit: float) -> str:
 
 def null_rate_row(column: str, current: float, reference: float, rules: MonitoringSection):
     increase = current - reference
-    return row(
+    return result_row(
         "quality",
         column,
         "null_rate",
@@ -163,7 +140,7 @@ def null_rate_row(column: str, current: float, reference: float, rules: Monitori
 
 def range_row(column: str, outside: int, n: int, low: float, high: float, rules):
     rate = outside / n if n else float("nan")
-    return row(
+    return result_row(
         "quality",
         column,
         "range_violation_rate",
@@ -176,15 +153,17 @@ def range_row(column: str, outside: int, n: int, low: float, high: float, rules)
 def unseen_row(column: str, rate: float, exact: bool, rules: MonitoringSection):
     level = _over(rate, rules.max_unseen_rate) if exact else "ok"
     what = "categories training never saw" if exact else "values beyond the kept categories"
-    return row("quality", column, "unseen_rate", rate, level=level, note=f"share of {what}")
+    return result_row("quality", column, "unseen_rate", rate, level=level, note=f"share of {what}")
 
 
 def volume_rows(rows: int, earlier: Sequence[int], elapsed: float, rules: MonitoringSection):
     """The window's rows and their ratio to the median of the windows before it;
     ``elapsed`` is the share of the window that has passed (1 once it is closed)."""
-    out = [row("volume", "", "rows", rows)]
+    out = [result_row("volume", "", "rows", rows)]
     if not earlier:
-        out.append(row("volume", "", "volume_ratio", None, level="empty", note="no earlier window"))
+        out.append(
+            result_row("volume", "", "volume_ratio", None, level="empty", note="no earlier window")
+        )
         return out
     median = float(statistics.median(earlier))
     expected = median * elapsed
@@ -197,7 +176,7 @@ def volume_rows(rows: int, earlier: Sequence[int], elapsed: float, rules: Monito
     note = f"{rows:,} rows against a median of {median:,.0f} over {len(earlier)} earlier windows"
     if elapsed < 1:
         note += f", {elapsed:.0%} of this window elapsed"
-    out.append(row("volume", "", "volume_ratio", ratio, level=level, note=note))
+    out.append(result_row("volume", "", "volume_ratio", ratio, level=level, note=note))
     return out
 
 
@@ -209,10 +188,10 @@ def system_rows(p50: float, p95: float, p99: float, errors: int, rows: int, rule
     error_rate = errors / rows if rows else float("nan")
     how = "from a histogram of 200 bins per decade (within 0.6%)"
     return [
-        row("system", "", "rows", rows),
-        row("system", "", "latency_p50", p50, note=f"ms, {how}"),
-        row("system", "", "latency_p95", p95, note=f"ms, {how}"),
-        row(
+        result_row("system", "", "rows", rows),
+        result_row("system", "", "latency_p50", p50, note=f"ms, {how}"),
+        result_row("system", "", "latency_p95", p95, note=f"ms, {how}"),
+        result_row(
             "system",
             "",
             "latency_p99",
@@ -220,7 +199,7 @@ def system_rows(p50: float, p95: float, p99: float, errors: int, rows: int, rule
             level=p99_level,
             note=f"ms, {how}" + (f"; alert over {limit:g} ms" if limit is not None else ""),
         ),
-        row(
+        result_row(
             "system",
             "",
             "error_rate",
@@ -233,10 +212,10 @@ def system_rows(p50: float, p95: float, p99: float, errors: int, rows: int, rule
 
 def staleness_row(statistic: str, hours: float | None, limit: float | None, what: str):
     if hours is None:
-        return row("quality", "", statistic, None, level="empty", note=f"no {what} yet")
+        return result_row("quality", "", statistic, None, level="empty", note=f"no {what} yet")
     level = "alert" if limit is not None and hours > limit else "ok"
     note = f"hours since the last {what}" + (f"; alert over {limit:g}" if limit is not None else "")
-    return row("quality", "", statistic, hours, level=level, note=note)
+    return result_row("quality", "", statistic, hours, level=level, note=note)
 
 
 # --- alerts --------------------------------------------------------------------------------

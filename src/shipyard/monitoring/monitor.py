@@ -25,8 +25,6 @@ side, so each window keeps the request ids and answers of every arm until it is 
 from __future__ import annotations
 
 import datetime as dt
-import importlib
-import importlib.util
 import math
 import re
 from collections import Counter
@@ -489,12 +487,3 @@ def agreement(champion: Group, other: Group, task: str) -> tuple[float, int]:
 
 
 # --- hooks: the modules other parts of monitoring plug in through -------------------------
-
-
-def optional(module: str) -> Any | None:
-    """A monitoring module that may not be installed yet (``performance``, ``skew``,
-    ``report``): the module, or None when it does not exist."""
-    name = f"shipyard.monitoring.{module}"
-    if importlib.util.find_spec(name) is None:
-        return None
-    return importlib.import_module(name)

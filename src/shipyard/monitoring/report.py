@@ -72,26 +72,11 @@ from shipyard.monitoring.markup import (
     version_label,
     worst,
 )
+from shipyard.monitoring.results import COLUMNS
 from shipyard.monitoring.svg import Rule, Series, bar_chart, line_chart
 
 __all__ = ["COLUMNS", "render", "write_report"]
 
-#: the shared results table's columns, in order
-COLUMNS = (
-    "window_start",
-    "window_end",
-    "model_version",
-    "arm",
-    "section",
-    "column",
-    "statistic",
-    "value",
-    "lower",
-    "upper",
-    "pvalue",
-    "level",
-    "note",
-)
 LEVEL_COLORS = {"ok": "#2e7d32", "warn": "#e0a000", "alert": "#c62828", "empty": "#9e9e9e"}
 ARM_COLORS = {"champion": "#1f4e79", "canary": "#7b1fa2", "shadow": "#00838f"}
 OTHER_COLORS = ("#5d4037", "#546e7a", "#ad1457", "#33691e")

@@ -14,15 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from shipyard.monitoring.table import WINDOW
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
-#: The columns, in order (see docs/commands.md, ``monitor``).
+#: The columns, in order (see docs/commands.md, ``monitor``): the window keys, then a row's.
 COLUMNS = (
-    "window_start",
-    "window_end",
-    "model_version",
-    "arm",
+    *WINDOW,
     "section",
     "column",
     "statistic",

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shipyard.errors import DataError
+from shipyard.monitoring.table import result_row
 
 if TYPE_CHECKING:
     import numpy as np
@@ -194,17 +195,9 @@ def _result(
     lower: float | None = None,
     upper: float | None = None,
 ) -> dict[str, Any]:
-    return {
-        "section": SECTION,
-        "column": column,
-        "statistic": statistic,
-        "value": float(value),
-        "lower": lower,
-        "upper": upper,
-        "pvalue": None,
-        "level": level,
-        "note": note,
-    }
+    return result_row(
+        SECTION, column, statistic, value, level=level, note=note, lower=lower, upper=upper
+    )
 
 
 def _key_text(values: pd.Series) -> pd.Series:

@@ -21,7 +21,7 @@ def result_row(
     section: str,
     column: str,
     statistic: str,
-    value: float,
+    value: float | None,
     *,
     lower: float | None = None,
     upper: float | None = None,
@@ -29,12 +29,13 @@ def result_row(
     level: str = "ok",
     note: str = "",
 ) -> dict[str, Any]:
-    """One row; ``lower``, ``upper`` and ``pvalue`` stay None where there is none."""
+    """One row; a ``value`` of None is NaN (not computable), and ``lower``, ``upper`` and
+    ``pvalue`` stay None where there is none."""
     return {
         "section": section,
         "column": column,
         "statistic": statistic,
-        "value": float(value),
+        "value": float("nan") if value is None else float(value),
         "lower": None if lower is None else float(lower),
         "upper": None if upper is None else float(upper),
         "pvalue": None if pvalue is None else float(pvalue),

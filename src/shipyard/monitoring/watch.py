@@ -5,8 +5,9 @@ the alerts raised.
 command line call. It reads the prediction log window by window
 (:func:`~shipyard.monitoring.monitor.scan`), compares each window of each answering version
 and arm with that version's reference (:mod:`shipyard.monitoring.alerts` holds the rules),
-adds the workspace-level rows (volume, staleness), then the rows of the modules that plug in
-here (:data:`HOOKS`), keeps every row in the workspace
+adds the workspace-level rows (volume, staleness), the performance rows once per window,
+version and arm (``performance.rows``) and the skew rows of ``--offline`` (``skew.rows``),
+keeps every row in the workspace
 (:func:`~shipyard.monitoring.results.write_results`), and posts the alerts to
 ``[monitoring] webhook`` when one is set. It never writes to the log or the labels.
 """
@@ -33,13 +34,13 @@ from shipyard.monitoring.monitor import (
     agreement,
     answers,
     iso,
-    optional,
     parse_time,
     parse_window,
     scan,
 )
 from shipyard.monitoring.results import COLUMNS, to_frame, write_results
 from shipyard.monitoring.summary import CategoricalSummary, NumericSummary
+from shipyard.monitoring.table import result_row
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,14 +48,6 @@ if TYPE_CHECKING:
     from shipyard.spec import Spec
     from shipyard.workspace import Workspace
 
-#: The modules other parts of monitoring plug in through, and what each is called with:
-#: ``performance.rows(context: WindowContext) -> list[dict]`` once per window, version and
-#: arm (realized metrics with labels, the estimate before them, the calibration back-test);
-#: ``skew.rows(offline: Path, context: RunContext) -> list[dict]`` (``--offline FILE``);
-#: ``report.write_report(path: Path, results: pd.DataFrame, meta: dict) -> Path``
-#: (``--report``). A module that does not exist yet is skipped (``--report`` and
-#: ``--offline`` are refused with a message).
-HOOKS = ("performance", "skew", "report")
 SERVING_ARMS = ("champion", "canary")  # the arms that answered users (a shadow copies them)
 
 
@@ -182,13 +175,6 @@ def monitor(
     since_us, until_us = parse_time(since, "--since"), parse_time(until, "--until")
     if since_us is not None and until_us is not None and since_us >= until_us:
         raise UsageError(f"--since {since} is not before --until {until}: swap them.")
-    hooks = {name: optional(name) for name in HOOKS}
-    for option, name, value in (("--report", "report", report), ("--offline", "skew", offline)):
-        if value is not None and hooks[name] is None:
-            raise UsageError(
-                f"{option} needs shipyard.monitoring.{name}, which this shipyard does not have "
-                f"yet; run without {option}."
-            )
     version = _version(workspace, model)
     from shipyard.serving.log import PREFIX, log_files
 
@@ -244,7 +230,9 @@ def monitor(
     if offline is not None:
         context = RunContext(since_us, until_us, version, list(files), spec, workspace)
         scope = (min(b[0] for b in bounds.values()), max(b[1] for b in bounds.values()))
-        rows += _stamped(hooks["skew"].rows(Path(offline), context), scope)  # type: ignore[union-attr]
+        from shipyard.monitoring import skew
+
+        rows += _stamped(skew.rows(Path(offline), context), scope)
     frame = to_frame(rows)
     written = write_results(workspace, frame)
     fired = rules.alerts(rows)
@@ -270,7 +258,9 @@ def monitor(
             warnings.append(problem)
     if report is not None:
         meta = {k: v for k, v in result.to_dict().items() if k not in ("rows", "alerts")}
-        path = hooks["report"].write_report(Path(report), frame, meta)  # type: ignore[union-attr]
+        from shipyard.monitoring.report import write_report
+
+        path = write_report(Path(report), frame, meta)
         result.report = str(path)
     result.seconds = round(time.perf_counter() - started, 3)
     return result
@@ -356,7 +346,9 @@ def _group_rows(
         else:
             start, end = bounds.get(group.window, (group.first_us, group.last_us + 1))
             bounds[group.window] = (min(start, group.first_us), max(end, group.last_us + 1))
-    performance = optional("performance")
+    from shipyard.monitoring import performance
+    from shipyard.monitoring.labels import read_labels
+
     labels = None
     out: list[dict[str, Any]] = []
     policy = rules.policy(spec.monitoring)
@@ -370,27 +362,24 @@ def _group_rows(
         mine += _system(group, spec)
         if group.arm not in ("champion", ""):
             mine += _agreement(found, group, answer)
-        if performance is not None:
-            from shipyard.monitoring.labels import read_labels
-
-            labels = read_labels(workspace) if labels is None else labels
-            ids, scores = answers(group)
-            drifted = any(r["section"] == "feature_drift" and r["level"] == "alert" for r in mine)
-            context = WindowContext(
-                start,
-                end,
-                group.version,
-                group.arm,
-                ids,
-                scores,
-                answer.score_columns(),
-                answer.reference,
-                labels,
-                drifted,
-                spec,
-                workspace,
-            )
-            mine += performance.rows(context)
+        labels = read_labels(workspace) if labels is None else labels
+        ids, scores = answers(group)
+        drifted = any(r["section"] == "feature_drift" and r["level"] == "alert" for r in mine)
+        context = WindowContext(
+            start,
+            end,
+            group.version,
+            group.arm,
+            ids,
+            scores,
+            answer.score_columns(),
+            answer.reference,
+            labels,
+            drifted,
+            spec,
+            workspace,
+        )
+        mine += performance.rows(context)
         for r in mine:
             r.update(window_start=start, window_end=end, model_version=group.version, arm=group.arm)
         out += mine
@@ -415,7 +404,7 @@ def _quality(group: Group, answer: Answering, spec: Spec) -> list[dict[str, Any]
         total, base_total = summary.n + summary.nulls, base.n + base.nulls
         if group.absent[name] >= group.rows:
             out.append(
-                rules.row(
+                result_row(
                     "quality",
                     name,
                     "missing_field",
@@ -448,7 +437,7 @@ def _quality(group: Group, answer: Answering, spec: Spec) -> list[dict[str, Any]
             out.append(rules.unseen_row(name, summary.other / summary.n, closed, settings))
     for name, count in sorted(group.new_fields.items()):
         out.append(
-            rules.row(
+            result_row(
                 "quality",
                 name,
                 "new_field",
@@ -461,7 +450,7 @@ def _quality(group: Group, answer: Answering, spec: Spec) -> list[dict[str, Any]
     for name, count in sorted(group.warnings.items()):
         reasons = ", ".join(f"{r} ({n:,})" for r, n in group.reasons[name].most_common(3))
         out.append(
-            rules.row(
+            result_row(
                 "quality",
                 name,
                 "warning_rate",
@@ -488,7 +477,7 @@ def _drift(group: Group, answer: Answering, policy: Any) -> list[dict[str, Any]]
         base = reference.predictions[name].summary
         assert isinstance(summary, NumericSummary)
         out.append(
-            rules.row(
+            result_row(
                 "prediction_drift",
                 name,
                 "mean_prediction",
@@ -525,7 +514,7 @@ def _agreement(found: Scan, group: Group, answer: Answering) -> list[dict[str, A
             best, both = value, n
     if not both:
         return [
-            rules.row(
+            result_row(
                 "agreement",
                 "",
                 statistic,
@@ -536,7 +525,7 @@ def _agreement(found: Scan, group: Group, answer: Answering) -> list[dict[str, A
         ]
     what = "share of identical predicted labels" if task != "regression" else "mean |difference|"
     return [
-        rules.row(
+        result_row(
             "agreement",
             "",
             statistic,
