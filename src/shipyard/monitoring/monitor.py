@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from shipyard.errors import DataError, UsageError
+from shipyard.monitoring.days import DayStore, closed
 from shipyard.monitoring.reference import Reference, prediction_columns
 from shipyard.monitoring.summary import NumericReference, Summary, as_numbers, merge, summarize
 from shipyard.serving.log import FIELDS as LOG_FIELDS
@@ -51,6 +52,10 @@ US = 1_000_000
 ORIGIN_US = 4 * 86_400 * US  # Monday 1970-01-05 00:00 UTC: where day windows are counted from
 #: The log's fields monitoring reads (its feature columns are read beside them).
 FIELDS = tuple(name for name in LOG_FIELDS if name != "entity_id")
+#: Rows read before they are grouped and summarized (memory holds about one batch).
+BATCH_ROWS = 262_144
+#: A group of this many rows has its columns summarized on several threads.
+PARALLEL_ROWS = 50_000
 # the latency histogram: 200 bins per decade from 1 µs to 1,000 s (each 1.2% wide)
 LATENCY_EDGES = np.logspace(-3, 6, 9 * 200 + 1)
 
@@ -63,6 +68,11 @@ class Window:
     seconds: int | None = None
     rows: int | None = None
     months: int | None = None  # calendar months (UTC), e.g. "1mo"
+
+    @property
+    def whole_days(self) -> bool:
+        """Windows made of whole UTC days (days, weeks, months), so days merge into them."""
+        return self.months is not None or (self.seconds is not None and self.seconds % 86_400 == 0)
 
     @property
     def timed(self) -> bool:
@@ -241,6 +251,9 @@ class Scan:
     skipped: list[str] = field(default_factory=list)  # one warning per unreadable file
     versions_without_bundle: Counter[int] = field(default_factory=Counter)
     without_clock: int = 0  # rows with no event time (``clock = "event"``), left out
+    skipped_days: set[str] = field(default_factory=set)  # partitions with a skipped file
+    unanswered_days: set[str] = field(default_factory=set)  # ... with rows of no bundle
+    days_kept: int = 0  # days taken from the kept day summaries
 
 
 def scan(
@@ -252,21 +265,122 @@ def scan(
     until_us: int | None,
     model: int | None = None,
     clock: str | None = None,
+    days: DayStore | None = None,
+    today: dt.date | None = None,
 ) -> Scan:
-    """Read ``files`` one by one into per-window, per-version, per-arm groups;
-    ``answering(version)`` gives the version's :class:`Answering`, or None to skip its rows.
-    An unreadable or foreign file is a counted warning (``Scan.skipped``), never an error."""
-    from shipyard.serving.log import PREFIX, read_log_file
+    """Read ``files`` into per-window, per-version, per-arm groups, in batches of about
+    :data:`BATCH_ROWS` rows (many small files are read, then grouped and summarized together,
+    so a file costs its read and little more); ``answering(version)`` gives the version's
+    :class:`Answering`, or None to skip its rows. An unreadable or foreign file is a counted
+    warning (``Scan.skipped``), never an error.
 
-    out = Scan()
+    With ``days`` (and windows of whole days on the logged clock), the log is grouped by
+    UTC day and the days merged into the windows; each day before ``today`` wholly inside
+    ``since_us``/``until_us`` is taken from ``days`` when kept there, and kept after it
+    was read (:mod:`~shipyard.monitoring.days`)."""
+    if days is None or clock is not None or not window.whole_days:
+        return _scan_files(files, answering, window, since_us, until_us, model, clock, Scan())
+    today = today or dt.datetime.now(dt.UTC).date()
+    by_day: dict[str, list[Path]] = {}
+    for path in files:
+        by_day.setdefault(path.parent.name, []).append(path)
+    out, daily = Scan(), Scan()
+    unread: list[Path] = []
+    keep: dict[str, str] = {}
+    for day, day_files in by_day.items():
+        inside = _whole_day(day, since_us, until_us)
+        key = days.key(day_files)
+        kept = days.load(day, key) if inside and closed(day, today) else None
+        if kept is None:
+            unread.extend(day_files)
+            if inside and closed(day, today) and model is None:
+                keep[day] = key
+            continue
+        groups, count = kept
+        out.files += count
+        for group in groups:
+            if model is None or group.version == model:
+                daily.groups[(group.window, group.version, group.arm)] = group
+                out.rows += group.rows
+    one_day = parse_window("1d")
+    read = _scan_files(unread, answering, one_day, since_us, until_us, model, None, Scan())
+    out.files += read.files
+    out.rows += read.rows
+    out.skipped += read.skipped
+    out.versions_without_bundle += read.versions_without_bundle
+    for day, key in keep.items():
+        if day in read.skipped_days or day in read.unanswered_days:
+            continue
+        mine = [g for g in read.groups.values() if _partition(g.first_us) == day]
+        if mine:
+            days.save(day, key, mine, len(by_day[day]))
+    daily.groups.update(read.groups)
+    for group in sorted(daily.groups.values(), key=lambda g: (g.window, g.version, g.arm)):
+        index = int(window.index(np.array([group.first_us]))[0])
+        group.window = index
+        at = (index, group.version, group.arm)
+        if at in out.groups:
+            out.groups[at].merge(group)
+        else:
+            out.groups[at] = group
+    out.days_kept = days.hits
+    return out
+
+
+def _whole_day(day: str, since_us: int | None, until_us: int | None) -> bool:
+    """Whether the partition ``date=…`` lies wholly inside [since, until)."""
+    try:
+        start = dt.date.fromisoformat(day.removeprefix("date="))
+    except ValueError:
+        return False
+    first = (start - dt.date(1970, 1, 1)).days * 86_400 * US
+    return (since_us is None or since_us <= first) and (
+        until_us is None or first + 86_400 * US <= until_us
+    )
+
+
+def _partition(micros: int) -> str:
+    return f"date={dt.date(1970, 1, 1) + dt.timedelta(microseconds=micros):%Y-%m-%d}"
+
+
+def _scan_files(
+    files: Sequence[Path],
+    answering: Callable[[int], Answering | None],
+    window: Window,
+    since_us: int | None,
+    until_us: int | None,
+    model: int | None,
+    clock: str | None,
+    out: Scan,
+) -> Scan:
+    from shipyard.serving.log import combine, read_raw
+
     offset = 0  # rows seen so far, for windows of N rows
+    pending: list[pa.Table] = []
+    held = 0
+
+    def flush() -> None:
+        nonlocal offset, held
+        if not pending:
+            return
+        table = combine(pending, exclude=["entity_id"])
+        pending.clear()
+        held = 0
+        table = _in_time_order(table)
+        for group in _groups_of(table, answering, window, offset, out):
+            key = (group.window, group.version, group.arm)
+            if key in out.groups:
+                out.groups[key].merge(group)
+            else:
+                out.groups[key] = group
+        offset += table.num_rows
+
     for path in files:
         try:
-            names = _names(path)
-            features = [n for n in names if n.startswith(PREFIX)]
-            table = read_log_file(path, columns=[*FIELDS, *features])
+            table = read_raw(path, exclude=["entity_id"])
         except DataError as exc:
             out.skipped.append(str(exc))
+            out.skipped_days.add(path.parent.name)
             continue
         out.files += 1
         if clock is not None:
@@ -275,14 +389,23 @@ def scan(
         if table.num_rows == 0:
             continue
         out.rows += table.num_rows
-        for group in _groups_of(table, answering, window, offset, out):
-            key = (group.window, group.version, group.arm)
-            if key in out.groups:
-                out.groups[key].merge(group)
-            else:
-                out.groups[key] = group
-        offset += table.num_rows
+        pending.append(table)
+        held += table.num_rows
+        if held >= BATCH_ROWS:
+            flush()
+    flush()
     return out
+
+
+def _in_time_order(table: pa.Table) -> pa.Table:
+    """``table`` sorted by time, unless it already is (a compacted day, one part file)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    time = pc.cast(table.column("time"), pa.int64()).to_numpy()
+    if len(time) < 2 or bool(np.all(time[1:] >= time[:-1])):
+        return table
+    return table.sort_by("time")
 
 
 def _on_clock(table: pa.Table, clock: str, path: Path, out: Scan) -> pa.Table:
@@ -307,19 +430,6 @@ def _on_clock(table: pa.Table, clock: str, path: Path, out: Scan) -> pa.Table:
     return table.set_column(table.schema.get_field_index("time"), "time", values)
 
 
-def _names(path: Path) -> list[str]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return list(pq.read_schema(path).names)
-    except (OSError, pa.ArrowException) as exc:
-        raise DataError(
-            f"{path} is not a readable prediction-log file ({type(exc).__name__}: {exc}); "
-            "it was skipped. Move it out of the log folder."
-        ) from exc
-
-
 def _within(table: pa.Table, since_us: int | None, until_us: int | None, model: int | None):
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -332,8 +442,9 @@ def _within(table: pa.Table, since_us: int | None, until_us: int | None, model: 
         keep = pc.and_(keep, pc.less(time, until_us))
     if model is not None:
         keep = pc.and_(keep, pc.equal(table.column("model_version"), model))
-    table = table.filter(pc.fill_null(keep, False))
-    return table.sort_by("time")
+    if keep.null_count == 0 and pc.all(keep).as_py():
+        return table
+    return table.filter(pc.fill_null(keep, False))
 
 
 def _groups_of(
@@ -343,6 +454,7 @@ def _groups_of(
     offset: int,
     scan: Scan,
 ) -> Iterator[Group]:
+    """The groups of one batch (rows in time order), by window, version and arm."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -354,21 +466,66 @@ def _groups_of(
     else:
         assert window.rows is not None
         windows = (offset + np.arange(len(time))) // window.rows
-    versions = table.column("model_version").fill_null(-1).to_numpy()
-    arms = table.column("arm").fill_null("").to_numpy(zero_copy_only=False)
-    keys = pd.DataFrame({"w": windows, "v": versions, "a": arms})
+    version_ids, version_codes = np.unique(
+        table.column("model_version").fill_null(-1).to_numpy(), return_inverse=True
+    )
+    arms = pc.dictionary_encode(table.column("arm").fill_null("")).combine_chunks()
+    arm_names = arms.dictionary.to_pylist()
+    rank = np.argsort(np.argsort(arm_names, kind="stable"))  # arms in name order
+    arm_codes = rank[arms.indices.to_numpy()] if len(arm_names) else np.zeros(len(time), int)
+    n_arms = max(len(arm_names), 1)
+    codes = ((windows - windows.min()) * len(version_ids) + version_codes) * n_arms + arm_codes
+    order = None if bool(np.all(codes[1:] >= codes[:-1])) else np.argsort(codes, kind="stable")
+    ordered = codes if order is None else codes[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], len(ordered)]
     present = set(table.column_names)
     unknown_fields = [n for n in table.column_names if n.startswith(PREFIX)]
-    for (w, v, a), index in keys.groupby(["w", "v", "a"], sort=True).indices.items():
-        version = int(v)
+    arm_by_rank = sorted(arm_names) or [""]
+    for first, last in zip(starts.tolist(), ends.tolist(), strict=True):
+        code = int(ordered[first])
+        version = int(version_ids[code // n_arms % len(version_ids)])
+        arm = arm_by_rank[code % n_arms]
+        index = None if order is None else order[first:last]
+        times = time[first:last] if index is None else time[index]
         answer = answering(version)
         if answer is None:
-            scan.versions_without_bundle[version] += len(index)
+            scan.versions_without_bundle[version] += last - first
+            scan.unanswered_days.update(_partition(int(t)) for t in (times.min(), times.max()))
             continue
-        rows = table.take(pa.array(index))
-        group = Group(int(w), version, str(a), int(time[index[0]]), int(time[index[-1]]))
+        rows = table.slice(first, last - first) if index is None else table.take(pa.array(index))
+        group = Group(
+            int(windows[first if order is None else order[first]]),
+            version,
+            arm,
+            int(times.min()),
+            int(times.max()),
+        )
         _fill(group, rows, answer, present, unknown_fields)
         yield group
+
+
+def _each_column(
+    work: Callable[[str, Any], tuple[str, Summary, int | None]],
+    columns: dict[str, Any],
+    rows: int,
+) -> Iterator[tuple[str, Summary, int | None]]:
+    """``work(name, reference)`` for every column, on as many threads as the cores free
+    allow (:data:`~shipyard.cores.LEDGER`) when the batch is large: sorting and Arrow's
+    counting release the GIL."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shipyard.cores import LEDGER
+
+    if rows < PARALLEL_ROWS or len(columns) < 2:
+        yield from (work(name, ref) for name, ref in columns.items())
+        return
+    with LEDGER.threads("monitor summaries", at_most=len(columns)) as threads:
+        if threads == 1:
+            yield from (work(name, ref) for name, ref in columns.items())
+            return
+        with ThreadPoolExecutor(threads, thread_name_prefix="shipyard-summary") as pool:
+            yield from pool.map(work, columns, columns.values())
 
 
 def _floats(values: Any) -> np.ndarray:
@@ -377,7 +534,7 @@ def _floats(values: Any) -> np.ndarray:
     import pyarrow as pa
 
     if pa.types.is_floating(values.type) or pa.types.is_integer(values.type):
-        return values.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+        return np.asarray(values.cast(pa.float64()).to_numpy(zero_copy_only=False), np.float64)
     numbers, _ = as_numbers(values)
     return numbers
 
@@ -393,23 +550,31 @@ def _fill(
     n = rows.num_rows
     group.rows = n
     group.errors = int(pc.sum(pc.is_valid(rows.column("error"))).as_py() or 0)
-    for name, ref in answer.reference.features.items():
+
+    def feature(name: str, ref: Any) -> tuple[str, Summary, int | None]:
+        """One feature's summary and its values outside the contract's range."""
         column = PREFIX + name
         if column not in present:
-            group.absent[name] += n
             values: Any = pa.nulls(n, pa.float64() if ref.kind == "numeric" else pa.string())
         else:
             values = rows.column(column).combine_chunks()
-        if isinstance(ref, NumericReference):
-            numbers = _floats(values)
-            group.features[name] = summarize(numbers, ref)
-            spec = answer.contract.columns.get(name)
-            if spec is not None and spec.min is not None and spec.max is not None:
-                with np.errstate(invalid="ignore"):
-                    outside = (numbers < spec.min) | (numbers > spec.max)
-                group.out_of_range[name] = int(outside.sum())
-        else:
-            group.features[name] = summarize(values, ref)
+        if not isinstance(ref, NumericReference):
+            return name, summarize(values, ref), None
+        numbers = _floats(values)
+        spec = answer.contract.columns.get(name)
+        outside = None
+        if spec is not None and spec.min is not None and spec.max is not None:
+            with np.errstate(invalid="ignore"):
+                outside = int(((numbers < spec.min) | (numbers > spec.max)).sum())
+        return name, summarize(numbers, ref), outside
+
+    for name in answer.reference.features:
+        if PREFIX + name not in present:
+            group.absent[name] += n
+    for name, summary, outside in _each_column(feature, answer.reference.features, n):
+        group.features[name] = summary
+        if outside is not None:
+            group.out_of_range[name] = outside
     known = {PREFIX + name for name in answer.features}
     for column in unknown:
         if column not in known and column in rows.column_names:
@@ -422,11 +587,15 @@ def _fill(
         if ref_score is not None:
             group.predictions[name] = summarize(values, ref_score)
     group.latency.add(rows.column("latency_ms").to_numpy(zero_copy_only=False).astype(float))
-    flat = pc.list_flatten(rows.column("warnings")).to_pylist()
-    for warning in flat:
-        column, _, reason = str(warning).partition(": ")
-        group.warnings[column] += 1
-        group.reasons.setdefault(column, Counter())[reason or "warning"] += 1
+    flat = pc.list_flatten(rows.column("warnings"))
+    if len(flat):
+        tally = pc.value_counts(flat)
+        for warning, count in zip(
+            tally.field("values").to_pylist(), tally.field("counts").to_pylist(), strict=True
+        ):
+            column, _, reason = str(warning).partition(": ")
+            group.warnings[column] += count
+            group.reasons.setdefault(column, Counter())[reason or "warning"] += count
     ids = rows.column("request_id").to_numpy(zero_copy_only=False)
     group.answers.append((ids, np.column_stack(list(scores.values()))))
 

@@ -371,6 +371,9 @@ def _summarize_numbers(values: Any, ref: NumericReference) -> NumericSummary:
 
 def _summarize_categories(values: Any, ref: CategoricalReference) -> CategoricalSummary:
     k = len(ref.categories)
+    counted = _arrow_counts(values, ref)
+    if counted is not None:
+        return counted
     if ref.boolean:
         codes_f, _ = parse_booleans(values)  # 1.0, 0.0, NaN for null or not a boolean
         index = np.where(np.isnan(codes_f), k + 1, np.nan_to_num(codes_f)).astype(np.intp)
@@ -383,6 +386,40 @@ def _summarize_categories(values: Any, ref: CategoricalReference) -> Categorical
         index = lookup[codes]  # the NA sentinel -1 picks the last entry: the null bin
     counts = np.bincount(index, minlength=k + 2).astype(np.int64)
     return CategoricalSummary(ref.name, ref.key, counts[: k + 1], nulls=int(counts[k + 1]))
+
+
+def _arrow_counts(values: Any, ref: CategoricalReference) -> CategoricalSummary | None:
+    """An Arrow column of text or booleans counted by Arrow's hash table (one Python step
+    per distinct value, not per row); None for anything else."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not isinstance(values, pa.Array):
+        return None
+    kind = values.type
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if not (
+        pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_boolean(kind)
+    ):
+        return None
+    if ref.boolean and not pa.types.is_boolean(kind):
+        return None  # text booleans ("yes", "Y") go through the one value parser
+    k = len(ref.categories)
+    counts = np.zeros(k + 1, np.int64)
+    tally = pc.value_counts(values)
+    position = {c: i for i, c in enumerate(ref.categories)}
+    nulls = values.null_count
+    for value, count in zip(
+        tally.field("values").to_pylist(), tally.field("counts").to_pylist(), strict=True
+    ):
+        if value is None:
+            continue
+        key = ("true" if value else "false") if ref.boolean else category_key(value)
+        counts[position.get(key, k)] += count
+    return CategoricalSummary(ref.name, ref.key, counts, nulls=int(nulls))
 
 
 def merge(a: Summary, b: Summary) -> Summary:

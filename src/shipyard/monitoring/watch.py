@@ -25,6 +25,7 @@ import numpy as np
 
 from shipyard.errors import DataError, DeploymentError, ReferenceMissing, ShipyardError, UsageError
 from shipyard.monitoring import alerts as rules
+from shipyard.monitoring.days import DayStore, days_folder
 from shipyard.monitoring.monitor import (
     US,
     Answering,
@@ -90,6 +91,7 @@ class MonitorResult:
     until: str | None
     files: int
     rows_read: int
+    days_kept: int  # closed days taken from the kept day summaries, not read again
     windows: int
     versions: list[int]
     rows: list[dict[str, Any]]
@@ -124,6 +126,7 @@ class MonitorResult:
             "until": self.until,
             "files": self.files,
             "rows_read": self.rows_read,
+            "days_kept": self.days_kept,
             "windows": self.windows,
             "versions": self.versions,
             "counts": {
@@ -198,6 +201,8 @@ def monitor(
         until_us=until_us,
         model=version,
         clock=None if event is None else PREFIX + event,
+        days=DayStore(days_folder(workspace)),
+        today=dt.datetime.fromtimestamp(time.time() if now is None else now, dt.UTC).date(),
     )
     warnings = [*found.skipped, *loader.warnings]
     if found.without_clock:
@@ -242,6 +247,7 @@ def monitor(
         until=until,
         files=found.files,
         rows_read=found.rows,
+        days_kept=found.days_kept,
         windows=len({(r["window_start"], r["window_end"]) for r in rows}),
         versions=sorted({g.version for g in found.groups.values()}),
         rows=rows,

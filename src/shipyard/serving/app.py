@@ -403,7 +403,7 @@ def build(
         "batch_rows": policy.log_batch_rows,
         "flush_seconds": policy.log_flush_seconds,
     }
-    prediction_log = PredictionLog(workspace.logs, **log_options) if log else None
+    prediction_log = PredictionLog(workspace.logs, compact=True, **log_options) if log else None
     feedback_log = FeedbackLog(workspace.feedback, **log_options) if log else None
     kwargs = {} if arm_loader is None else {"arm_loader": arm_loader}
     router = Router(

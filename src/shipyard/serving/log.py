@@ -64,9 +64,13 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _US_PER_DAY = 86_400_000_000
 _MAX_MICROS = 253_402_300_800_000_000  # 10000-01-01, past datetime's range
 _STALE_SECONDS = 60.0
+_THREADED_READ_ROWS = 65_536  # files of this many rows or more are read in parallel
 _SEQUENCE = itertools.count()  # shared by every log of this process, so names never collide
 
 
+#: Seconds after UTC midnight the service compacts the day that closed: late enough that a
+#: shadow has read the day's last files.
+COMPACT_AFTER_MIDNIGHT = 600.0
 #: The log's own fields, in order; feature columns follow them.
 FIELDS = (
     "request_id",
@@ -365,6 +369,39 @@ class PredictionLog(PartLog):
 
     what = "prediction log"
 
+    def __init__(self, folder: str | Path, *, compact: bool = False, **options: Any) -> None:
+        """``compact``: compact closed days (:func:`~shipyard.serving.compaction.compact_log`)
+        now and :data:`COMPACT_AFTER_MIDNIGHT` after each UTC midnight, in a thread of its
+        own (the online service turns it on); ``options`` are :class:`PartLog`'s."""
+        super().__init__(folder, **options)
+        self.compactions = 0  # compaction runs done
+        self._stop_compacting = threading.Event()
+        self._compactor: threading.Thread | None = None
+        if compact:
+            self._compactor = threading.Thread(
+                target=self._compact_daily, name="shipyard-log-compaction", daemon=True
+            )
+            self._compactor.start()
+
+    def close(self) -> None:
+        self._stop_compacting.set()
+        if self._compactor is not None:
+            self._compactor.join(timeout=60)
+        super().close()
+
+    def _compact_daily(self) -> None:
+        from shipyard.serving.compaction import compact_log
+
+        while not self._stop_compacting.is_set():
+            try:
+                compact_log(self.folder)
+                self.compactions += 1
+            except Exception as exc:  # the thread must outlive any bug
+                self._report("compaction", exc, "could not compact closed days")
+            now = dt.datetime.now(dt.UTC)
+            midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
+            self._stop_compacting.wait((midnight - now).total_seconds() + COMPACT_AFTER_MIDNIGHT)
+
     def _coerce(self, record: dict[str, Any]) -> _Row:
         return _row(record)
 
@@ -541,7 +578,7 @@ def _write_file(folder: Path, rows: list[_Row], fields: pa.Schema) -> Path:
 
 def _remove_stale_temporaries(folder: Path) -> None:
     """Remove temporary files of writers that died (pid gone, or older than a minute)."""
-    for temporary in folder.glob("date=*/.part-*.tmp"):
+    for temporary in folder.glob("date=*/.*.tmp"):  # parts' and compactions' temporaries
         try:
             pid = int(temporary.name.split("-")[2])
         except (IndexError, ValueError):
@@ -599,8 +636,10 @@ def read_log(
 def log_files(
     folder: str | Path, *, since: dt.date | None = None, until: dt.date | None = None
 ) -> list[Path]:
-    """The flushed files of a prediction log, in name order (their partition's day, then the
-    time of their first row), from the UTC day ``since`` to the day ``until``, both included.
+    """The flushed files of a prediction log (or any :class:`PartLog`'s), day by day from
+    the UTC day ``since`` to the day ``until``, both included: each day's compacted files,
+    then its part files in name order (the time of their first row), less the files a
+    compacted file replaces (:func:`live_files`).
 
     Raises
     ------
@@ -620,8 +659,23 @@ def log_files(
         except ValueError:
             continue
         if (since is None or day >= since) and (until is None or day <= until):
-            files.extend(sorted(partition.glob("part-*.parquet")))
+            files.extend(live_files(partition))
     return files
+
+
+def live_files(partition: Path) -> list[Path]:
+    """A day's flushed files a reader reads: its compacted files
+    (:mod:`~shipyard.serving.compaction`) and part files, less those a compacted file
+    replaces. Only a day holding both kinds, or two compacted files, has its compacted
+    files' metadata read."""
+    compacted = sorted(partition.glob("compacted-*.parquet"))
+    parts = sorted(partition.glob("part-*.parquet"))
+    if not compacted or (len(compacted) == 1 and not parts):
+        return [*compacted, *parts]
+    from shipyard.serving.compaction import replaced_names
+
+    replaced = replaced_names(partition, compacted)
+    return [path for path in [*compacted, *parts] if path.name not in replaced]
 
 
 def read_log_file(
@@ -642,12 +696,41 @@ def read_log_file(
     return _combine([_read_file(Path(path), wanted)], types, wanted)
 
 
-def _read_file(path: Path, wanted: set[str] | None) -> pa.Table:
+def read_raw(path: str | Path, *, exclude: Sequence[str] = ()) -> pa.Table:
+    """One log file's columns as the file holds them (less ``exclude``; ``features`` of the
+    first layout as typed columns), unaligned: :func:`combine` aligns many files at once,
+    which is what a reader of many small files wants (:func:`read_log_file` does both).
+
+    Raises
+    ------
+    DataError
+        If the file is truncated, not Parquet, or not a prediction-log file.
+    """
+    return _read_file(Path(path), None, exclude=set(exclude))
+
+
+def combine(
+    tables: Sequence[pa.Table],
+    *,
+    types: Mapping[str, str] | None = None,
+    exclude: Sequence[str] = (),
+) -> pa.Table:
+    """Tables of :func:`read_raw` as one, in :func:`read_log`'s columns (less ``exclude``)
+    and types (``types`` as there)."""
+    wanted = {*FIELDS, *(PREFIX + name for name in types or {})} - set(exclude)
+    return _combine(list(tables), types, wanted)
+
+
+def _read_file(
+    path: Path, wanted: set[str] | None, *, exclude: frozenset[str] | set[str] = frozenset()
+) -> pa.Table:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        with pq.ParquetFile(path) as file:  # not read_table: it would import pandas
+        # not read_table: it would import pandas. A small file (one batch) reads fastest in
+        # one thread and without pre-buffering; a compacted day in parallel.
+        with pq.ParquetFile(path, pre_buffer=False) as file:
             names = file.schema_arrow.names
             if not {"time", "model_version", "arm"} <= set(names):
                 raise DataError(
@@ -659,15 +742,20 @@ def _read_file(path: Path, wanted: set[str] | None) -> pa.Table:
                 table = _from_first_layout(file.read())
             else:
                 table = file.read(
-                    columns=None if wanted is None else [n for n in names if n in wanted]
+                    columns=[
+                        n for n in names if (wanted is None or n in wanted) and n not in exclude
+                    ],
+                    use_threads=file.metadata.num_rows >= _THREADED_READ_ROWS,
                 )
     except (OSError, pa.ArrowException) as exc:
         raise DataError(
             f"{path} is not a readable prediction-log file ({type(exc).__name__}: {exc}). "
             "Move it out of the log folder."
         ) from exc
-    if wanted is not None:
-        table = table.select([n for n in table.column_names if n in wanted])
+    if wanted is not None or exclude:
+        table = table.select(
+            [n for n in table.column_names if (wanted is None or n in wanted) and n not in exclude]
+        )
     return table
 
 
@@ -756,6 +844,9 @@ def _combine(
         return schema.empty_table()
     aligned = []
     for table in tables:
+        if table.schema.equals(schema, check_metadata=False):
+            aligned.append(table.replace_schema_metadata(None))
+            continue
         arrays = []
         for field in schema:
             if field.name in table.column_names:

@@ -1,0 +1,202 @@
+"""Each closed day of the prediction log summarized once and kept, so a month is computed
+from its days.
+
+A ``shipyard monitor`` run whose windows are made of whole UTC days (``1d``, ``7d``, ``1mo``
+on the logged clock) groups the log by day, then merges the days into its windows: the
+summaries add up exactly (:func:`~shipyard.monitoring.summary.merge`), so the numbers are the
+same as grouping by the window directly. A day that is over (before today, UTC) and wholly
+inside ``--since``/``--until`` is kept here after it was read::
+
+    .shipyard/monitoring/days/date=YYYY-MM-DD/<key>.parquet
+
+one row per logged answer (request id, the group it belongs to, its scores: what agreement
+and the labels' join need) and, in the file's metadata, every group's summaries, counts and
+latency histogram. ``<key>`` is a digest of the day's log files (names, sizes, modification
+times), of the slice columns kept per answer and of :data:`FORMAT`: a day whose files
+changed (a late file, a compaction) is read again, and the stale entry removed. Days with a
+skipped file or rows of a version without a bundle are not kept (their warnings must show
+on every run). The store is a cache: deleting it loses nothing, and ``monitor`` still never
+writes to the log.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+
+from shipyard.files import atomic_path
+from shipyard.monitoring.summary import summary_from_dict
+
+if TYPE_CHECKING:
+    from shipyard.monitoring.monitor import Group
+
+#: The layout of a kept day; a change makes every kept day stale.
+FORMAT = 1
+
+
+def days_folder(workspace: Any) -> Path:
+    return Path(workspace.folder) / "monitoring" / "days"
+
+
+class DayStore:
+    """The kept days of one workspace (see the module docstring)."""
+
+    def __init__(self, folder: Path, *, salt: str = "") -> None:
+        self.folder = folder
+        self.salt = salt  # what else the groups depend on (the slice columns kept)
+        self.hits = 0
+        self.saved = 0
+
+    def key(self, files: Sequence[Path]) -> str:
+        digest = hashlib.sha256(f"{FORMAT}|{self.salt}".encode())
+        for path in files:
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # compacted meanwhile: this key will not be found
+                continue
+            digest.update(f"|{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        return digest.hexdigest()[:20]
+
+    def _path(self, day: str, key: str) -> Path:
+        return self.folder / day / f"{key}.parquet"
+
+    def load(self, day: str, key: str) -> tuple[list[Group], int] | None:
+        """The day's groups and its files' count, or None when not kept (or unreadable)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = self._path(day, key)
+        try:
+            meta = orjson.loads(path.with_suffix(".json").read_bytes())
+            with pq.ParquetFile(path, pre_buffer=False) as file:
+                table = file.read(use_threads=False)
+        except (OSError, KeyError, ValueError, pa.ArrowException):
+            return None
+        groups = [_group(data) for data in meta["groups"]]
+        owner = table.column("group").to_numpy()
+        ids = table.column("request_id").to_numpy(zero_copy_only=False)
+        scores = np.column_stack(
+            [table.column(n).to_numpy() for n in table.column_names if n.startswith("s")]
+            or [np.full(len(ids), np.nan)]
+        )
+        bounds = np.searchsorted(owner, np.arange(len(groups) + 1))
+        for i, group in enumerate(groups):
+            lo, hi = bounds[i], bounds[i + 1]
+            width = meta["groups"][i]["width"]
+            group.answers = [(ids[lo:hi], scores[lo:hi, :width])] if hi > lo else []
+        self.hits += 1
+        return groups, int(meta["files"])
+
+    def save(self, day: str, key: str, groups: Iterable[Group], files: int) -> None:
+        """Keep a day's groups (atomically); stale entries of the day are removed."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        groups = list(groups)
+        ids, owners, blocks, docs = [], [], [], []
+        for i, group in enumerate(groups):
+            from shipyard.monitoring.monitor import answers
+
+            got_ids, got_scores = answers(group)
+            ids.append(got_ids)
+            owners.append(np.full(len(got_ids), i, np.int32))
+            blocks.append(got_scores)
+            docs.append({**_document(group), "width": got_scores.shape[1]})
+        width = max((b.shape[1] for b in blocks), default=1)
+        padded = [
+            np.pad(b, ((0, 0), (0, width - b.shape[1])), constant_values=np.nan) for b in blocks
+        ]
+        scores = np.concatenate(padded) if padded else np.empty((0, width))
+        columns = {
+            "request_id": pa.array(np.concatenate(ids) if ids else [], pa.string()),
+            "group": pa.array(np.concatenate(owners) if owners else [], pa.int32()),
+            **{f"s{j}": pa.array(scores[:, j], pa.float64()) for j in range(width)},
+        }
+        meta = {"format": FORMAT, "day": day, "files": files, "groups": docs}
+        path = self._path(day, key)
+        for stale in path.parent.glob("*.*") if path.parent.is_dir() else []:
+            if stale.stem != key:
+                stale.unlink(missing_ok=True)
+        # the answers, then the groups: a day is kept once its .json is in place
+        with atomic_path(path, durable=False) as temporary:  # a cache: cheap to redo
+            pq.write_table(pa.table(columns), temporary)
+        with atomic_path(path.with_suffix(".json"), durable=False) as temporary:
+            temporary.write_bytes(orjson.dumps(meta))
+        self.saved += 1
+
+
+def closed(day: str, today: dt.date) -> bool:
+    """Whether the partition ``date=YYYY-MM-DD`` is a day before ``today``."""
+    try:
+        return dt.date.fromisoformat(day.removeprefix("date=")) < today
+    except ValueError:
+        return False
+
+
+def _document(group: Group) -> dict[str, Any]:
+    return {
+        "window": group.window,
+        "version": group.version,
+        "arm": group.arm,
+        "first_us": group.first_us,
+        "last_us": group.last_us,
+        "rows": group.rows,
+        "errors": group.errors,
+        "features": {n: _packed(s.to_dict()) for n, s in group.features.items()},
+        "predictions": {n: _packed(s.to_dict()) for n, s in group.predictions.items()},
+        "out_of_range": dict(group.out_of_range),
+        "absent": dict(group.absent),
+        "new_fields": dict(group.new_fields),
+        "warnings": dict(group.warnings),
+        "reasons": {n: dict(c) for n, c in group.reasons.items()},
+        "latency": _sparse(group.latency.counts),
+    }
+
+
+def _group(data: dict[str, Any]) -> Group:
+    from shipyard.monitoring.monitor import Group, Latencies
+
+    latency = Latencies()
+    index, counts = data["latency"]
+    latency.counts[np.asarray(index, np.intp)] = counts
+    return Group(
+        window=int(data["window"]),
+        version=int(data["version"]),
+        arm=str(data["arm"]),
+        first_us=int(data["first_us"]),
+        last_us=int(data["last_us"]),
+        rows=int(data["rows"]),
+        errors=int(data["errors"]),
+        features={n: summary_from_dict(_unpacked(s)) for n, s in data["features"].items()},
+        predictions={n: summary_from_dict(_unpacked(s)) for n, s in data["predictions"].items()},
+        out_of_range=Counter(data["out_of_range"]),
+        absent=Counter(data["absent"]),
+        new_fields=Counter(data["new_fields"]),
+        warnings=Counter(data["warnings"]),
+        reasons={n: Counter(c) for n, c in data["reasons"].items()},
+        latency=latency,
+    )
+
+
+def _sparse(counts: np.ndarray) -> list[list[int]]:
+    index = np.flatnonzero(counts)
+    return [index.tolist(), counts[index].tolist()]
+
+
+def _packed(summary: dict[str, Any]) -> dict[str, Any]:
+    """A summary's counts as base64 of little-endian int64: a day holds thousands of them."""
+    counts = np.asarray(summary["counts"], "<i8")
+    return {**summary, "counts": base64.b64encode(counts.tobytes()).decode()}
+
+
+def _unpacked(summary: dict[str, Any]) -> dict[str, Any]:
+    counts = np.frombuffer(base64.b64decode(summary["counts"]), "<i8").astype(np.int64)
+    return {**summary, "counts": counts}

@@ -1,0 +1,194 @@
+"""Closed days of the prediction log compacted into one file each, so a reader opens one
+file per day instead of one per batch.
+
+The service writes a file per batch (a thousand rows, or a second's traffic): a quiet day
+leaves hundreds of small files, and opening a file costs about a millisecond whatever its
+size. :func:`compact_log` rewrites each closed UTC day (before today, or before ``before``)
+that holds more than one file as one::
+
+    <folder>/date=YYYY-MM-DD/compacted-<UTC time of first row>-<pid>-<seq>.parquet
+
+with its rows in time order, its feature columns typed as :func:`~shipyard.serving.log.
+read_log` would type them, and the names of the files it replaces in its Parquet metadata
+(:data:`REPLACES`). The compacted file is written under a hidden temporary name, fsynced and
+renamed into place; only then are the files it replaces removed. A reader
+(:func:`~shipyard.serving.log.log_files`) skips every file a compacted file names, so a
+``kill -9`` between the rename and the removals leaves the rows readable exactly once, and
+the next compaction removes the leftovers. A file that arrives in a day after it was
+compacted (a replay of old traffic) is read beside the compacted file and folded in by the
+next compaction. One compaction per day at a time (a lock file in the day's folder); a file
+that cannot be read is left where it is, for the reader to report.
+
+The online service compacts at start and after each UTC midnight, in a thread of its own
+(:class:`~shipyard.serving.log.PredictionLog`), never on the request path; ``shipyard
+monitor`` never compacts (it does not write to the log).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from shipyard.errors import DataError
+from shipyard.files import atomic_path, fsync_folder
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+#: The Parquet metadata key of a compacted file: the JSON list of the files it replaces.
+REPLACES = b"shipyard.replaces"
+COMPACTED = "compacted-"
+_LOCK = ".compact.lock"
+
+
+@dataclass
+class Compaction:
+    """What :func:`compact_log` did."""
+
+    days: int = 0  # days rewritten
+    files: int = 0  # files replaced
+    rows: int = 0  # rows rewritten
+    removed: int = 0  # replaced files removed (leftovers of an earlier compaction included)
+    skipped: int = 0  # days another process was compacting
+
+
+def compact_log(folder: str | Path, *, before: dt.date | None = None) -> Compaction:
+    """Compact every day of the log ``folder`` before ``before`` (default: today, UTC)
+    that holds more than one file, and remove the files earlier compactions replaced.
+
+    Raises
+    ------
+    DataError
+        If ``folder`` does not exist.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"no prediction log at {folder}: the folder does not exist.")
+    before = before or dt.datetime.now(dt.UTC).date()
+    done = Compaction()
+    for partition in sorted(folder.glob("date=*")):
+        try:
+            day = dt.date.fromisoformat(partition.name.removeprefix("date="))
+        except ValueError:
+            continue
+        if day < before and partition.is_dir():
+            _compact_day(partition, done)
+    return done
+
+
+def replaced_names(partition: Path, compacted: list[Path]) -> set[str]:
+    """The names of the files ``compacted`` (compacted files of ``partition``) replace; a
+    compacted file that cannot be read replaces nothing."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names: set[str] = set()
+    for path in compacted:
+        try:
+            metadata = pq.read_schema(path).metadata or {}
+            names.update(json.loads(metadata.get(REPLACES, b"[]")))
+        except (OSError, ValueError, pa.ArrowException):
+            continue
+    return names
+
+
+def _compact_day(partition: Path, done: Compaction) -> None:
+    from shipyard.serving.log import live_files
+
+    with _locked(partition) as locked:
+        if not locked:
+            done.skipped += 1
+            return
+        files = live_files(partition)
+        _remove_replaced(partition, files, done)
+        if len(files) <= 1:
+            return
+        tables, names = _read_all(files)
+        if len(names) <= 1:
+            return
+        table = tables.sort_by("time")
+        final = _name(partition, table)
+        schema = table.schema.with_metadata({REPLACES: json.dumps(sorted(names)).encode()})
+        _write(table.replace_schema_metadata(schema.metadata), final)
+        done.days += 1
+        done.files += len(names)
+        done.rows += table.num_rows
+        for name in names:
+            (partition / name).unlink(missing_ok=True)
+            done.removed += 1
+        fsync_folder(partition)
+
+
+def _read_all(files: list[Path]) -> tuple[pa.Table, list[str]]:
+    """The readable files' rows as one table (read_log's columns and types) and their names."""
+    from shipyard.serving.log import _combine, _read_file
+
+    tables, names = [], []
+    for path in files:
+        try:
+            tables.append(_read_file(path, None).replace_schema_metadata(None))
+        except DataError:
+            continue  # left in place: the reader reports it
+        names.append(path.name)
+    return _combine(tables, None, None), names
+
+
+def _remove_replaced(partition: Path, files: list[Path], done: Compaction) -> None:
+    """Remove the files a compacted file already replaces (a compaction killed before it
+    removed them); ``files`` (the live ones) are kept."""
+    compacted = sorted(partition.glob(f"{COMPACTED}*.parquet"))
+    if not compacted:
+        return
+    live = {path.name for path in files}
+    for name in replaced_names(partition, compacted) - live:
+        path = partition / name
+        if path.exists():
+            path.unlink(missing_ok=True)
+            done.removed += 1
+
+
+def _name(partition: Path, table: pa.Table) -> Path:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from shipyard.serving.log import _EPOCH, _SEQUENCE
+
+    first = pc.min(pc.cast(table.column("time"), pa.int64())).as_py() or 0
+    stamp = f"{_EPOCH + dt.timedelta(microseconds=first):%Y%m%dT%H%M%S%f}"
+    while (
+        path := partition / f"{COMPACTED}{stamp}-{os.getpid()}-{next(_SEQUENCE)}.parquet"
+    ).exists():
+        pass
+    return path
+
+
+def _write(table: pa.Table, final: Path) -> None:
+    import pyarrow.parquet as pq
+
+    with atomic_path(final) as temporary:
+        pq.write_table(table, temporary, row_group_size=128 * 1024)
+
+
+@contextlib.contextmanager
+def _locked(partition: Path) -> Iterator[bool]:
+    """Hold the day's compaction lock; yields False when another process holds it."""
+    fd = os.open(partition / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
