@@ -419,7 +419,7 @@ def _fill(
 
     n = rows.num_rows
     group.rows = n
-    outside = np.zeros(n, bool)
+    unsupported = np.zeros(n, bool)
     group.errors = int(pc.sum(pc.is_valid(rows.column("error"))).as_py() or 0)
     for name, ref in answer.reference.features.items():
         column = PREFIX + name
@@ -431,7 +431,7 @@ def _fill(
         if isinstance(ref, NumericReference):
             numbers = _floats(values)
             group.features[name] = summarize(numbers, ref)
-            outside |= outside_column(ref, numbers)
+            unsupported |= outside_column(ref, numbers)
             spec = answer.contract.columns.get(name)
             if spec is not None and spec.min is not None and spec.max is not None:
                 with np.errstate(invalid="ignore"):
@@ -439,7 +439,7 @@ def _fill(
                 group.out_of_range[name] = int(outside.sum())
         else:
             group.features[name] = summarize(values, ref)
-            outside |= outside_column(ref, values)
+            unsupported |= outside_column(ref, values)
     known = {PREFIX + name for name in answer.features}
     for column in unknown:
         if column not in known and column in rows.column_names:
@@ -459,7 +459,7 @@ def _fill(
         group.reasons.setdefault(column, Counter())[reason or "warning"] += 1
     ids = rows.column("request_id").to_numpy(zero_copy_only=False)
     group.answers.append((ids, np.column_stack(list(scores.values()))))
-    group.outside.append(outside)
+    group.outside.append(unsupported)
     sliced: dict[str, Any] = {}
     for name in answer.slices:
         if PREFIX + name not in rows.column_names:
