@@ -147,12 +147,35 @@ def outside_column(ref: ColumnReference, values: Any) -> np.ndarray:
             return (numbers < ref.edges[0]) | (numbers > ref.edges[-1])
     outside = np.zeros(len(values), bool)
     if isinstance(ref, CategoricalReference) and ref.closed and not ref.boolean:
-        codes, uniques = pd.factorize(pd.Series(values, dtype=object))  # nulls are -1
+        codes, uniques = category_codes(values)
         kept = set(ref.categories)
         unseen = np.array([category_key(u) not in kept for u in uniques], dtype=bool)
         present = codes >= 0
         outside[present] = unseen[codes[present]]
     return outside
+
+
+def category_codes(values: Any) -> tuple[np.ndarray, list[Any]]:
+    """Each value's code (-1 for null) and the distinct values the codes index, so that a
+    rule on categories runs once per distinct value. A pyarrow array (a log column) is
+    encoded by Arrow, without a Python object per row.
+
+    >>> codes, uniques = category_codes(["b", None, "a", "b"])
+    >>> codes.tolist(), uniques
+    ([0, -1, 1, 0], ['b', 'a'])
+    """
+    if hasattr(values, "dictionary_encode"):  # a pyarrow Array
+        import pyarrow as pa
+
+        try:
+            encoded = values if pa.types.is_dictionary(values.type) else values.dictionary_encode()
+        except pa.ArrowNotImplementedError:  # a type Arrow does not encode: read as objects
+            values = values.to_numpy(zero_copy_only=False)
+        else:
+            codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+            return codes.astype(np.int64), encoded.dictionary.to_pylist()
+    codes, uniques = pd.factorize(pd.Series(values, dtype=object))
+    return codes.astype(np.int64), list(uniques)
 
 
 def outside_support(reference: Reference, frame: pd.DataFrame) -> np.ndarray:

@@ -475,8 +475,9 @@ def _categories(values: Any) -> pd.Categorical:
     """A log column as categories known by :func:`~shipyard.data.contract.category_key`
     (``True``, ``1`` and ``"1"`` are one), one small code per row; null stays null."""
     from shipyard.data.contract import category_key
+    from shipyard.monitoring.estimation import category_codes
 
-    codes, uniques = pd.factorize(np.asarray(values, dtype=object))
+    codes, uniques = category_codes(values)
     keys = pd.Index([category_key(u) for u in uniques], dtype=object)
     categories = keys.unique()
     position = np.append(categories.get_indexer(keys), -1)  # code -1 (null) stays -1
