@@ -467,9 +467,9 @@ def rows(context: Any) -> list[dict[str, Any]]:
     share), overall and per slice. Once the window has matured — at least
     :data:`MATURE_SHARE` (half) of its answered predictions labeled — also the metric drop
     against the test value at train (``[monitoring] max_metric_drop``), overall and for
-    each slice that is not tiny now nor was at train (:func:`_slice_drop`), the calibration back-test
-    (``max_calibration_error``, ``alpha``) and, for binary tasks, the estimate on the
-    labeled rows beside the realized value.
+    each slice that is not tiny now nor was at train (:func:`_slice_drop`), the
+    calibration back-test (``max_calibration_error``, ``alpha``) and, for binary tasks, the
+    estimate on the labeled rows beside the realized value.
     """
     ref, spec = context.reference, context.spec
     task, metric, classes = ref.task, spec.objective.metric, ref.classes

@@ -437,6 +437,8 @@ class _Page:
         keys = ["arm", "slice", "statistic"]
         metric_rows = sliced[sliced["statistic"].isin(list(METRICS))]
         for (arm, name, statistic), group in metric_rows.groupby(keys, sort=True):
+            if not group["value"].notna().any():
+                continue  # no labels yet
             color = self.arm_color(str(arm))
             values = list(group.sort_values("column").itertuples(index=False))
             labels = [r.column.partition("=")[2] for r in values]
