@@ -338,6 +338,7 @@ def test_the_monitor_hook_scores_a_matured_window(churn_model):
         }
     )
     spec = make_spec("churn", project={"positive": "Yes"}, features={"slices": ["contract"]})
+    window = churn_model.features.iloc[w].reset_index(drop=True)
     context = SimpleNamespace(
         request_ids=ids,
         scores=scores,
@@ -345,11 +346,15 @@ def test_the_monitor_hook_scores_a_matured_window(churn_model):
         labels=labels,
         drifted=False,
         spec=spec,
-        features=churn_model.features.iloc[w].reset_index(drop=True),
+        features=window[["contract"]],
+        outside=outside_support(reference, window),
     )
     found = window_rows(context)
     sections = {r["section"] for r in found}
     assert sections == {"performance", "estimated_performance", "calibration"}
+    answered = ~np.isnan(scores[:, 0])
+    support = _one(found, "outside_support_share")
+    assert support["value"] == pytest.approx(outside_support(reference, window)[answered].mean())
     keep = labeled & ~np.isnan(scores[:, 0])
     real = _one([r for r in found if r["section"] == "performance"], "roc_auc")
     assert real["value"] == pytest.approx(sk.roc_auc_score(churn_model.y[w][keep], scores[keep, 0]))

@@ -365,10 +365,13 @@ def test_the_browser_renders_every_section_and_chart(page, monitored):
     assert "No skew rows." in dom  # an empty section is one line
     charts = dom.count("<svg")
     # one PSI chart per feature; mean prediction and PSI of the score; agreement; latency per
-    # arm and the error rate; realized/estimated per (arm, segment); the calibration plot and
-    # the ECE; volume
-    segments = results[results["section"] == "performance"].groupby(["arm", "column"]).ngroups
-    assert charts == len(FEATURES) + 2 + 1 + 2 + 1 + segments + 2 + 1
+    # arm and the error rate; realized/estimated per (arm, segment); the last window's values
+    # side by side per (arm, slice column); the calibration plot and the ECE; volume
+    realized = results[results["section"] == "performance"]
+    segments = realized.groupby(["arm", "column"]).ngroups
+    sliced = realized[realized["column"].str.contains("=")]
+    columns = sliced.assign(name=sliced["column"].str.partition("=")[0]).groupby(["arm", "name"])
+    assert charts == len(FEATURES) + 2 + 1 + 2 + 1 + segments + columns.ngroups + 2 + 1
     assert f"{charts} charts" in dom  # counted by the script in the browser
     headers = re.findall(r'<table class="sortable"><thead>(.*?)</thead>', html)
     assert dom.count('<th class="sort"') == sum(h.count("<th>") for h in headers) > 0

@@ -9,8 +9,9 @@ inside ``--since``/``--until`` is kept here after it was read::
 
     .shipyard/monitoring/days/date=YYYY-MM-DD/<key>.parquet
 
-one row per logged answer (request id, the group it belongs to, its scores: what agreement
-and the labels' join need) and, in the file's metadata, every group's summaries, counts and
+one row per logged answer (request id, the group it belongs to, its scores, whether an
+input lay outside the reference's support, its slice columns' values: what agreement, the
+labels' join and per-slice metrics need) and, in the file's metadata, every group's summaries, counts and
 latency histogram. ``<key>`` is a digest of the day's log files (names, sizes, modification
 times), of the slice columns kept per answer and of :data:`FORMAT`: a day whose files
 changed (a late file, a compaction) is read again, and the stale entry removed. Days with a
@@ -31,15 +32,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
+import pandas as pd
 
 from shipyard.files import atomic_path
 from shipyard.monitoring.summary import summary_from_dict
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from shipyard.monitoring.monitor import Group
 
 #: The layout of a kept day; a change makes every kept day stale.
 FORMAT = 1
+_SLICE = "slice."
 
 
 def days_folder(workspace: Any) -> Path:
@@ -87,11 +92,15 @@ class DayStore:
             [table.column(n).to_numpy() for n in table.column_names if n.startswith("s")]
             or [np.full(len(ids), np.nan)]
         )
+        outside = table.column("outside").to_numpy(zero_copy_only=False)
         bounds = np.searchsorted(owner, np.arange(len(groups) + 1))
         for i, group in enumerate(groups):
             lo, hi = bounds[i], bounds[i + 1]
-            width = meta["groups"][i]["width"]
-            group.answers = [(ids[lo:hi], scores[lo:hi, :width])] if hi > lo else []
+            doc = meta["groups"][i]
+            group.answers = [(ids[lo:hi], scores[lo:hi, : doc["width"]])] if hi > lo else []
+            group.outside = [outside[lo:hi]] if hi > lo else []
+            sliced = {n: _slice_values(table.column(_SLICE + n), lo, hi) for n in doc["slices"]}
+            group.slices = [sliced] if hi > lo else []
         self.hits += 1
         return groups, int(meta["files"])
 
@@ -100,16 +109,21 @@ class DayStore:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        groups = list(groups)
-        ids, owners, blocks, docs = [], [], [], []
-        for i, group in enumerate(groups):
-            from shipyard.monitoring.monitor import answers
+        from shipyard.monitoring.monitor import answers, segments
 
+        groups = list(groups)
+        ids, owners, blocks, docs, outside, sliced = [], [], [], [], [], []
+        for i, group in enumerate(groups):
             got_ids, got_scores = answers(group)
+            frame, beyond = segments(group)
             ids.append(got_ids)
             owners.append(np.full(len(got_ids), i, np.int32))
             blocks.append(got_scores)
-            docs.append({**_document(group), "width": got_scores.shape[1]})
+            outside.append(beyond if len(beyond) == len(got_ids) else np.zeros(len(got_ids), bool))
+            sliced.append(frame)
+            docs.append(
+                {**_document(group), "width": got_scores.shape[1], "slices": list(frame.columns)}
+            )
         width = max((b.shape[1] for b in blocks), default=1)
         padded = [
             np.pad(b, ((0, 0), (0, width - b.shape[1])), constant_values=np.nan) for b in blocks
@@ -119,7 +133,10 @@ class DayStore:
             "request_id": pa.array(np.concatenate(ids) if ids else [], pa.string()),
             "group": pa.array(np.concatenate(owners) if owners else [], pa.int32()),
             **{f"s{j}": pa.array(scores[:, j], pa.float64()) for j in range(width)},
+            "outside": pa.array(np.concatenate(outside) if outside else [], pa.bool_()),
         }
+        for name in dict.fromkeys(c for frame in sliced for c in frame.columns):
+            columns[_SLICE + name] = _slice_column(name, sliced)
         meta = {"format": FORMAT, "day": day, "files": files, "groups": docs}
         path = self._path(day, key)
         for stale in path.parent.glob("*.*") if path.parent.is_dir() else []:
@@ -131,6 +148,39 @@ class DayStore:
         with atomic_path(path.with_suffix(".json"), durable=False) as temporary:
             temporary.write_bytes(orjson.dumps(meta))
         self.saved += 1
+
+
+def _slice_column(name: str, frames: Sequence[pd.DataFrame]) -> pa.Array:
+    """One slice column over every group's rows: numbers as float64, categories as text;
+    null where a group has no such column."""
+    import pyarrow as pa
+
+    parts = [frame[name] if name in frame.columns else None for frame in frames]
+    numeric = all(
+        p is None or (not isinstance(p.dtype, pd.CategoricalDtype) and p.dtype.kind in "iuf")
+        for p in parts
+    )
+    chunks = []
+    for frame, part in zip(frames, parts, strict=True):
+        if part is None:
+            chunks.append(pa.nulls(len(frame.index), pa.float64() if numeric else pa.string()))
+        elif numeric:
+            chunks.append(pa.array(part.to_numpy(np.float64), pa.float64(), from_pandas=True))
+        else:
+            values = part.astype(object).tolist()
+            chunks.append(pa.array([None if pd.isna(v) else str(v) for v in values], pa.string()))
+    return pa.concat_arrays(chunks) if chunks else pa.array([], pa.float64())
+
+
+def _slice_values(column: pa.ChunkedArray, lo: int, hi: int) -> Any:
+    """A kept slice column's rows of one group, as :func:`~shipyard.monitoring.monitor.
+    segments` takes them: float64 numbers or categories."""
+    import pyarrow as pa
+
+    part = column.slice(lo, hi - lo)
+    if pa.types.is_floating(part.type):
+        return part.to_numpy()
+    return pd.Categorical(part.to_pylist())
 
 
 def closed(day: str, today: dt.date) -> bool:

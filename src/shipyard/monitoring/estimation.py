@@ -50,7 +50,12 @@ from shipyard.data.contract import category_key
 from shipyard.errors import UsageError
 from shipyard.evaluation.calibration import Z95, curve_ece, wilson_interval
 from shipyard.evaluation.metrics import EPS, TASK_METRICS, ordered_average_precision
-from shipyard.monitoring.summary import CategoricalReference, NumericReference, as_numbers
+from shipyard.monitoring.summary import (
+    CategoricalReference,
+    ColumnReference,
+    NumericReference,
+    as_numbers,
+)
 from shipyard.monitoring.table import WINDOW, check_length, probabilities, result_row
 
 if TYPE_CHECKING:
@@ -126,26 +131,60 @@ def recalibrator(
     return Recalibration(tuple(knots.tolist()), tuple((_logit(rising) - knots).tolist()))
 
 
+def outside_column(ref: ColumnReference, values: Any) -> np.ndarray:
+    """Per value of one column, whether it lies outside ``ref``'s support: a number below
+    the train split's minimum or above its maximum, or a category the train split never
+    held (for columns whose kept categories were complete). Nulls, and columns of other
+    kinds, are inside.
+
+    >>> ref = NumericReference.learn("x", np.arange(10.0))
+    >>> outside_column(ref, np.array([-1.0, 4.0, np.nan, 12.0])).tolist()
+    [True, False, False, True]
+    """
+    if isinstance(ref, NumericReference):
+        numbers, _ = as_numbers(values)
+        with np.errstate(invalid="ignore"):
+            return (numbers < ref.edges[0]) | (numbers > ref.edges[-1])
+    outside = np.zeros(len(values), bool)
+    if isinstance(ref, CategoricalReference) and ref.closed and not ref.boolean:
+        codes, uniques = category_codes(values)
+        kept = set(ref.categories)
+        unseen = np.array([category_key(u) not in kept for u in uniques], dtype=bool)
+        present = codes >= 0
+        outside[present] = unseen[codes[present]]
+    return outside
+
+
+def category_codes(values: Any) -> tuple[np.ndarray, list[Any]]:
+    """Each value's code (-1 for null) and the distinct values the codes index, so that a
+    rule on categories runs once per distinct value. A pyarrow array (a log column) is
+    encoded by Arrow, without a Python object per row.
+
+    >>> codes, uniques = category_codes(["b", None, "a", "b"])
+    >>> codes.tolist(), uniques
+    ([0, -1, 1, 0], ['b', 'a'])
+    """
+    if hasattr(values, "dictionary_encode"):  # a pyarrow Array
+        import pyarrow as pa
+
+        try:
+            encoded = values if pa.types.is_dictionary(values.type) else values.dictionary_encode()
+        except pa.ArrowNotImplementedError:  # a type Arrow does not encode: read as objects
+            values = values.to_numpy(zero_copy_only=False)
+        else:
+            codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+            return codes.astype(np.int64), encoded.dictionary.to_pylist()
+    codes, uniques = pd.factorize(pd.Series(values, dtype=object))
+    return codes.astype(np.int64), list(uniques)
+
+
 def outside_support(reference: Reference, frame: pd.DataFrame) -> np.ndarray:
     """Per row of ``frame``, whether any referenced feature lies outside the reference's
-    support: a number below the train split's minimum or above its maximum, or a category
-    the train split never held (for columns whose kept categories were complete). Nulls are
-    inside (they are live data quality's business). Its mean is ``estimate``'s
-    ``outside_share``."""
+    support (:func:`outside_column`). Its mean is ``estimate``'s ``outside_share``."""
     outside = np.zeros(len(frame), bool)
     for name, ref in reference.features.items():
-        if name not in frame.columns:
-            continue
-        if isinstance(ref, NumericReference):
-            numbers, _ = as_numbers(frame[name].to_numpy())
-            with np.errstate(invalid="ignore"):
-                outside |= (numbers < ref.edges[0]) | (numbers > ref.edges[-1])
-        elif isinstance(ref, CategoricalReference) and ref.closed and not ref.boolean:
-            column = frame[name]
-            present = column.notna().to_numpy()
-            kept = set(ref.categories)
-            keys = column[present].map(category_key)
-            outside[present] |= ~keys.isin(kept).to_numpy()
+        if name in frame.columns:
+            outside |= outside_column(ref, frame[name].to_numpy())
     return outside
 
 
@@ -207,8 +246,10 @@ def estimate(
     then ``accuracy``, ``precision``, ``recall``, ``f1`` at ``threshold`` (on the scores, as
     served) and the expected confusion counts ``tp``, ``fp``, ``tn``, ``fn``, each with the
     estimate ± 1.96 standard deviations over ``n_draws`` Bernoulli label draws (fixed
-    ``seed``), and ``rows``. Level ``"warn"`` on every estimate when ``outside_share`` (rows
-    outside the reference's support) is over ``max_outside_share`` or ``drifted`` is set.
+    ``seed``), ``rows`` and, when ``outside_share`` is given, ``outside_support_share``.
+    Level ``"warn"`` on every estimate (and on the share) when ``outside_share`` (rows outside
+    the reference's support) is over ``max_outside_share``; on every estimate when
+    ``drifted`` is set.
 
     >>> rows = estimate("binary", "roc_auc", [0.1, 0.2, 0.8, 0.9])
     >>> rows[0]["statistic"], round(rows[0]["value"], 4)
@@ -297,6 +338,20 @@ def estimate(
             result_row(SECTION, "", name, value, lower=lower, upper=upper, level=level, note=note)
         )
     out.append(result_row(SECTION, "", "rows", len(q), note="predictions estimated"))
+    if outside_share is not None:
+        over = outside_share > max_outside_share
+        out.append(
+            result_row(
+                SECTION,
+                "",
+                "outside_support_share",
+                outside_share,
+                level="warn" if over else "ok",
+                note=f"share of predictions with an input outside the reference's support "
+                f"(below the train minimum, above its maximum, or an unseen category); CBPE "
+                f"warns over {max_outside_share:.0%}",
+            )
+        )
     return out
 
 

@@ -15,8 +15,11 @@ rows of the shared results table (:data:`COLUMNS`), which are kept in the worksp
 (:func:`write_results`, :func:`read_results`).
 
 Agreement of a shadow or canary with the champion needs the same requests' answers side by
-side, so each window keeps the request ids and answers of every arm until it is compared
-(an id and a float per logged row): the one part of the memory that grows with the log.
+side, and the realized metric per slice needs each labeled request's slice, so each window
+keeps per logged row its request id and answers, the value of each ``[features] slices``
+and ``sensitive`` column (a category code or a number) and whether any input lay outside
+the reference's support (:func:`~shipyard.monitoring.estimation.outside_column`, computed
+as the row is read): the one part of the memory that grows with the log.
 
 >>> parse_window("7d").seconds, parse_window("5000 rows").rows
 (604800, 5000)
@@ -192,6 +195,9 @@ class Group:
     reasons: dict[str, Counter[str]] = field(default_factory=dict)
     latency: Latencies = field(default_factory=Latencies)
     answers: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    # per file, aligned with ``answers``: the slice columns' values, the outside-support flags
+    slices: list[dict[str, Any]] = field(default_factory=list)
+    outside: list[np.ndarray] = field(default_factory=list)
 
     def merge(self, other: Group) -> None:
         self.first_us, self.last_us = (
@@ -212,28 +218,48 @@ class Group:
             self.reasons.setdefault(name, Counter()).update(reasons)
         self.latency.merge(other.latency)
         self.answers.extend(other.answers)
+        self.slices.extend(other.slices)
+        self.outside.extend(other.outside)
 
 
 @dataclass
 class Answering:
-    """A model version that answered: its reference, contract and features."""
+    """A model version that answered: its reference, contract and features; the columns
+    its windows are sliced by, and each slice's test metric at train with its 95% interval
+    (``{"contract=Two year": {"metric": "roc_auc", "value": 0.81, "lower": 0.74,
+    "upper": 0.87}}``, from the bundle's evaluation; slices tiny at train are left out)."""
 
     version: int
     reference: Reference
     contract: Contract
     features: list[str]
     types: dict[str, str]
+    slices: list[str] = field(default_factory=list)
+    test_slices: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, version: int, path: Path) -> Answering:
+    def load(cls, version: int, path: Path, slices: Sequence[str] = ()) -> Answering:
         from shipyard.bundle import load_bundle
         from shipyard.serving.log import feature_types
 
         bundle = load_bundle(path)
         reference = Reference.from_bundle(bundle)  # ReferenceMissing: retrain to enable drift
         features = list(bundle.features)
+        found = bundle.evaluation().get("slices") or {}
+        metric = found.get("metric")
+        tests = {
+            f"{e['column']}={e['value']}": {
+                "metric": metric,
+                "value": float(e[metric]),
+                "lower": float(e.get("ci_low", e[metric])),
+                "upper": float(e.get("ci_high", e[metric])),
+            }
+            for e in found.get("slices", [])
+            if not e.get("tiny") and e.get(metric) is not None
+        }
+        types = feature_types(bundle.contract, features)
         return cls(
-            version, reference, bundle.contract, features, feature_types(bundle.contract, features)
+            version, reference, bundle.contract, features, types, list(dict.fromkeys(slices)), tests
         )
 
     def score_columns(self) -> list[str]:
@@ -506,10 +532,10 @@ def _groups_of(
 
 
 def _each_column(
-    work: Callable[[str, Any], tuple[str, Summary, int | None]],
+    work: Callable[[str, Any], tuple[str, Summary, int | None, np.ndarray]],
     columns: dict[str, Any],
     rows: int,
-) -> Iterator[tuple[str, Summary, int | None]]:
+) -> Iterator[tuple[str, Summary, int | None, np.ndarray]]:
     """``work(name, reference)`` for every column, on as many threads as the cores free
     allow (:data:`~shipyard.cores.LEDGER`) when the batch is large: sorting and Arrow's
     counting release the GIL."""
@@ -545,36 +571,40 @@ def _fill(
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from shipyard.monitoring.estimation import outside_column
     from shipyard.serving.log import PREFIX
 
     n = rows.num_rows
     group.rows = n
+    unsupported = np.zeros(n, bool)
     group.errors = int(pc.sum(pc.is_valid(rows.column("error"))).as_py() or 0)
 
-    def feature(name: str, ref: Any) -> tuple[str, Summary, int | None]:
-        """One feature's summary and its values outside the contract's range."""
+    def feature(name: str, ref: Any) -> tuple[str, Summary, int | None, np.ndarray]:
+        """One feature's summary, its count of values outside the contract's range and
+        which rows lie outside the reference's support."""
         column = PREFIX + name
         if column not in present:
             values: Any = pa.nulls(n, pa.float64() if ref.kind == "numeric" else pa.string())
         else:
             values = rows.column(column).combine_chunks()
         if not isinstance(ref, NumericReference):
-            return name, summarize(values, ref), None
+            return name, summarize(values, ref), None, outside_column(ref, values)
         numbers = _floats(values)
         spec = answer.contract.columns.get(name)
         outside = None
         if spec is not None and spec.min is not None and spec.max is not None:
             with np.errstate(invalid="ignore"):
                 outside = int(((numbers < spec.min) | (numbers > spec.max)).sum())
-        return name, summarize(numbers, ref), outside
+        return name, summarize(numbers, ref), outside, outside_column(ref, numbers)
 
     for name in answer.reference.features:
         if PREFIX + name not in present:
             group.absent[name] += n
-    for name, summary, outside in _each_column(feature, answer.reference.features, n):
+    for name, summary, outside, beyond in _each_column(feature, answer.reference.features, n):
         group.features[name] = summary
         if outside is not None:
             group.out_of_range[name] = outside
+        unsupported |= beyond
     known = {PREFIX + name for name in answer.features}
     for column in unknown:
         if column not in known and column in rows.column_names:
@@ -598,6 +628,29 @@ def _fill(
             group.reasons.setdefault(column, Counter())[reason or "warning"] += count
     ids = rows.column("request_id").to_numpy(zero_copy_only=False)
     group.answers.append((ids, np.column_stack(list(scores.values()))))
+    group.outside.append(unsupported)
+    sliced: dict[str, Any] = {}
+    for name in answer.slices:
+        if PREFIX + name not in rows.column_names:
+            sliced[name] = np.full(n, np.nan)
+            continue
+        values = rows.column(PREFIX + name).combine_chunks()
+        numeric = pa.types.is_integer(values.type) or pa.types.is_floating(values.type)
+        sliced[name] = _floats(values) if numeric else _categories(values)
+    group.slices.append(sliced)
+
+
+def _categories(values: Any) -> pd.Categorical:
+    """A log column as categories known by :func:`~shipyard.data.contract.category_key`
+    (``True``, ``1`` and ``"1"`` are one), one small code per row; null stays null."""
+    from shipyard.data.contract import category_key
+    from shipyard.monitoring.estimation import category_codes
+
+    codes, uniques = category_codes(values)
+    keys = pd.Index([category_key(u) for u in uniques], dtype=object)
+    categories = keys.unique()
+    position = np.append(categories.get_indexer(keys), -1)  # code -1 (null) stays -1
+    return pd.Categorical.from_codes(position[codes], categories)
 
 
 def _scores(rows: pa.Table, answer: Answering) -> dict[str, np.ndarray]:
@@ -619,6 +672,31 @@ def answers(group: Group) -> tuple[np.ndarray, np.ndarray]:
         return np.array([], dtype=object), np.empty((0, 1))
     ids = np.concatenate([i for i, _ in group.answers])
     return ids, np.concatenate([s for _, s in group.answers])
+
+
+def segments(group: Group) -> tuple[pd.DataFrame, np.ndarray]:
+    """A group's slice columns (one per ``Answering.slices`` that any row carried: numbers,
+    whole ones as integers, or categories) and per row whether an input lay outside the
+    reference's support; aligned with :func:`answers`."""
+    from pandas.api.types import union_categoricals
+
+    outside = np.concatenate(group.outside) if group.outside else np.zeros(0, bool)
+    columns: dict[str, Any] = {}
+    for name in group.slices[0] if group.slices else {}:
+        parts = [part[name] for part in group.slices]
+        if all(isinstance(p, np.ndarray) for p in parts):
+            numbers = np.concatenate(parts)
+            if np.isnan(numbers).all():
+                continue  # no row of the window carried it
+            whole = not np.isnan(numbers).any() and bool((numbers == np.round(numbers)).all())
+            columns[name] = numbers.astype(np.int64) if whole else numbers
+            continue
+        found = [p if isinstance(p, pd.Categorical) else _categories(p) for p in parts]
+        values = union_categoricals(found)
+        if values.isna().all():
+            continue
+        columns[name] = values
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(outside))), outside
 
 
 def _label(scores: np.ndarray, task: str) -> np.ndarray:

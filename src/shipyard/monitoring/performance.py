@@ -37,11 +37,12 @@ from shipyard.evaluation.metrics import (
     score,
 )
 from shipyard.evaluation.slices import MIN_MINORITY, MIN_ROWS, N_BOOT, metric_interval, slice_groups
-from shipyard.monitoring.estimation import compare_estimate, estimate, outside_support
+from shipyard.monitoring.estimation import compare_estimate, estimate
 from shipyard.monitoring.summary import as_numbers
 from shipyard.monitoring.table import WINDOW, check_length, probabilities, result_row
 
 N_DRAWS = 200  # bootstrap resamples and calibrated label draws behind the ECE test
+NOT_JUDGED = "not judged"  # what a tiny slice's note ends with: no drop rule applies to it
 
 
 def _encode(task: str, y_true: Any, classes: Sequence[Any]) -> np.ndarray:
@@ -88,7 +89,7 @@ def _defined(metric: str, y: np.ndarray) -> bool:
 def _tiny(task: str, y: np.ndarray) -> bool:
     if task == "regression":
         return len(y) < MIN_ROWS
-    return len(y) < MIN_ROWS or int(np.bincount(y.astype(int)).min(initial=0)) < MIN_MINORITY
+    return len(y) < MIN_ROWS or int(np.bincount(y.astype(int), minlength=2).min()) < MIN_MINORITY
 
 
 def _realized_rows(
@@ -135,7 +136,7 @@ def _realized_rows(
     interval = metric_interval(metric, codes, ss, seed=seed)
     note = f"{metric} on {n:,} labeled rows; 95% bootstrap interval ({N_BOOT} resamples)"
     if _tiny(task, codes):
-        note += f"; tiny (under {MIN_ROWS} rows or {MIN_MINORITY} of a class): not judged"
+        note += f"; tiny (under {MIN_ROWS} rows or {MIN_MINORITY} of a class): {NOT_JUDGED}"
     lower, upper = interval if interval is not None else (None, None)
     rows.insert(
         0, result_row("performance", column, metric, value, lower=lower, upper=upper, note=note)
@@ -436,19 +437,39 @@ def _window_labels(labels: Any, ids: np.ndarray, task: str) -> np.ndarray:
     return found.astype(object).where(found.notna(), None).to_numpy()
 
 
+def _slice_drop(test: Mapping[str, Any], row: Mapping[str, Any], max_drop: float) -> dict[str, Any]:
+    """:func:`metric_drop` of a slice against its test value at train, taken at the end of
+    the test value's 95% interval nearest the live one (the lower end for higher-is-better
+    metrics): a slice's test rows are few, so its own sampling error is counted too."""
+    metric = str(row["statistic"])
+    higher = HIGHER_IS_BETTER.get(metric, True)
+    lenient = float(test["lower"] if higher else test["upper"])
+    drop = metric_drop(lenient, row, max_drop, higher)
+    drop["note"] += (
+        f"; the slice's test value at train {float(test['value']):.4f} "
+        f"[{float(test['lower']):.4f}, {float(test['upper']):.4f}], compared at its "
+        f"{'lower' if higher else 'upper'} end"
+    )
+    return drop
+
+
 def rows(context: Any) -> list[dict[str, Any]]:
     """Everything this module and CBPE say about one window of one version and arm, as
     ``shipyard monitor`` calls it (its ``WindowContext``: ``request_ids``, ``scores`` one
     column per prediction column, ``reference``, ``labels`` from ``read_labels``,
-    ``drifted``, ``spec``; an optional ``features`` frame of the window's rows adds per-slice
-    metrics and the support share).
+    ``drifted``, ``spec``; optional, aligned with ``request_ids``: ``features``, a frame
+    holding the ``[features] slices`` and ``sensitive`` columns, which adds the per-slice
+    metrics, and ``outside``, whether each row had an input outside the reference's
+    support, whose share CBPE reports and warns on; ``test_slices``, each slice's test
+    metrics at train).
 
     Always: the CBPE estimate (binary) and the realized rows (metric, labeled rows and
-    share). Once the window has matured — at least :data:`MATURE_SHARE` (half) of its
-    answered predictions labeled — also the metric drop against the test value at train
-    (``[monitoring] max_metric_drop``), the calibration back-test
-    (``max_calibration_error``, ``alpha``) and, for binary tasks, the estimate on the
-    labeled rows beside the realized value.
+    share), overall and per slice. Once the window has matured — at least
+    :data:`MATURE_SHARE` (half) of its answered predictions labeled — also the metric drop
+    against the test value at train (``[monitoring] max_metric_drop``), overall and for
+    each slice that is not tiny now nor was at train (:func:`_slice_drop`), the
+    calibration back-test (``max_calibration_error``, ``alpha``) and, for binary tasks, the
+    estimate on the labeled rows beside the realized value.
     """
     ref, spec = context.reference, context.spec
     task, metric, classes = ref.task, spec.objective.metric, ref.classes
@@ -461,12 +482,17 @@ def rows(context: Any) -> list[dict[str, Any]]:
     s = scores[answered] if task == "multiclass" else scores[answered, 0]
     y_true = _window_labels(context.labels, np.asarray(context.request_ids)[answered], task)
     features = getattr(context, "features", None)
-    slices, outside = None, None
+    slices = None
     if isinstance(features, pd.DataFrame):
+        check_length(len(answered), features=features)
         features = features[answered].reset_index(drop=True)
         wanted = [*spec.features.slices, *spec.features.sensitive]
         slices = {c: features[c].to_numpy() for c in dict.fromkeys(wanted) if c in features}
-        outside = float(outside_support(ref, features).mean()) if len(features) else None
+    flags = getattr(context, "outside", None)
+    outside = None
+    if flags is not None:
+        check_length(len(answered), outside=flags)
+        outside = float(np.mean(np.asarray(flags, bool)[answered])) if answered.any() else None
     out: list[dict[str, Any]] = []
     if task == "binary":
         out += estimate(
@@ -486,6 +512,13 @@ def rows(context: Any) -> list[dict[str, Any]]:
     test_value = ref.metrics.get("test", {}).get(metric)
     if test_value is not None:
         out.append(metric_drop(float(test_value), found[0], max_drop))
+    tests = getattr(context, "test_slices", None) or {}
+    for row in found:
+        test = tests.get(row["column"]) if row["column"] else None
+        if test is None or test["metric"] != metric or row["statistic"] != metric:
+            continue
+        if NOT_JUDGED not in row["note"]:
+            out.append(_slice_drop(test, row, max_drop))
     if task != "regression":
         out += calibration_backtest(y, s, max_ece=max_ece, alpha=alpha, reference=ref.calibration)
     if task == "binary":

@@ -20,8 +20,10 @@ What the page holds, each part omitted with a one-line note when it has no rows:
   champion;
 - **system**: latency p50/p95/p99 per arm and error rate per window;
 - **segment metrics**: the realized metric per segment with its interval band and the
-  estimated (CBPE) metric dashed beside it, and the calibration back-test of the last window
-  (observed against predicted per bin, with the diagonal);
+  estimated (CBPE) metric dashed beside it; for each ``[features] slices`` or ``sensitive``
+  column, the last window's metric per value side by side with its interval (the marker
+  coloured by the slice's verdict, the window's overall value dashed); and the calibration
+  back-test of the last window (observed against predicted per bin, with the diagonal);
 - **live data quality**: null rates and range violations per column and window as coloured
   tables, and volume per window as bars;
 - skew and any other section: the last window's rows as a table.
@@ -396,8 +398,10 @@ class _Page:
             return None
         both = pd.concat([realized, estimated])
         metrics = set(realized["statistic"]) - COUNTS or set(estimated["statistic"]) & set(METRICS)
-        figures = []
+        figures = self.slice_charts(realized)
         charted = both[both["statistic"].isin(list(metrics))]
+        # per slice value, the metric over time (its drop is in the table)
+        charted = charted[(charted["column"] == "") | charted["statistic"].isin(list(METRICS))]
         for (arm, column, statistic), group in charted.groupby(["arm", "column", "statistic"]):
             series = []
             for section, name, dashed in (
@@ -421,6 +425,59 @@ class _Page:
         if not calibration.empty:
             out.append("<h3>Calibration back-test</h3>" + self.calibration(calibration))
         return "".join(out)
+
+    def slice_charts(self, realized: pd.DataFrame) -> list[str]:
+        """Per arm, slice column and metric, the last window's value of each slice value
+        side by side with its interval; markers coloured by the slice's worst level in that
+        window (a drop alert shows here); the window's overall value dashed."""
+        latest = self.latest(realized)
+        sliced = latest[latest["column"].str.contains("=", regex=False)]
+        sliced = sliced.assign(slice=sliced["column"].str.partition("=")[0])
+        figures = []
+        keys = ["arm", "slice", "statistic"]
+        metric_rows = sliced[sliced["statistic"].isin(list(METRICS))]
+        for (arm, name, statistic), group in metric_rows.groupby(keys, sort=True):
+            if not group["value"].notna().any():
+                continue  # no labels yet
+            color = self.arm_color(str(arm))
+            values = list(group.sort_values("column").itertuples(index=False))
+            labels = [r.column.partition("=")[2] for r in values]
+            series = []
+            for i, r in enumerate(values):
+                level = worst(sliced[(sliced["arm"] == arm) & (sliced["column"] == r.column)].level)
+                series.append(
+                    Series(
+                        name=labels[i],
+                        x=[float(i)],
+                        y=[r.value],
+                        lower=[r.lower],
+                        upper=[r.upper],
+                        color=color,
+                        marker_colors=[color if level == "ok" else LEVEL_COLORS.get(level, color)],
+                        tips=[self.tip(r)],
+                    )
+                )
+            overall = latest[
+                (latest["arm"] == arm)
+                & (latest["column"] == "")
+                & (latest["statistic"] == statistic)
+            ]
+            rules = [
+                Rule(float(v), "overall", "#888") for v in overall["value"].head(1) if finite(v)
+            ]
+            ticks = [float(i) for i in range(len(labels))]
+            svg = line_chart(
+                series,
+                x_format=dict(zip(ticks, labels, strict=True)).__getitem__,  # ticks only
+                x_ticks=ticks,
+                x_range=(-0.5, len(labels) - 0.5),
+                rules=rules,
+                label=f"{name} {statistic} per value",
+                legend=False,
+            )
+            start = self.when(values[0].window_start)
+            figures.append(figure(svg, f"{name} · {statistic} per value · {arm} · {start}"))
+        return figures
 
     def calibration(self, rows: pd.DataFrame) -> str:
         """The last window's bins per arm (observed against predicted, the diagonal), and

@@ -255,8 +255,10 @@ def line_chart(
     label: str = "line chart",
     width: int = WIDTH,
     height: int = HEIGHT,
+    legend: bool = True,
 ) -> str:
-    """An SVG line chart of ``series`` with dashed ``rules``.
+    """An SVG line chart of ``series`` with dashed ``rules`` (a legend of the series when
+    there are several, unless ``legend`` is False).
 
     ``x_ticks`` are the x values to label (``x_format`` writes them; by default round
     ticks over the data); the y axis covers the data, its bands and the rules (or
@@ -291,7 +293,7 @@ def line_chart(
         )
     for s in series:
         parts += _draw_series(frame, s)
-    if len(series) > 1 or (series and series[0].name and rules):
+    if legend and (len(series) > 1 or (series and series[0].name and rules)):
         parts += _legend([(s.name, s.color, s.dashed) for s in series], width)
     return _svg(width, height, label, parts)
 

@@ -38,6 +38,7 @@ from shipyard.monitoring.monitor import (
     parse_time,
     parse_window,
     scan,
+    segments,
 )
 from shipyard.monitoring.results import COLUMNS, to_frame, write_results
 from shipyard.monitoring.summary import CategoricalSummary, NumericSummary
@@ -68,6 +69,11 @@ class WindowContext:
     drifted: bool  # a feature of this window raised a drift alert (CBPE's assumption fails)
     spec: Spec
     workspace: Workspace
+    # aligned with request_ids: the [features] slices and sensitive columns' values, and
+    # whether any input of the row lay outside the reference's support
+    features: pd.DataFrame | None = None
+    outside: np.ndarray | None = None
+    test_slices: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # Answering's
 
 
 @dataclass
@@ -192,7 +198,7 @@ def monitor(
             f"{workspace.logs} holds no file there; serve traffic first (`shipyard serve`), "
             "or widen --since/--until."
         )
-    loader = _Loader(workspace)
+    loader = _Loader(workspace, [*spec.features.slices, *spec.features.sensitive])
     found = scan(
         files,
         loader,
@@ -201,7 +207,7 @@ def monitor(
         until_us=until_us,
         model=version,
         clock=None if event is None else PREFIX + event,
-        days=DayStore(days_folder(workspace)),
+        days=DayStore(days_folder(workspace), salt=",".join(loader.slices)),
         today=dt.datetime.fromtimestamp(time.time() if now is None else now, dt.UTC).date(),
     )
     warnings = [*found.skipped, *loader.warnings]
@@ -307,8 +313,9 @@ class _Loader:
     """Each answering version's bundle, loaded once; a version whose bundle cannot be
     found or has no reference is skipped with its reason."""
 
-    def __init__(self, workspace: Workspace) -> None:
+    def __init__(self, workspace: Workspace, slices: list[str]) -> None:
         self.workspace = workspace
+        self.slices = slices
         self.loaded: dict[int, Answering | None] = {}
         self.why: dict[int, str] = {}
         self.missing: list[ReferenceMissing] = []
@@ -318,7 +325,7 @@ class _Loader:
         if version not in self.loaded:
             try:
                 located = self.workspace.bundle(version)
-                self.loaded[version] = Answering.load(version, located.path)
+                self.loaded[version] = Answering.load(version, located.path, self.slices)
             except ReferenceMissing as exc:
                 self.missing.append(exc)
                 self.loaded[version], self.why[version] = None, str(exc)
@@ -370,6 +377,7 @@ def _group_rows(
             mine += _agreement(found, group, answer)
         labels = read_labels(workspace) if labels is None else labels
         ids, scores = answers(group)
+        features, outside = segments(group)
         drifted = any(r["section"] == "feature_drift" and r["level"] == "alert" for r in mine)
         context = WindowContext(
             start,
@@ -384,6 +392,9 @@ def _group_rows(
             drifted,
             spec,
             workspace,
+            features=features,
+            outside=outside,
+            test_slices=answer.test_slices,
         )
         mine += performance.rows(context)
         for r in mine:
