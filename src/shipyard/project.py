@@ -35,6 +35,7 @@ from shipyard.data.leakage import leakage_findings
 from shipyard.data.quality import quality_findings
 from shipyard.data.split import Splits, make_splits, split_findings
 from shipyard.errors import CheckFailed, DataError, SpecError, UsageError
+from shipyard.evaluation.robustness import check_expectations
 from shipyard.files import atomic_write
 from shipyard.leftovers import Cleanup
 from shipyard.registry import Registry
@@ -433,6 +434,8 @@ class Project:
         on_round: Rounds,
     ) -> TrainResult:
         report, ds, splits, table = self._check(None, progress, reuse=True)
+        features = ds.candidates  # an expectation on a non-feature is refused before the rest
+        check_expectations(ds.spec.expectations, features, {c: ds.role[c] for c in features})
         ignored = sorted(set(ignore_findings))
         blocking = [f for f in report.errors if f.code not in ignored]
         if blocking:

@@ -27,7 +27,13 @@ bundle (``readiness.json``). A candidate is ready when every item passes:
    service refuses fails the item;
 7. ``reproducible`` — data snapshot, spec, seeds and environment are recorded;
 8. ``bundle_verifies`` — the bundle's manifest and every file check out;
-9. ``rollback_target`` — a simpler rung is packaged alongside (``fallback/``) to fall back to.
+9. ``rollback_target`` — a simpler rung is packaged alongside (``fallback/``) to fall back to;
+10. ``invariance_holds`` — swapping or resampling each ``[features] sensitive`` column changes
+    the prediction beyond ``[robustness] tolerance`` on at most ``max_changed_share`` of the
+    sampled test rows (:func:`robustness_items`, from
+    :func:`~shipyard.evaluation.robustness.robustness`);
+11. ``directions_hold`` — each ``[[expectations]]`` entry is violated on at most
+    ``[robustness] max_violation_share`` of the sampled test rows.
 
 ``min_improvement`` and ``max_slice_gap`` are read by :class:`~shipyard.evaluation.metrics.Margin`:
 for RMSE and MAE as fractions of the constant baseline's value on the rows judged (blackbox dev
@@ -123,12 +129,13 @@ def assess(
     test_y: np.ndarray | None = None,
     dev_interval: Mapping[str, Any] | None = None,
     groups: Mapping[str, Any] | None = None,
+    extra: Sequence[Item] = (),
 ) -> Readiness:
     """Compute every item from what ``train`` measured.
 
     ``dev_interval`` (from :func:`dev_precision`) and ``groups`` (from
     :func:`~shipyard.evaluation.slices.group_rates` on the sensitive columns) are reported in
-    items 1 and 3.
+    items 1 and 3; ``extra`` items (:func:`robustness_items`) follow item 9.
 
     ``dev_y`` and ``test_y`` (the blackbox dev and test targets) set the unit of the margins
     for RMSE and MAE; without them the margins are read in the metric's units.
@@ -308,7 +315,89 @@ def assess(
             {"fallback": fallback},
         )
     )
-    return Readiness(items)
+    return Readiness([*items, *extra])
+
+
+def robustness_items(robust: Mapping[str, Any]) -> list[Item]:
+    """Items 10 and 11 from :func:`~shipyard.evaluation.robustness.robustness`'s tables."""
+    rows, seed = robust.get("rows"), robust.get("seed")
+    sampled = f" ({rows} sampled test rows, seed {seed})"
+    checked = list(robust.get("invariance", []))
+    breaches = [e for e in checked if e["breach"]]
+    if not checked:
+        text = "no [features] sensitive columns declared: nothing to swap"
+    else:
+        text = (
+            "; ".join(
+                f"'{e['column']}' ({e['method']}{'' if e['used_as_feature'] else ', not a feature'})"
+                f" changes {e['changed_share']:.1%} of rows by more than {e['tolerance']:.4g}"
+                for e in checked
+            )
+            + f" (max_changed_share {checked[0]['max_changed_share']:g})"
+            + sampled
+        )
+    if breaches:
+        text = (
+            "invariance breached by "
+            + ", ".join(f"'{e['column']}'" for e in breaches)
+            + ": "
+            + text
+        )
+    fields = (
+        "method",
+        "used_as_feature",
+        "changed_share",
+        "tolerance",
+        "max_changed_share",
+        "p99_abs_change",
+        "max_abs_change",
+        "breach",
+    )
+    invariance = Item(
+        10,
+        "invariance_holds",
+        not breaches,
+        text,
+        {e["column"]: {k: e.get(k) for k in fields} for e in checked},
+    )
+    expected = list(robust.get("directional", []))
+    wrong = [e for e in expected if e["breach"]]
+    if not expected:
+        text = "no [[expectations]] declared: no direction to check"
+    else:
+        text = (
+            "; ".join(
+                f"'{e['feature']}' {e['direction']}: {e['violations']} of {e['rows']} rows "
+                f"({e['violation_share']:.1%}) move the other way"
+                for e in expected
+            )
+            + f" (max_violation_share {expected[0]['max_violation_share']:g})"
+            + sampled
+        )
+    if wrong:
+        text = (
+            "directions violated: "
+            + ", ".join(f"'{e['feature']}' {e['direction']}" for e in wrong)
+            + "; "
+            + text
+        )
+    shown = (
+        "direction",
+        "rows",
+        "violations",
+        "violation_share",
+        "max_violation_share",
+        "breach",
+        "examples",
+    )
+    directions = Item(
+        11,
+        "directions_hold",
+        not wrong,
+        text,
+        {e["feature"]: {k: e.get(k) for k in shown} for e in expected},
+    )
+    return [invariance, directions]
 
 
 def dev_precision(
