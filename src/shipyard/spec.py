@@ -498,22 +498,7 @@ class Spec:
             table = raw.get(name, {})
             if not isinstance(table, dict):
                 continue
-            values: dict[str, Any] = {}
-            for key, value in table.items():
-                if key not in keys:
-                    problems.append(
-                        f"unknown key '{name}.{key}'; allowed: {', '.join(keys)}."
-                        + _did_you_mean(key, list(keys))
-                    )
-                    continue
-                problem = _check_value(keys[key], value)
-                if problem:
-                    problems.append(f"'{name}.{key}' must be {problem}; got {value!r}")
-                    continue
-                values[key] = tuple(value) if isinstance(value, list) else value
-            for key, decl in keys.items():
-                if decl.required and key not in table and name in raw:
-                    problems.append(f"missing required key '{name}.{key}'")
+            values = _read_table(name, table, keys, problems, required=name in raw)
             if not problems:
                 sections[name] = section_cls(**values)
         expectations = _expectations(raw.get("expectations", []), problems)
@@ -532,6 +517,35 @@ class Spec:
             objective = ObjectiveSection(DEFAULT_METRIC[project.task], objective.min_improvement)
         sections["objective"] = objective
         return cls(root=Path(root), expectations=expectations, **sections)
+
+
+def _read_table(
+    where: str,
+    table: dict[str, Any],
+    keys: dict[str, Key],
+    problems: list[str],
+    required: bool = True,
+) -> dict[str, Any]:
+    """The table's declared and valid values (lists as tuples); every unknown key, wrong
+    value and (when ``required``) missing required key is appended to ``problems``."""
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in keys:
+            problems.append(
+                f"unknown key '{where}.{key}'; allowed: {', '.join(keys)}."
+                + _did_you_mean(key, list(keys))
+            )
+        elif problem := _check_value(keys[key], value):
+            problems.append(f"'{where}.{key}' must be {problem}; got {value!r}")
+        else:
+            values[key] = tuple(value) if isinstance(value, list) else value
+    if required:
+        problems.extend(
+            f"missing required key '{where}.{k}'"
+            for k, decl in keys.items()
+            if decl.required and k not in table
+        )
+    return values
 
 
 def _check_value(decl: Key, value: Any) -> str | None:
@@ -559,21 +573,7 @@ def _expectations(raw: Any, problems: list[str]) -> tuple[Expectation, ...]:
         return ()
     out = []
     for n, entry in enumerate(raw):
-        where = f"expectations[{n}]"
-        values: dict[str, Any] = {}
-        for key, value in entry.items():
-            if key not in EXPECTATION_KEYS:
-                problems.append(
-                    f"unknown key '{where}.{key}'; allowed: {', '.join(EXPECTATION_KEYS)}."
-                    + _did_you_mean(key, list(EXPECTATION_KEYS))
-                )
-            elif problem := _check_value(EXPECTATION_KEYS[key], value):
-                problems.append(f"'{where}.{key}' must be {problem}; got {value!r}")
-            else:
-                values[key] = value
-        problems.extend(
-            f"missing required key '{where}.{k}'" for k in EXPECTATION_KEYS if k not in entry
-        )
+        values = _read_table(f"expectations[{n}]", entry, EXPECTATION_KEYS, problems)
         if len(values) == len(EXPECTATION_KEYS):
             out.append(Expectation(**values))
     return tuple(out)

@@ -320,84 +320,68 @@ def assess(
 
 def robustness_items(robust: Mapping[str, Any]) -> list[Item]:
     """Items 10 and 11 from :func:`~shipyard.evaluation.robustness.robustness`'s tables."""
-    rows, seed = robust.get("rows"), robust.get("seed")
-    sampled = f" ({rows} sampled test rows, seed {seed})"
-    checked = list(robust.get("invariance", []))
-    breaches = [e for e in checked if e["breach"]]
+    sampled = f" ({robust.get('rows')} sampled test rows, seed {robust.get('seed')})"
+    invariance = [
+        (
+            e["column"],
+            f"'{e['column']}' ({e['method']}{'' if e['used_as_feature'] else ', not a feature'}) "
+            f"changes {e['changed_share']:.1%} of rows by more than {e['tolerance']:.4g}",
+            e,
+        )
+        for e in robust.get("invariance", [])
+    ]
+    directions = [
+        (
+            f"{e['feature']} {e['direction']}",
+            f"'{e['feature']}' {e['direction']}: {e['violations']} of {e['rows']} rows "
+            f"({e['violation_share']:.1%}) move the other way",
+            e,
+        )
+        for e in robust.get("directional", [])
+    ]
+    return [
+        _robustness_item(
+            10,
+            "invariance_holds",
+            invariance,
+            "max_changed_share",
+            "no [features] sensitive columns declared: nothing to swap",
+            "invariance breached by",
+            sampled,
+        ),
+        _robustness_item(
+            11,
+            "directions_hold",
+            directions,
+            "max_violation_share",
+            "no [[expectations]] declared: no direction to check",
+            "directions violated:",
+            sampled,
+        ),
+    ]
+
+
+def _robustness_item(
+    number: int,
+    name: str,
+    checked: Sequence[tuple[str, str, Mapping[str, Any]]],
+    limit: str,
+    nothing: str,
+    failed: str,
+    sampled: str,
+) -> Item:
+    """One item over (name, sentence, table entry) triples: it fails on any breach."""
     if not checked:
-        text = "no [features] sensitive columns declared: nothing to swap"
-    else:
-        text = (
-            "; ".join(
-                f"'{e['column']}' ({e['method']}{'' if e['used_as_feature'] else ', not a feature'})"
-                f" changes {e['changed_share']:.1%} of rows by more than {e['tolerance']:.4g}"
-                for e in checked
-            )
-            + f" (max_changed_share {checked[0]['max_changed_share']:g})"
-            + sampled
-        )
+        return Item(number, name, True, nothing, {})
+    breaches = [label for label, _, e in checked if e["breach"]]
+    text = (
+        "; ".join(sentence for _, sentence, _ in checked)
+        + f" ({limit} {checked[0][2][limit]:g}){sampled}"
+    )
     if breaches:
-        text = (
-            "invariance breached by "
-            + ", ".join(f"'{e['column']}'" for e in breaches)
-            + ": "
-            + text
-        )
-    fields = (
-        "method",
-        "used_as_feature",
-        "changed_share",
-        "tolerance",
-        "max_changed_share",
-        "p99_abs_change",
-        "max_abs_change",
-        "breach",
-    )
-    invariance = Item(
-        10,
-        "invariance_holds",
-        not breaches,
-        text,
-        {e["column"]: {k: e.get(k) for k in fields} for e in checked},
-    )
-    expected = list(robust.get("directional", []))
-    wrong = [e for e in expected if e["breach"]]
-    if not expected:
-        text = "no [[expectations]] declared: no direction to check"
-    else:
-        text = (
-            "; ".join(
-                f"'{e['feature']}' {e['direction']}: {e['violations']} of {e['rows']} rows "
-                f"({e['violation_share']:.1%}) move the other way"
-                for e in expected
-            )
-            + f" (max_violation_share {expected[0]['max_violation_share']:g})"
-            + sampled
-        )
-    if wrong:
-        text = (
-            "directions violated: "
-            + ", ".join(f"'{e['feature']}' {e['direction']}" for e in wrong)
-            + "; "
-            + text
-        )
-    shown = (
-        "direction",
-        "rows",
-        "violations",
-        "violation_share",
-        "max_violation_share",
-        "breach",
-        "examples",
-    )
-    directions = Item(
-        11,
-        "directions_hold",
-        not wrong,
-        text,
-        {e["feature"]: {k: e.get(k) for k in shown} for e in expected},
-    )
-    return [invariance, directions]
+        text = f"{failed} {', '.join(breaches)}; {text}"
+    evidence = {label: dict(e) for label, _, e in checked}
+    return Item(number, name, not breaches, text, evidence)
 
 
 def dev_precision(
