@@ -15,7 +15,7 @@ from shipyard.evaluation.metrics import score
 from shipyard.evaluation.robustness import robustness, sample_rows, spreads
 from shipyard.project import Project
 from shipyard.spec import Expectation, RobustnessSection, Spec
-from support import churn_project, shipyard_cli, toml_text
+from support import FLIGHTS_FLAGGED, churn_project, shipyard_cli, toml_text
 
 CHURN_NUMERIC = ("tenure", "monthly_charges", "total_charges")
 
@@ -197,19 +197,7 @@ def test_flights_robustness_invariance_and_directions(tmp_path, flights_sample):
     number sensitive and excluded (unchanged); delays grow through the day, so 'hour
     decreases' is a planted violation; the test split is sampled to 1,500 rows."""
     flights_sample.to_parquet(tmp_path / "flights.parquet", index=False)
-    exclude = [
-        "rownames",
-        "year",
-        "arr_delay",
-        "arr_time",
-        "dep_delay",
-        "dep_time",
-        "month",
-        "sched_arr_time",
-        "sched_dep_time",
-        "air_time",
-        "flight",
-    ]
+    exclude = [*FLIGHTS_FLAGGED, "air_time", "flight"]
     sections = {
         "project": {
             "name": "flights",

@@ -118,16 +118,20 @@ def _observed(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _other_values(series: pd.Series, rng: np.random.Generator) -> pd.Series:
-    """Every row given an observed value other than its own, drawn by frequency."""
+    """Every row given an observed value other than its own, drawn by frequency (a null
+    row gets any observed value)."""
     values, freq = _observed(series)
-    current = series.to_numpy(dtype=object)
-    out = current.copy()
     if len(values) < 2:
         return series.copy()
-    for i, value in enumerate(current):
-        keep = np.array([v != value for v in values])
-        p = freq * keep
-        out[i] = values[rng.choice(len(values), p=p / p.sum())]
+    current = series.to_numpy(dtype=object)
+    out = current.copy()
+    codes = pd.Index(values).get_indexer(current)  # -1: null
+    for code in np.unique(codes):
+        rows = np.flatnonzero(codes == code)
+        p = freq.copy()
+        if code >= 0:
+            p[code] = 0.0
+        out[rows] = values[rng.choice(len(values), size=len(rows), p=p / p.sum())]
     return pd.Series(out, index=series.index)
 
 
