@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from shipyard.bundle import load_bundle
@@ -176,6 +177,7 @@ def test_directions_computed_directly_on_the_trained_bundle(churn_trained, churn
     clean = bundle.predict(sample)
     assert out["clean"] == pytest.approx(score("roc_auc", y[picked], clean))
     decreases = out["directional"][0]
+    assert decreases["step"] == pytest.approx(0.5 * spread["tenure"])
     assert decreases["violation_share"] < 0.1 < decreases["as_expected_share"]
     planted = next(e for e in result.robustness["directional"] if e["direction"] == "increases")
     assert planted["violation_share"] > 3 * decreases["violation_share"]
@@ -333,3 +335,42 @@ def test_the_sampled_rows_are_fixed_by_the_seed():
     assert np.array_equal(a, b) and len(np.unique(a)) == 2000 and np.all(np.diff(a) > 0)
     assert not np.array_equal(a, sample_rows(10_000, 2000, 7))
     assert np.array_equal(sample_rows(50, 2000, 42), np.arange(50))
+
+
+def test_swaps_give_every_row_another_value_and_keep_nulls_out(churn_trained, churn):
+    """A sensitive column outside the model with nulls and three values, and a numeric one
+    (tenure, resampled): the swap leaves no row on its own value, nothing reaches the model
+    from the first, and a resample keeps the column's values."""
+    from shipyard.evaluation.robustness import _other_values, _swapped
+
+    _, result = churn_trained
+    bundle = load_bundle(result.bundle)
+    rng = np.random.default_rng(0)
+    region = pd.Series(["north", "south", None, "east"] * 250, dtype=object)
+    other = _other_values(region, rng)
+    assert other.notna().all() and not (other[region.notna()] == region[region.notna()]).any()
+    assert set(other) == {"north", "south", "east"}
+    frame = churn[bundle.features].head(1000).copy()
+    method, swapped = _swapped(frame, "tenure", "numeric", rng)
+    assert method == "resample"
+    assert sorted(swapped["tenure"]) == sorted(frame["tenure"])
+    frame["region"] = region.to_numpy()
+    y = (churn["churn"].head(1000) == "Yes").to_numpy().astype(int)
+    roles = {"tenure": "numeric", "region": "categorical", "contract": "categorical"}
+    out = robustness(
+        bundle.predict,
+        frame,
+        y,
+        features=bundle.features,
+        roles=roles,
+        spread={"tenure": float(frame["tenure"].std())},
+        metric="roc_auc",
+        task="binary",
+        sensitive=["region", "tenure"],
+        expectations=[],
+        settings=RobustnessSection(rows=500, noise=(1.0,)),
+        seed=1,
+    )
+    found = {e["column"]: e for e in out["invariance"]}
+    assert found["region"]["method"] == "swap" and found["region"]["max_abs_change"] == 0.0
+    assert found["tenure"]["method"] == "resample" and found["tenure"]["changed_share"] > 0.3

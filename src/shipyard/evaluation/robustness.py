@@ -236,15 +236,16 @@ def robustness(
         variants.append(("invariance", info, swapped))
     moved_values: dict[str, pd.Series] = {}
     for e in expectations:
-        values = _numbers(base[e.feature])
-        moved_values[e.feature] = values + settings.step * spread.get(e.feature, 0.0)
+        step = settings.step * spread.get(e.feature, 0.0)
+        moved_values[e.feature] = _numbers(base[e.feature]) + step
         moved = base.copy()
         moved[e.feature] = moved_values[e.feature]
-        expected: dict[str, Any] = {"feature": e.feature, "direction": e.direction}
+        expected: dict[str, Any] = {"feature": e.feature, "direction": e.direction, "step": step}
         variants.append(("directional", expected, moved))
     scored = _score_together(predict, [base, *(v[2] for v in variants)])
     clean, outputs = scored[0], scored[1:]
-    clean_metric = score(metric, ys, clean) if len(ys) else None
+    scorable = len(ys) > 1 and (task == "regression" or len(np.unique(ys)) > 1)
+    clean_metric = score(metric, ys, clean) if scorable else None
     sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
 
     perturbation: list[dict[str, Any]] = []
@@ -253,7 +254,7 @@ def robustness(
     for (table, info, _), out in zip(variants, outputs, strict=True):
         change = _change(clean, out)
         if table == "perturbation":
-            value = score(metric, ys, out) if len(ys) else None
+            value = score(metric, ys, out) if scorable else None
             delta = None if value is None or clean_metric is None else value - clean_metric
             perturbation.append(
                 {
@@ -331,7 +332,7 @@ def _directional(
     picked: np.ndarray,
 ) -> dict[str, Any]:
     """One expectation's counts and its worst violations."""
-    feature, direction = info["feature"], info["direction"]
+    feature, direction, step = info["feature"], info["direction"], info["step"]
     checked = _numbers(base[feature]).notna().to_numpy()
     change = out - clean
     against = -change if direction == "increases" else change  # > 0: the wrong way
@@ -342,9 +343,7 @@ def _directional(
     return {
         "feature": feature,
         "direction": direction,
-        "step": float(moved.iloc[0] - _numbers(base[feature]).iloc[0])
-        if n and checked[0]
-        else None,
+        "step": step,
         "rows": n,
         "violations": int(violated.sum()),
         "violation_share": share,
