@@ -22,20 +22,8 @@ from shipyard.demo import FLIGHTS_RULE
 from shipyard.errors import BundleError, RegistryLocked
 from shipyard.project import Project
 from shipyard.registry import Deployment
+from support import FLIGHTS_FLAGGED as FLAGGED
 from support import churn_project, toml_text
-
-# what `shipyard check` flags on flights (tests/test_demo.py), plus row number and constant year
-FLAGGED = [
-    "rownames",
-    "year",
-    "arr_delay",
-    "arr_time",
-    "dep_delay",
-    "dep_time",
-    "month",
-    "sched_arr_time",
-    "sched_dep_time",
-]
 
 
 def _spec(data: str, exclude: list[str]) -> str:

@@ -126,6 +126,7 @@ def test_the_run_is_tracked_with_everything(trained):
         "slices.json",
         "calibration.json",
         "environment.json",
+        "robustness.json",
         "samples",
         "plots",
         "predictions",
@@ -347,6 +348,8 @@ def test_readiness_checklist_is_computed_stored_and_tracked(trained):
         "reproducible",
         "bundle_verifies",
         "rollback_target",
+        "invariance_holds",
+        "directions_hold",
     ]
     items = {i["name"]: i for i in readiness["items"]}
     assert readiness["passed"] == all(i["passed"] for i in readiness["items"])

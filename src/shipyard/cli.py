@@ -338,6 +338,7 @@ def print_train(result: TrainResult, console: Console = out) -> None:
             markup=False,
         )
     print_groups(slices.get("sensitive") or {}, console)
+    print_robustness(result.robustness, console)
     readiness = result.readiness
     if readiness:
         verdict = "[bold green]ready[/]" if readiness["passed"] else "[bold red]not ready[/]"
@@ -379,6 +380,67 @@ def print_groups(groups: dict[str, Any], console: Console = out) -> None:
         table.add_row(
             "gap (max − min)", "", *([""] * len(extra)), *(_fmt(entry["gaps"][k]) for k in keys)
         )
+        console.print(table)
+
+
+def print_robustness(robust: dict[str, Any], console: Console = out, worst: int = 8) -> None:
+    """The robustness tables on test: the worst perturbations, invariance, directions."""
+    if not robust:
+        return
+    metric = robust["metric"]
+    where = f"{robust['rows']:,} of {robust['of_rows']:,} test rows, seed {robust['seed']}"
+    shown = sorted(
+        (p for p in robust["perturbation"] if p["degradation"] is not None),
+        key=lambda p: -p["degradation"],
+    )[:worst]
+    if shown:
+        table = RichTable(
+            title=f"perturbations, worst {len(shown)} of {len(robust['perturbation'])} "
+            f"({where}; clean {metric} {_fmt(robust['clean'])})",
+            title_justify="left",
+        )
+        for name in ("feature", "perturbation", metric, "change", "mean |Δ prediction|"):
+            table.add_column(name)
+        for p in shown:
+            level = f" {p['level']:g} sd" if p["level"] is not None else ""
+            table.add_row(
+                escape(p["feature"]),
+                p["perturbation"] + level,
+                _fmt(p[metric]),
+                _fmt(p["change"]),
+                _fmt(p["mean_abs_shift"]),
+            )
+        console.print(table)
+    if robust["invariance"]:
+        table = RichTable(title=f"invariance of sensitive columns ({where})", title_justify="left")
+        for name in ("column", "method", "changed share", "p99 |Δ|", "max |Δ|", "verdict"):
+            table.add_column(name)
+        for e in robust["invariance"]:
+            table.add_row(
+                escape(e["column"]) + ("" if e["used_as_feature"] else " (not a feature)"),
+                e["method"],
+                f"{e['changed_share']:.1%} (|Δ| > {e['tolerance']:.4g})",
+                _fmt(e.get("p99_abs_change")),
+                _fmt(e.get("max_abs_change")),
+                "[bold red]breach[/]" if e["breach"] else "[green]holds[/]",
+            )
+        console.print(table)
+    if robust["directional"]:
+        table = RichTable(title=f"directional expectations ({where})", title_justify="left")
+        for name in ("feature", "expected", "violations", "worst example", "verdict"):
+            table.add_column(name)
+        for e in robust["directional"]:
+            ex = e["examples"][0] if e["examples"] else None
+            table.add_row(
+                escape(e["feature"]),
+                e["direction"],
+                f"{e['violations']:,} of {e['rows']:,} ({e['violation_share']:.1%})",
+                f"test row {ex['row']}: {ex['value']:g} → {ex['moved_to']:.4g}, prediction "
+                f"{ex['prediction']:.4f} → {ex['moved_prediction']:.4f}"
+                if ex
+                else "—",
+                "[bold red]violated[/]" if e["breach"] else "[green]holds[/]",
+            )
         console.print(table)
 
 

@@ -35,6 +35,7 @@ from shipyard.data.leakage import leakage_findings
 from shipyard.data.quality import quality_findings
 from shipyard.data.split import Splits, make_splits, split_findings
 from shipyard.errors import CheckFailed, DataError, SpecError, UsageError
+from shipyard.evaluation.robustness import check_expectations
 from shipyard.files import atomic_write
 from shipyard.leftovers import Cleanup
 from shipyard.registry import Registry
@@ -301,7 +302,10 @@ class Project:
         progress: Progress,
         now: datetime | None = None,
         reuse: bool = False,
+        refuse: Callable[[Dataset], None] | None = None,
     ) -> tuple[CheckReport, Dataset, Splits | None, Table]:
+        """The check of ``data`` (the spec's by default); ``refuse(ds)`` may raise on the
+        profiled dataset before anything is written."""
         seconds: dict[str, float] = {}
 
         def stage(name: str) -> None:
@@ -319,6 +323,8 @@ class Project:
             return self._check_unlabeled(table), None, None, table  # type: ignore[return-value]
         stage("profiling columns")
         ds = Dataset(table.frame, self.spec)
+        if refuse is not None:
+            refuse(ds)
         previous = self._recent_report(table.snapshot_id) if reuse and own else None
         if previous is not None:
             progress(f"reusing the check of {previous.created} (same data, same spec)")
@@ -432,7 +438,9 @@ class Project:
         progress: Progress,
         on_round: Rounds,
     ) -> TrainResult:
-        report, ds, splits, table = self._check(None, progress, reuse=True)
+        report, ds, splits, table = self._check(
+            None, progress, reuse=True, refuse=_refuse_expectations
+        )
         ignored = sorted(set(ignore_findings))
         blocking = [f for f in report.errors if f.code not in ignored]
         if blocking:
@@ -764,3 +772,10 @@ class Project:
     def _save_report(self, report: CheckReport) -> None:
         path = self._report_path(report.snapshot_id)
         atomic_write(path, json.dumps(report.to_dict(), indent=1, default=str))
+
+
+def _refuse_expectations(ds: Dataset) -> None:
+    """An ``[[expectations]]`` entry on a column that is not a numeric feature: refused
+    before the check writes anything or a model is fitted."""
+    features = ds.candidates
+    check_expectations(ds.spec.expectations, features, {c: ds.role[c] for c in features})

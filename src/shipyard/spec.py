@@ -29,6 +29,7 @@ TASKS = ("binary", "multiclass", "regression")
 CLASSIFICATION_METRICS = ("roc_auc", "log_loss", "pr_auc", "f1", "accuracy")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 DEFAULT_METRIC = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}
+DIRECTIONS = ("increases", "decreases")
 SPLIT_STRATEGIES = ("auto", "random", "stratified", "group", "time")
 UNKNOWN_POLICIES = ("bucket", "hash")
 #: A monitoring window: hours (``1h``), days (``1d``, ``7d``) or a count of rows (``5000 rows``).
@@ -173,6 +174,32 @@ class MonitoringSection:
 
 
 @dataclass(frozen=True)
+class RobustnessSection:
+    """How ``train`` tests the chosen model on perturbed test rows: the sample, the noise
+    levels, the tolerance on a prediction's change, and the shares readiness allows.
+
+    ``noise`` and ``step`` are in each numeric feature's train standard deviations;
+    ``tolerance`` is in probability (classification) or in the train target's standard
+    deviations (regression)."""
+
+    rows: int = 2000  # test rows sampled (fixed seed: [split] seed)
+    noise: tuple[float, ...] = (0.1, 0.5, 1.0)
+    tolerance: float = 0.01  # a prediction changed by more counts as changed
+    max_changed_share: float = 0.01  # invariance: rows changed beyond tolerance, per attribute
+    step: float = 0.5  # how far a directional expectation moves its feature
+    max_violation_share: float = 0.05  # directional: rows moving the wrong way, per expectation
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One ``[[expectations]]`` entry: the prediction moves in ``direction`` as ``feature``
+    increases (binary: the positive class's probability; regression: the prediction)."""
+
+    feature: str
+    direction: str
+
+
+@dataclass(frozen=True)
 class TrackingSection:
     """Where runs are tracked: an MLflow tracking URI (default: SQLite under .shipyard/)."""
 
@@ -226,6 +253,11 @@ def _url(v: Any) -> str | None:
 
 def _non_empty(v: Any) -> str | None:
     return None if str(v).strip() else "a non-empty string"
+
+
+def _levels(v: Any) -> str | None:
+    ok = v and all(isinstance(x, int | float) and not isinstance(x, bool) and x > 0 for x in v)
+    return None if ok else "a non-empty list of numbers greater than 0"
 
 
 @dataclass(frozen=True)
@@ -361,7 +393,23 @@ SECTIONS: dict[str, tuple[type, dict[str, Key]]] = {
             "webhook_timeout_seconds": _NUM,
         },
     ),
+    "robustness": (
+        RobustnessSection,
+        {
+            "rows": _POS_INT,
+            "noise": Key((list,), _levels, type_name="a list of numbers"),
+            "tolerance": Key((int, float), _non_negative, type_name="a number"),
+            "max_changed_share": _FRAC,
+            "step": _NUM,
+            "max_violation_share": _FRAC,
+        },
+    ),
     "tracking": (TrackingSection, {"uri": _STR, "experiment": _STR}),
+}
+#: ``[[expectations]]``: an array of tables, each with these keys (both required)
+EXPECTATION_KEYS: dict[str, Key] = {
+    "feature": Key((str,), _non_empty, required=True, type_name="a string"),
+    "direction": Key((str,), _one_of(DIRECTIONS), required=True, type_name="a string"),
 }
 
 
@@ -386,7 +434,9 @@ class Spec:
     training: TrainingSection = field(default_factory=TrainingSection)
     serving: ServingSection = field(default_factory=ServingSection)
     monitoring: MonitoringSection = field(default_factory=MonitoringSection)
+    robustness: RobustnessSection = field(default_factory=RobustnessSection)
     tracking: TrackingSection = field(default_factory=TrackingSection)
+    expectations: tuple[Expectation, ...] = ()
     root: Path = field(default=Path("."), compare=False)
 
     @property
@@ -408,6 +458,7 @@ class Spec:
         """
         out = asdict(self)
         out.pop("root")
+        expectations = out.pop("expectations")
         for name, section in out.items():
             # None means "not set": TOML has no null, and from_dict must read this back
             out[name] = {
@@ -415,6 +466,8 @@ class Spec:
                 for k, v in section.items()
                 if v is not None
             }
+        if expectations:  # left out when empty: specs without any hash as before
+            out["expectations"] = list(expectations)
         return out
 
     def hash(self) -> str:
@@ -429,6 +482,8 @@ class Spec:
         problems: list[str] = []
         sections: dict[str, Any] = {}
         for name, value in raw.items():
+            if name == "expectations":
+                continue  # an array of tables, read by _expectations
             if name not in SECTIONS:
                 problems.append(
                     f"unknown section [{name}]; allowed: "
@@ -443,26 +498,13 @@ class Spec:
             table = raw.get(name, {})
             if not isinstance(table, dict):
                 continue
-            values: dict[str, Any] = {}
-            for key, value in table.items():
-                if key not in keys:
-                    problems.append(
-                        f"unknown key '{name}.{key}'; allowed: {', '.join(keys)}."
-                        + _did_you_mean(key, list(keys))
-                    )
-                    continue
-                problem = _check_value(keys[key], value)
-                if problem:
-                    problems.append(f"'{name}.{key}' must be {problem}; got {value!r}")
-                    continue
-                values[key] = tuple(value) if isinstance(value, list) else value
-            for key, decl in keys.items():
-                if decl.required and key not in table and name in raw:
-                    problems.append(f"missing required key '{name}.{key}'")
+            values = _read_table(name, table, keys, problems, required=name in raw)
             if not problems:
                 sections[name] = section_cls(**values)
+        expectations = _expectations(raw.get("expectations", []), problems)
         if not problems:
             problems.extend(_cross_checks(sections))
+            problems.extend(_expectation_checks(sections, expectations))
         if problems:
             raise SpecError(
                 f"shipyard.toml is not valid{where}:\n"
@@ -474,7 +516,36 @@ class Spec:
         if not objective.metric:
             objective = ObjectiveSection(DEFAULT_METRIC[project.task], objective.min_improvement)
         sections["objective"] = objective
-        return cls(root=Path(root), **sections)
+        return cls(root=Path(root), expectations=expectations, **sections)
+
+
+def _read_table(
+    where: str,
+    table: dict[str, Any],
+    keys: dict[str, Key],
+    problems: list[str],
+    required: bool = True,
+) -> dict[str, Any]:
+    """The table's declared and valid values (lists as tuples); every unknown key, wrong
+    value and (when ``required``) missing required key is appended to ``problems``."""
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in keys:
+            problems.append(
+                f"unknown key '{where}.{key}'; allowed: {', '.join(keys)}."
+                + _did_you_mean(key, list(keys))
+            )
+        elif problem := _check_value(keys[key], value):
+            problems.append(f"'{where}.{key}' must be {problem}; got {value!r}")
+        else:
+            values[key] = tuple(value) if isinstance(value, list) else value
+    if required:
+        problems.extend(
+            f"missing required key '{where}.{k}'"
+            for k, decl in keys.items()
+            if decl.required and k not in table
+        )
+    return values
 
 
 def _check_value(decl: Key, value: Any) -> str | None:
@@ -490,6 +561,52 @@ def _check_value(decl: Key, value: Any) -> str | None:
             return "a list of column names (strings)"
         return None
     return decl.check(value) if decl.check else None
+
+
+def _expectations(raw: Any, problems: list[str]) -> tuple[Expectation, ...]:
+    """The ``[[expectations]]`` entries, each key checked; problems are appended."""
+    if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
+        problems.append(
+            "'expectations' must be an array of tables, each written as [[expectations]] "
+            'with feature = "COLUMN" and direction = "increases" or "decreases"'
+        )
+        return ()
+    out = []
+    for n, entry in enumerate(raw):
+        values = _read_table(f"expectations[{n}]", entry, EXPECTATION_KEYS, problems)
+        if len(values) == len(EXPECTATION_KEYS):
+            out.append(Expectation(**values))
+    return tuple(out)
+
+
+def _expectation_checks(
+    sections: dict[str, Any], expectations: tuple[Expectation, ...]
+) -> list[str]:
+    """What the spec alone shows wrong with ``[[expectations]]``: the target, an excluded
+    column, a feature named twice, a multiclass task. ``train`` checks the rest against
+    the data (a column that is not a numeric feature)."""
+    project: ProjectSection = sections["project"]
+    features: FeaturesSection = sections.get("features", FeaturesSection())
+    problems = []
+    if expectations and project.task == "multiclass":
+        problems.append(
+            "'expectations' apply to binary and regression tasks (the prediction's direction "
+            "is one number there); remove [[expectations]] for a multiclass task"
+        )
+    seen: dict[str, int] = {}
+    for n, e in enumerate(expectations):
+        key = f"'expectations[{n}].feature' = {e.feature!r}"
+        if e.feature == project.target:
+            problems.append(f"{key} is the target, not a feature")
+        elif e.feature in features.exclude:
+            problems.append(
+                f"{key} is excluded in [features] exclude, so it is not a feature; remove the "
+                "expectation or the exclusion"
+            )
+        if e.feature in seen:
+            problems.append(f"{key} is already expected in 'expectations[{seen[e.feature]}]'")
+        seen.setdefault(e.feature, n)
+    return problems
 
 
 def _cross_checks(sections: dict[str, Any]) -> list[str]:

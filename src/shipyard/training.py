@@ -39,7 +39,14 @@ from shipyard.evaluation.readiness import (
     dev_precision,
     dev_warning,
     judge_slices,
+    robustness_items,
     skew_outputs,
+)
+from shipyard.evaluation.robustness import (
+    check_expectations,
+    robustness,
+    spreads,
+    tolerance_unit,
 )
 from shipyard.evaluation.slices import group_rates, slice_metrics
 from shipyard.models import Constant, Family, GradientBoostedTrees, Linear, Rule, class_weights
@@ -71,6 +78,7 @@ class TrainResult:
     warnings: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     readiness: dict[str, Any] = field(default_factory=dict)
+    robustness: dict[str, Any] = field(default_factory=dict)
 
     @property
     def constraints_met(self) -> bool:
@@ -93,6 +101,7 @@ class TrainResult:
             "warnings": self.warnings,
             "seconds": self.seconds,
             "readiness": self.readiness,
+            "robustness": self.robustness,
         }
 
 
@@ -268,6 +277,7 @@ def train(
     seconds: dict[str, float] = {}
     features = ds.candidates
     roles = {c: ds.role[c] for c in features}
+    check_expectations(spec.expectations, features, roles)  # before anything is fitted
     frame, y = ds.frame, ds.target.y
     threads = requested_threads(spec.training.threads)
     families = families_for(spec, ds, fixed_rounds)
@@ -475,6 +485,28 @@ def train(
                 Margin.on(metric, spec.constraints.max_slice_gap or 0.0, test_xy[1]),
             )[1],
         )
+        progress("robustness")
+        robust_start = time.perf_counter()
+        robust = robustness(
+            bundle.predict,
+            pd.concat(
+                [test_xy[0], test_frame[[c for c in sensitive if c not in test_xy[0].columns]]],
+                axis=1,
+            ),
+            test_xy[1],
+            features=features,
+            roles=ds.role,
+            spread=spreads(train_xy[0][features], roles),
+            metric=metric,
+            task=ds.target.kind,
+            sensitive=sensitive,
+            expectations=spec.expectations,
+            settings=spec.robustness,
+            unit=tolerance_unit(ds.target.kind, train_xy[1]),
+            seed=spec.split.seed,
+        )
+        seconds["robustness"] = time.perf_counter() - robust_start
+        add_document(bundle_path, "robustness.json", robust)
         progress("readiness")
         sample = test_xy[0].head(500)
         other_paths, refused = skew_outputs(bundle, sample)
@@ -515,6 +547,7 @@ def train(
             test_y=test_xy[1],
             dev_interval=precision,
             groups=slices["sensitive"] or None,
+            extra=robustness_items(robust),
         )
         add_document(bundle_path, "readiness.json", readiness.to_dict())
         seconds["total"] = time.perf_counter() - started
@@ -536,6 +569,7 @@ def train(
             ],
             seconds=seconds,
             readiness=readiness.to_dict(),
+            robustness=robust,
         )
         if tracked:
             progress("tracking")
@@ -631,6 +665,10 @@ def _log_run(
     for entry in result.slices["slices"]:
         if entry.get(metric) is not None:
             metrics[f"slice_{entry['column']}={entry['value']}_{metric}"] = entry[metric]
+    for entry in result.robustness.get("invariance", []):
+        metrics[f"invariance_{entry['column']}_changed_share"] = entry["changed_share"]
+    for entry in result.robustness.get("directional", []):
+        metrics[f"direction_{entry['feature']}_violation_share"] = entry["violation_share"]
     for name, item in result.constraints.items():
         if item["value"] is not None:
             metrics[f"constraint_{name}"] = item["value"]
@@ -643,6 +681,7 @@ def _log_run(
     tracker.json(cal, "calibration.json")
     tracker.json(result.constraints, "constraints.json")
     tracker.json(result.readiness, "readiness.json")
+    tracker.json(result.robustness, "robustness.json")
     tracker.tags({"readiness_passed": result.readiness.get("passed")})
     tracker.json(package_versions(), "environment.json")
     names = [ds.spec.project.target, "prediction"]

@@ -1,13 +1,15 @@
-"""Evaluation beyond one number: metrics, calibration, slices, latency and size.
+"""Evaluation beyond one number: metrics, calibration, slices, robustness, latency and size.
 
 ``metrics`` holds the optimizing and reported metrics, ``calibration`` the reliability
 curve, ECE and dev-fitted calibrators, ``slices`` per-slice metrics with bootstrap
-intervals, ``latency`` one-record latency and saved size.
+intervals, ``robustness`` the perturbation, invariance and directional tests on sampled test
+rows, ``latency`` one-record latency and saved size.
 """
 
 from shipyard.evaluation.calibration import Calibrator, choose_calibrator, ece, reliability
 from shipyard.evaluation.latency import one_record_latency, saved_size_mb
 from shipyard.evaluation.metrics import HIGHER_IS_BETTER, all_metrics, improvement, score
+from shipyard.evaluation.robustness import robustness
 from shipyard.evaluation.slices import slice_metrics
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "improvement",
     "one_record_latency",
     "reliability",
+    "robustness",
     "saved_size_mb",
     "score",
     "slice_metrics",

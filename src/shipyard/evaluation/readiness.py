@@ -27,7 +27,13 @@ bundle (``readiness.json``). A candidate is ready when every item passes:
    service refuses fails the item;
 7. ``reproducible`` — data snapshot, spec, seeds and environment are recorded;
 8. ``bundle_verifies`` — the bundle's manifest and every file check out;
-9. ``rollback_target`` — a simpler rung is packaged alongside (``fallback/``) to fall back to.
+9. ``rollback_target`` — a simpler rung is packaged alongside (``fallback/``) to fall back to;
+10. ``invariance_holds`` — swapping or resampling each ``[features] sensitive`` column changes
+    the prediction beyond ``[robustness] tolerance`` on at most ``max_changed_share`` of the
+    sampled test rows (:func:`robustness_items`, from
+    :func:`~shipyard.evaluation.robustness.robustness`);
+11. ``directions_hold`` — each ``[[expectations]]`` entry is violated on at most
+    ``[robustness] max_violation_share`` of the sampled test rows.
 
 ``min_improvement`` and ``max_slice_gap`` are read by :class:`~shipyard.evaluation.metrics.Margin`:
 for RMSE and MAE as fractions of the constant baseline's value on the rows judged (blackbox dev
@@ -123,12 +129,13 @@ def assess(
     test_y: np.ndarray | None = None,
     dev_interval: Mapping[str, Any] | None = None,
     groups: Mapping[str, Any] | None = None,
+    extra: Sequence[Item] = (),
 ) -> Readiness:
     """Compute every item from what ``train`` measured.
 
     ``dev_interval`` (from :func:`dev_precision`) and ``groups`` (from
     :func:`~shipyard.evaluation.slices.group_rates` on the sensitive columns) are reported in
-    items 1 and 3.
+    items 1 and 3; ``extra`` items (:func:`robustness_items`) follow item 9.
 
     ``dev_y`` and ``test_y`` (the blackbox dev and test targets) set the unit of the margins
     for RMSE and MAE; without them the margins are read in the metric's units.
@@ -308,7 +315,73 @@ def assess(
             {"fallback": fallback},
         )
     )
-    return Readiness(items)
+    return Readiness([*items, *extra])
+
+
+def robustness_items(robust: Mapping[str, Any]) -> list[Item]:
+    """Items 10 and 11 from :func:`~shipyard.evaluation.robustness.robustness`'s tables."""
+    sampled = f" ({robust.get('rows')} sampled test rows, seed {robust.get('seed')})"
+    invariance = [
+        (
+            e["column"],
+            f"'{e['column']}' ({e['method']}{'' if e['used_as_feature'] else ', not a feature'}) "
+            f"changes {e['changed_share']:.1%} of rows by more than {e['tolerance']:.4g}",
+            e,
+        )
+        for e in robust.get("invariance", [])
+    ]
+    directions = [
+        (
+            f"{e['feature']} {e['direction']}",
+            f"'{e['feature']}' {e['direction']}: {e['violations']} of {e['rows']} rows "
+            f"({e['violation_share']:.1%}) move the other way",
+            e,
+        )
+        for e in robust.get("directional", [])
+    ]
+    return [
+        _robustness_item(
+            10,
+            "invariance_holds",
+            invariance,
+            "max_changed_share",
+            "no [features] sensitive columns declared: nothing to swap",
+            "invariance breached by",
+            sampled,
+        ),
+        _robustness_item(
+            11,
+            "directions_hold",
+            directions,
+            "max_violation_share",
+            "no [[expectations]] declared: no direction to check",
+            "directions violated:",
+            sampled,
+        ),
+    ]
+
+
+def _robustness_item(
+    number: int,
+    name: str,
+    checked: Sequence[tuple[str, str, Mapping[str, Any]]],
+    limit: str,
+    nothing: str,
+    failed: str,
+    sampled: str,
+) -> Item:
+    """One item over (name, sentence, table entry) triples: it fails on any breach."""
+    if not checked:
+        return Item(number, name, True, nothing, {})
+    breaches = [label for label, _, e in checked if e["breach"]]
+    text = (
+        "; ".join(sentence for _, sentence, _ in checked)
+        + f" ({limit} {checked[0][2][limit]:g}){sampled}"
+    )
+    if breaches:
+        text = f"{failed} {', '.join(breaches)}; {text}"
+    evidence = {label: dict(e) for label, _, e in checked}
+    return Item(number, name, not breaches, text, evidence)
 
 
 def dev_precision(
