@@ -63,7 +63,7 @@ def test_tree_attributions_add_up_to_the_raw_score_for_every_row(fitted):
     # the base is the trees' expected score, one value for every row
     assert np.ptp(explanation.base) == 0.0
     # the serving path (one-row TreeSHAP under 256 records, the matrix path from there) agrees
-    for n in (40, 300):
+    for n in (1, 40, 300):
         records = gbt.explain_records(fitted["records"][:n])
         assert np.max(np.abs(records.values - explanation.values[:n])) < 1e-12
         assert np.max(np.abs(records.base - explanation.base[:n])) < 1e-12
@@ -112,6 +112,8 @@ def test_linear_contributions_add_up_to_the_logit_field_by_field(fitted):
     assert np.max(np.abs(explanation.score[:, 0] - logit)) < 1e-9
     assert np.max(np.abs(1 / (1 + np.exp(-explanation.score[:, 0])) - linear.predict(test))) < 1e-12
     assert np.all(explanation.base == b)
+    one = linear.explain_records(fitted["records"][:1])  # the serving path
+    assert np.max(np.abs(one.values[0] - explanation.values[0])) < 1e-12
     # a category's one-hot columns sum into its field: only the row's own column is non-zero
     names = linear.transform_.feature_names_
     fields = explanation.fields

@@ -70,7 +70,7 @@ class Explanation:
         >>> e.fields, e.values.tolist()
         (['a', 'b'], [[[0.0, 1.0]]])
         """
-        if self.rule is not None:
+        if self.rule is not None or self.fields == list(fields):
             return self
         index = {field: j for j, field in enumerate(self.fields)}
         fields = [*fields, *(f for f in self.fields if f not in set(fields))]
@@ -126,6 +126,17 @@ def field_matrix(outputs: Sequence[tuple[str, Sequence[str]]]) -> tuple[list[str
     matrix = np.zeros((len(owners), len(fields)))
     matrix[np.arange(len(owners)), owners] = 1.0
     return fields, matrix
+
+
+def transform_fields(transform: Any) -> tuple[list[str], np.ndarray]:
+    """:func:`field_matrix` of a fitted :class:`~shipyard.features.Transform`, built once per
+    transform (a served record is explained with it on every call)."""
+    plans = transform.plans_
+    cached = transform.__dict__.get("_field_matrix")
+    if cached is None or cached[0] is not plans:  # a refit transform has new plans
+        made = field_matrix([(plan["column"], plan["outputs"]) for plan in plans])
+        cached = transform._field_matrix = (plans, *made)
+    return cached[1], cached[2]
 
 
 def _value_text(value: Any) -> str:

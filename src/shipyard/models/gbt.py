@@ -23,7 +23,7 @@ import pandas as pd
 from shipyard.cores import LEDGER
 from shipyard.features.transform import Transform
 from shipyard.models.base import Family, Watch
-from shipyard.models.explanation import Explanation, field_matrix
+from shipyard.models.explanation import Explanation, transform_fields
 from shipyard.models.forest import Forest, one_thread
 
 MODEL_FILE = "model.lgb.txt"
@@ -312,9 +312,7 @@ class GradientBoostedTrees(Family):
     def _explained(self, contributions: np.ndarray) -> Explanation:
         """LightGBM's exact TreeSHAP values, ``(rows, k × (columns + 1))`` (each output's
         columns, then its expected value), summed into the source fields."""
-        fields, to_field = field_matrix(
-            [(plan["column"], plan["outputs"]) for plan in self.transform_.plans_]
-        )
+        fields, to_field = transform_fields(self.transform_)
         k = self.n_classes if self.task == "multiclass" else 1
         blocks = contributions.reshape(len(contributions), k, -1)
         values = blocks[:, :, :-1] @ to_field
@@ -334,6 +332,9 @@ class GradientBoostedTrees(Family):
 
     def explain_records(self, records: Sequence[Mapping[str, Any]]) -> Explanation:
         self._refuse_explain()
+        if len(records) == 1:  # the serving path: one record's row, as predict_one builds it
+            row = self.transform_.transform_one(records[0])
+            return self._explained(self._contrib_row(row)[None, :])
         return self._explained(self._contributions(self.transform_.transform_records(records)))
 
     def state(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import pandas as pd
 from shipyard.cores import LEDGER
 from shipyard.features.transform import Transform
 from shipyard.models.base import Family
-from shipyard.models.explanation import Explanation, field_matrix
+from shipyard.models.explanation import Explanation, transform_fields
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -154,12 +154,9 @@ class Linear(Family):
         """Exact contributions: column ``j`` adds ``w_j x_j`` to the score (the logit, per
         class for multiclass, the value for regression), summed into its source field; the
         base is the intercept."""
-        fields, to_field = field_matrix(
-            [(plan["column"], plan["outputs"]) for plan in self.transform_.plans_]
-        )
-        # (rows, columns, outputs) contributions, then summed per field: (rows, outputs, fields)
-        per_column = X[:, :, None] * self._w[None, :, :]
-        values = np.einsum("nck,cf->nkf", per_column, to_field)
+        fields, to_field = transform_fields(self.transform_)
+        # (rows, outputs, columns) contributions, then summed per field: (rows, outputs, fields)
+        values = (X[:, None, :] * self._w.T[None, :, :]) @ to_field
         base = np.tile(self._b, (len(X), 1))
         scale = {"binary": "log-odds", "multiclass": "logit"}.get(self.task, "value")
         return Explanation(fields, values, base, scale)
@@ -170,6 +167,8 @@ class Linear(Family):
 
     def explain_records(self, records: Sequence[Mapping[str, Any]]) -> Explanation:
         self._refuse_explain()
+        if len(records) == 1:  # the serving path: one record's row, as predict_one builds it
+            return self._explained(self.transform_.transform_one(records[0])[None, :])
         return self._explained(self.transform_.transform_records(records))
 
     def state(self) -> dict[str, Any]:
