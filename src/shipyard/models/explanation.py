@@ -30,6 +30,7 @@ language, :func:`importance` averages absolute attributions into global importan
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -56,9 +57,9 @@ class Explanation:
     rule: str | None = None
     holds: np.ndarray | None = None
 
-    @property
+    @functools.cached_property
     def score(self) -> np.ndarray:
-        """The raw score each row's attributions add up to, ``(n, k)``."""
+        """The raw score each row's attributions add up to, ``(n, k)`` (summed once)."""
         return self.base + self.values.sum(axis=-1)
 
     def over(self, fields: Sequence[str]) -> Explanation:
