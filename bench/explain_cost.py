@@ -10,7 +10,7 @@ the median of --repeat passes:
   contribution path, fields summed, reasons written) — what one explained record costs a
   server beyond its answer;
 - ``gbt, 100 records``: ``Arm.score_many`` against ``Arm.score_many`` + ``Arm.explain`` of
-  the same 100 records, per record;
+  the same 100 records, per record (--batches batches);
 - ``linear``: the fallback rung's ``predict_one`` against ``predict_one`` +
   ``explain_records([record]).row(0, …)``;
 - ``http``: ``POST /predict`` against ``POST /predict?explain=true`` of one record on a real
@@ -19,7 +19,7 @@ the median of --repeat passes:
 The ratios (explained / plain, p50) are the numbers to read; the absolute times depend on the
 machine and its load (noted).
 
-    .venv/bin/python bench/explain_cost.py [--records 300] [--repeat 3]
+    .venv/bin/python bench/explain_cost.py [--records 300] [--batches 40] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -135,6 +135,7 @@ def _median(passes: list[dict[str, float]]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=300, help="records timed per path")
+    parser.add_argument("--batches", type=int, default=40, help="100-record batches timed")
     parser.add_argument("--repeat", type=int, default=3, help="passes (median)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
@@ -154,9 +155,12 @@ def main() -> None:
         bundle.model.warm()
         arm = Arm(1, bundle)
         linear = Linear.load(bundle.path / "fallback")
-        sample = churn_frame().sample(args.records, random_state=0)[bundle.features]
+        churn = churn_frame()
+        sample = churn.sample(args.records, random_state=0)[bundle.features]
         records = [{k: plain(v) for k, v in r.items()} for r in sample.to_dict("records")]
-        batches = [records[i : i + 100] for i in range(0, len(records), 100)]
+        rows = churn.sample(100 * args.batches, random_state=1)[bundle.features]
+        many = [{k: plain(v) for k, v in r.items()} for r in rows.to_dict("records")]
+        batches = [many[i : i + 100] for i in range(0, len(many), 100)]
 
         def explained_one(record: dict[str, Any]) -> Any:
             arm.score(record)
@@ -198,6 +202,7 @@ def main() -> None:
         "data": "modeldata::wa_churn",
         "chosen": result.chosen,
         "records": args.records,
+        "batches_of_100": args.batches,
         "repeat": args.repeat,
         "per_record_us": per_record,
         "http_us": {k: {m: round(v, 1) for m, v in d.items()} for k, d in http.items()},
