@@ -15,11 +15,10 @@ boosting round, and a thread count the user fixed. A family that can stop midway
 trees) stops once over the budget and keeps what it has; it records what happened on the
 watch (``budget_hit``, ``rounds``).
 
-A family that can say why it gave each score sets ``explains`` and implements
-``explain_matrix`` (see :mod:`shipyard.models.explanation`); ``explain`` (a frame) and
-``explain_records`` (dicts, the serving path) then give attributions per input field that
-add up to the raw score. Asked of a family without an explainer they raise
-:class:`~shipyard.errors.Unexplainable`.
+A family that can say why it gave each score sets ``explains`` and implements ``explain``
+(a frame) and ``explain_records`` (dicts, the serving path): attributions per input field
+that add up to the raw score (see :mod:`shipyard.models.explanation`). Asked of a family
+without an explainer they raise :class:`~shipyard.errors.Unexplainable`.
 
 ``save(folder)`` writes JSON (and LightGBM's own text format for trees) and
 ``load(folder)`` reads it back: nothing is pickled, loading runs no code.

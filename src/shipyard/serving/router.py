@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shipyard.errors import DeploymentError, ShipyardError, Unexplainable
+from shipyard.errors import DeploymentError, ShipyardError
 from shipyard.registry import Deployment, actor, challenger_stopped
 from shipyard.serving.log import feature_types
 from shipyard.serving.shadow import Shadow
@@ -80,11 +80,6 @@ class Arm:
         answered (the most probable; named under ``class``). Refused
         (:class:`~shipyard.errors.Unexplainable`, 422) when the family has no explainer."""
         model = self.bundle.model
-        if not model.explains:
-            raise Unexplainable(
-                f"version {self.version} is a '{model.name}' model, a family without an "
-                "explainer: it cannot say why it gave a score. Ask without explain=true"
-            )
         explanation = self.bundle.explain_records(records)
         prior = model.prior() if explanation.rule is not None else None
         out = []

@@ -334,9 +334,9 @@ class Service:
             model = target.bundle.model
             if not model.explains:
                 raise Unexplainable(
-                    f"explain=true was asked of version {target.version}, a '{model.name}' "
+                    f"explanations were asked of version {target.version}, a '{model.name}' "
                     "model: that family has no explainer, so it cannot say why it gave a "
-                    "score. Ask without explain"
+                    "score. Ask without explain (the query parameter, or OIP parameters.explain)"
                 )
 
     def _explain(
