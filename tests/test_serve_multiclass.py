@@ -295,3 +295,33 @@ def test_multiclass_answers_conform_to_the_openapi_document(penguins):
     finally:
         service.router.close()
     assert not failures, "\n".join(failures[:5])
+
+
+def test_explained_answers_name_the_class_they_explain(penguins):
+    """``/predict?explain=true`` on the multiclass champion: each answer explains its label's
+    raw score (per class, before the softmax), attributions adding up to it, over the
+    bundle's features; the OIP's ``parameters.explain`` gives the same explanations."""
+    bundle, records = penguins["bundle"], penguins["records"][:20]
+    frame = pd.DataFrame(records, columns=bundle.features)
+    expected = bundle.explain(frame)
+    with serving(penguins) as (client, _, _):
+        answers = client.post("/predict?explain=true", json=records).json()["predictions"]
+    for i, answer in enumerate(answers):
+        explained = answer["explanation"]
+        k = CLASSES.index(answer["prediction"])
+        assert explained["class"] == answer["prediction"]
+        assert set(explained["attributions"]) == set(bundle.features)
+        total = explained["base"] + sum(explained["attributions"].values())
+        assert total == pytest.approx(expected.score[i, k], abs=1e-9)
+        assert explained["score"] == pytest.approx(expected.score[i, k], abs=1e-9)
+        assert k == int(np.argmax(expected.score[i]))  # the label is the class of top score
+    model = bundle.model
+    assert model.name in ("gbt", "linear")
+    if model.name == "gbt":  # the trees' raw scores, per class
+        X = model.transform_.transform(frame)
+        raw = model.booster_.predict(X, raw_score=True)
+        assert np.max(np.abs(expected.score - raw)) < 1e-6
+    elif model.name == "linear":  # the logits
+        X = model.transform_.transform(frame)
+        logits = X @ np.asarray(model.coef_).T + np.asarray(model.intercept_)
+        assert np.max(np.abs(expected.score - logits)) < 1e-9

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -127,10 +128,17 @@ def test_the_run_is_tracked_with_everything(trained):
         "calibration.json",
         "environment.json",
         "robustness.json",
+        "importance.json",
         "samples",
         "plots",
         "predictions",
     } <= artifacts
+    # global importance on the test split, kept in the run for the model report
+    kept = json.loads(
+        Path(tracker.client.download_artifacts(result.run_id, "importance.json")).read_text()
+    )
+    assert kept == result.importance and kept["split"] == "test"
+    assert {r["field"] for r in kept["fields"]} == set(load_bundle(result.bundle).features)
     plots = {a.path for a in tracker.client.list_artifacts(result.run_id, "plots")}
     assert plots == {"plots/reliability.png", "plots/roc.png"}
     nested = tracker.client.search_runs(

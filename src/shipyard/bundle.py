@@ -38,6 +38,7 @@ from shipyard.errors import BundleError
 from shipyard.evaluation.calibration import Calibrator
 from shipyard.files import atomic_write, fsync_folder
 from shipyard.models import FAMILIES, Family
+from shipyard.models.explanation import Explanation
 
 FORMAT_VERSION = 2  # 2: reference.json; 1 (no reference statistics) is still read
 READABLE_VERSIONS = (1, 2)
@@ -102,6 +103,20 @@ class Bundle:
         pandas (the shadow's batches)."""
         out = self.model.predict_records(records)
         return self.calibrator.apply(out) if self.calibrator is not None else out
+
+    @property
+    def explains(self) -> bool:
+        """Whether the model can say why it gave a score (``explain``)."""
+        return self.model.explains
+
+    def explain(self, frame: pd.DataFrame) -> Explanation:
+        """Attributions per feature of every row (:mod:`shipyard.models.explanation`): they
+        add up to the model's raw score, before the calibrator (which only re-maps it)."""
+        return self.model.explain(frame).over(self.features)
+
+    def explain_records(self, records: Sequence[Mapping[str, Any]]) -> Explanation:
+        """The same for records (dicts), through the one-record path (serving)."""
+        return self.model.explain_records(records).over(self.features)
 
     def evaluation(self) -> dict[str, Any]:
         return json.loads((self.path / "evaluation.json").read_text())

@@ -18,6 +18,7 @@ service translate errors in exactly one place each::
     │   └── ReferenceMissing            a bundle has no reference statistics (retrain)
     ├── TrackingError                   the MLflow tracking store/server is unreachable or refused
     ├── RequestRefused                  HTTP 4xx: a request the service refuses (status per case)
+    ├── Unexplainable(ValueError)       HTTP 422: explanations asked of a family without an explainer
     └── NotFittedError(AttributeError)  a transform, model or contract used before fit/learn
 
 Messages state the rule, the value received and the fix.
@@ -125,6 +126,13 @@ class RequestRefused(ShipyardError):
     @property
     def message(self) -> str:
         return str(self)
+
+
+class Unexplainable(ShipyardError, ValueError):
+    """Explanations were asked of a model family that has no explainer."""
+
+    http_status = 422
+    kind = "explain"
 
 
 class NotFittedError(ShipyardError, AttributeError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import math
 import platform
 import resource
 import subprocess
@@ -50,6 +51,7 @@ from shipyard.evaluation.robustness import (
 )
 from shipyard.evaluation.slices import group_rates, slice_metrics
 from shipyard.models import Constant, Family, GradientBoostedTrees, Linear, Rule, class_weights
+from shipyard.models.explanation import importance
 from shipyard.models.expression import parse
 from shipyard.models.ladder import Ladder, climb
 from shipyard.monitoring.reference import Reference
@@ -79,6 +81,8 @@ class TrainResult:
     seconds: dict[str, float] = field(default_factory=dict)
     readiness: dict[str, Any] = field(default_factory=dict)
     robustness: dict[str, Any] = field(default_factory=dict)
+    #: the chosen model's global importance on the test split (:func:`global_importance`)
+    importance: dict[str, Any] | None = None
 
     @property
     def constraints_met(self) -> bool:
@@ -102,6 +106,7 @@ class TrainResult:
             "seconds": self.seconds,
             "readiness": self.readiness,
             "robustness": self.robustness,
+            "importance": self.importance,
         }
 
 
@@ -225,6 +230,27 @@ def _versus_champion(
 
 def _predictions_hash(values: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(values, dtype=np.float64).tobytes()).hexdigest()
+
+
+#: The most test rows global importance is computed on (evenly spaced over the split).
+IMPORTANCE_ROWS = 20_000
+
+
+def global_importance(
+    model: Family, frame: pd.DataFrame, features: list[str], classes: list[Any]
+) -> dict[str, Any] | None:
+    """The chosen model's global importance on the test split ``frame``: each feature's mean
+    absolute attribution (:func:`~shipyard.models.explanation.importance`), over at most
+    :data:`IMPORTANCE_ROWS` rows evenly spaced in it; None for a family that cannot explain.
+    Kept in the bundle's evaluation and the run's ``importance.json`` for the model report."""
+    if not model.explains:
+        return None
+    step = max(1, math.ceil(len(frame) / IMPORTANCE_ROWS))
+    sample = frame.iloc[::step]
+    out = importance(model.explain(sample).over(features), classes)
+    out["split"] = "test"
+    out["of_rows"] = len(frame)
+    return out
 
 
 def shift_warnings(
@@ -378,6 +404,9 @@ def train(
     else:  # calibration in the large: negative when the model under-predicts on test
         calibration["mean_error_test"] = float(np.mean(chosen_test - test_xy[1]))
 
+    progress("global importance")
+    importance = global_importance(chosen, test_xy[0], features, classes)
+
     progress("slices")
     slice_cols = list(dict.fromkeys([*spec.features.slices, *spec.features.sensitive]))
     test_frame = frame.iloc[splits.test].reset_index(drop=True)
@@ -450,6 +479,7 @@ def train(
             "ladder": ladder.table(),
             "slices": slices,
             "calibration": {k: v for k, v in calibration.items() if k != "reliability_test"},
+            "importance": importance,
         }
         simpler = [r for r in ladder.rungs if r.model.complexity < chosen.complexity]
         sign = 1 if HIGHER_IS_BETTER[metric] else -1
@@ -570,6 +600,7 @@ def train(
             seconds=seconds,
             readiness=readiness.to_dict(),
             robustness=robust,
+            importance=importance,
         )
         if tracked:
             progress("tracking")
@@ -682,6 +713,8 @@ def _log_run(
     tracker.json(result.constraints, "constraints.json")
     tracker.json(result.readiness, "readiness.json")
     tracker.json(result.robustness, "robustness.json")
+    if result.importance is not None:
+        tracker.json(result.importance, "importance.json")
     tracker.tags({"readiness_passed": result.readiness.get("passed")})
     tracker.json(package_versions(), "environment.json")
     names = [ds.spec.project.target, "prediction"]

@@ -15,6 +15,11 @@ boosting round, and a thread count the user fixed. A family that can stop midway
 trees) stops once over the budget and keeps what it has; it records what happened on the
 watch (``budget_hit``, ``rounds``).
 
+A family that can say why it gave each score sets ``explains`` and implements ``explain``
+(a frame) and ``explain_records`` (dicts, the serving path): attributions per input field
+that add up to the raw score (see :mod:`shipyard.models.explanation`). Asked of a family
+without an explainer they raise :class:`~shipyard.errors.Unexplainable`.
+
 ``save(folder)`` writes JSON (and LightGBM's own text format for trees) and
 ``load(folder)`` reads it back: nothing is pickled, loading runs no code.
 """
@@ -26,12 +31,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from shipyard.errors import BundleError, NotFittedError, SpecError
+from shipyard.errors import BundleError, NotFittedError, SpecError, Unexplainable
+
+if TYPE_CHECKING:
+    from shipyard.models.explanation import Explanation
 
 TASKS = ("binary", "multiclass", "regression")
 
@@ -71,6 +79,8 @@ class Family:
     name: ClassVar[str] = "family"
     complexity: ClassVar[int] = 0
     files: ClassVar[tuple[str, ...]] = ("model.json",)
+    #: whether the family explains its scores (``explain``, ``explain_records``)
+    explains: ClassVar[bool] = False
 
     def __init__(self, *, task: str = "binary", n_classes: int = 2, seed: int = 0) -> None:
         if task not in TASKS:
@@ -104,6 +114,26 @@ class Family:
         one row of class probabilities per record). Families with a matrix path override this
         to score the records together."""
         return np.array([self.predict_one(record) for record in records], dtype=np.float64)
+
+    def explain(self, frame: pd.DataFrame) -> Explanation:
+        """Why each row of ``frame`` got its score: attributions per input field that add up
+        to the raw score (see :mod:`shipyard.models.explanation`)."""
+        self._refuse_explain()
+        raise NotImplementedError
+
+    def explain_records(self, records: Sequence[Mapping[str, Any]]) -> Explanation:
+        """``explain`` of records (dicts), through the one-record transform (serving)."""
+        self._refuse_explain()
+        raise NotImplementedError
+
+    def _refuse_explain(self) -> None:
+        if not self.explains:
+            raise Unexplainable(
+                f"model family '{self.name}' has no explainer: it cannot say why it gave a "
+                "score. Ask without explain, or serve a family that explains (constant, "
+                "rule, linear, gbt)"
+            )
+        self.check_fitted()
 
     def warm(self) -> None:
         """Build now whatever the one-record path would build on its first call (a server

@@ -23,10 +23,12 @@ import pandas as pd
 from shipyard.cores import LEDGER
 from shipyard.features.transform import Transform
 from shipyard.models.base import Family, Watch
+from shipyard.models.explanation import Explanation, transform_fields
 from shipyard.models.forest import Forest, one_thread
 
 MODEL_FILE = "model.lgb.txt"
 _PREDICT_NORMAL = 0
+_PREDICT_CONTRIB = 3  # LightGBM's C_API_PREDICT_CONTRIB: TreeSHAP values and the expected value
 _FLOAT64 = 1
 _MATRIX_ROWS = 256  # from this many records on, Booster.predict beats the one-row path
 
@@ -39,10 +41,13 @@ class _SingleRow:
     Output equals ``Booster.predict`` exactly (same code inside LightGBM).
     """
 
-    def __init__(self, booster: Any, n_features: int, n_outputs: int) -> None:
+    def __init__(
+        self, booster: Any, n_features: int, n_outputs: int, kind: int = _PREDICT_NORMAL
+    ) -> None:
         self._booster = booster
         self._n_features = n_features
         self._n_outputs = n_outputs
+        self._kind = kind  # _PREDICT_NORMAL, or _PREDICT_CONTRIB (n_outputs: k × (features + 1))
         self._local = threading.local()
 
     def _setup(self) -> Any:
@@ -52,7 +57,7 @@ class _SingleRow:
         _safe_call(
             _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
                 self._booster._handle,
-                ctypes.c_int(_PREDICT_NORMAL),
+                ctypes.c_int(self._kind),
                 ctypes.c_int(0),
                 ctypes.c_int(-1),
                 ctypes.c_int(_FLOAT64),
@@ -115,6 +120,7 @@ class GradientBoostedTrees(Family):
 
     name = "gbt"
     complexity = 3
+    explains = True
     files = ("model.json", "transform.json", MODEL_FILE)
 
     def __init__(
@@ -222,6 +228,7 @@ class GradientBoostedTrees(Family):
         self.__dict__.pop("_booster", None)
         self.__dict__.pop("_single_row", None)
         self.__dict__.pop("_forest", None)
+        self.__dict__.pop("_one_contrib", None)
 
     @property
     def booster_(self) -> Any:
@@ -289,6 +296,46 @@ class GradientBoostedTrees(Family):
         one = self._one_row
         out = np.array([one(row) for row in X], dtype=np.float64).reshape(len(X), -1)
         return out if self.task == "multiclass" else out[:, 0]
+
+    @property
+    def _contrib_row(self) -> _SingleRow:
+        """The one-row path of LightGBM's TreeSHAP (built on the first explained record: a
+        server that is never asked to explain never builds it)."""
+        single = self.__dict__.get("_one_contrib")
+        if single is None:
+            k = self.n_classes if self.task == "multiclass" else 1
+            booster = self.booster_
+            n = booster.num_feature()
+            single = self._one_contrib = _SingleRow(booster, n, k * (n + 1), _PREDICT_CONTRIB)
+        return single
+
+    def _explained(self, contributions: np.ndarray) -> Explanation:
+        """LightGBM's exact TreeSHAP values, ``(rows, k × (columns + 1))`` (each output's
+        columns, then its expected value), summed into the source fields."""
+        fields, to_field = transform_fields(self.transform_)
+        k = self.n_classes if self.task == "multiclass" else 1
+        blocks = contributions.reshape(len(contributions), k, -1)
+        values = blocks[:, :, :-1] @ to_field
+        scale = {"binary": "log-odds", "multiclass": "logit"}.get(self.task, "value")
+        return Explanation(fields, values, blocks[:, :, -1].copy(), scale)
+
+    def _contributions(self, X: np.ndarray) -> np.ndarray:
+        if len(X) < _MATRIX_ROWS:  # the one-row path: no per-call set-up
+            one = self._contrib_row
+            return np.array([one(row) for row in X], dtype=np.float64).reshape(len(X), -1)
+        with LEDGER.threads("gbt explaining", requested=self.num_threads) as threads:
+            return np.asarray(self.booster_.predict(X, pred_contrib=True, num_threads=threads))
+
+    def explain(self, frame: pd.DataFrame) -> Explanation:
+        self._refuse_explain()
+        return self._explained(self._contributions(self.transform_.transform(frame)))
+
+    def explain_records(self, records: Sequence[Mapping[str, Any]]) -> Explanation:
+        self._refuse_explain()
+        if len(records) == 1:  # the serving path: one record's row, as predict_one builds it
+            row = self.transform_.transform_one(records[0])
+            return self._explained(self._contrib_row(row)[None, :])
+        return self._explained(self._contributions(self.transform_.transform_records(records)))
 
     def state(self) -> dict[str, Any]:
         return {

@@ -19,6 +19,7 @@ import pandas as pd
 from shipyard.cores import LEDGER
 from shipyard.features.transform import Transform
 from shipyard.models.base import Family
+from shipyard.models.explanation import Explanation, transform_fields
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -60,6 +61,7 @@ class Linear(Family):
 
     name = "linear"
     complexity = 2
+    explains = True
     files = ("model.json", "transform.json")
 
     def __init__(
@@ -147,6 +149,27 @@ class Linear(Family):
         rows = self.transform_.transform_records(records)
         z = np.array([row @ self._w for row in rows]).reshape(len(rows), -1) + self._b
         return self._link(z)
+
+    def _explained(self, X: np.ndarray) -> Explanation:
+        """Exact contributions: column ``j`` adds ``w_j x_j`` to the score (the logit, per
+        class for multiclass, the value for regression), summed into its source field; the
+        base is the intercept."""
+        fields, to_field = transform_fields(self.transform_)
+        # (rows, outputs, columns) contributions, then summed per field: (rows, outputs, fields)
+        values = (X[:, None, :] * self._w.T[None, :, :]) @ to_field
+        base = np.tile(self._b, (len(X), 1))
+        scale = {"binary": "log-odds", "multiclass": "logit"}.get(self.task, "value")
+        return Explanation(fields, values, base, scale)
+
+    def explain(self, frame: pd.DataFrame) -> Explanation:
+        self._refuse_explain()
+        return self._explained(self.transform_.transform(frame))
+
+    def explain_records(self, records: Sequence[Mapping[str, Any]]) -> Explanation:
+        self._refuse_explain()
+        if len(records) == 1:  # the serving path: one record's row, as predict_one builds it
+            return self._explained(self.transform_.transform_one(records[0])[None, :])
+        return self._explained(self.transform_.transform_records(records))
 
     def state(self) -> dict[str, Any]:
         return {

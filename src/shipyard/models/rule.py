@@ -7,13 +7,14 @@ judged by the same metric as every other rung.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from shipyard.models.base import Family
+from shipyard.models.explanation import Explanation
 from shipyard.models.expression import Expression, parse
 
 
@@ -22,6 +23,7 @@ class Rule(Family):
 
     name = "rule"
     complexity = 1
+    explains = True
 
     def __init__(
         self, *, rule: str = "", roles: Mapping[str, str] | None = None, **kwargs: Any
@@ -68,6 +70,34 @@ class Rule(Family):
         if self.task == "regression":
             return float(row[0])
         return float(row[1]) if self.task == "binary" else np.asarray(row, dtype=float)
+
+    def _explained(self, hit: np.ndarray) -> Explanation:
+        """The condition is the explanation: the output depends on the fields only through
+        whether the rule holds, so there is no per-field attribution; the base is the side's
+        output (P(positive) for binary)."""
+        table = np.asarray(self.sides_, dtype=float)
+        rows = table[hit.astype(np.int64)]
+        if self.task == "binary":
+            rows = rows[:, 1:]
+        scale = "value" if self.task == "regression" else "probability"
+        return Explanation(
+            [], np.zeros((len(rows), rows.shape[1], 0)), rows, scale, self.rule, hit.astype(bool)
+        )
+
+    def explain(self, frame: pd.DataFrame) -> Explanation:
+        self._refuse_explain()
+        return self._explained(np.asarray(self.expression.evaluate(frame)))
+
+    def explain_records(self, records: Sequence[Mapping[str, Any]]) -> Explanation:
+        self._refuse_explain()
+        hit = np.array([bool(self.expression.evaluate_one(r)) for r in records], dtype=bool)
+        return self._explained(hit)
+
+    def prior(self) -> list[float]:
+        """The output over all train rows: each side's output weighted by its share."""
+        table = np.asarray(self.sides_, dtype=float)
+        mixed = (1 - self.coverage_) * table[0] + self.coverage_ * table[1]
+        return mixed[1:].tolist() if self.task == "binary" else mixed.tolist()
 
     def state(self) -> dict[str, Any]:
         return {"sides": self.sides_, "coverage": self.coverage_}

@@ -2,7 +2,9 @@
 
 Endpoints (the request schemas and the OpenAPI document come from the champion's contract):
 
-- ``POST /predict``: one record or a list of records (JSON objects);
+- ``POST /predict``: one record or a list of records (JSON objects); ``?explain=true`` adds
+  each answer's ``explanation`` (attributions per feature and the top reasons; the OIP's
+  ``parameters: {"explain": true}`` answers them in ``parameters.explanations``);
 - the Open Inference Protocol (KServe V2) REST: ``/v2/health/live``, ``/v2/health/ready``,
   ``/v2/models/{name}[/versions/{v}]``, ``…/ready``, ``…/infer`` (JSON tensors, one input
   per column; errors as ``{"error": "…"}``);
@@ -141,9 +143,13 @@ def create_app(service: Service) -> FastAPI:
             single = isinstance(body, dict)
             return ([body] if single else body), single
 
+        query = request.scope.get("query_string", b"")
+        explain = protocol.explain_query(
+            query, request.query_params.get("explain") if query else None
+        )
         now, records, single, checked = await service.take(request, ("application/json",), parse)
         request_id, answers, warnings = service.score(
-            records, "predict", routes=now, warnings=checked
+            records, "predict", routes=now, warnings=checked, explain=explain
         )
         items = [
             {
@@ -152,6 +158,7 @@ def create_app(service: Service) -> FastAPI:
                 "model_version": a.version,
                 "arm": a.arm,
                 "warnings": w,
+                **({} if a.explanation is None else {"explanation": a.explanation}),
             }
             for record_id, a, w in zip(
                 record_ids(request_id, len(answers)), answers, warnings, strict=True
@@ -280,21 +287,31 @@ def create_app(service: Service) -> FastAPI:
                 "datatype",
             )
 
-        def parse(_: str, raw: bytes) -> tuple[Any, str]:
-            return protocol.oip_records(service.parse_json(raw), service.limits)
+        def parse(_: str, raw: bytes) -> tuple[Any, tuple[str, bool]]:
+            body = service.parse_json(raw)
+            records, request_id = protocol.oip_records(body, service.limits)
+            return records, (request_id, protocol.oip_explain(body))
 
-        now, records, request_id, checked = await service.take(
+        now, records, (request_id, explain), checked = await service.take(
             request, ("application/json",), parse, untyped=True
         )
         _, answers, warnings = service.score(
-            records, "infer", None if arm == "routed" else arm, routes=now, warnings=checked
+            records,
+            "infer",
+            None if arm == "routed" else arm,
+            routes=now,
+            warnings=checked,
+            explain=explain,
         )
+        parameters: dict[str, Any] = {"warnings": warnings}
+        if explain:
+            parameters["explanations"] = [a.explanation for a in answers]
         return service.reply(
             {
                 "model_name": name,
                 "model_version": str(answers[0].version),
                 "id": request_id,
-                "parameters": {"warnings": warnings},
+                "parameters": parameters,
                 "outputs": protocol.oip_outputs(answers, answers[0].classes),
             }
         )

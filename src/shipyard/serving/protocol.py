@@ -73,6 +73,46 @@ def named(output: Any, classes: list[str] | None) -> dict[str, Any]:
     }
 
 
+def explain_query(query: bytes, value: str | None) -> bool:
+    """Whether ``POST /predict?explain=…`` asks for explanations: ``true``/``1`` yes,
+    ``false``/``0`` (or no query at all: ``query`` is the raw query string, checked first so
+    a plain request reads nothing more) no; anything else refused (400).
+
+    >>> explain_query(b"", None), explain_query(b"explain=true", "true")
+    (False, True)
+    """
+    if not query or value is None:
+        return False
+    flag = value.strip().lower()
+    if flag in ("true", "1"):
+        return True
+    if flag in ("false", "0"):
+        return False
+    raise RequestRefused(
+        400, f"the query parameter 'explain' is true or false; got {_brief(value)}", "explain"
+    )
+
+
+def oip_explain(body: Any) -> bool:
+    """Whether an inference request's ``parameters`` ask ``{"explain": true}``; refused (400)
+    when ``parameters`` is not an object or ``explain`` not a JSON boolean.
+
+    >>> oip_explain({"inputs": []}), oip_explain({"parameters": {"explain": True}})
+    (False, True)
+    """
+    parameters = body.get("parameters") if isinstance(body, dict) else None
+    if parameters is None:
+        return False
+    if not isinstance(parameters, dict):
+        raise RequestRefused(400, "'parameters' must be a JSON object", "shape")
+    flag = parameters.get("explain", False)
+    if not isinstance(flag, bool):
+        raise RequestRefused(
+            400, f"parameters.explain is true or false; got {_brief(flag)}", "explain"
+        )
+    return flag
+
+
 def _brief(value: Any) -> str:
     from shipyard.data.values import brief  # the refusal path only: it lives beside pandas
 

@@ -73,6 +73,39 @@ class Arm:
         out = self.bundle.predict_one(record)
         return [float(x) for x in out] if self.multiclass else float(out)
 
+    def explain(self, records: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Why each record got its score (:meth:`~shipyard.models.explanation.Explanation.row`):
+        the attributions per feature, adding up to the model's raw score (before any
+        calibrator), and the top reasons in plain language; for multiclass, of the class
+        answered (the most probable; named under ``class``). Refused
+        (:class:`~shipyard.errors.Unexplainable`, 422) when the family has no explainer."""
+        model = self.bundle.model
+        explanation = self.bundle.explain_records(records)
+        prior = model.prior() if explanation.rule is not None else None
+        out = []
+        for i, record in enumerate(records):
+            scores = explanation.score[i]
+            k = max(range(len(scores)), key=scores.__getitem__) if self.multiclass else 0
+            item = explanation.row(
+                i,
+                k,
+                record=record,
+                target=self.target if self.classes is None else f"{self.target}={self.classes[k]}",
+                prior=None if prior is None else prior[k],
+            )
+            if self.classes is not None:
+                item["class"] = self.classes[k]
+            out.append(item)
+        return out
+
+    @functools.cached_property
+    def target(self) -> str:
+        """The target's name, as reasons say it ("raised the churn score")."""
+        import json
+
+        spec = json.loads((self.bundle.path / "spec.json").read_text())
+        return str(spec.get("project", {}).get("target") or "model")
+
     def score_many(self, records: list[Mapping[str, Any]]) -> list[float | list[float]]:
         """``score`` of each record, scored together (the shadow's batches): the same
         values, at a fraction of the per-record cost."""
@@ -122,6 +155,7 @@ class Answer:
     version: int
     latency: float
     classes: list[str] | None = None  # the answering arm's class names (multiclass)
+    explanation: dict[str, Any] | None = None  # why (asked with explain; ``Arm.explain``)
 
 
 def _scalar(output: Any) -> float:

@@ -22,7 +22,8 @@ _REFUSALS = {
     "400": "malformed JSON, wrong shape or datatype",
     "413": "body or record count over the limit",
     "415": "not JSON",
-    "422": "a record breaks the data contract (details name each field)",
+    "422": "a record breaks the data contract (details name each field), or explain was "
+    "asked of a model family without an explainer",
 }
 _TYPES = {
     "numeric": ["number", "string", "null"],
@@ -110,6 +111,52 @@ def named_output(classes: list[str] | None) -> dict[str, dict[str, Any]]:
     }
 
 
+#: An answer's ``explanation`` (asked with ``explain``; see :mod:`shipyard.models.explanation`).
+EXPLANATION: dict[str, Any] = {
+    "type": "object",
+    "description": (
+        "why the model gave this score: base + the sum of the attributions = score, the "
+        "model's raw score (log-odds for binary trees and linear models, before any "
+        "calibrator; a probability for the constant and rule rungs)"
+    ),
+    "properties": {
+        "base": {"type": "number", "description": "the score before any feature"},
+        "score": {"type": "number", "description": "the raw score explained"},
+        "scale": {"type": "string", "enum": ["log-odds", "logit", "probability", "value"]},
+        "attributions": {
+            "type": "object",
+            "description": "each input field's share of score - base, largest first",
+            "additionalProperties": {"type": "number"},
+        },
+        "reasons": {
+            "type": "array",
+            "description": "the top reasons in plain language",
+            "items": {"type": "string"},
+        },
+        "rule": {
+            "type": "object",
+            "description": "the rule rung's explanation: its condition and whether it held",
+            "properties": {"condition": {"type": "string"}, "holds": {"type": "boolean"}},
+            "required": ["condition", "holds"],
+        },
+        "class": {"type": "string", "description": "multiclass: the class explained"},
+    },
+    "required": ["base", "score", "scale", "attributions", "reasons"],
+}
+
+#: ``POST /predict``'s ``explain`` query parameter.
+EXPLAIN_PARAMETER: dict[str, Any] = {
+    "name": "explain",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "boolean", "default": False},
+    "description": (
+        "add each answer's explanation (attributions per input field and the top reasons); "
+        "422 when the model's family has no explainer"
+    ),
+}
+
+
 def _answer(classes: list[str] | None) -> dict[str, Any]:
     output = named_output(classes)
     return {
@@ -119,6 +166,7 @@ def _answer(classes: list[str] | None) -> dict[str, Any]:
             "model_version": {"type": "integer"},
             "arm": {"type": "string", "enum": ["champion", "canary", "challenger"]},
             "warnings": {"type": "array", "items": {"type": "string"}},
+            "explanation": EXPLANATION,
         },
         "required": [*output, "model_version", "arm", "warnings"],
     }
@@ -143,7 +191,11 @@ def predict_openapi(record: dict[str, Any], classes: list[str] | None = None) ->
         },
         "required": ["request_id"],
     }
-    return {"requestBody": _body({"oneOf": [record, many]}), "responses": _responses(answer)}
+    return {
+        "parameters": [EXPLAIN_PARAMETER],
+        "requestBody": _body({"oneOf": [record, many]}),
+        "responses": _responses(answer),
+    }
 
 
 def invocations_openapi(record: dict[str, Any], classes: list[str] | None = None) -> dict[str, Any]:
@@ -210,7 +262,19 @@ def oip_openapi() -> dict[str, Any]:
     }
     body = {
         "type": "object",
-        "properties": {"id": {"type": "string"}, "inputs": {"type": "array", "items": tensor}},
+        "properties": {
+            "id": {"type": "string"},
+            "inputs": {"type": "array", "items": tensor},
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "explain": {
+                        "type": "boolean",
+                        "description": "answer each record's explanation in parameters.explanations",
+                    }
+                },
+            },
+        },
         "required": ["inputs"],
     }
     ok = {
@@ -226,7 +290,12 @@ def oip_openapi() -> dict[str, Any]:
                         "type": "array",
                         "description": "the contract's warnings, one list per record",
                         "items": {"type": "array", "items": {"type": "string"}},
-                    }
+                    },
+                    "explanations": {
+                        "type": "array",
+                        "description": "asked with parameters.explain: one per record",
+                        "items": EXPLANATION,
+                    },
                 },
             },
             "outputs": {"type": "array", "items": tensor},

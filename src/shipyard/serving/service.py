@@ -23,7 +23,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from shipyard.errors import RequestRefused
+from shipyard.errors import RequestRefused, Unexplainable
 from shipyard.serving import protocol
 from shipyard.serving.connection import TIMEOUT_SCOPE_KEY
 from shipyard.serving.feedback import FeedbackLog, parse_feedback
@@ -256,9 +256,14 @@ class Service:
         *,
         routes: Routes,
         warnings: list[list[str]],
+        explain: bool = False,
     ) -> tuple[str, list[Answer], list[list[str]]]:
         """Answer records already checked on ``routes`` (their ``warnings``: :meth:`take`),
-        and log them."""
+        and log them. ``explain``: each answer also carries its explanation, by the arm that
+        answered it (refused first, 422, when an arm that may answer cannot explain); an
+        answer without it costs nothing more."""
+        if explain:
+            self.explainable(routes, arm)
         started = time.perf_counter()
         request_id = uuid.uuid4().hex
         entities = [self._entity(r, request_id) for r in records]
@@ -277,6 +282,8 @@ class Service:
                 answers.append(
                     Answer(out, arm, target.version, time.perf_counter() - start, target.classes)
                 )
+        if explain:
+            self._explain(routes, records, answers)
         elapsed = time.perf_counter() - started
         now = time.time()
         log_types = routes.log_types
@@ -313,6 +320,41 @@ class Service:
             version=str(answers[0].version),
         )
         return request_id, answers, warnings
+
+    @staticmethod
+    def explainable(routes: Routes, arm: str | None = None) -> None:
+        """Refuse (422, :class:`~shipyard.errors.Unexplainable`) an explained request that an
+        arm without an explainer may answer: the champion, or the challenger when it takes a
+        share of traffic (canary) or is asked for by version."""
+        arms = [routes.champion] if arm in (None, "champion") else []
+        canary = routes.mode == "canary" and arm is None
+        if routes.challenger is not None and (arm == "challenger" or canary):
+            arms.append(routes.challenger)
+        for target in arms:
+            model = target.bundle.model
+            if not model.explains:
+                raise Unexplainable(
+                    f"explanations were asked of version {target.version}, a '{model.name}' "
+                    "model: that family has no explainer, so it cannot say why it gave a "
+                    "score. Ask without explain (the query parameter, or OIP parameters.explain)"
+                )
+
+    def _explain(
+        self, routes: Routes, records: list[dict[str, Any]], answers: list[Answer]
+    ) -> None:
+        """Attach each answer's explanation, the records of each arm explained together."""
+        arms = {"champion": routes.champion}
+        if routes.challenger is not None:
+            arms["canary"] = arms["challenger"] = routes.challenger
+        for name, target in arms.items():
+            mine = [i for i, a in enumerate(answers) if a.arm == name]
+            if not mine:
+                continue
+            for i, explanation in zip(
+                mine, target.explain([records[i] for i in mine]), strict=True
+            ):
+                answers[i].explanation = explanation
+            self.metrics.count("shipyard_explanations_total", float(len(mine)), arm=name)
 
     def _entity(self, record: Mapping[str, Any], request_id: str) -> str:
         if self.id_field is not None:
