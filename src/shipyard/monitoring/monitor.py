@@ -252,14 +252,16 @@ def scan(
     until_us: int | None,
     model: int | None = None,
     clock: str | None = None,
+    offset: int = 0,
 ) -> Scan:
     """Read ``files`` one by one into per-window, per-version, per-arm groups;
     ``answering(version)`` gives the version's :class:`Answering`, or None to skip its rows.
-    An unreadable or foreign file is a counted warning (``Scan.skipped``), never an error."""
+    An unreadable or foreign file is a counted warning (``Scan.skipped``), never an error.
+    ``offset`` is how many rows in range came before ``files`` (windows of N rows count
+    from there: a part of the log scanned apart, as ``--engine ray`` does)."""
     from shipyard.serving.log import PREFIX, read_log_file
 
     out = Scan()
-    offset = 0  # rows seen so far, for windows of N rows
     for path in files:
         try:
             names = _names(path)
