@@ -74,6 +74,8 @@ def scan_ray(
         (the shipyard error it raised, when it raised one).
     """
     paths = [str(f) for f in files]
+    if not paths:
+        return Scan()
     scope = {"since_us": since_us, "until_us": until_us, "model": model, "clock": clock}
     with ray_session(address) as ray:
         context = ray.data.DataContext.get_current()
@@ -83,16 +85,19 @@ def scan_ray(
         counted = _map(ray, _census, runs, [0] * len(runs), {"scope": scope})
         versions = sorted({v for _, found in counted for v in found})
         located = {v: str(path) for v in versions if (path := bundles(v)) is not None}
-        expected = [sum(rows) for rows, _ in counted]
         scanner = {"window": window, "bundles": located, "scope": scope}
-        while True:
-            offsets = [0, *np.cumsum(expected[:-1]).tolist()]
-            parts: list[Scan] = _map(ray, _Scanner, runs, offsets, scanner, min(workers, len(runs)))
-            read = [part.rows for part in parts]
-            if window.timed or read == expected:
-                break
-            expected = read  # a file the census read and the scan skipped: count again
+        actors = min(workers, len(runs))
+        expected = [rows for rows, _ in counted]
+        parts: list[Scan] = _map(ray, _Scanner, runs, _offsets(expected), scanner, actors)
+        read = [part.rows for part in parts]
+        if not window.timed and read != expected:  # a file the census read, the scan skipped
+            parts = _map(ray, _Scanner, runs, _offsets(read), scanner, actors)
     return _merged(parts)
+
+
+def _offsets(rows: list[int]) -> list[int]:
+    """Where each run's rows start: the rows in range of the runs before it."""
+    return [0, *np.cumsum(rows[:-1], dtype=np.int64).tolist()]
 
 
 def _runs(paths: list[str], count: int) -> list[list[str]]:
@@ -146,14 +151,14 @@ def _results(table: Any, each: Callable[[list[Path], int], Any]) -> dict[str, li
 
 
 def _census(table: Any, scope: dict[str, Any]) -> dict[str, list[Any]]:
-    """Per run: each file's rows in range, and the versions that answered them."""
+    """Per run: its files' rows in range, and the versions that answered them."""
 
-    def count(paths: list[Path], offset: int) -> tuple[list[int], set[int]]:
-        rows, versions = [], set()
+    def count(paths: list[Path], offset: int) -> tuple[int, set[int]]:
+        rows, versions = 0, set()
         for path in paths:
             found = _in_range(path, **scope)
-            rows.append(found.num_rows if found is not None else 0)
             if found is not None:
+                rows += found.num_rows
                 versions.update(found.column("model_version").fill_null(-1).to_pylist())
         return rows, versions
 
