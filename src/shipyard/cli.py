@@ -740,6 +740,12 @@ def monitor(
         Path | None,
         typer.Option("--offline", help="Features an offline pipeline computed (skew)."),
     ] = None,
+    engine: Annotated[
+        str, typer.Option(help="local, or ray (Ray Data; the 'ray' extra): the same results.")
+    ] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="A Ray cluster's address (default: a local instance).")
+    ] = None,
     spec: SpecOption = Path("shipyard.toml"),
     as_json: JsonOption = False,
 ) -> None:
@@ -753,6 +759,8 @@ def monitor(
             report=report,
             offline=offline,
             clock=clock,
+            engine=engine,
+            ray_address=ray_address,
         )
     if as_json:
         _emit_json(result.to_dict())

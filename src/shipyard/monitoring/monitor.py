@@ -293,6 +293,7 @@ def scan(
     clock: str | None = None,
     days: DayStore | None = None,
     today: dt.date | None = None,
+    offset: int = 0,
 ) -> Scan:
     """Read ``files`` into per-window, per-version, per-arm groups, in batches of about
     :data:`BATCH_ROWS` rows (many small files are read, then grouped and summarized together,
@@ -303,9 +304,14 @@ def scan(
     With ``days`` (and windows of whole days on the logged clock), the log is grouped by
     UTC day and the days merged into the windows; each day before ``today`` wholly inside
     ``since_us``/``until_us`` is taken from ``days`` when kept there, and kept after it
-    was read (:mod:`~shipyard.monitoring.days`)."""
+    was read (:mod:`~shipyard.monitoring.days`).
+
+    ``offset`` is how many rows in range came before ``files`` (windows of N rows count from
+    there: a part of the log scanned apart, as ``--engine ray`` does)."""
     if days is None or clock is not None or not window.whole_days:
-        return _scan_files(files, answering, window, since_us, until_us, model, clock, Scan())
+        return _scan_files(
+            files, answering, window, since_us, until_us, model, clock, Scan(), offset
+        )
     today = today or dt.datetime.now(dt.UTC).date()
     by_day: dict[str, list[Path]] = {}
     for path in files:
@@ -378,10 +384,10 @@ def _scan_files(
     model: int | None,
     clock: str | None,
     out: Scan,
+    offset: int = 0,  # rows in range before ``files``, for windows of N rows
 ) -> Scan:
     from shipyard.serving.log import combine, read_raw
 
-    offset = 0  # rows seen so far, for windows of N rows
     pending: list[pa.Table] = []
     held = 0
 
@@ -389,10 +395,9 @@ def _scan_files(
         nonlocal offset, held
         if not pending:
             return
-        table = combine(pending, exclude=["entity_id"])
+        table = combine(pending, exclude=["entity_id"])  # in log order: file by file
         pending.clear()
         held = 0
-        table = _in_time_order(table)
         for group in _groups_of(table, answering, window, offset, out):
             key = (group.window, group.version, group.arm)
             if key in out.groups:
@@ -415,7 +420,7 @@ def _scan_files(
         if table.num_rows == 0:
             continue
         out.rows += table.num_rows
-        pending.append(table)
+        pending.append(_in_time_order(table))
         held += table.num_rows
         if held >= BATCH_ROWS:
             flush()
@@ -424,7 +429,8 @@ def _scan_files(
 
 
 def _in_time_order(table: pa.Table) -> pa.Table:
-    """``table`` sorted by time, unless it already is (a compacted day, one part file)."""
+    """``table`` (one file's rows) sorted by time, unless it already is, as the writer and
+    compaction leave it: log order is the files' order, then time within a file."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
