@@ -340,12 +340,14 @@ def scan(
     out.rows += read.rows
     out.skipped += read.skipped
     out.versions_without_bundle += read.versions_without_bundle
+    by_partition: dict[str, list[Group]] = {}
+    for group in read.groups.values():
+        by_partition.setdefault(_partition(group.first_us), []).append(group)
     for day, key in keep.items():
         if day in read.skipped_days or day in read.unanswered_days:
             continue
-        mine = [g for g in read.groups.values() if _partition(g.first_us) == day]
-        if mine:
-            days.save(day, key, mine, len(by_day[day]))
+        if by_partition.get(day):
+            days.save(day, key, by_partition[day], len(by_day[day]))
     daily.groups.update(read.groups)
     for group in sorted(daily.groups.values(), key=lambda g: (g.window, g.version, g.arm)):
         index = int(window.index(np.array([group.first_us]))[0])
@@ -498,9 +500,11 @@ def _groups_of(
     else:
         assert window.rows is not None
         windows = (offset + np.arange(len(time))) // window.rows
-    version_ids, version_codes = np.unique(
-        table.column("model_version").fill_null(-1).to_numpy(), return_inverse=True
-    )
+    logged = table.column("model_version").fill_null(-1).to_numpy()
+    if len(logged) and logged.min() == logged.max():  # one version: the usual case
+        version_ids, version_codes = logged[:1], np.zeros(len(logged), np.intp)
+    else:
+        version_ids, version_codes = np.unique(logged, return_inverse=True)
     arms = pc.dictionary_encode(table.column("arm").fill_null("")).combine_chunks()
     arm_names = arms.dictionary.to_pylist()
     rank = np.argsort(np.argsort(arm_names, kind="stable"))  # arms in name order
