@@ -106,8 +106,8 @@ import datetime as dt, json, shutil, sys, time
 from pathlib import Path
 from shipyard.data.contract import Contract
 from shipyard.monitoring import Reference
-from shipyard.monitoring.days import DayStore
-from shipyard.monitoring.monitor import Answering, parse_window, scan
+from shipyard.monitoring.days import DayStore, scan_days
+from shipyard.monitoring.monitor import Answering, parse_window
 from shipyard.monitoring.summary import merge
 from shipyard.serving.log import combine, log_files, read_raw
 
@@ -120,8 +120,8 @@ today = dt.date(2026, 12, 3)  # the logged days are over
 
 def drift():
     store_ = DayStore(store)
-    found = scan(log_files(folder), lambda v: answer, year, since_us=None, until_us=None,
-                 days=store_, today=today)
+    found = scan_days(log_files(folder), lambda v: answer, year, store_, since_us=None,
+                      until_us=None, today=today)
     groups = list(found.groups.values())  # one per UTC calendar year: 2013, and 2014's first hours
     features = dict(groups[0].features)
     for group in groups[1:]:

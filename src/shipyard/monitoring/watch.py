@@ -25,7 +25,7 @@ import numpy as np
 
 from shipyard.errors import DataError, DeploymentError, ReferenceMissing, ShipyardError, UsageError
 from shipyard.monitoring import alerts as rules
-from shipyard.monitoring.days import DayStore, days_folder
+from shipyard.monitoring.days import DayStore, days_folder, scan_days
 from shipyard.monitoring.monitor import (
     US,
     Answering,
@@ -37,7 +37,6 @@ from shipyard.monitoring.monitor import (
     iso,
     parse_time,
     parse_window,
-    scan,
     segments,
 )
 from shipyard.monitoring.results import COLUMNS, to_frame, write_results
@@ -221,11 +220,11 @@ def monitor(
             files, loader.path, shape, address=ray_address, slices=loader.slices, **reading
         )
     else:
-        found = scan(
+        found = scan_days(
             files,
             loader,
             shape,
-            days=DayStore(days_folder(workspace), salt=",".join(loader.slices)),
+            DayStore(days_folder(workspace), salt=",".join(loader.slices)),
             today=dt.datetime.fromtimestamp(time.time() if now is None else now, dt.UTC).date(),
             **reading,
         )
