@@ -175,8 +175,8 @@ def diagnose(curve: Mapping[str, Any], tolerance: float, noise: float = 0.0) -> 
     """The kind and the one-sentence diagnosis of a learning curve.
 
     ``tolerance`` is the smallest change that counts (metric units); ``noise`` the standard
-    error of the difference between the held-out train rows' metric and dev's, so a
-    mismatch must exceed twice it as well.
+    error of the difference between the held-out train rows' metric and dev's: a mismatch
+    must exceed twice it as well, and a train-dev gap within twice it counts as none.
 
     >>> diagnose({"metric": "rmse", "sizes": [100, 200], "train": [1.0, 2.0],
     ...           "dev": [5.0, 4.0], "holdout": [5.0, 4.0]}, 0.1)[0]
@@ -202,7 +202,7 @@ def diagnose(curve: Mapping[str, Any], tolerance: float, noise: float = 0.0) -> 
             f"at {sizes[-2]:,} rows, {dev:.4g} at {sizes[-1]:,}; train {train:.4g}): more "
             "data helps"
         )
-    if gap <= tolerance:
+    if gap <= max(tolerance, 2 * noise):
         return "bias", (
             f"bias: the model fits train no better than dev ({at}) and dev has stopped "
             "improving: more data will not help; a more expressive model or better features "
