@@ -271,6 +271,14 @@ def print_train(result: TrainResult, console: Console = out) -> None:
             _fmt(row["size_mb"], 3),
             _fmt(result.test[name][metric]),
         )
+    champion = (result.diagnostics or {}).get("champion")
+    if champion is not None:  # the deployed system, scored on the same dev and test rows
+        ladder.add_row(
+            f"champion v{champion['version']} (deployed)",
+            _fmt(champion["dev"][metric]),
+            *("—" for _ in range(4)),
+            _fmt(champion["test"][metric]),
+        )
     console.print(ladder)
     from shipyard.evaluation.metrics import HIGHER_IS_BETTER
 
@@ -339,6 +347,7 @@ def print_train(result: TrainResult, console: Console = out) -> None:
         )
     print_groups(slices.get("sensitive") or {}, console)
     print_robustness(result.robustness, console)
+    print_diagnostics(result.diagnostics, console)
     readiness = result.readiness
     if readiness:
         verdict = "[bold green]ready[/]" if readiness["passed"] else "[bold red]not ready[/]"
@@ -381,6 +390,20 @@ def print_groups(groups: dict[str, Any], console: Console = out) -> None:
             "gap (max − min)", "", *([""] * len(extra)), *(_fmt(entry["gaps"][k]) for k in keys)
         )
         console.print(table)
+
+
+def print_diagnostics(diagnosed: dict[str, Any], console: Console = out) -> None:
+    """The learning curve's diagnosis and the sanity fit (loud when it fails)."""
+    if not diagnosed:
+        return
+    curve = diagnosed["learning_curve"]
+    sizes = ", ".join(f"{n:,}" for n in curve["sizes"])
+    console.print(f"learning curve (refits at {sizes} train rows): {escape(curve['diagnosis'])}")
+    check = diagnosed["sanity"]
+    if check["passed"]:
+        console.print(f"sanity: {escape(check['note'])}")
+    else:
+        console.print(f"[bold red]SANITY CHECK FAILED:[/] {escape(check['note'])}")
 
 
 def print_robustness(robust: dict[str, Any], console: Console = out, worst: int = 8) -> None:

@@ -32,6 +32,7 @@ from shipyard.data.dataset import Dataset
 from shipyard.data.split import Splits
 from shipyard.errors import BundleError, DataError
 from shipyard.evaluation.calibration import Calibrator, choose_calibrator, ece, reliability
+from shipyard.evaluation.diagnostics import champion_baseline, diagnostics
 from shipyard.evaluation.latency import one_record_latency
 from shipyard.evaluation.metrics import HIGHER_IS_BETTER, Margin, all_metrics
 from shipyard.evaluation.readiness import (
@@ -83,6 +84,8 @@ class TrainResult:
     robustness: dict[str, Any] = field(default_factory=dict)
     #: the chosen model's global importance on the test split (:func:`global_importance`)
     importance: dict[str, Any] | None = None
+    #: learning curve, sanity fit and champion baseline (:mod:`shipyard.evaluation.diagnostics`)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def constraints_met(self) -> bool:
@@ -107,6 +110,7 @@ class TrainResult:
             "readiness": self.readiness,
             "robustness": self.robustness,
             "importance": self.importance,
+            "diagnostics": self.diagnostics,
         }
 
 
@@ -225,6 +229,34 @@ def _versus_champion(
         roles=ds.role,
         min_improvement=spec.objective.min_improvement,
         seed=spec.split.seed,
+    )
+
+
+def _champion_rows(
+    champion: tuple[int, Path] | None,
+    ds: Dataset,
+    frame: pd.DataFrame,
+    splits: Splits,
+    dev_xy: tuple[pd.DataFrame, np.ndarray],
+    test_xy: tuple[pd.DataFrame, np.ndarray],
+) -> dict[str, Any] | None:
+    """The champion's metrics on the candidate's dev and test rows (the ladder's), through
+    its own bundle; None without a champion or one that fails to load."""
+    if champion is None:
+        return None
+    version, path = champion
+    try:
+        bundle = load_bundle(path)
+    except BundleError:
+        return None
+    dev_rows = splits.dev_blackbox if len(splits.dev_blackbox) else splits.dev_eyeball
+    return champion_baseline(
+        version,
+        bundle.predict,
+        list(bundle.features),
+        ds.target.kind,
+        (frame.iloc[dev_rows].reset_index(drop=True), dev_xy[1]),
+        (frame.iloc[splits.test].reset_index(drop=True), test_xy[1]),
     )
 
 
@@ -537,6 +569,22 @@ def train(
         )
         seconds["robustness"] = time.perf_counter() - robust_start
         add_document(bundle_path, "robustness.json", robust)
+        progress("diagnostics")
+        diagnosis_start = time.perf_counter()
+        diagnosed = diagnostics(
+            chosen,
+            train_xy,
+            dev_xy,
+            roles=roles,
+            metric=metric,
+            min_improvement=spec.objective.min_improvement,
+            weights=weights,
+            threads=threads,
+            seed=spec.split.seed,
+            champion=_champion_rows(champion, ds, frame, splits, dev_xy, test_xy),
+        )
+        seconds["diagnostics"] = time.perf_counter() - diagnosis_start
+        add_document(bundle_path, "diagnostics.json", diagnosed)
         progress("readiness")
         sample = test_xy[0].head(500)
         other_paths, refused = skew_outputs(bundle, sample)
@@ -601,6 +649,7 @@ def train(
             readiness=readiness.to_dict(),
             robustness=robust,
             importance=importance,
+            diagnostics=diagnosed,
         )
         if tracked:
             progress("tracking")
@@ -700,6 +749,10 @@ def _log_run(
         metrics[f"invariance_{entry['column']}_changed_share"] = entry["changed_share"]
     for entry in result.robustness.get("directional", []):
         metrics[f"direction_{entry['feature']}_violation_share"] = entry["violation_share"]
+    champion = result.diagnostics.get("champion")
+    if champion is not None:
+        metrics[f"champion_dev_{metric}"] = champion["dev"][metric]
+        metrics[f"champion_test_{metric}"] = champion["test"][metric]
     for name, item in result.constraints.items():
         if item["value"] is not None:
             metrics[f"constraint_{name}"] = item["value"]
@@ -713,6 +766,7 @@ def _log_run(
     tracker.json(result.constraints, "constraints.json")
     tracker.json(result.readiness, "readiness.json")
     tracker.json(result.robustness, "robustness.json")
+    tracker.json(result.diagnostics, "diagnostics.json")
     if result.importance is not None:
         tracker.json(result.importance, "importance.json")
     tracker.tags({"readiness_passed": result.readiness.get("passed")})
