@@ -1,0 +1,234 @@
+"""Error slices on the eyeball split, on telco churn (modeldata::wa_churn) with a planted
+slice of flipped labels and on NYC flights: ranks, shares, scores and intervals recomputed by
+hand from the bundle's own predictions; the artifact, the worst-rows sample and the output."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from shipyard.bundle import load_bundle, verify
+from shipyard.data.split import make_splits
+from shipyard.evaluation.error_slices import (
+    ALPHA,
+    WORST_FILE,
+    WORST_ROWS,
+    bin_labels,
+    learn_bins,
+    row_errors,
+)
+from shipyard.evaluation.slices import metric_interval
+from shipyard.project import Project
+from support import FLIGHTS_FLAGGED, churn_project, shipyard_cli, toml_text
+
+PLANTED = ("contract", "Two year")
+KEYS = {"split", "rows", "error", "overall", "slices", "worst"}
+SLICE_KEYS = {
+    "columns",
+    "values",
+    "rows",
+    "share_of_error",
+    "error",
+    "metric",
+    "value",
+    "lower",
+    "upper",
+    "score",
+}
+
+
+def log_loss_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-15, 1 - 1e-15)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def sliceline(err: np.ndarray, inside: np.ndarray) -> float:
+    """SliceLine's score of one slice, written out."""
+    n, size = len(err), inside.sum()
+    return ALPHA * (err[inside].mean() / err.mean() - 1) - (1 - ALPHA) * (n / size - 1)
+
+
+def eyeball_of(project: Project) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The eyeball rows of the project's data, their encoded labels and row numbers."""
+    ds = project.dataset()
+    rows = make_splits(ds).dev_eyeball
+    return ds.frame.iloc[rows].reset_index(drop=True), ds.target.y[rows], rows
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory, churn):
+    """Churn whose two-year contracts in the eyeball rows have their labels flipped (the model
+    learned them right on train, so it is confidently wrong there); trained by the CLI,
+    tracked and registered. A random split keeps the same rows whatever the labels."""
+    folder = tmp_path_factory.mktemp("error-slices")
+    project = churn_project(folder, churn, split={"strategy": "random"})
+    eyeball = make_splits(project.dataset()).dev_eyeball
+    bad = churn.copy()
+    flip = eyeball[bad[PLANTED[0]].to_numpy()[eyeball] == PLANTED[1]]
+    bad.loc[flip, "churn"] = bad.loc[flip, "churn"].map({"Yes": "No", "No": "Yes"})
+    project = churn_project(folder, bad, split={"strategy": "random"})
+    assert np.array_equal(make_splits(project.dataset()).dev_eyeball, eyeball)
+    cli = shipyard_cli(folder, "train")
+    assert cli.returncode == 0, cli.stderr
+    (bundle,) = [p for p in project.workspace.bundles.iterdir() if p.is_dir()]
+    return project, bundle, cli.stdout, flip
+
+
+def test_the_planted_slice_ranks_first_with_its_share_and_interval(planted):
+    project, bundle, _, flip = planted
+    analysis = json.loads((bundle / "error_analysis.json").read_text())
+    assert KEYS <= set(analysis) and analysis["split"] == "dev_eyeball"
+    frame, y, rows = eyeball_of(project)
+    p = load_bundle(bundle).predict(frame)
+    err = log_loss_rows(y, p)
+    assert analysis["rows"] == len(y) > 150
+    assert analysis["error"].startswith("log loss per row")
+    assert analysis["overall"] == pytest.approx(err.mean())
+    top = analysis["slices"][0]
+    assert set(top) == SLICE_KEYS
+    assert (top["columns"], top["values"]) == ([PLANTED[0]], [PLANTED[1]])
+    inside = frame[PLANTED[0]].to_numpy() == PLANTED[1]
+    assert top["rows"] == inside.sum() == len(flip)
+    assert top["share_of_error"] == pytest.approx(err[inside].sum() / err.sum())
+    assert top["share_of_error"] > 0.5 > inside.mean()  # most of the error, a quarter of rows
+    assert top["error"] == pytest.approx(err[inside].mean())
+    assert top["error"] > 3 * analysis["overall"] / 2
+    assert top["score"] == pytest.approx(sliceline(err, inside))
+    # the optimizing metric inside the slice, with the same bootstrap interval
+    assert top["metric"] == "roc_auc"
+    assert top["value"] == pytest.approx(roc_auc_score(y[inside], p[inside]))
+    low, high = metric_interval("roc_auc", y[inside], p[inside], seed=project.spec.split.seed)
+    assert (top["lower"], top["upper"]) == pytest.approx((low, high))
+    assert top["lower"] <= top["value"] <= top["upper"]
+    scores = [s["score"] for s in analysis["slices"]]
+    assert scores == sorted(scores, reverse=True) and scores[-1] > 0
+    assert 1 < len(scores) <= 10
+
+
+def test_every_slice_is_recomputed_by_hand_on_churn(planted):
+    """Membership from the values alone: categories as text, numeric bins from train."""
+    project, bundle, _, _ = planted
+    analysis = json.loads((bundle / "error_analysis.json").read_text())
+    ds = project.dataset()
+    splits = make_splits(ds)
+    frame, y, _ = eyeball_of(project)
+    err = log_loss_rows(y, load_bundle(bundle).predict(frame))
+    train = ds.frame.iloc[splits.train]
+    seen = set()
+    for entry in analysis["slices"]:
+        inside = np.ones(len(y), dtype=bool)
+        for col, value in zip(entry["columns"], entry["values"], strict=True):
+            edges = learn_bins(train[col], ds.role[col])
+            inside &= bin_labels(frame[col], edges) == value
+        assert entry["rows"] == inside.sum() >= analysis["min_rows"]
+        assert entry["share_of_error"] == pytest.approx(err[inside].sum() / err.sum())
+        assert entry["score"] == pytest.approx(sliceline(err, inside))
+        seen.add(inside.tobytes())
+    assert len(seen) == len(analysis["slices"])  # no slice repeats another's rows
+
+
+def test_the_worst_rows_are_written_beside_the_run_and_tracked(planted):
+    project, bundle, _, flip = planted
+    verify(bundle)  # both files are in the signed manifest
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert {"error_analysis.json", WORST_FILE} <= set(manifest["files"])
+    worst = pd.read_csv(bundle / WORST_FILE)
+    assert len(worst) == WORST_ROWS
+    assert list(worst.columns[:1]) == ["row"] and list(worst.columns[-3:]) == [
+        "churn",
+        "prediction",
+        "error",
+    ]
+    assert set(worst["churn"]) <= {"Yes", "No"}
+    y = (worst["churn"] == "Yes").to_numpy(dtype=int)
+    assert worst["error"].to_numpy() == pytest.approx(log_loss_rows(y, worst["prediction"]))
+    assert worst["error"].is_monotonic_decreasing
+    # the rows are the dataset's: their inputs and labels are the data's own
+    data = project.dataset().frame
+    assert (worst["churn"] == data["churn"].to_numpy()[worst["row"]]).all()
+    assert (worst["tenure"] == data["tenure"].to_numpy()[worst["row"]]).all()
+    assert worst["row"].isin(flip).mean() > 0.5  # the planted rows fill the sample
+    tracker = project.tracker()
+    (run,) = tracker.runs()
+    artifacts = {a.path for a in tracker.client.list_artifacts(run.run_id)}
+    assert {"error_analysis.json", WORST_FILE} <= artifacts
+    kept = tracker.client.download_artifacts(run.run_id, "error_analysis.json")
+    assert json.loads(open(kept).read()) == json.loads((bundle / "error_analysis.json").read_text())
+
+
+def test_train_names_the_top_three_slices(planted):
+    _, bundle, stdout, _ = planted
+    analysis = json.loads((bundle / "error_analysis.json").read_text())
+    text = " ".join(stdout.split())
+    assert f"error slices, top 3 of {len(analysis['slices'])}" in text
+    for entry in analysis["slices"][:3]:
+        name = " and ".join(
+            f"{c} = {v}" for c, v in zip(entry["columns"], entry["values"], strict=True)
+        )
+        assert name in text, name
+    assert f"{analysis['slices'][0]['share_of_error']:.1%}" in text
+    fourth = analysis["slices"][3]
+    assert (
+        " and ".join(f"{c} = {v}" for c, v in zip(fourth["columns"], fourth["values"], strict=True))
+        not in text
+    )
+
+
+def test_flights_error_slices_on_real_values(tmp_path, flights_sample):
+    """NYC flights (a 12,000-row part of the 40,000 sampled): every slice over the carrier,
+    origin and destination recomputed from the bundle's predictions; the result's own."""
+    flights_sample.head(12_000).to_parquet(tmp_path / "flights.parquet", index=False)
+    sections = {
+        "project": {
+            "name": "flights",
+            "task": "binary",
+            "target": "arr_delayed",
+            "data": "flights.parquet",
+            "positive": True,
+            "time": "time_hour",
+        },
+        "features": {"exclude": [*FLIGHTS_FLAGGED, "air_time", "flight", "tailnum"]},
+        "split": {"train": 0.7, "dev": 0.2, "test": 0.1},
+    }
+    (tmp_path / "shipyard.toml").write_text(toml_text(sections))
+    project = Project.load(tmp_path / "shipyard.toml")
+    result = project.train(track=False)
+    analysis = result.error_analysis
+    assert result.to_dict()["error_analysis"] == analysis
+    assert result.seconds["error_analysis"] >= 0
+    assert json.loads((result.bundle / "error_analysis.json").read_text()) == json.loads(
+        json.dumps(analysis)
+    )
+    frame, y, rows = eyeball_of(project)
+    p = load_bundle(result.bundle).predict(frame)
+    kind, err = row_errors("binary", result.metric, y, p)
+    assert kind == "log_loss" and analysis["rows"] == len(y) > 300
+    assert analysis["overall"] == pytest.approx(err.mean())
+    assert analysis["slices"], "no slice worse than average on flights"
+    text_columns = {"carrier", "origin", "dest"}
+    checked = 0
+    for entry in analysis["slices"]:
+        assert entry["lower"] <= entry["value"] <= entry["upper"]
+        if not set(entry["columns"]) <= text_columns:
+            continue
+        inside = np.logical_and.reduce(
+            [
+                frame[c].astype(str).to_numpy() == v
+                for c, v in zip(entry["columns"], entry["values"], strict=True)
+            ]
+        )
+        assert entry["rows"] == inside.sum()
+        assert entry["share_of_error"] == pytest.approx(err[inside].sum() / err.sum())
+        assert entry["error"] == pytest.approx(err[inside].mean())
+        assert entry["score"] == pytest.approx(sliceline(err, inside))
+        if entry["metric"] == "roc_auc":
+            assert entry["value"] == pytest.approx(roc_auc_score(y[inside], p[inside]))
+        checked += 1
+    assert checked >= 1
+    worst = pd.read_csv(result.bundle / WORST_FILE)
+    assert worst["row"].isin(rows).all()
+    assert worst["error"].iloc[0] == pytest.approx(err.max())
