@@ -5,6 +5,7 @@ hand from the bundle's own predictions; the artifact, the worst-rows sample and 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from shipyard.evaluation.error_slices import (
     WORST_ROWS,
     bin_labels,
     learn_bins,
+    parents_first,
     row_errors,
 )
 from shipyard.evaluation.slices import metric_interval
@@ -81,8 +83,8 @@ def planted(tmp_path_factory, churn):
 def test_the_planted_slice_ranks_first_with_its_share_and_interval(planted):
     project, bundle, _, flip = planted
     analysis = json.loads((bundle / "error_analysis.json").read_text())
-    assert KEYS <= set(analysis) and analysis["split"] == "dev_eyeball"
-    frame, y, rows = eyeball_of(project)
+    assert set(analysis) >= KEYS and analysis["split"] == "dev_eyeball"
+    frame, y, _ = eyeball_of(project)
     p = load_bundle(bundle).predict(frame)
     err = log_loss_rows(y, p)
     assert analysis["rows"] == len(y) > 150
@@ -104,20 +106,23 @@ def test_the_planted_slice_ranks_first_with_its_share_and_interval(planted):
     low, high = metric_interval("roc_auc", y[inside], p[inside], seed=project.spec.split.seed)
     assert (top["lower"], top["upper"]) == pytest.approx((low, high))
     assert top["lower"] <= top["value"] <= top["upper"]
-    scores = [s["score"] for s in analysis["slices"]]
-    assert scores == sorted(scores, reverse=True) and scores[-1] > 0
-    assert 1 < len(scores) <= 10
+    assert 1 < len(analysis["slices"]) <= 10
+    assert_ranked(analysis["slices"])
 
 
-def test_every_slice_is_recomputed_by_hand_on_churn(planted):
-    """Membership from the values alone: categories as text, numeric bins from train."""
-    project, bundle, _, _ = planted
-    analysis = json.loads((bundle / "error_analysis.json").read_text())
+def assert_ranked(slices: list[dict]) -> None:
+    """By score, best first, but for a part moved up before the pair it holds."""
+    assert all(e["score"] > 0 for e in slices)
+    assert parents_first(sorted(slices, key=lambda e: -e["score"])) == slices
+
+
+def recompute_by_hand(project: Project, bundle, analysis: dict) -> None:
+    """Every reported slice's rows, share, mean error and score from the values alone:
+    categories as text, numeric bins from the train rows' quantiles."""
     ds = project.dataset()
-    splits = make_splits(ds)
+    train = ds.frame.iloc[make_splits(ds).train]
     frame, y, _ = eyeball_of(project)
     err = log_loss_rows(y, load_bundle(bundle).predict(frame))
-    train = ds.frame.iloc[splits.train]
     seen = set()
     for entry in analysis["slices"]:
         inside = np.ones(len(y), dtype=bool)
@@ -126,9 +131,16 @@ def test_every_slice_is_recomputed_by_hand_on_churn(planted):
             inside &= bin_labels(frame[col], edges) == value
         assert entry["rows"] == inside.sum() >= analysis["min_rows"]
         assert entry["share_of_error"] == pytest.approx(err[inside].sum() / err.sum())
+        assert entry["error"] == pytest.approx(err[inside].mean())
         assert entry["score"] == pytest.approx(sliceline(err, inside))
+        assert entry["lower"] <= entry["value"] <= entry["upper"]
         seen.add(inside.tobytes())
     assert len(seen) == len(analysis["slices"])  # no slice repeats another's rows
+
+
+def test_every_slice_is_recomputed_by_hand_on_churn(planted):
+    project, bundle, _, _ = planted
+    recompute_by_hand(project, bundle, json.loads((bundle / "error_analysis.json").read_text()))
 
 
 def test_the_worst_rows_are_written_beside_the_run_and_tracked(planted):
@@ -157,7 +169,9 @@ def test_the_worst_rows_are_written_beside_the_run_and_tracked(planted):
     artifacts = {a.path for a in tracker.client.list_artifacts(run.run_id)}
     assert {"error_analysis.json", WORST_FILE} <= artifacts
     kept = tracker.client.download_artifacts(run.run_id, "error_analysis.json")
-    assert json.loads(open(kept).read()) == json.loads((bundle / "error_analysis.json").read_text())
+    assert json.loads(Path(kept).read_text()) == json.loads(
+        (bundle / "error_analysis.json").read_text()
+    )
 
 
 def test_train_names_the_top_three_slices(planted):
@@ -178,10 +192,9 @@ def test_train_names_the_top_three_slices(planted):
     )
 
 
-def test_flights_error_slices_on_real_values(tmp_path, flights_sample):
-    """NYC flights (a 12,000-row part of the 40,000 sampled): every slice over the carrier,
-    origin and destination recomputed from the bundle's predictions; the result's own."""
-    flights_sample.head(12_000).to_parquet(tmp_path / "flights.parquet", index=False)
+def flights_project(folder, frame: pd.DataFrame) -> Project:
+    """NYC flights, arrival delayed by more than 15 minutes, split by time."""
+    frame.to_parquet(folder / "flights.parquet", index=False)
     sections = {
         "project": {
             "name": "flights",
@@ -194,8 +207,26 @@ def test_flights_error_slices_on_real_values(tmp_path, flights_sample):
         "features": {"exclude": [*FLIGHTS_FLAGGED, "air_time", "flight", "tailnum"]},
         "split": {"train": 0.7, "dev": 0.2, "test": 0.1},
     }
-    (tmp_path / "shipyard.toml").write_text(toml_text(sections))
-    project = Project.load(tmp_path / "shipyard.toml")
+    (folder / "shipyard.toml").write_text(toml_text(sections))
+    return Project.load(folder / "shipyard.toml")
+
+
+def one_column_scores(project: Project, bundle, columns) -> dict[tuple[str, str], tuple]:
+    """Every value of these text columns on the eyeball rows: (rows, share, score)."""
+    frame, y, _ = eyeball_of(project)
+    err = log_loss_rows(y, load_bundle(bundle).predict(frame))
+    out = {}
+    for col in columns:
+        for value in frame[col].astype(str).unique():
+            inside = frame[col].astype(str).to_numpy() == value
+            out[col, value] = (inside.sum(), err[inside].sum() / err.sum(), sliceline(err, inside))
+    return out
+
+
+def test_flights_error_slices_on_real_values(tmp_path, flights_sample):
+    """NYC flights (12,000 of the 40,000 sampled, split by time): every slice recomputed by
+    hand from the bundle's predictions; the result, the bundle's copy and the sample agree."""
+    project = flights_project(tmp_path, flights_sample.head(12_000))
     result = project.train(track=False)
     analysis = result.error_analysis
     assert result.to_dict()["error_analysis"] == analysis
@@ -203,32 +234,50 @@ def test_flights_error_slices_on_real_values(tmp_path, flights_sample):
     assert json.loads((result.bundle / "error_analysis.json").read_text()) == json.loads(
         json.dumps(analysis)
     )
+    assert analysis["rows"] > 300
+    assert {"carrier", "origin", "dest", "hour", "distance"} <= set(analysis["columns"])
     frame, y, rows = eyeball_of(project)
-    p = load_bundle(result.bundle).predict(frame)
-    kind, err = row_errors("binary", result.metric, y, p)
-    assert kind == "log_loss" and analysis["rows"] == len(y) > 300
-    assert analysis["overall"] == pytest.approx(err.mean())
-    assert analysis["slices"], "no slice worse than average on flights"
-    text_columns = {"carrier", "origin", "dest"}
-    checked = 0
-    for entry in analysis["slices"]:
-        assert entry["lower"] <= entry["value"] <= entry["upper"]
-        if not set(entry["columns"]) <= text_columns:
-            continue
-        inside = np.logical_and.reduce(
-            [
-                frame[c].astype(str).to_numpy() == v
-                for c, v in zip(entry["columns"], entry["values"], strict=True)
-            ]
-        )
-        assert entry["rows"] == inside.sum()
-        assert entry["share_of_error"] == pytest.approx(err[inside].sum() / err.sum())
-        assert entry["error"] == pytest.approx(err[inside].mean())
-        assert entry["score"] == pytest.approx(sliceline(err, inside))
-        if entry["metric"] == "roc_auc":
-            assert entry["value"] == pytest.approx(roc_auc_score(y[inside], p[inside]))
-        checked += 1
-    assert checked >= 1
+    kind, err = row_errors("binary", result.metric, y, load_bundle(result.bundle).predict(frame))
+    assert kind == "log_loss" and analysis["overall"] == pytest.approx(err.mean())
+    assert analysis["slices"], "no slice of flights erred more than average"
+    assert_ranked(analysis["slices"])
+    recompute_by_hand(project, result.bundle, analysis)
+    # a carrier or airport not reported scores no higher than the last one reported
+    scores = one_column_scores(project, result.bundle, ("carrier", "origin", "dest"))
+    reported = {
+        (e["columns"][0], e["values"][0]) for e in analysis["slices"] if len(e["columns"]) == 1
+    }
+    floor = min(e["score"] for e in analysis["slices"])
+    others = [
+        sc
+        for key, (n, _, sc) in scores.items()
+        if key not in reported and n >= analysis["min_rows"]
+    ]
+    assert len(others) > 10 and max(others) <= floor
     worst = pd.read_csv(result.bundle / WORST_FILE)
-    assert worst["row"].isin(rows).all()
+    assert worst["row"].isin(rows).all() and len(worst) == WORST_ROWS
     assert worst["error"].iloc[0] == pytest.approx(err.max())
+
+
+def test_flights_a_planted_carrier_ranks_first(tmp_path, flights_sample):
+    """The same flights with the labels of one carrier's eyeball rows flipped: that carrier
+    ranks first, its share, score and interval as recomputed."""
+    frame = flights_sample.head(12_000).copy()
+    eyeball = make_splits(flights_project(tmp_path, frame).dataset()).dev_eyeball
+    flip = eyeball[frame["carrier"].to_numpy()[eyeball] == "EV"]
+    frame.loc[flip, "arr_delayed"] = ~frame.loc[flip, "arr_delayed"].astype(bool)
+    project = flights_project(tmp_path, frame)
+    assert np.array_equal(make_splits(project.dataset()).dev_eyeball, eyeball)
+    result = project.train(track=False)
+    top = result.error_analysis["slices"][0]
+    assert (top["columns"], top["values"]) == (["carrier"], ["EV"])
+    rows_in, share, sc = one_column_scores(project, result.bundle, ("carrier",))["carrier", "EV"]
+    assert top["rows"] == rows_in == len(flip)
+    assert top["share_of_error"] == pytest.approx(share) and share > 1.5 * rows_in / len(eyeball)
+    assert top["score"] == pytest.approx(sc) and sc > 0
+    frame_eye, y, _ = eyeball_of(project)
+    p = load_bundle(result.bundle).predict(frame_eye)
+    inside = frame_eye["carrier"].to_numpy() == "EV"
+    assert top["value"] == pytest.approx(roc_auc_score(y[inside], p[inside]))
+    low, high = metric_interval("roc_auc", y[inside], p[inside], seed=project.spec.split.seed)
+    assert (top["lower"], top["upper"]) == pytest.approx((low, high))

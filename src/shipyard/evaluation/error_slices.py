@@ -40,7 +40,7 @@ import pandas as pd
 from shipyard.evaluation.metrics import EPS, score
 from shipyard.evaluation.slices import metric_interval
 
-ALPHA = 0.8
+ALPHA = 0.95
 BINS = 5
 MAX_VALUES = 12
 MIN_LIFT = 0.1
@@ -301,7 +301,36 @@ def error_analysis(
         )
         if len(doc["slices"]) == top:
             break
+    doc["slices"] = parents_first(doc["slices"])
     return doc, worst
+
+
+def parents_first(slices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Slices in score order, except that a one-column slice holding a pair listed before it
+    moves up to just before that pair: the simpler description is read first.
+
+    >>> pair = {"columns": ["a", "b"], "values": ["1", "2"]}
+    >>> part = {"columns": ["b"], "values": ["2"]}
+    >>> parents_first([pair, {"columns": ["c"], "values": ["3"]}, part]) == [part, pair, {
+    ...     "columns": ["c"], "values": ["3"]}]
+    True
+    """
+    out: list[dict[str, Any]] = []
+    placed: set[int] = set()
+    for i, entry in enumerate(slices):
+        if i in placed:
+            continue
+        if len(entry["columns"]) == 2:
+            for j in range(i + 1, len(slices)):
+                other = slices[j]
+                if j not in placed and len(other["columns"]) == 1:
+                    part = (other["columns"][0], other["values"][0])
+                    if part in zip(entry["columns"], entry["values"], strict=True):
+                        out.append(other)
+                        placed.add(j)
+        out.append(entry)
+        placed.add(i)
+    return out
 
 
 def _worse_than_its_parts(
