@@ -10,15 +10,17 @@ optimizing metric is MAE). A slice ``S`` of ``|S|`` rows among ``n``, with mean 
 
     score = α (ē_S / ē − 1) − (1 − α) (n / |S| − 1)
 
-so a slice ranks high when its rows are much worse than average and it is not tiny; only
-slices scoring above zero are reported. Pruning is by size: a value with fewer than
-``min_rows`` rows is no candidate, and neither is any pair holding it (a pair is never
-larger than its parts); a pair with exactly the rows of one of its parts adds nothing and is
-dropped, and so is a pair whose mean error is not at least :data:`MIN_LIFT` above each
-part's, or whose rows do not err significantly more than the rest of each part (a one-sided
-Welch t-test, as SliceFinder tests slices): the simpler slice explains it. Slices holding exactly the
-same rows under other names are reported once. Each column offers at most :data:`MAX_VALUES` values (its most frequent), so the
-search costs two small matrix products whatever the data.
+so a slice ranks high when its rows are much worse than average and it is not tiny (α is
+:data:`ALPHA`); only slices scoring above zero are reported, best first, except that a
+one-column slice moves up to just before a pair holding it (:func:`parents_first`). Pruning
+is by size: a value with fewer than ``min_rows`` rows is no candidate, and neither is any
+pair holding it (a pair is never larger than its parts). A pair with exactly the rows of one
+of its parts adds nothing and is dropped, and so is a pair whose mean error is not at least
+:data:`MIN_LIFT` above each part's, or whose rows do not err significantly more than the
+rest of each part (a one-sided Welch t-test, as SliceFinder tests slices): the simpler slice
+explains it. Slices holding exactly the same rows under other names are reported once. Each
+column offers at most :data:`MAX_VALUES` values (its most frequent), so the search costs two
+small matrix products whatever the data.
 
 Each reported slice carries its share of the total error, its mean error, and the
 optimizing metric with its 95% bootstrap interval (:func:`~shipyard.evaluation.slices.
