@@ -193,10 +193,15 @@ def save_bundle(
 
 def add_document(path: Path | str, name: str, document: Any) -> None:
     """Add a JSON document to a verified bundle and re-sign its manifest (atomic replace)."""
+    add_file(path, name, json.dumps(document, indent=1, sort_keys=True, default=_json_default))
+
+
+def add_file(path: Path | str, name: str, data: bytes | str) -> None:
+    """Add a file (text is UTF-8) to a verified bundle and re-sign its manifest."""
     path = Path(path)
     manifest = verify(path)
     target = path / name
-    atomic_write(target, json.dumps(document, indent=1, sort_keys=True, default=_json_default))
+    atomic_write(target, data)
     manifest["files"][name] = _sha256(target)
     atomic_write(path / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
 

@@ -348,6 +348,7 @@ def print_train(result: TrainResult, console: Console = out) -> None:
     print_groups(slices.get("sensitive") or {}, console)
     print_robustness(result.robustness, console)
     print_diagnostics(result.diagnostics, console)
+    print_error_slices(result.error_analysis, console)
     readiness = result.readiness
     if readiness:
         verdict = "[bold green]ready[/]" if readiness["passed"] else "[bold red]not ready[/]"
@@ -404,6 +405,42 @@ def print_diagnostics(diagnosed: dict[str, Any], console: Console = out) -> None
         console.print(f"sanity: {escape(check['note'])}")
     else:
         console.print(f"[bold red]SANITY CHECK FAILED:[/] {escape(check['note'])}")
+
+
+def print_error_slices(analysis: dict[str, Any], console: Console = out, top: int = 3) -> None:
+    """The top error slices of the eyeball split, in one short table."""
+    if not analysis:
+        return
+    shown = analysis["slices"][:top]
+    where = (
+        f"{analysis['split']}, {analysis['rows']:,} rows; mean error {_fmt(analysis['overall'])}"
+    )
+    if not shown:
+        console.print(
+            f"error slices ({where}): none errs enough above average for its size", markup=False
+        )
+        return
+    table = RichTable(
+        title=f"error slices, top {len(shown)} of {len(analysis['slices'])} ({where})",
+        title_justify="left",
+    )
+    for name in ("slice", "rows", "share of error", "mean error", "metric [95% interval]"):
+        table.add_column(name)
+    for e in shown:
+        interval = f" [{_fmt(e['lower'])}, {_fmt(e['upper'])}]" if e["lower"] is not None else ""
+        table.add_row(
+            escape(
+                " and ".join(f"{c} = {v}" for c, v in zip(e["columns"], e["values"], strict=True))
+            ),
+            f"{e['rows']:,}",
+            f"{e['share_of_error']:.1%}",
+            _fmt(e["error"]),
+            f"{e['metric']} {_fmt(e['value'])}{interval}",
+        )
+    console.print(table)
+    console.print(
+        f"(error: {analysis['error']}; the worst rows: {analysis['worst']})", markup=False
+    )
 
 
 def print_robustness(robust: dict[str, Any], console: Console = out, worst: int = 8) -> None:

@@ -25,7 +25,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from shipyard.bundle import Bundle, add_document, load_bundle, save_bundle, verify
+from shipyard.bundle import Bundle, add_document, add_file, load_bundle, save_bundle, verify
 from shipyard.cores import requested_threads
 from shipyard.data.contract import Contract
 from shipyard.data.dataset import Dataset
@@ -33,6 +33,7 @@ from shipyard.data.split import Splits
 from shipyard.errors import BundleError, DataError
 from shipyard.evaluation.calibration import Calibrator, choose_calibrator, ece, reliability
 from shipyard.evaluation.diagnostics import champion_baseline, diagnostics
+from shipyard.evaluation.error_slices import error_analysis
 from shipyard.evaluation.latency import one_record_latency
 from shipyard.evaluation.metrics import HIGHER_IS_BETTER, Margin, all_metrics
 from shipyard.evaluation.readiness import (
@@ -86,6 +87,8 @@ class TrainResult:
     importance: dict[str, Any] | None = None
     #: learning curve, sanity fit and champion baseline (:mod:`shipyard.evaluation.diagnostics`)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    #: error slices of the eyeball split (:func:`~shipyard.evaluation.error_slices.error_analysis`)
+    error_analysis: dict[str, Any] = field(default_factory=dict)
 
     @property
     def constraints_met(self) -> bool:
@@ -111,6 +114,7 @@ class TrainResult:
             "robustness": self.robustness,
             "importance": self.importance,
             "diagnostics": self.diagnostics,
+            "error_analysis": self.error_analysis,
         }
 
 
@@ -585,6 +589,31 @@ def train(
         )
         seconds["diagnostics"] = time.perf_counter() - diagnosis_start
         add_document(bundle_path, "diagnostics.json", diagnosed)
+        progress("error analysis")
+        errors_start = time.perf_counter()
+        eyeball_x, eyeball_y = part["dev_eyeball"]
+        extra = [c for c in slice_cols if c not in eyeball_x and c != spec.project.target]
+        analysis, worst = error_analysis(
+            pd.concat(
+                [eyeball_x, frame.iloc[splits.dev_eyeball][extra].reset_index(drop=True)], axis=1
+            ),
+            eyeball_y,
+            bundle.predict(eyeball_x),
+            train=pd.concat(
+                [train_xy[0], frame.iloc[splits.train][extra].reset_index(drop=True)], axis=1
+            ),
+            columns=list(dict.fromkeys([*features, *slice_cols])),
+            roles=ds.role,
+            metric=metric,
+            task=ds.target.kind,
+            classes=classes,
+            target=spec.project.target,
+            rows=splits.dev_eyeball,
+            seed=spec.split.seed,
+        )
+        add_document(bundle_path, "error_analysis.json", analysis)
+        add_file(bundle_path, analysis["worst"], worst.to_csv(index=False))
+        seconds["error_analysis"] = time.perf_counter() - errors_start
         progress("readiness")
         sample = test_xy[0].head(500)
         other_paths, refused = skew_outputs(bundle, sample)
@@ -650,6 +679,7 @@ def train(
             robustness=robust,
             importance=importance,
             diagnostics=diagnosed,
+            error_analysis=analysis,
         )
         if tracked:
             progress("tracking")
@@ -669,6 +699,7 @@ def train(
                 ignored_findings,
                 snapshot_id,
                 contract,
+                worst,
             )
             result.version = tracker.log_bundle(bundle_path, spec.project.name, input_example=None)
             tracker.tags({"registered_version": result.version})
@@ -695,6 +726,7 @@ def _log_run(
     ignored: list[str],
     snapshot_id: str,
     contract: Contract,
+    worst: pd.DataFrame,
 ) -> None:
     from shipyard.evaluation import plots
 
@@ -767,6 +799,8 @@ def _log_run(
     tracker.json(result.readiness, "readiness.json")
     tracker.json(result.robustness, "robustness.json")
     tracker.json(result.diagnostics, "diagnostics.json")
+    tracker.json(result.error_analysis, "error_analysis.json")
+    tracker.table(worst, result.error_analysis["worst"])
     if result.importance is not None:
         tracker.json(result.importance, "importance.json")
     tracker.tags({"readiness_passed": result.readiness.get("passed")})

@@ -5,11 +5,13 @@ latency and size.
 curve, ECE and dev-fitted calibrators, ``slices`` per-slice metrics with bootstrap
 intervals, ``robustness`` the perturbation, invariance and directional tests on sampled test
 rows, ``diagnostics`` the chosen rung's learning curve, sanity fit and the champion as a
-baseline, ``latency`` one-record latency and saved size.
+baseline, ``error_slices`` the slices of the eyeball split where the model errs most and its
+worst mispredictions, ``latency`` one-record latency and saved size.
 """
 
 from shipyard.evaluation.calibration import Calibrator, choose_calibrator, ece, reliability
 from shipyard.evaluation.diagnostics import diagnostics
+from shipyard.evaluation.error_slices import error_analysis
 from shipyard.evaluation.latency import one_record_latency, saved_size_mb
 from shipyard.evaluation.metrics import HIGHER_IS_BETTER, all_metrics, improvement, score
 from shipyard.evaluation.robustness import robustness
@@ -22,6 +24,7 @@ __all__ = [
     "choose_calibrator",
     "diagnostics",
     "ece",
+    "error_analysis",
     "improvement",
     "one_record_latency",
     "reliability",
