@@ -66,9 +66,12 @@ app = typer.Typer(
 )
 # In a terminal, rich fits output to its width; in a pipe or a file it would assume 80
 # columns and cut table cells ("3f9a0c…"), so there lines are as long as their content.
+# Messages on stderr likewise: a path or a name cut across two lines of a log is one a
+# reader (or grep) cannot find.
 _piped = not (sys.stdout is not None and sys.stdout.isatty())
+_err_piped = not (sys.stderr is not None and sys.stderr.isatty())
 out = Console(highlight=False, soft_wrap=False, width=100_000 if _piped else None)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, width=100_000 if _err_piped else None)
 
 SpecOption = Annotated[Path, typer.Option("--spec", help="Path to shipyard.toml.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
