@@ -12,6 +12,9 @@ A bundle is a folder::
                        see :mod:`shipyard.monitoring.reference`)
     evaluation.json    the evaluation summary
     spec.json          the spec the candidate was trained under
+    robustness.json    robustness, invariance and directional tests (added after saving)
+    readiness.json     the readiness checklist (added after saving)
+    report.html        the model report (:mod:`shipyard.reports.model`), written last
 
 :func:`load_bundle` reads the manifest first, checks the format version and every file's
 hash, and only then reads anything else; a changed, missing or extra file refuses to load.
@@ -193,10 +196,16 @@ def save_bundle(
 
 def add_document(path: Path | str, name: str, document: Any) -> None:
     """Add a JSON document to a verified bundle and re-sign its manifest (atomic replace)."""
+    add_file(path, name, json.dumps(document, indent=1, sort_keys=True, default=_json_default))
+
+
+def add_file(path: Path | str, name: str, data: str | bytes) -> None:
+    """Add a file (text or bytes) to a verified bundle and re-sign its manifest (atomic
+    replace): the model report (``report.html``) is added this way."""
     path = Path(path)
     manifest = verify(path)
     target = path / name
-    atomic_write(target, json.dumps(document, indent=1, sort_keys=True, default=_json_default))
+    atomic_write(target, data)
     manifest["files"][name] = _sha256(target)
     atomic_write(path / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
 

@@ -10,7 +10,7 @@ rule once labels arrive (``performance``), and the estimated metric before they 
 summaries (``monitor``), the ``[monitoring]`` rules and alerts (``alerts``), one run end to
 end (``watch``), training/serving skew against offline features (``skew``), the results
 table it keeps (``results``) and the self-contained HTML page
-drawn from them (``report``, its charts in ``svg``). Everything here works from summaries
+drawn from them (``report``, its charts from :mod:`shipyard.reports`). Everything here works from summaries
 that merge, never from raw training data.
 """
 
