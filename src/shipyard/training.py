@@ -630,9 +630,11 @@ def train(
             result.version = tracker.log_bundle(bundle_path, spec.project.name, input_example=None)
             tracker.tags({"registered_version": result.version})
         progress("model report")
+        report_start = time.perf_counter()
         result.report = write_bundle_report(
             bundle, result.version, check_report, frame.iloc[splits.test[:EXPLAINED_ROWS]]
         )
+        seconds["report"] = time.perf_counter() - report_start
         if tracked:
             tracker.file(result.report)
     finally:

@@ -70,7 +70,7 @@ from shipyard.monitoring.markup import (
 )
 from shipyard.monitoring.results import COLUMNS
 from shipyard.reports.markup import badge, document, figure, finite, number, percent, table
-from shipyard.reports.svg import Rule, Series, bar_chart, line_chart
+from shipyard.reports.svg import Rule, Series, bar_chart, line_chart, reliability_chart
 
 __all__ = ["COLUMNS", "render", "write_report"]
 
@@ -505,15 +505,7 @@ class _Page:
                 ],
             )
             start = self.when(group["window_start"].iloc[0])
-            svg = line_chart(
-                [series],
-                x_format=lambda x: f"{x:.1f}",
-                x_range=(0.0, 1.0),
-                y_range=(0.0, 1.0),
-                diagonal=True,
-                y_label="observed",
-                label=f"calibration {arm}",
-            )
+            svg = reliability_chart([series], f"calibration {arm}")
             figures.append(figure(svg, f"{arm} · {start} · predicted (x) against observed (y)"))
         figures += self.charts_per_statistic(rows[~rows["column"].str.startswith("bin")])
         return self.grid(figures)

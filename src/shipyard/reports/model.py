@@ -48,7 +48,7 @@ from shipyard.reports.documents import (
     value_text,
 )
 from shipyard.reports.markup import badge, document, figure, finite, number, table
-from shipyard.reports.svg import WIDTH, Rule, Series, hbar_chart, line_chart
+from shipyard.reports.svg import WIDTH, Rule, Series, hbar_chart, line_chart, reliability_chart
 
 __all__ = ["EXPLAINED_ROWS", "NOT_COMPUTED", "render_model_report", "write_model_report"]
 
@@ -423,15 +423,7 @@ def calibration(page: Documents) -> str:
             for b in bins
         ],
     )
-    svg = line_chart(
-        [series],
-        x_format=lambda x: f"{x:.1f}",
-        x_range=(0.0, 1.0),
-        y_range=(0.0, 1.0),
-        diagonal=True,
-        y_label="observed",
-        label="calibration diagram",
-    )
+    svg = reliability_chart([series])
     body = [
         table_row(
             [

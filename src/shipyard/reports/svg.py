@@ -13,6 +13,8 @@ column named ``<script>`` is drawn as text.
   from ``lower`` to ``upper``; one marker colour per point), horizontal reference lines
   (:class:`Rule`, dashed) and an optional ``y = x`` diagonal. A non-finite value breaks the
   line instead of being drawn.
+- :func:`reliability_chart`: a calibration diagram: observed against predicted on the unit
+  square, with the ``y = x`` diagonal.
 - :func:`bar_chart`: grouped bars, one group per category, one bar per series.
 - :func:`hbar_chart`: one labelled horizontal bar per item (a ranking: importance, the worst
   perturbations), its value written beside it; negative values extend left of zero.
@@ -39,6 +41,7 @@ __all__ = [
     "hbar_chart",
     "line_chart",
     "nice_ticks",
+    "reliability_chart",
     "short_number",
 ]
 
@@ -310,6 +313,20 @@ def line_chart(
     if legend and (len(series) > 1 or (series and series[0].name and rules)):
         parts += _legend([(s.name, s.color, s.dashed) for s in series], width)
     return _svg(width, height, label, parts)
+
+
+def reliability_chart(series: Sequence[Series], label: str = "calibration diagram") -> str:
+    """Observed (y) against mean predicted (x) per bin, both from 0 to 1, and the diagonal
+    a calibrated model follows."""
+    return line_chart(
+        series,
+        x_format=lambda x: f"{x:.1f}",
+        x_range=(0.0, 1.0),
+        y_range=(0.0, 1.0),
+        diagonal=True,
+        y_label="observed",
+        label=label,
+    )
 
 
 def bar_chart(
