@@ -381,12 +381,13 @@ def test_the_browser_renders_every_section_without_errors_or_requests(browsed, h
         assert not re.search(pattern, html, re.I), pattern
 
 
-def test_the_request_check_sees_a_page_that_fetches(tmp_path):
-    """The NetLog check can fail: a page that loads an image and fetches a script is seen."""
+def test_the_browser_checks_see_a_page_that_fetches_and_fails(tmp_path):
+    """The checks above can fail: a page that loads an image, fetches a script and raises is
+    seen by the NetLog and in the console."""
     page = tmp_path / "fetches.html"
     page.write_text(
         '<img src="http://example.com/x.png"><script>fetch("https://cdn.example.org/a.js")'
-        ".catch(function () {});</script>"
+        ".catch(function () {}); undefinedFunction();</script>"
     )
     netlog = tmp_path / "netlog.json"
     done = browse(
@@ -398,6 +399,7 @@ def test_the_request_check_sees_a_page_that_fetches(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert page_requests(netlog) == ["http://example.com/x.png", "https://cdn.example.org/a.js"]
+    assert "CONSOLE" in done.stderr and "Uncaught ReferenceError" in done.stderr
 
 
 def test_a_screenshot_at_laptop_width_reads(trained, tmp_path):
