@@ -294,6 +294,9 @@ def explained(page: Documents) -> str:
             "(no explainer for this family)"
         )
     features = page.bundle.features
+    missing = [f for f in features if f not in rows.columns]
+    if missing:
+        return note(f"the rows to explain lack the feature(s) {', '.join(missing)}")
     frame = rows[features].reset_index(drop=True)
     explanation = page.bundle.explain(frame)
     scores = page.bundle.predict(frame)

@@ -101,6 +101,7 @@ class Documents:
         self.rows = rows
         self.rows_note = rows_note
         self.manifest = bundle.manifest
+        self._read: dict[str, Any] = {}
         self.spec_doc: dict[str, Any] = self.document("spec.json") or {}
         self.evaluation: dict[str, Any] = self.document("evaluation.json") or {}
         self.metric = str(self.evaluation.get("metric", ""))
@@ -110,9 +111,12 @@ class Documents:
         self.title = f"{name} v{version}" if version is not None else name
 
     def document(self, name: str) -> Any:
-        """A JSON document of the bundle, or None when this run did not write it."""
-        path = self.bundle.path / name
-        return json.loads(path.read_text()) if path.is_file() else None
+        """A JSON document of the bundle (read once), or None when this run did not write
+        it."""
+        if name not in self._read:
+            path = self.bundle.path / name
+            self._read[name] = json.loads(path.read_text()) if path.is_file() else None
+        return self._read[name]
 
     def higher(self) -> bool:
         return HIGHER_IS_BETTER.get(self.metric, True)

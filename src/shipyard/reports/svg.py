@@ -46,7 +46,8 @@ __all__ = [
 ]
 
 WIDTH, HEIGHT = 340, 190
-LEFT, RIGHT, TOP, BOTTOM = 46, 34, 24, 30  # margins around the plot area, in px
+# margins around the plot area, in px (the right one holds a rule's label: "overall")
+LEFT, RIGHT, TOP, BOTTOM = 46, 42, 24, 30
 FONT = 'font-family="system-ui, sans-serif" font-size="10"'
 AXIS, GRID, INK = "#555", "#e4e4e4", "#222"
 
