@@ -13,10 +13,18 @@ arr_delay > 15), ``route`` (origin-dest) and ``weekday`` (categorical), ``speed_
 **shipyard**: the :class:`~shipyard.monitoring.Reference` is learned on the reference rows;
 the current rows are written once (not timed) as a prediction log by
 :class:`~shipyard.serving.log.PredictionLog` with typed feature columns, 1,000-row files, as
-the service writes it. A fresh child process then times, per repeat: ``read_log`` of the 25
-feature columns alone; summarizing every column over its reference's bins; ``compare`` →
-PSI, KS and normalized Wasserstein (numbers), PSI, Jensen–Shannon and chi-square (categories)
-with their bounds.
+the service writes them, and its closed days compacted (:func:`~shipyard.serving.compaction.
+compact_log`, as the service does after each UTC midnight; its time is reported). Two
+layouts of the same rows: ``spread`` at the flights' own times (245 days of ~4,000 rows:
+a quiet service, one small file per day) and ``one_day`` evenly over one day (a service
+answering ~12 requests a second: one file of a million rows). A fresh child process then
+times, per repeat and layout: reading the log alone (every file into one Arrow table); the
+drift a ``shipyard monitor`` run computes (:func:`~shipyard.monitoring.monitor.scan`, the
+monitor's own reader, grouping and summaries of every feature and of the prediction, its
+range checks and latency histogram, then ``compare`` → PSI, KS and normalized Wasserstein for
+numbers, PSI, Jensen–Shannon and chi-square for categories, with their bounds) on its first
+run, from the log, with an empty day store; and the same run again, when the closed days'
+summaries are kept (:mod:`~shipyard.monitoring.days`: what a scheduled monitor reads).
 
 **Evidently** (in its own virtual environment, which this script creates on first use at
 :data:`EVIDENTLY_ENV`, since Evidently 0.7 needs pandas < 3) reads the same reference and
@@ -29,7 +37,8 @@ current rows from Parquet and, in fresh child processes, times
 - ``preset``: its default ``DataDriftPreset()`` (one statistic per column, chosen by
   Evidently: normed Wasserstein and Jensen–Shannon at this size).
 
-Reported, medians of ``--repeat`` runs: each side's times, each child's peak resident memory
+Reported, medians of ``--repeat`` runs: each side's times (and that the kept days give the
+same statistics as the first run, and both layouts the same), each child's peak resident memory
 (VmHWM, see ``_memory.py``), the ratios Evidently / shipyard, and per column the agreement of
 shipyard's statistics with reference implementations on the raw data: PSI recomputed in NumPy
 on shipyard's bins (to 1e-9), KS and Wasserstein against ``scipy.stats`` (inside shipyard's
@@ -44,6 +53,7 @@ the KS p-value, a chi-square goodness-of-fit p-value).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import math
 import os
@@ -66,11 +76,15 @@ from scipy.spatial.distance import jensenshannon
 from _memory import PEAK_MB
 from drift_summaries import CATEGORICAL as FLIGHT_CATEGORIES
 from drift_summaries import NUMERIC as FLIGHT_NUMBERS
+from shipyard.data.contract import Contract
 from shipyard.demo import flights_frame
 from shipyard.monitoring import CategoricalReference, NumericReference, Reference
-from shipyard.serving.log import PredictionLog
+from shipyard.serving.compaction import compact_log
+from shipyard.serving.log import PredictionLog, log_files
 
 EVIDENTLY_ENV = Path("/tmp/shipyard-bench-evidently")
+LAYOUTS = ("spread", "one_day")
+ONE_DAY = 1_764_460_800.0  # 2025-11-30 00:00 UTC: the one_day layout's day
 EVIDENTLY_REQUIREMENTS = ["evidently", "pandas<3", "pyarrow"]
 
 NUMERIC = [*FLIGHT_NUMBERS, "speed_mph", "gain", "block_min", "sched_dep_min", "day_of_year"]
@@ -88,31 +102,52 @@ LOG_TYPES = (  # the log's column kinds, as serving.log.feature_types gives them
 )
 
 SHIPYARD = """
-import json, sys, time
-from shipyard.monitoring import Reference, summarize
-from shipyard.serving.log import PREFIX, read_log
+import datetime as dt, json, shutil, sys, time
+from pathlib import Path
+from shipyard.data.contract import Contract
+from shipyard.monitoring import Reference
+from shipyard.monitoring.days import DayStore, scan_days
+from shipyard.monitoring.monitor import Answering, parse_window
+from shipyard.monitoring.summary import merge
+from shipyard.serving.log import combine, log_files, read_raw
 
-folder, reference_file, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3])
+folder, reference_file, contract_file, repeat = sys.argv[1:5]
+types, store = json.loads(sys.argv[5]), Path(sys.argv[6])
 reference = Reference.from_dict(json.loads(open(reference_file).read()))
-types = json.loads(sys.argv[4])
-columns = [PREFIX + name for name in types]
+answer = Answering(1, reference, Contract.load(contract_file), list(types), types)
+year = parse_window("12mo")  # calendar years (UTC): the windows a year of traffic falls in
+today = dt.date(2026, 12, 3)  # the logged days are over
+
+def drift():
+    store_ = DayStore(store)
+    found = scan_days(log_files(folder), lambda v: answer, year, store_, since_us=None,
+                      until_us=None, today=today)
+    groups = list(found.groups.values())  # one per UTC calendar year: 2013, and 2014's first hours
+    features = dict(groups[0].features)
+    for group in groups[1:]:
+        features = {n: merge(s, group.features[n]) for n, s in features.items()}
+    return found, reference.compare(features)
+
 runs = []
-for _ in range(repeat):
+for _ in range(int(repeat)):
     start = time.perf_counter()
-    table = read_log(folder, types=types, columns=columns)
+    files = log_files(folder)
+    table = combine([read_raw(f, exclude=["entity_id"]) for f in files], exclude=["entity_id"])
     read = time.perf_counter()
-    summaries = {
-        name: summarize(table.column(PREFIX + name), ref)
-        for name, ref in reference.features.items()
-    }
-    summarized = time.perf_counter()
-    results = reference.compare(summaries)
-    end = time.perf_counter()
-    runs.append({"read_log_s": read - start, "summarize_s": summarized - read,
-                 "compare_s": end - summarized, "total_s": end - start})
     rows = table.num_rows
     del table
-print(json.dumps({"runs": runs, "peak_mb": peak_mb(), "rows": rows,
+    shutil.rmtree(store, ignore_errors=True)
+    first = time.perf_counter()
+    found, results = drift()
+    cold = time.perf_counter()
+    kept_found, kept = drift()
+    warm = time.perf_counter()
+    assert kept_found.days_kept == len({f.parent.name for f in files}), kept_found.days_kept
+    assert [r.to_dict() for r in kept] == [r.to_dict() for r in results]
+    runs.append({"read_log_s": read - start, "first_run_s": cold - first,
+                 "kept_days_s": warm - cold})
+print(json.dumps({"runs": runs, "peak_mb": peak_mb(), "rows": rows, "files": len(files),
+                  "days": len({f.parent.name for f in files}),
                   "results": {r.column: r.to_dict() for r in results}}))
 """
 
@@ -208,11 +243,17 @@ def child(command: list[str], env: dict[str, str] | None = None) -> dict[str, An
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def write_log(folder: Path, current: pd.DataFrame) -> tuple[float, list[Path]]:
-    """The current rows as a prediction log, as the service writes it; (seconds, files)."""
+def write_log(folder: Path, current: pd.DataFrame, layout: str) -> dict[str, Any]:
+    """The current rows as a prediction log, as the service writes it (1,000-row files),
+    then its closed days compacted, as the service does after midnight. ``layout``:
+    ``spread`` at the flights' own times, ``one_day`` evenly over one day (a service
+    answering ~12 requests a second)."""
     start = time.perf_counter()
     log = PredictionLog(folder, batch_rows=1000, flush_seconds=60, max_queue=60_000)
-    seconds = current["time"].to_numpy("datetime64[us]").astype(np.int64) / 1e6
+    if layout == "spread":
+        seconds = current["time"].to_numpy("datetime64[us]").astype(np.int64) / 1e6
+    else:
+        seconds = ONE_DAY + np.arange(len(current)) * (86_400 / len(current))
     features = current[list(ROLES)].astype(object)
     features = features.where(features.notna(), None)
     step = 50_000
@@ -223,7 +264,7 @@ def write_log(folder: Path, current: pd.DataFrame) -> tuple[float, list[Path]]:
             log.append(
                 {
                     "request_id": f"r{i}",
-                    "time": float(seconds[i]) + i % 3600 / 1e4,  # spread within the hour
+                    "time": float(seconds[i]) + (i % 3600 / 1e4 if layout == "spread" else 0),
                     "entity_id": None,
                     "model_version": 1,
                     "arm": "champion",
@@ -239,7 +280,16 @@ def write_log(folder: Path, current: pd.DataFrame) -> tuple[float, list[Path]]:
     log.close()
     if log.dropped or log.errors or log.written != len(current):
         raise SystemExit(f"the log lost rows: {log.dropped} dropped, {log.errors} errors")
-    return time.perf_counter() - start, sorted(folder.glob("date=*/part-*.parquet"))
+    written = time.perf_counter()
+    parts = len(log_files(folder))
+    compact_log(folder, before=dt.date(2026, 12, 3))
+    return {
+        "layout": layout,
+        "write_s": round(written - start, 1),
+        "part_files": parts,
+        "compact_s": round(time.perf_counter() - written, 2),
+        "files": len(log_files(folder)),
+    }
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
@@ -355,35 +405,44 @@ def main() -> None:
     later = flights[flights["month"] >= 5]
     pick = np.sort(np.random.default_rng(0).integers(0, len(later), args.rows))
     cur_rows = later.iloc[pick].sort_values("time", kind="stable").reset_index(drop=True)
-    reference = Reference.learn(ref_rows[list(ROLES)], ROLES)
+    contract = Contract.learn(ref_rows[list(ROLES)])
+    reference = Reference.learn(  # the model's output is not what this benchmark measures
+        ref_rows[list(ROLES)],
+        ROLES,
+        contract=contract,
+        task="binary",
+        classes=[False, True],
+        test_output=np.full(1000, 0.5),
+    )
 
     with tempfile.TemporaryDirectory(prefix="shipyard-bench-") as tmp:
         folder = Path(tmp)
         write_parquet(ref_rows, folder / "reference.parquet")
         write_parquet(cur_rows, folder / "current.parquet")
         (folder / "reference.json").write_text(json.dumps(reference.to_dict()))
-        logs = args.log or folder / "logs"
-        files = sorted(logs.glob("date=*/part-*.parquet"))
-        if sum(pq.ParquetFile(f).metadata.num_rows for f in files) == len(cur_rows):
-            write_s: float | None = None  # reused
-        else:
-            print(f"writing {len(cur_rows):,} rows as a prediction log ...", flush=True)
-            shutil.rmtree(logs, ignore_errors=True)
-            write_s, files = write_log(logs, cur_rows)
-
+        contract.save(folder / "contract.json")
         env = os.environ | {"PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-        shipyard = child(
-            [
-                sys.executable,
-                "-c",
-                PEAK_MB + SHIPYARD,
-                str(logs),
-                str(folder / "reference.json"),
-                str(args.repeat),
-                json.dumps(LOG_TYPES),
-            ],
-            env,
-        )
+        layouts, runs = {}, {}
+        for layout in LAYOUTS:
+            logs = (args.log or folder / "logs") / layout
+            print(f"writing {len(cur_rows):,} rows as a prediction log ({layout}) ...", flush=True)
+            shutil.rmtree(logs, ignore_errors=True)
+            layouts[layout] = write_log(logs, cur_rows, layout)
+            runs[layout] = child(
+                [
+                    sys.executable,
+                    "-c",
+                    PEAK_MB + SHIPYARD,
+                    str(logs),
+                    str(folder / "reference.json"),
+                    str(folder / "contract.json"),
+                    str(args.repeat),
+                    json.dumps(LOG_TYPES),
+                    str(folder / f"days-{layout}"),
+                ],
+                env,
+            )
+        shipyard = runs["spread"]
         kinds = [json.dumps(NUMERIC), json.dumps(CATEGORICAL + BOOLEAN)]
         evidently = {
             mode: child(
@@ -403,8 +462,23 @@ def main() -> None:
     columns = agreement(
         reference, ref_rows, cur_rows, shipyard["results"], evidently["statistics"]["values"]
     )
-    ours = {key: _median(shipyard["runs"], key) for key in shipyard["runs"][0]}
-    ours["peak_mb"] = round(shipyard["peak_mb"], 1)
+    ours = {
+        layout: {
+            **{key: _median(out["runs"], key) for key in out["runs"][0]},
+            "peak_mb": round(out["peak_mb"], 1),
+            "log": layouts[layout],
+            "days": out["days"],
+        }
+        for layout, out in runs.items()
+    }
+    for out in runs.values():  # the layouts hold the same rows: the same statistics
+        for name, stats_ in out["results"].items():
+            for key, value in stats_.items():
+                same = shipyard["results"][name][key]
+                if isinstance(value, float) and isinstance(same, float):
+                    assert math.isclose(value, same, rel_tol=1e-9, abs_tol=1e-12), (name, key)
+                else:
+                    assert value == same, (name, key)
     theirs = {
         mode: {
             "load_s": _median(out["runs"], "load_s"),
@@ -420,23 +494,22 @@ def main() -> None:
         "rows_reference": len(ref_rows),
         "columns": {"numeric": NUMERIC, "categorical": CATEGORICAL, "boolean": BOOLEAN},
         "repeat": args.repeat,
-        "machine": f"{os.cpu_count()} cores, shared with other engineers' test runs",
-        "log": {
-            "write_s_untimed_setup": None if write_s is None else round(write_s, 1),
-            "files": len(files),
-        },
+        "machine": f"{os.cpu_count()} cores; load average at the end {os.getloadavg()[0]:.1f}",
         "shipyard": ours,
         "evidently": {"version": evidently["statistics"]["version"], **theirs},
         "ratios": {
-            "evidently_statistics_report_vs_shipyard_total": round(
-                theirs["statistics"]["report_s"] / ours["total_s"], 1
-            ),
-            "evidently_preset_report_vs_shipyard_total": round(
-                theirs["preset"]["report_s"] / ours["total_s"], 1
-            ),
-            "evidently_statistics_peak_vs_shipyard_peak": round(
-                theirs["statistics"]["peak_mb"] / ours["peak_mb"], 1
-            ),
+            f"evidently_{mode}_report_vs_shipyard_{layout}_{run}": round(
+                theirs[mode]["report_s"] / ours[layout][f"{run}_s"], 1
+            )
+            for mode in ("statistics", "preset")
+            for layout in LAYOUTS
+            for run in ("first_run", "kept_days")
+        }
+        | {
+            f"evidently_statistics_peak_vs_shipyard_{layout}_peak": round(
+                theirs["statistics"]["peak_mb"] / ours[layout]["peak_mb"], 1
+            )
+            for layout in LAYOUTS
         },
         "agreement": {
             "psi_max_abs_diff_same_bins": max(c["psi_abs_diff"] for c in columns.values()),
@@ -457,18 +530,24 @@ def main() -> None:
 def _print(result: dict[str, Any]) -> None:
     ours, theirs, ratios = result["shipyard"], result["evidently"], result["ratios"]
     print(f"{result['rows_current']:,} rows x 25 columns (median of {result['repeat']})")
-    print(f"{'':34}{'seconds':>10}{'peak MB':>10}")
-    print(f"{'shipyard read_log alone':34}{ours['read_log_s']:>10.3f}")
-    print(f"{'shipyard summarize':34}{ours['summarize_s']:>10.3f}")
-    print(f"{'shipyard compare':34}{ours['compare_s']:>10.3f}")
-    print(f"{'shipyard total':34}{ours['total_s']:>10.3f}{ours['peak_mb']:>10.0f}")
+    print(f"{'':44}{'seconds':>10}{'peak MB':>10}")
+    for layout, out in ours.items():
+        log = out["log"]
+        print(
+            f"shipyard, log {layout}: {log['part_files']:,} part files -> {log['files']:,} "
+            f"after compaction ({log['compact_s']} s, untimed), {out['days']} days"
+        )
+        print(f"{'  read the log alone':44}{out['read_log_s']:>10.3f}")
+        print(
+            f"{'  drift, first run (from the log)':44}{out['first_run_s']:>10.3f}"
+            f"{out['peak_mb']:>10.0f}"
+        )
+        print(f"{'  drift, from the kept days':44}{out['kept_days_s']:>10.3f}")
     for mode in ("statistics", "preset"):
         name = f"Evidently {theirs['version']} {mode}"
-        print(f"{name:34}{theirs[mode]['report_s']:>10.3f}{theirs[mode]['peak_mb']:>10.0f}")
-    print(
-        f"Evidently / shipyard: x{ratios['evidently_statistics_report_vs_shipyard_total']} "
-        f"(same statistics), x{ratios['evidently_preset_report_vs_shipyard_total']} (preset)"
-    )
+        print(f"{name:44}{theirs[mode]['report_s']:>10.3f}{theirs[mode]['peak_mb']:>10.0f}")
+    for key, value in ratios.items():
+        print(f"  {key}: x{value}")
     print(json.dumps(result["agreement"], indent=1))
     print(f"{'column':16}{'psi':>9}{'numpy':>9}{'evidently':>10}  ks / scipy / wass / scipy")
     for name, c in result["per_column"].items():

@@ -17,10 +17,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from shipyard.bundle import load_bundle
-from shipyard.monitoring.days import DayStore, days_folder
+from shipyard.monitoring.days import DayStore, days_folder, scan_days
 from shipyard.monitoring.monitor import Answering, answers, parse_window, scan, segments
-from shipyard.serving.compaction import REPLACES, compact_log, replaced_names
-from shipyard.serving.log import PredictionLog, feature_types, log_files, read_log
+from shipyard.serving.compaction import DailyCompaction, compact_log
+from shipyard.serving.log import (
+    REPLACES,
+    PredictionLog,
+    feature_types,
+    log_files,
+    read_log,
+    replaced_names,
+)
 from support import churn_project, records_of
 
 DAY = 1_780_012_800.0  # 2026-05-29 00:00 UTC
@@ -100,7 +107,7 @@ def test_compaction_keeps_every_row_once_and_the_reader_survives_a_kill(trained)
 
     # a kill after the rename, before the removals: the replaced files come back
     compacted = next(days[0].glob("compacted-*.parquet"))
-    (name,) = [n for n in replaced_names(days[0], [compacted]) if n.startswith("part-")][:1]
+    (name,) = [n for n in replaced_names([compacted]) if n.startswith("part-")][:1]
     shutil.copy(compacted, days[0] / name)  # any bytes: a replaced name is never read
     assert in_order(read_log(logs)).equals(in_order(before))
     assert compact_log(logs, before=dt.date(2026, 6, 1)).removed == 1
@@ -132,12 +139,12 @@ def test_a_day_being_compacted_elsewhere_is_skipped_and_the_service_compacts_at_
     finally:
         os.close(fd)
     rows = read_log(logs).num_rows
-    service = PredictionLog(logs, compact=True)  # as `shipyard serve` opens it
+    service = DailyCompaction(logs)  # as `shipyard serve` starts it
     deadline = time.monotonic() + 60
-    while service.compactions == 0 and time.monotonic() < deadline:
+    while service.runs == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     service.close()
-    assert service.compactions >= 1 and service.errors == 0
+    assert service.runs >= 1 and service.errors == 0
     assert all(len(list(day.glob("*.parquet"))) == 1 for day in logs.glob("date=*"))
     assert read_log(logs).num_rows == rows
 
@@ -152,10 +159,10 @@ def test_a_month_from_its_kept_days_equals_the_month_from_the_log(trained):
     month = parse_window("1mo")
     direct = scan(files, lambda v: answer, month, since_us=None, until_us=None)
     store = DayStore(days_folder(project.workspace))
-    first = scan(files, lambda v: answer, month, since_us=None, until_us=None, days=store)
+    first = scan_days(files, lambda v: answer, month, store, since_us=None, until_us=None)
     assert (store.saved, store.hits, first.days_kept) == (3, 0, 0)
     again = DayStore(days_folder(project.workspace))
-    kept = scan(files, lambda v: answer, month, since_us=None, until_us=None, days=again)
+    kept = scan_days(files, lambda v: answer, month, again, since_us=None, until_us=None)
     assert (again.hits, kept.days_kept, kept.files, kept.rows) == (3, 3, direct.files, 2_000)
     for got in (first, kept):
         assert got.groups.keys() == direct.groups.keys()
@@ -189,19 +196,14 @@ def test_a_month_from_its_kept_days_equals_the_month_from_the_log(trained):
     late.append({**_record(version), "time": DAY + 60.0})
     late.close()
     third = DayStore(days_folder(project.workspace))
-    changed = scan(
-        log_files(logs), lambda v: answer, month, since_us=None, until_us=None, days=third
+    changed = scan_days(
+        log_files(logs), lambda v: answer, month, third, since_us=None, until_us=None
     )
     assert (third.hits, third.saved, changed.rows) == (2, 1, 2_001)
     # hours do not add up to days: no day is kept or used
     hours = DayStore(days_folder(project.workspace))
-    scan(
-        log_files(logs),
-        lambda v: answer,
-        parse_window("6h"),
-        since_us=None,
-        until_us=None,
-        days=hours,
+    scan_days(
+        log_files(logs), lambda v: answer, parse_window("6h"), hours, since_us=None, until_us=None
     )
     assert (hours.hits, hours.saved) == (0, 0)
     # a monitor run says how many days it did not read again; its slice columns (the

@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shipyard.bundle import Bundle, load_bundle
+from shipyard.cluster import ENGINES, failure, ray_session
 from shipyard.data.contract import Contract, Violation
 from shipyard.data.io import CSV_SUFFIXES, data_files, snapshot_id
 from shipyard.data.values import NULL_STRINGS, parse_booleans, parse_numbers
@@ -47,7 +48,6 @@ from shipyard.errors import ContractViolation, DataError, ShipyardError, Workspa
 from shipyard.files import commit, temporary_name
 
 DEFAULT_CHUNK_ROWS = 65_536
-ENGINES = ("local", "ray")
 PROBLEMS = "_problems"
 Progress = Callable[[int, int | None], None]
 
@@ -391,30 +391,7 @@ def _ray(
     kwargs: dict[str, Any],
     address: str | None,
 ) -> Iterator[pa.Table]:
-    try:
-        import ray
-        import ray.data
-    except ImportError as exc:
-        raise ShipyardError(
-            "--engine ray needs Ray Data: install it with `pip install 'shipyard[ray]'`."
-        ) from exc
-    started_here = not ray.is_initialized()
-    if started_here:
-        try:
-            ray.init(
-                address=address,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-                num_cpus=None if address else (os.cpu_count() or 1),
-            )
-        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, its own types
-            where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
-            raise ShipyardError(
-                f"cannot start or reach {where}: {exc}. Check --ray-address (or leave it out "
-                "for a local instance), or use --engine local."
-            ) from exc
-    try:
+    with ray_session(address) as ray:
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
@@ -436,13 +413,7 @@ def _ray(
         except ShipyardError:
             raise
         except Exception as exc:  # an actor's error arrives wrapped in Ray's own types
-            cause = exc.__cause__ if isinstance(exc.__cause__, ShipyardError) else None
-            if cause is not None:
-                raise cause from exc
-            raise ShipyardError(f"scoring on Ray failed: {exc}") from exc
-    finally:
-        if started_here:
-            ray.shutdown()
+            raise failure(exc, "scoring") from exc
 
 
 class _RayScorer:

@@ -199,9 +199,9 @@ def add_document(path: Path | str, name: str, document: Any) -> None:
     add_file(path, name, json.dumps(document, indent=1, sort_keys=True, default=_json_default))
 
 
-def add_file(path: Path | str, name: str, data: str | bytes) -> None:
-    """Add a file (text or bytes) to a verified bundle and re-sign its manifest (atomic
-    replace): the model report (``report.html``) is added this way."""
+def add_file(path: Path | str, name: str, data: bytes | str) -> None:
+    """Add a file (text is UTF-8) to a verified bundle and re-sign its manifest (atomic
+    replace): worst_predictions.csv and the model report (``report.html``) are added so."""
     path = Path(path)
     manifest = verify(path)
     target = path / name

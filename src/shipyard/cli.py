@@ -271,6 +271,14 @@ def print_train(result: TrainResult, console: Console = out) -> None:
             _fmt(row["size_mb"], 3),
             _fmt(result.test[name][metric]),
         )
+    champion = (result.diagnostics or {}).get("champion")
+    if champion is not None:  # the deployed system, scored on the same dev and test rows
+        ladder.add_row(
+            f"champion v{champion['version']} (deployed)",
+            _fmt(champion["dev"][metric]),
+            *("—" for _ in range(4)),
+            _fmt(champion["test"][metric]),
+        )
     console.print(ladder)
     from shipyard.evaluation.metrics import HIGHER_IS_BETTER
 
@@ -339,6 +347,8 @@ def print_train(result: TrainResult, console: Console = out) -> None:
         )
     print_groups(slices.get("sensitive") or {}, console)
     print_robustness(result.robustness, console)
+    print_diagnostics(result.diagnostics, console)
+    print_error_slices(result.error_analysis, console)
     readiness = result.readiness
     if readiness:
         verdict = "[bold green]ready[/]" if readiness["passed"] else "[bold red]not ready[/]"
@@ -383,6 +393,56 @@ def print_groups(groups: dict[str, Any], console: Console = out) -> None:
             "gap (max − min)", "", *([""] * len(extra)), *(_fmt(entry["gaps"][k]) for k in keys)
         )
         console.print(table)
+
+
+def print_diagnostics(diagnosed: dict[str, Any], console: Console = out) -> None:
+    """The learning curve's diagnosis and the sanity fit (loud when it fails)."""
+    if not diagnosed:
+        return
+    curve = diagnosed["learning_curve"]
+    sizes = ", ".join(f"{n:,}" for n in curve["sizes"])
+    console.print(f"learning curve (refits at {sizes} train rows): {escape(curve['diagnosis'])}")
+    check = diagnosed["sanity"]
+    if check["passed"]:
+        console.print(f"sanity: {escape(check['note'])}")
+    else:
+        console.print(f"[bold red]SANITY CHECK FAILED:[/] {escape(check['note'])}")
+
+
+def print_error_slices(analysis: dict[str, Any], console: Console = out, top: int = 3) -> None:
+    """The top error slices of the eyeball split, in one short table."""
+    if not analysis:
+        return
+    shown = analysis["slices"][:top]
+    where = (
+        f"{analysis['split']}, {analysis['rows']:,} rows; mean error {_fmt(analysis['overall'])}"
+    )
+    if not shown:
+        console.print(
+            f"error slices ({where}): none errs enough above average for its size", markup=False
+        )
+        return
+    table = RichTable(
+        title=f"error slices, top {len(shown)} of {len(analysis['slices'])} ({where})",
+        title_justify="left",
+    )
+    for name in ("slice", "rows", "share of error", "mean error", "metric [95% interval]"):
+        table.add_column(name)
+    for e in shown:
+        interval = f" [{_fmt(e['lower'])}, {_fmt(e['upper'])}]" if e["lower"] is not None else ""
+        table.add_row(
+            escape(
+                " and ".join(f"{c} = {v}" for c, v in zip(e["columns"], e["values"], strict=True))
+            ),
+            f"{e['rows']:,}",
+            f"{e['share_of_error']:.1%}",
+            _fmt(e["error"]),
+            f"{e['metric']} {_fmt(e['value'])}{interval}",
+        )
+    console.print(table)
+    console.print(
+        f"(error: {analysis['error']}; the worst rows: {analysis['worst']})", markup=False
+    )
 
 
 def print_robustness(robust: dict[str, Any], console: Console = out, worst: int = 8) -> None:
@@ -770,6 +830,12 @@ def monitor(
         Path | None,
         typer.Option("--offline", help="Features an offline pipeline computed (skew)."),
     ] = None,
+    engine: Annotated[
+        str, typer.Option(help="local, or ray (Ray Data; the 'ray' extra): the same results.")
+    ] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="A Ray cluster's address (default: a local instance).")
+    ] = None,
     spec: SpecOption = Path("shipyard.toml"),
     as_json: JsonOption = False,
 ) -> None:
@@ -783,6 +849,8 @@ def monitor(
             report=report,
             offline=offline,
             clock=clock,
+            engine=engine,
+            ray_address=ray_address,
         )
     if as_json:
         _emit_json(result.to_dict())

@@ -547,10 +547,13 @@ class Project:
         report: Path | str | None = None,
         offline: Path | str | None = None,
         clock: str | None = None,
+        engine: str = "local",
+        ray_address: str | None = None,
     ) -> Any:
         """Drift, live data quality, system metrics and alerts over the prediction log
         (``shipyard monitor``): a :class:`~shipyard.monitoring.watch.MonitorResult` with
-        ``to_dict()``, ``frame()`` and ``exit_code`` (1 when an alert fired)."""
+        ``to_dict()``, ``frame()`` and ``exit_code`` (1 when an alert fired). ``engine``
+        ``"ray"`` reads the log on Ray Data (a local instance, or ``ray_address``)."""
         from shipyard.monitoring.watch import monitor
 
         return monitor(
@@ -563,6 +566,8 @@ class Project:
             report=report,
             offline=offline,
             clock=clock,
+            engine=engine,
+            ray_address=ray_address,
         )
 
     def rollback(

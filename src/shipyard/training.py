@@ -33,6 +33,8 @@ from shipyard.data.dataset import Dataset
 from shipyard.data.split import Splits
 from shipyard.errors import BundleError, DataError
 from shipyard.evaluation.calibration import Calibrator, choose_calibrator, ece, reliability
+from shipyard.evaluation.diagnostics import champion_baseline, diagnostics
+from shipyard.evaluation.error_slices import error_analysis
 from shipyard.evaluation.latency import one_record_latency
 from shipyard.evaluation.metrics import HIGHER_IS_BETTER, Margin, all_metrics
 from shipyard.evaluation.readiness import (
@@ -86,6 +88,10 @@ class TrainResult:
     robustness: dict[str, Any] = field(default_factory=dict)
     #: the chosen model's global importance on the test split (:func:`global_importance`)
     importance: dict[str, Any] | None = None
+    #: learning curve, sanity fit and champion baseline (:mod:`shipyard.evaluation.diagnostics`)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    #: error slices of the eyeball split (:func:`~shipyard.evaluation.error_slices.error_analysis`)
+    error_analysis: dict[str, Any] = field(default_factory=dict)
     #: the model report (``report.html`` in the bundle; :mod:`shipyard.reports.model`)
     report: Path | None = None
 
@@ -112,6 +118,8 @@ class TrainResult:
             "readiness": self.readiness,
             "robustness": self.robustness,
             "importance": self.importance,
+            "diagnostics": self.diagnostics,
+            "error_analysis": self.error_analysis,
             "report": None if self.report is None else str(self.report),
         }
 
@@ -231,6 +239,34 @@ def _versus_champion(
         roles=ds.role,
         min_improvement=spec.objective.min_improvement,
         seed=spec.split.seed,
+    )
+
+
+def _champion_rows(
+    champion: tuple[int, Path] | None,
+    ds: Dataset,
+    frame: pd.DataFrame,
+    splits: Splits,
+    dev_xy: tuple[pd.DataFrame, np.ndarray],
+    test_xy: tuple[pd.DataFrame, np.ndarray],
+) -> dict[str, Any] | None:
+    """The champion's metrics on the candidate's dev and test rows (the ladder's), through
+    its own bundle; None without a champion or one that fails to load."""
+    if champion is None:
+        return None
+    version, path = champion
+    try:
+        bundle = load_bundle(path)
+    except BundleError:
+        return None
+    dev_rows = splits.dev_blackbox if len(splits.dev_blackbox) else splits.dev_eyeball
+    return champion_baseline(
+        version,
+        bundle.predict,
+        list(bundle.features),
+        ds.target.kind,
+        (frame.iloc[dev_rows].reset_index(drop=True), dev_xy[1]),
+        (frame.iloc[splits.test].reset_index(drop=True), test_xy[1]),
     )
 
 
@@ -543,6 +579,47 @@ def train(
         )
         seconds["robustness"] = time.perf_counter() - robust_start
         add_document(bundle_path, "robustness.json", robust)
+        progress("diagnostics")
+        diagnosis_start = time.perf_counter()
+        diagnosed = diagnostics(
+            chosen,
+            train_xy,
+            dev_xy,
+            roles=roles,
+            metric=metric,
+            min_improvement=spec.objective.min_improvement,
+            weights=weights,
+            threads=threads,
+            seed=spec.split.seed,
+            champion=_champion_rows(champion, ds, frame, splits, dev_xy, test_xy),
+        )
+        seconds["diagnostics"] = time.perf_counter() - diagnosis_start
+        add_document(bundle_path, "diagnostics.json", diagnosed)
+        progress("error analysis")
+        errors_start = time.perf_counter()
+        eyeball_x, eyeball_y = part["dev_eyeball"]
+        extra = [c for c in slice_cols if c not in eyeball_x and c != spec.project.target]
+        analysis, worst = error_analysis(
+            pd.concat(
+                [eyeball_x, frame.iloc[splits.dev_eyeball][extra].reset_index(drop=True)], axis=1
+            ),
+            eyeball_y,
+            bundle.predict(eyeball_x),
+            train=pd.concat(
+                [train_xy[0], frame.iloc[splits.train][extra].reset_index(drop=True)], axis=1
+            ),
+            columns=list(dict.fromkeys([*features, *slice_cols])),
+            roles=ds.role,
+            metric=metric,
+            task=ds.target.kind,
+            classes=classes,
+            target=spec.project.target,
+            rows=splits.dev_eyeball,
+            seed=spec.split.seed,
+        )
+        add_document(bundle_path, "error_analysis.json", analysis)
+        add_file(bundle_path, analysis["worst"], worst.to_csv(index=False))
+        seconds["error_analysis"] = time.perf_counter() - errors_start
         progress("readiness")
         sample = test_xy[0].head(500)
         other_paths, refused = skew_outputs(bundle, sample)
@@ -607,6 +684,8 @@ def train(
             readiness=readiness.to_dict(),
             robustness=robust,
             importance=importance,
+            diagnostics=diagnosed,
+            error_analysis=analysis,
         )
         if tracked:
             progress("tracking")
@@ -626,6 +705,7 @@ def train(
                 ignored_findings,
                 snapshot_id,
                 contract,
+                worst,
             )
             result.version = tracker.log_bundle(bundle_path, spec.project.name, input_example=None)
             tracker.tags({"registered_version": result.version})
@@ -676,6 +756,7 @@ def _log_run(
     ignored: list[str],
     snapshot_id: str,
     contract: Contract,
+    worst: pd.DataFrame,
 ) -> None:
     from shipyard.evaluation import plots
 
@@ -730,6 +811,10 @@ def _log_run(
         metrics[f"invariance_{entry['column']}_changed_share"] = entry["changed_share"]
     for entry in result.robustness.get("directional", []):
         metrics[f"direction_{entry['feature']}_violation_share"] = entry["violation_share"]
+    champion = result.diagnostics.get("champion")
+    if champion is not None:
+        metrics[f"champion_dev_{metric}"] = champion["dev"][metric]
+        metrics[f"champion_test_{metric}"] = champion["test"][metric]
     for name, item in result.constraints.items():
         if item["value"] is not None:
             metrics[f"constraint_{name}"] = item["value"]
@@ -743,6 +828,9 @@ def _log_run(
     tracker.json(result.constraints, "constraints.json")
     tracker.json(result.readiness, "readiness.json")
     tracker.json(result.robustness, "robustness.json")
+    tracker.json(result.diagnostics, "diagnostics.json")
+    tracker.json(result.error_analysis, "error_analysis.json")
+    tracker.table(worst, result.error_analysis["worst"])
     if result.importance is not None:
         tracker.json(result.importance, "importance.json")
     tracker.tags({"readiness_passed": result.readiness.get("passed")})

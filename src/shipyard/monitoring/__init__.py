@@ -7,7 +7,8 @@ their error bounds and the alert rule (``drift``), delayed labels and outcomes j
 logged predictions (``labels``), the realized metric, calibration back-test and metric-drop
 rule once labels arrive (``performance``), and the estimated metric before they do
 (``estimation``, CBPE); the ``monitor`` command on these: the log streamed into per-window
-summaries (``monitor``), the ``[monitoring]`` rules and alerts (``alerts``), one run end to
+summaries (``monitor``; on Ray Data with ``--engine ray``, ``distributed``), the
+``[monitoring]`` rules and alerts (``alerts``), one run end to
 end (``watch``), training/serving skew against offline features (``skew``), the results
 table it keeps (``results``) and the self-contained HTML page
 drawn from them (``report``, its charts from :mod:`shipyard.reports`). Everything here works from summaries

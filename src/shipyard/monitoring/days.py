@@ -26,7 +26,7 @@ import base64
 import datetime as dt
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +40,7 @@ from shipyard.monitoring.summary import summary_from_dict
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from shipyard.monitoring.monitor import Group
+    from shipyard.monitoring.monitor import Answering, Group, Scan, Window
 
 #: The layout of a kept day; a change makes every kept day stale.
 FORMAT = 1
@@ -181,6 +181,92 @@ def _slice_values(column: pa.ChunkedArray, lo: int, hi: int) -> Any:
     if pa.types.is_floating(part.type):
         return part.to_numpy()
     return pd.Categorical(part.to_pylist())
+
+
+def scan_days(
+    files: Sequence[Path],
+    answering: Callable[[int], Answering | None],
+    window: Window,
+    store: DayStore,
+    *,
+    since_us: int | None,
+    until_us: int | None,
+    model: int | None = None,
+    clock: str | None = None,
+    today: dt.date | None = None,
+) -> Scan:
+    """:func:`~shipyard.monitoring.monitor.scan`, with closed days kept in ``store``: with
+    windows of whole days on the logged clock, the log is grouped by UTC day and the days
+    merged into the windows; each day before ``today`` wholly inside ``since_us``/
+    ``until_us`` is taken from ``store`` when kept there, and kept after it was read.
+    Other windows and clocks are a plain scan."""
+    from shipyard.monitoring.monitor import Scan, _partition, parse_window, scan
+
+    if clock is not None or not window.whole_days:
+        return scan(
+            files, answering, window, since_us=since_us, until_us=until_us, model=model, clock=clock
+        )
+    today = today or dt.datetime.now(dt.UTC).date()
+    by_day: dict[str, list[Path]] = {}
+    for path in files:
+        by_day.setdefault(path.parent.name, []).append(path)
+    out, daily = Scan(), Scan()
+    unread: list[Path] = []
+    keep: dict[str, str] = {}
+    for day, day_files in by_day.items():
+        inside = _whole_day(day, since_us, until_us)
+        key = store.key(day_files)
+        kept = store.load(day, key) if inside and closed(day, today) else None
+        if kept is None:
+            unread.extend(day_files)
+            if inside and closed(day, today) and model is None:
+                keep[day] = key
+            continue
+        groups, count = kept
+        out.files += count
+        for group in groups:
+            if model is None or group.version == model:
+                daily.groups[(group.window, group.version, group.arm)] = group
+                out.rows += group.rows
+    one_day = parse_window("1d")
+    read = scan(unread, answering, one_day, since_us=since_us, until_us=until_us, model=model)
+    out.files += read.files
+    out.rows += read.rows
+    out.skipped += read.skipped
+    out.versions_without_bundle += read.versions_without_bundle
+    by_partition: dict[str, list[Group]] = {}
+    for group in read.groups.values():
+        by_partition.setdefault(_partition(group.first_us), []).append(group)
+    for day, key in keep.items():
+        if day in read.skipped_days or day in read.unanswered_days:
+            continue
+        if by_partition.get(day):
+            store.save(day, key, by_partition[day], len(by_day[day]))
+    daily.groups.update(read.groups)
+    for group in sorted(daily.groups.values(), key=lambda g: (g.window, g.version, g.arm)):
+        index = int(window.index(np.array([group.first_us]))[0])
+        group.window = index
+        at = (index, group.version, group.arm)
+        if at in out.groups:
+            out.groups[at].merge(group)
+        else:
+            out.groups[at] = group
+    out.days_kept = store.hits
+    return out
+
+
+def _whole_day(day: str, since_us: int | None, until_us: int | None) -> bool:
+    """Whether the partition ``date=…`` lies wholly inside [since, until)."""
+    from shipyard.monitoring.monitor import US
+
+    try:
+        start = dt.date.fromisoformat(day.removeprefix("date="))
+    except ValueError:
+        return False
+    first = (start - dt.date(1970, 1, 1)).days * 86_400 * US
+    return (since_us is None or since_us <= first) and (
+        until_us is None or first + 86_400 * US <= until_us
+    )
 
 
 def closed(day: str, today: dt.date) -> bool:

@@ -40,7 +40,6 @@ import numpy as np
 import pandas as pd
 
 from shipyard.errors import DataError, UsageError
-from shipyard.monitoring.days import DayStore, closed
 from shipyard.monitoring.reference import Reference, prediction_columns
 from shipyard.monitoring.summary import NumericReference, Summary, as_numbers, merge, summarize
 from shipyard.serving.log import FIELDS as LOG_FIELDS
@@ -282,6 +281,10 @@ class Scan:
     days_kept: int = 0  # days taken from the kept day summaries
 
 
+def _partition(micros: int) -> str:
+    return f"date={dt.date(1970, 1, 1) + dt.timedelta(microseconds=micros):%Y-%m-%d}"
+
+
 def scan(
     files: Sequence[Path],
     answering: Callable[[int], Answering | None],
@@ -291,97 +294,20 @@ def scan(
     until_us: int | None,
     model: int | None = None,
     clock: str | None = None,
-    days: DayStore | None = None,
-    today: dt.date | None = None,
+    offset: int = 0,
+    out: Scan | None = None,
 ) -> Scan:
     """Read ``files`` into per-window, per-version, per-arm groups, in batches of about
     :data:`BATCH_ROWS` rows (many small files are read, then grouped and summarized together,
     so a file costs its read and little more); ``answering(version)`` gives the version's
     :class:`Answering`, or None to skip its rows. An unreadable or foreign file is a counted
-    warning (``Scan.skipped``), never an error.
-
-    With ``days`` (and windows of whole days on the logged clock), the log is grouped by
-    UTC day and the days merged into the windows; each day before ``today`` wholly inside
-    ``since_us``/``until_us`` is taken from ``days`` when kept there, and kept after it
-    was read (:mod:`~shipyard.monitoring.days`)."""
-    if days is None or clock is not None or not window.whole_days:
-        return _scan_files(files, answering, window, since_us, until_us, model, clock, Scan())
-    today = today or dt.datetime.now(dt.UTC).date()
-    by_day: dict[str, list[Path]] = {}
-    for path in files:
-        by_day.setdefault(path.parent.name, []).append(path)
-    out, daily = Scan(), Scan()
-    unread: list[Path] = []
-    keep: dict[str, str] = {}
-    for day, day_files in by_day.items():
-        inside = _whole_day(day, since_us, until_us)
-        key = days.key(day_files)
-        kept = days.load(day, key) if inside and closed(day, today) else None
-        if kept is None:
-            unread.extend(day_files)
-            if inside and closed(day, today) and model is None:
-                keep[day] = key
-            continue
-        groups, count = kept
-        out.files += count
-        for group in groups:
-            if model is None or group.version == model:
-                daily.groups[(group.window, group.version, group.arm)] = group
-                out.rows += group.rows
-    one_day = parse_window("1d")
-    read = _scan_files(unread, answering, one_day, since_us, until_us, model, None, Scan())
-    out.files += read.files
-    out.rows += read.rows
-    out.skipped += read.skipped
-    out.versions_without_bundle += read.versions_without_bundle
-    for day, key in keep.items():
-        if day in read.skipped_days or day in read.unanswered_days:
-            continue
-        mine = [g for g in read.groups.values() if _partition(g.first_us) == day]
-        if mine:
-            days.save(day, key, mine, len(by_day[day]))
-    daily.groups.update(read.groups)
-    for group in sorted(daily.groups.values(), key=lambda g: (g.window, g.version, g.arm)):
-        index = int(window.index(np.array([group.first_us]))[0])
-        group.window = index
-        at = (index, group.version, group.arm)
-        if at in out.groups:
-            out.groups[at].merge(group)
-        else:
-            out.groups[at] = group
-    out.days_kept = days.hits
-    return out
-
-
-def _whole_day(day: str, since_us: int | None, until_us: int | None) -> bool:
-    """Whether the partition ``date=…`` lies wholly inside [since, until)."""
-    try:
-        start = dt.date.fromisoformat(day.removeprefix("date="))
-    except ValueError:
-        return False
-    first = (start - dt.date(1970, 1, 1)).days * 86_400 * US
-    return (since_us is None or since_us <= first) and (
-        until_us is None or first + 86_400 * US <= until_us
-    )
-
-
-def _partition(micros: int) -> str:
-    return f"date={dt.date(1970, 1, 1) + dt.timedelta(microseconds=micros):%Y-%m-%d}"
-
-
-def _scan_files(
-    files: Sequence[Path],
-    answering: Callable[[int], Answering | None],
-    window: Window,
-    since_us: int | None,
-    until_us: int | None,
-    model: int | None,
-    clock: str | None,
-    out: Scan,
-) -> Scan:
+    warning (``Scan.skipped``), never an error. ``offset`` is how many rows in range came
+    before ``files`` (windows of N rows count from there: a part of the log scanned apart,
+    as ``--engine ray`` does). :func:`~shipyard.monitoring.days.scan_days` is this scan with
+    closed days kept and reused."""
     from shipyard.serving.log import combine, read_raw
 
-    offset = 0  # rows seen so far, for windows of N rows
+    out = Scan() if out is None else out
     pending: list[pa.Table] = []
     held = 0
 
@@ -389,10 +315,9 @@ def _scan_files(
         nonlocal offset, held
         if not pending:
             return
-        table = combine(pending, exclude=["entity_id"])
+        table = combine(pending, exclude=["entity_id"])  # in log order: file by file
         pending.clear()
         held = 0
-        table = _in_time_order(table)
         for group in _groups_of(table, answering, window, offset, out):
             key = (group.window, group.version, group.arm)
             if key in out.groups:
@@ -415,7 +340,7 @@ def _scan_files(
         if table.num_rows == 0:
             continue
         out.rows += table.num_rows
-        pending.append(table)
+        pending.append(_in_time_order(table))
         held += table.num_rows
         if held >= BATCH_ROWS:
             flush()
@@ -424,7 +349,8 @@ def _scan_files(
 
 
 def _in_time_order(table: pa.Table) -> pa.Table:
-    """``table`` sorted by time, unless it already is (a compacted day, one part file)."""
+    """``table`` (one file's rows) sorted by time, unless it already is, as the writer and
+    compaction leave it: log order is the files' order, then time within a file."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -492,9 +418,11 @@ def _groups_of(
     else:
         assert window.rows is not None
         windows = (offset + np.arange(len(time))) // window.rows
-    version_ids, version_codes = np.unique(
-        table.column("model_version").fill_null(-1).to_numpy(), return_inverse=True
-    )
+    logged = table.column("model_version").fill_null(-1).to_numpy()
+    if len(logged) and logged.min() == logged.max():  # one version: the usual case
+        version_ids, version_codes = logged[:1], np.zeros(len(logged), np.intp)
+    else:
+        version_ids, version_codes = np.unique(logged, return_inverse=True)
     arms = pc.dictionary_encode(table.column("arm").fill_null("")).combine_chunks()
     arm_names = arms.dictionary.to_pylist()
     rank = np.argsort(np.argsort(arm_names, kind="stable"))  # arms in name order

@@ -25,7 +25,7 @@ import numpy as np
 
 from shipyard.errors import DataError, DeploymentError, ReferenceMissing, ShipyardError, UsageError
 from shipyard.monitoring import alerts as rules
-from shipyard.monitoring.days import DayStore, days_folder
+from shipyard.monitoring.days import DayStore, days_folder, scan_days
 from shipyard.monitoring.monitor import (
     US,
     Answering,
@@ -37,7 +37,6 @@ from shipyard.monitoring.monitor import (
     iso,
     parse_time,
     parse_window,
-    scan,
     segments,
 )
 from shipyard.monitoring.results import COLUMNS, to_frame, write_results
@@ -161,22 +160,30 @@ def monitor(
     offline: Path | str | None = None,
     clock: str | None = None,
     now: float | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> MonitorResult:
     """Monitor the prediction log between ``since`` and ``until`` (ISO dates or times,
     UTC when naive; ``until`` excluded) in windows of ``window`` (default
-    ``[monitoring] window``), for every version in the log or only ``model``.
+    ``[monitoring] window``), for every version in the log or only ``model``; the log read
+    in this process (``engine="local"``) or on Ray Data (``"ray"``: a local instance, or
+    the cluster at ``ray_address``; :mod:`shipyard.monitoring.distributed`), with the
+    same results.
 
     Raises
     ------
     UsageError
         An unparsable window or time, ``since`` not before ``until``, ``--report`` or
-        ``--offline`` without the module that does it.
+        ``--offline`` without the module that does it, an unknown engine, or
+        ``ray_address`` without ``engine="ray"``.
     DataError
         No log, or no logged prediction in the range (nothing to compute).
     DeploymentError
         No champion and no ``model``.
     ReferenceMissing
         No answering version has reference statistics (retrain).
+    ShipyardError
+        ``engine="ray"`` without Ray Data installed, or Ray cannot be started or reached.
     """
     started = time.perf_counter()
     settings = spec.monitoring
@@ -184,6 +191,7 @@ def monitor(
     since_us, until_us = parse_time(since, "--since"), parse_time(until, "--until")
     if since_us is not None and until_us is not None and since_us >= until_us:
         raise UsageError(f"--since {since} is not before --until {until}: swap them.")
+    _engine(engine, ray_address)
     version = _version(workspace, model)
     from shipyard.serving.log import PREFIX, log_files
 
@@ -199,17 +207,27 @@ def monitor(
             "or widen --since/--until."
         )
     loader = _Loader(workspace, [*spec.features.slices, *spec.features.sensitive])
-    found = scan(
-        files,
-        loader,
-        shape,
-        since_us=since_us,
-        until_us=until_us,
-        model=version,
-        clock=None if event is None else PREFIX + event,
-        days=DayStore(days_folder(workspace), salt=",".join(loader.slices)),
-        today=dt.datetime.fromtimestamp(time.time() if now is None else now, dt.UTC).date(),
-    )
+    reading: dict[str, Any] = {
+        "since_us": since_us,
+        "until_us": until_us,
+        "model": version,
+        "clock": None if event is None else PREFIX + event,
+    }
+    if engine == "ray":
+        from shipyard.monitoring.distributed import scan_ray
+
+        found = scan_ray(
+            files, loader.path, shape, address=ray_address, slices=loader.slices, **reading
+        )
+    else:
+        found = scan_days(
+            files,
+            loader,
+            shape,
+            DayStore(days_folder(workspace), salt=",".join(loader.slices)),
+            today=dt.datetime.fromtimestamp(time.time() if now is None else now, dt.UTC).date(),
+            **reading,
+        )
     warnings = [*found.skipped, *loader.warnings]
     if found.without_clock:
         warnings.append(
@@ -297,6 +315,21 @@ def _version(workspace: Workspace, model: str | int | None) -> int | None:
     return selected
 
 
+def _engine(engine: str, ray_address: str | None) -> None:
+    from shipyard.cluster import ENGINES
+
+    if engine not in ENGINES:
+        raise UsageError(
+            f"--engine {engine!r} is not an engine: give 'local' (this process) or 'ray' "
+            "(Ray Data, the 'ray' extra)."
+        )
+    if ray_address is not None and engine != "ray":
+        raise UsageError(
+            f"--ray-address {ray_address!r} names a Ray cluster, which only --engine ray "
+            "uses: add --engine ray, or leave the address out."
+        )
+
+
 def _day(micros: int | None, end: bool = False) -> dt.date | None:
     if micros is None:
         return None
@@ -317,6 +350,7 @@ class _Loader:
         self.workspace = workspace
         self.slices = slices
         self.loaded: dict[int, Answering | None] = {}
+        self.paths: dict[int, Path] = {}
         self.why: dict[int, str] = {}
         self.missing: list[ReferenceMissing] = []
         self.warnings: list[str] = []
@@ -326,12 +360,18 @@ class _Loader:
             try:
                 located = self.workspace.bundle(version)
                 self.loaded[version] = Answering.load(version, located.path, self.slices)
+                self.paths[version] = located.path
             except ReferenceMissing as exc:
                 self.missing.append(exc)
                 self.loaded[version], self.why[version] = None, str(exc)
             except ShipyardError as exc:
                 self.loaded[version], self.why[version] = None, str(exc)
         return self.loaded[version]
+
+    def path(self, version: int) -> Path | None:
+        """The bundle folder of an answering version (loaded here first, so that a
+        version without one is skipped with its reason), or None."""
+        return self.paths[version] if self(version) is not None else None
 
 
 def _event_column(spec: Spec, clock: str) -> str | None:

@@ -51,6 +51,7 @@ from shipyard.serving.admin import (
     AdminGuard,
     admin_token,
 )
+from shipyard.serving.compaction import DailyCompaction
 from shipyard.serving.connection import CONNECTIONS
 from shipyard.serving.feedback import FeedbackLog
 from shipyard.serving.log import PredictionLog
@@ -420,7 +421,7 @@ def build(
         "batch_rows": policy.log_batch_rows,
         "flush_seconds": policy.log_flush_seconds,
     }
-    prediction_log = PredictionLog(workspace.logs, compact=True, **log_options) if log else None
+    prediction_log = PredictionLog(workspace.logs, **log_options) if log else None
     feedback_log = FeedbackLog(workspace.feedback, **log_options) if log else None
     kwargs = {} if arm_loader is None else {"arm_loader": arm_loader}
     router = Router(
@@ -439,7 +440,12 @@ def build(
         **kwargs,
     )
     service = Service(
-        router, prediction_log, spec.project.name, spec.project.id, feedback=feedback_log
+        router,
+        prediction_log,
+        spec.project.name,
+        spec.project.id,
+        feedback=feedback_log,
+        compaction=DailyCompaction(workspace.logs) if log else None,
     )
     return create_app(service), service
 

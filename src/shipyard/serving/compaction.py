@@ -29,22 +29,35 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import json
 import os
+import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import orjson
+
 from shipyard.errors import DataError
 from shipyard.files import atomic_path, fsync_folder
+from shipyard.serving.log import (
+    _EPOCH,
+    _SEQUENCE,
+    REPLACES,
+    _combine,
+    _read_file,
+    live_files,
+    replaced_names,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-#: The Parquet metadata key of a compacted file: the JSON list of the files it replaces.
-REPLACES = b"shipyard.replaces"
 COMPACTED = "compacted-"
+#: Seconds after UTC midnight the service compacts the day that closed: late enough that a
+#: shadow has read the day's last files.
+AFTER_MIDNIGHT = 600.0
 _LOCK = ".compact.lock"
 
 
@@ -83,25 +96,7 @@ def compact_log(folder: str | Path, *, before: dt.date | None = None) -> Compact
     return done
 
 
-def replaced_names(partition: Path, compacted: list[Path]) -> set[str]:
-    """The names of the files ``compacted`` (compacted files of ``partition``) replace; a
-    compacted file that cannot be read replaces nothing."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    names: set[str] = set()
-    for path in compacted:
-        try:
-            metadata = pq.read_schema(path).metadata or {}
-            names.update(json.loads(metadata.get(REPLACES, b"[]")))
-        except (OSError, ValueError, pa.ArrowException):
-            continue
-    return names
-
-
 def _compact_day(partition: Path, done: Compaction) -> None:
-    from shipyard.serving.log import live_files
-
     with _locked(partition) as locked:
         if not locked:
             done.skipped += 1
@@ -115,7 +110,7 @@ def _compact_day(partition: Path, done: Compaction) -> None:
             return
         table = tables.sort_by("time")
         final = _name(partition, table)
-        schema = table.schema.with_metadata({REPLACES: json.dumps(sorted(names)).encode()})
+        schema = table.schema.with_metadata({REPLACES: orjson.dumps(sorted(names))})
         _write(table.replace_schema_metadata(schema.metadata), final)
         done.days += 1
         done.files += len(names)
@@ -128,8 +123,6 @@ def _compact_day(partition: Path, done: Compaction) -> None:
 
 def _read_all(files: list[Path]) -> tuple[pa.Table, list[str]]:
     """The readable files' rows as one table (read_log's columns and types) and their names."""
-    from shipyard.serving.log import _combine, _read_file
-
     tables, names = [], []
     for path in files:
         try:
@@ -147,7 +140,7 @@ def _remove_replaced(partition: Path, files: list[Path], done: Compaction) -> No
     if not compacted:
         return
     live = {path.name for path in files}
-    for name in replaced_names(partition, compacted) - live:
+    for name in replaced_names(compacted) - live:
         path = partition / name
         if path.exists():
             path.unlink(missing_ok=True)
@@ -157,8 +150,6 @@ def _remove_replaced(partition: Path, files: list[Path], done: Compaction) -> No
 def _name(partition: Path, table: pa.Table) -> Path:
     import pyarrow as pa
     import pyarrow.compute as pc
-
-    from shipyard.serving.log import _EPOCH, _SEQUENCE
 
     first = pc.min(pc.cast(table.column("time"), pa.int64())).as_py() or 0
     stamp = f"{_EPOCH + dt.timedelta(microseconds=first):%Y%m%dT%H%M%S%f}"
@@ -192,3 +183,44 @@ def _locked(partition: Path) -> Iterator[bool]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+class DailyCompaction:
+    """The online service's compaction: :func:`compact_log` of ``folder`` now and
+    :data:`AFTER_MIDNIGHT` seconds after each UTC midnight, in a daemon thread of its own
+    (never on the request path). A failure is reported once on stderr and counted in
+    ``errors``; the thread carries on."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.runs = self.errors = 0
+        self._reported: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="shipyard-log-compaction", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop after the compaction in progress, if any (it is safe to kill: see above)."""
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                compact_log(self.folder)
+                self.runs += 1
+            except Exception as exc:  # the thread must outlive any bug
+                self.errors += 1
+                if type(exc).__name__ not in self._reported:
+                    self._reported.add(type(exc).__name__)
+                    print(
+                        f"shipyard: prediction log {self.folder}: could not compact closed "
+                        f"days: {type(exc).__name__}: {exc}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            now = dt.datetime.now(dt.UTC)
+            midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
+            self._stop.wait((midnight - now).total_seconds() + AFTER_MIDNIGHT)

@@ -68,9 +68,9 @@ _THREADED_READ_ROWS = 65_536  # files of this many rows or more are read in para
 _SEQUENCE = itertools.count()  # shared by every log of this process, so names never collide
 
 
-#: Seconds after UTC midnight the service compacts the day that closed: late enough that a
-#: shadow has read the day's last files.
-COMPACT_AFTER_MIDNIGHT = 600.0
+#: The Parquet metadata key of a compacted file (``serving/compaction.py``): the JSON list of
+#: the files it replaces.
+REPLACES = b"shipyard.replaces"
 #: The log's own fields, in order; feature columns follow them.
 FIELDS = (
     "request_id",
@@ -369,39 +369,6 @@ class PredictionLog(PartLog):
 
     what = "prediction log"
 
-    def __init__(self, folder: str | Path, *, compact: bool = False, **options: Any) -> None:
-        """``compact``: compact closed days (:func:`~shipyard.serving.compaction.compact_log`)
-        now and :data:`COMPACT_AFTER_MIDNIGHT` after each UTC midnight, in a thread of its
-        own (the online service turns it on); ``options`` are :class:`PartLog`'s."""
-        super().__init__(folder, **options)
-        self.compactions = 0  # compaction runs done
-        self._stop_compacting = threading.Event()
-        self._compactor: threading.Thread | None = None
-        if compact:
-            self._compactor = threading.Thread(
-                target=self._compact_daily, name="shipyard-log-compaction", daemon=True
-            )
-            self._compactor.start()
-
-    def close(self) -> None:
-        self._stop_compacting.set()
-        if self._compactor is not None:
-            self._compactor.join(timeout=60)
-        super().close()
-
-    def _compact_daily(self) -> None:
-        from shipyard.serving.compaction import compact_log
-
-        while not self._stop_compacting.is_set():
-            try:
-                compact_log(self.folder)
-                self.compactions += 1
-            except Exception as exc:  # the thread must outlive any bug
-                self._report("compaction", exc, "could not compact closed days")
-            now = dt.datetime.now(dt.UTC)
-            midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
-            self._stop_compacting.wait((midnight - now).total_seconds() + COMPACT_AFTER_MIDNIGHT)
-
     def _coerce(self, record: dict[str, Any]) -> _Row:
         return _row(record)
 
@@ -672,10 +639,25 @@ def live_files(partition: Path) -> list[Path]:
     parts = sorted(partition.glob("part-*.parquet"))
     if not compacted or (len(compacted) == 1 and not parts):
         return [*compacted, *parts]
-    from shipyard.serving.compaction import replaced_names
-
-    replaced = replaced_names(partition, compacted)
+    replaced = replaced_names(compacted)
     return [path for path in [*compacted, *parts] if path.name not in replaced]
+
+
+def replaced_names(compacted: Sequence[Path]) -> set[str]:
+    """The names of the files the compacted files ``compacted`` replace (:data:`REPLACES`);
+    a compacted file that cannot be read replaces nothing."""
+    import orjson
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names: set[str] = set()
+    for path in compacted:
+        try:
+            metadata = pq.read_schema(path).metadata or {}
+            names.update(orjson.loads(metadata.get(REPLACES, b"[]")))
+        except (OSError, ValueError, pa.ArrowException):
+            continue
+    return names
 
 
 def read_log_file(

@@ -33,6 +33,7 @@ from shipyard.serving.router import Answer, Arm, Router, Routes
 
 if TYPE_CHECKING:
     from shipyard.monitoring.labels import Vocabulary
+    from shipyard.serving.compaction import DailyCompaction
 
 T = TypeVar("T")
 E = TypeVar("E")  # what a route's parse returns beside the records
@@ -62,10 +63,12 @@ class Service:
         model: str,
         id_field: str | None,
         feedback: FeedbackLog | None = None,
+        compaction: DailyCompaction | None = None,
     ) -> None:
         self.router = router
         self.log = log
         self.feedback = feedback
+        self.compaction = compaction  # the log's closed days, compacted in its own thread
         self.model = model
         self.id_field = id_field
         self.metrics = router.metrics
@@ -87,6 +90,8 @@ class Service:
             self.log.close()
         if self.feedback is not None:
             self.feedback.close()
+        if self.compaction is not None:
+            self.compaction.close()
         self.router.close()
 
     async def accept_feedback(self, request: Request) -> dict[str, int]:
