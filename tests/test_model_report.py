@@ -2,10 +2,10 @@
 
 Telco churn is trained once (tracked and registered): ``train`` writes ``report.html`` into
 the bundle, signs it into the manifest and logs it to the run. The page is parsed section by
-section and each is checked against the bundle's own numbers. The two documents other steps
-will add (``diagnostics.json``, ``error_analysis.json`` with ``worst_predictions.csv``) are
-computed here on the run's real test rows, in a copy of the bundle, to check that their
-sections draw them; without them the sections say "not computed for this run". Headless
+section and each is checked against the bundle's own numbers. The learning curve and the error
+slices are the run's own (``diagnostics.json``, ``error_analysis.json`` with
+``worst_predictions.csv``); a copy of the bundle without them says "not computed for this
+run". Headless
 Chromium renders the page with every host unresolvable and a NetLog of every request.
 """
 
@@ -18,14 +18,10 @@ from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 
-from shipyard.bundle import add_document, add_file, load_bundle, verify
-from shipyard.data.dataset import Dataset
+from shipyard.bundle import add_document, load_bundle, verify
 from shipyard.data.split import make_splits
 from shipyard.project import Project
 from shipyard.reports.markup import number, percent
@@ -194,9 +190,48 @@ def test_slices_calibration_robustness_and_importance_are_drawn_from_the_bundle(
     assert f">{escape(top['field'])}</text>" in part and found.svgs["importance"] == 1
 
 
-def test_documents_not_computed_say_so(html):
-    assert NOT_COMPUTED in text_of(html, "learning")
-    assert NOT_COMPUTED in text_of(html, "errors")
+def test_the_learning_curve_and_error_slices_are_the_runs_own(trained, html):
+    _, result = trained
+    found = sections(html)
+    curve = result.diagnostics["learning_curve"]
+    learning = text_of(html, "learning")
+    assert NOT_COMPUTED not in learning and found.svgs["learning"] == 1
+    assert " ".join(curve["diagnosis"].split()) in learning and f"({curve['kind']})" in learning
+    assert all(f"{n:,}" in learning for n in curve["sizes"])
+    assert all(number(v) in learning for v in curve["dev"] + curve["train"])
+    assert number(result.diagnostics["sanity"]["value"]) in learning
+    assert "no champion to compare with" in learning  # the first version of the project
+    analysis = result.error_analysis
+    errors = text_of(html, "errors")
+    assert NOT_COMPUTED not in errors and found.svgs["errors"] == 1
+    assert analysis["slices"] and f"{analysis['rows']} rows" in errors
+    for s in analysis["slices"]:
+        where = " and ".join(f"{c} = {v}" for c, v in zip(s["columns"], s["values"], strict=True))
+        assert where in errors and percent(s["share_of_error"]) in errors
+    worst = pd.read_csv(result.bundle / analysis["worst"])
+    assert len(worst) > 5 and "the first 5 rows of worst_predictions.csv" in errors
+    part = html[html.find('id="errors"') : html.find('id="importance"')]
+    table = part[part.find("worst_predictions.csv") :]
+    assert table.count("<tr>") == 1 + 5  # its header and five rows
+    assert all(f"<td>{r}</td>" in table for r in worst.iloc[:5, 0])
+
+
+def test_documents_a_run_did_not_write_say_so(trained, tmp_path):
+    """A bundle trained before diagnostics and error slices existed: one line each."""
+    _, result = trained
+    folder = tmp_path / "bundle"
+    shutil.copytree(result.bundle, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for name in ("diagnostics.json", "error_analysis.json", "worst_predictions.csv"):
+        (folder / name).unlink()
+        del manifest["files"][name]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    html = render_model_report(folder, version=1)
+    assert list(sections(html).text) == list(SECTIONS)
+    for anchor in ("learning", "errors"):
+        assert NOT_COMPUTED in text_of(html, anchor) and sections(html).svgs[anchor] == 0
+    # without rows to explain, the page says why
+    assert "no test rows were available" in text_of(html, "explained")
 
 
 def test_explained_predictions_are_the_bundles_own_explanations(trained, html):
@@ -212,98 +247,6 @@ def test_explained_predictions_are_the_bundles_own_explanations(trained, html):
         assert item["reasons"] and all(r in explained for r in item["reasons"])
         assert f"Row {i + 1}: churn {number(float(scores[i]))}" in explained
         assert f"actual churn: {rows['churn'].iloc[i]}" in explained
-
-
-def _learning_curve(frame: pd.DataFrame, y: np.ndarray, sizes: list[int]) -> dict:
-    """A real learning curve: a logistic regression on the numeric columns, trained on the
-    first n rows, AUC on them and on the rest."""
-    x = frame[["tenure", "monthly_charges"]].to_numpy(float)
-    dev = slice(3000, None)
-    train_auc, dev_auc = [], []
-    for n in sizes:
-        model = LogisticRegression().fit(x[:n], y[:n])
-        train_auc.append(float(roc_auc_score(y[:n], model.predict_proba(x[:n])[:, 1])))
-        dev_auc.append(float(roc_auc_score(y[dev], model.predict_proba(x[dev])[:, 1])))
-    return {
-        "metric": "roc_auc",
-        "sizes": sizes,
-        "train": train_auc,
-        "dev": dev_auc,
-        "diagnosis": f"dev roc_auc {dev_auc[-1]:.4f} at {sizes[-1]} rows; more data helps little",
-        "kind": "plateau",
-    }
-
-
-def test_diagnostics_and_error_analysis_are_drawn_when_present(trained, tmp_path):
-    """The two documents later steps add, computed on the run's test rows, in a copy."""
-    project, result = trained
-    folder = tmp_path / "bundle"
-    shutil.copytree(result.bundle, folder)
-    ds = project.dataset()
-    frame = ds.frame
-    y = (frame["churn"] == "Yes").to_numpy(int)
-    curve = _learning_curve(frame, y, [250, 1000, 3000])
-    add_document(
-        folder,
-        "diagnostics.json",
-        {
-            "learning_curve": curve,
-            "sanity": {"rows": 64, "metric": "roc_auc", "value": 1.0, "passed": True, "note": ""},
-            "champion": None,
-        },
-    )
-    bundle = load_bundle(folder)
-    test = frame.iloc[make_splits(Dataset(frame, project.spec)).test].reset_index(drop=True)
-    p = bundle.predict(test[bundle.features])
-    truth = (test["churn"] == "Yes").to_numpy(int)
-    loss = -(truth * np.log(p) + (1 - truth) * np.log(1 - p))
-    slices = []
-    for value, rows in test.groupby("contract").groups.items():
-        part = loss[np.asarray(rows)]
-        slices.append(
-            {
-                "columns": ["contract"],
-                "values": [str(value)],
-                "rows": len(part),
-                "share_of_error": float(part.sum() / loss.sum()),
-                "error": float(part.mean()),
-                "metric": "log_loss",
-                "value": float(part.mean()),
-                "lower": float(np.quantile(part, 0.025)),
-                "upper": float(np.quantile(part, 0.975)),
-                "score": float(part.sum()),
-            }
-        )
-    slices.sort(key=lambda s: -s["score"])
-    worst = test.assign(prediction=p, log_loss=loss).nlargest(20, "log_loss")
-    add_file(folder, "worst_predictions.csv", worst.to_csv(index=False))
-    add_document(
-        folder,
-        "error_analysis.json",
-        {
-            "split": "test",
-            "rows": len(test),
-            "error": "log_loss",
-            "overall": float(loss.mean()),
-            "slices": slices,
-            "worst": "worst_predictions.csv",
-        },
-    )
-    html = render_model_report(bundle, version=1)
-    found = sections(html)
-    learning = text_of(html, "learning")
-    assert NOT_COMPUTED not in learning and found.svgs["learning"] == 1
-    assert curve["diagnosis"] in learning and "plateau" in learning
-    assert all(number(v) in learning for v in curve["dev"])
-    assert "no champion to compare with" in learning
-    errors = text_of(html, "errors")
-    assert NOT_COMPUTED not in errors and found.svgs["errors"] == 1
-    for s in slices:
-        assert f"contract = {s['values'][0]}" in errors and percent(s["share_of_error"]) in errors
-    assert "the first 5 rows of worst_predictions.csv" in errors
-    assert number(float(worst["log_loss"].iloc[0])) in errors
-    # without rows to explain, the page says why
-    assert "no test rows were available" in text_of(html, "explained")
 
 
 def test_cli_report_writes_one_page_and_refuses_unknown_versions(trained, tmp_path):

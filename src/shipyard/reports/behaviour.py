@@ -37,6 +37,11 @@ __all__ = ["errors", "explained", "importance", "learning", "robustness"]
 WORST_ROWS = 5  # rows of worst_predictions.csv shown
 
 
+def _numbers(values: list[Any]) -> list[float]:
+    """A series' values, a missing one as NaN (a gap in the line)."""
+    return [float("nan") if v is None else float(v) for v in values]
+
+
 def robustness(page: Documents) -> str:
     r = page.document("robustness.json")
     if r is None:
@@ -139,8 +144,12 @@ def learning(page: Documents) -> str:
     curve = d.get("learning_curve")
     if curve:
         sizes = [float(s) for s in curve["sizes"]]
+        holdout = curve.get("holdout") or []
+        # train rows held out of every fit: the train distribution, unseen (when computed)
+        held = len(holdout) == len(sizes) and any(v is not None for v in holdout)
         series = [
             Series("train", sizes, curve["train"], color=OTHER, dashed=True),
+            *([Series("held-out train", sizes, _numbers(holdout), color=BAD)] if held else []),
             Series("dev", sizes, curve["dev"], color=CHOSEN),
         ]
         svg = line_chart(
@@ -155,11 +164,13 @@ def learning(page: Documents) -> str:
             f"<p><b>Diagnosis ({escape(str(curve.get('kind', '')))}):</b> "
             f"{escape(str(curve.get('diagnosis', '')))}</p>"
         )
+        columns = [curve["train"], *([holdout] if held else []), curve["dev"]]
         points = [
-            table_row([f"{int(n):,}", number(t), number(v)])
-            for n, t, v in zip(curve["sizes"], curve["train"], curve["dev"], strict=True)
+            table_row([f"{int(n):,}", *(number(c[i]) for c in columns)])
+            for i, n in enumerate(curve["sizes"])
         ]
-        out.append(table(["train rows", "train", "dev"], points))
+        head = ["train rows", "train", *(["held-out train"] if held else []), "dev"]
+        out.append(table(head, points))
     else:
         out.append(note(f"the learning curve: {NOT_COMPUTED}"))
     sanity = d.get("sanity")
@@ -201,9 +212,9 @@ def errors(page: Documents) -> str:
         return note(f"the error analysis: {NOT_COMPUTED}")
     out = [
         note(
-            f"On the {e.get('split', 'test')} split ({value_text(e.get('rows'))} rows): "
-            f"{e.get('error', 'error')} overall {number(e.get('overall'))}; the slices where "
-            "errors concentrate, worst first."
+            f"On the {e.get('split', 'test')} split ({value_text(e.get('rows'))} rows), the "
+            f"error of each row is its {e.get('error', 'error')}; mean error overall "
+            f"{number(e.get('overall'))}. The slices where errors concentrate, worst first."
         )
     ]
     found = e.get("slices") or []
