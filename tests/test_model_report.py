@@ -374,3 +374,19 @@ def test_the_page_escapes_what_comes_from_data(trained, tmp_path):
     html = render_model_report(folder)
     assert html.count("<script>") == 1  # the page's own
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_changed_data_is_said_in_place_of_explained_rows(trained, tmp_path):
+    """`shipyard report` re-reads the spec's data for the rows it explains: data changed
+    since training (another snapshot) is said, and the rest of the page is drawn."""
+    project, _ = trained
+    root = project.spec.root
+    shutil.copy(root / "shipyard.toml", tmp_path / "shipyard.toml")
+    (tmp_path / ".shipyard").symlink_to(root / ".shipyard")
+    changed = pd.read_csv(root / "churn.csv").iloc[:-1]
+    changed.to_csv(tmp_path / "churn.csv", index=False)
+    path = Project.load(tmp_path / "shipyard.toml").report("1", out=tmp_path / "page.html")
+    page = path.read_text()
+    assert list(sections(page).text) == list(SECTIONS)
+    explained = text_of(page, "explained")
+    assert "changed since this model was trained" in explained and "Row 1" not in explained

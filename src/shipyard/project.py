@@ -34,7 +34,14 @@ from shipyard.data.io import Table, read_table
 from shipyard.data.leakage import leakage_findings
 from shipyard.data.quality import quality_findings
 from shipyard.data.split import Splits, make_splits, split_findings
-from shipyard.errors import CheckFailed, DataError, SpecError, TrackingError, UsageError
+from shipyard.errors import (
+    CheckFailed,
+    DataError,
+    ShipyardError,
+    SpecError,
+    TrackingError,
+    UsageError,
+)
 from shipyard.evaluation.robustness import check_expectations
 from shipyard.files import atomic_write
 from shipyard.leftovers import Cleanup
@@ -802,8 +809,11 @@ class Project:
                 f"{table.snapshot_id[:12]}, trained on {str(bundle.manifest.get('snapshot_id'))[:12]}"
                 "): its test rows cannot be found again"
             )
-        ds = Dataset(table.frame, spec)
-        rows = make_splits(ds).test[:count]
+        try:
+            ds = Dataset(table.frame, spec)
+            rows = make_splits(ds).test[:count]
+        except ShipyardError as exc:
+            return None, f"the training data could not be split again ({exc}): no test rows"
         return ds.frame.iloc[rows], ""
 
     def _validated_source(self) -> str:
