@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -287,3 +289,62 @@ def uvicorn_app(app, **options):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def chromium() -> str:
+    """Debian's Chromium; the report's browser tests never skip without it."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert found, (
+        "chromium is not installed, and the report's browser test needs it: "
+        "apt-get install -y chromium (.ci/run installs it when it runs as root)"
+    )
+    return found
+
+
+def browse(page: Path, profile: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium on ``page`` with no network: every host unresolvable, a dead proxy."""
+    command = [
+        chromium(),
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--proxy-server=127.0.0.1:9",
+        "--enable-logging=stderr",
+        f"--user-data-dir={profile}",
+        *options,
+        page.as_uri(),
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+#: hosts Chromium itself calls (time, updates, accounts) whatever the page holds
+BROWSER_HOSTS = ("google.com", "googleapis.com", "gstatic.com", "chromium.org")
+
+
+def page_requests(netlog: Path) -> list[str]:
+    """Every http(s) or ws URL a page asked for, from Chromium's ``--log-net-log`` file
+    (Chromium's own calls to its services left out)."""
+    from urllib.parse import urlsplit
+
+    text = netlog.read_text(errors="replace")
+    try:
+        events = json.loads(text).get("events", [])
+    except ValueError:  # a log cut short when the browser quit: read the URLs as text
+        import re
+
+        urls = re.findall(r'"url":"([^"]+)"', text)
+    else:
+        urls = [e["params"]["url"] for e in events if "url" in (e.get("params") or {})]
+    wanted = [u for u in urls if u.split(":", 1)[0] in ("http", "https", "ws", "wss")]
+
+    def browsers(url: str) -> bool:
+        host = urlsplit(url).hostname or ""
+        return any(host == h or host.endswith("." + h) for h in BROWSER_HOSTS)
+
+    return sorted({u for u in wanted if not browsers(u)})

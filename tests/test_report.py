@@ -14,8 +14,6 @@ host unresolvable and a dead proxy, and the test reads the DOM it built after it
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 import time
 from html import escape
 from pathlib import Path
@@ -33,6 +31,7 @@ from shipyard.evaluation.calibration import ece, reliability
 from shipyard.evaluation.slices import metric_interval
 from shipyard.monitoring import Reference
 from shipyard.monitoring.report import COLUMNS, render, write_report
+from support import browse
 
 EVIL = '<script>console.error("pwned")</script>carrier'
 NUMBERS = ["dep_delay", "distance", "dep_time", "air_time"]
@@ -290,43 +289,12 @@ def monitored(flights) -> tuple[pd.DataFrame, dict[str, Any]]:
     return results, meta
 
 
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert found, (
-        "chromium is not installed, and the report's browser test needs it: "
-        "apt-get install -y chromium (.ci/run installs it when it runs as root)"
-    )
-    return found
-
-
-def _browse(page: Path, profile: Path, *options: str) -> subprocess.CompletedProcess[str]:
-    """Headless Chromium on ``page`` with no network: every host unresolvable, a dead proxy."""
-    command = [
-        _chromium(),
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--host-resolver-rules=MAP * ~NOTFOUND",
-        "--proxy-server=127.0.0.1:9",
-        "--enable-logging=stderr",
-        f"--user-data-dir={profile}",
-        *options,
-        page.as_uri(),
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120)
-
-
 @pytest.fixture(scope="module")
 def page(monitored, tmp_path_factory) -> tuple[Path, str, str, str]:
     results, meta = monitored
     folder = tmp_path_factory.mktemp("report")
     path = write_report(folder / "monitor.html", results, meta)
-    done = _browse(path, folder / "profile", "--virtual-time-budget=2000", "--dump-dom")
+    done = browse(path, folder / "profile", "--virtual-time-budget=2000", "--dump-dom")
     assert done.returncode == 0, done.stderr[-2000:]
     return path, path.read_text(), done.stdout, done.stderr
 
@@ -455,7 +423,7 @@ def test_alerts_are_sorted_by_severity(monitored, tmp_path):
 def test_a_screenshot_reads(page, tmp_path):
     path, _, _, _ = page
     shot = tmp_path / "report.png"
-    done = _browse(
+    done = browse(
         path,
         tmp_path / "profile",
         f"--screenshot={shot}",

@@ -308,8 +308,10 @@ def test_cli_train_prints_the_ladder_constraints_and_run(tmp_path, churn):
         "pass",
         "calibration: ECE on dev",
         "registered version 1",
+        "report:",
     ):
         assert part in text, part
+    assert f"report: {tmp_path.resolve()}" in text or "report: " + str(tmp_path) in text
     runs = subprocess.run(
         [sys.executable, "-m", "shipyard", "runs", "--json"],
         cwd=tmp_path,

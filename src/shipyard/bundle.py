@@ -12,6 +12,9 @@ A bundle is a folder::
                        see :mod:`shipyard.monitoring.reference`)
     evaluation.json    the evaluation summary
     spec.json          the spec the candidate was trained under
+    robustness.json    robustness, invariance and directional tests (added after saving)
+    readiness.json     the readiness checklist (added after saving)
+    report.html        the model report (:mod:`shipyard.reports.model`), written last
 
 :func:`load_bundle` reads the manifest first, checks the format version and every file's
 hash, and only then reads anything else; a changed, missing or extra file refuses to load.
@@ -197,7 +200,8 @@ def add_document(path: Path | str, name: str, document: Any) -> None:
 
 
 def add_file(path: Path | str, name: str, data: bytes | str) -> None:
-    """Add a file (text is UTF-8) to a verified bundle and re-sign its manifest."""
+    """Add a file (text is UTF-8) to a verified bundle and re-sign its manifest (atomic
+    replace): worst_predictions.csv and the model report (``report.html``) are added so."""
     path = Path(path)
     manifest = verify(path)
     target = path / name

@@ -367,6 +367,8 @@ def print_train(result: TrainResult, console: Console = out) -> None:
         f"run {result.run_id or '—'}; registered version {result.version or '—'}; "
         f"bundle {result.bundle}"
     )
+    if result.report is not None:
+        console.print(f"report: {escape(str(result.report))}")
 
 
 def print_groups(groups: dict[str, Any], console: Console = out) -> None:
@@ -531,6 +533,34 @@ def train(
         _emit_json({**result.to_dict(), "cleaned_up": cleaned})
     else:
         print_train(result)
+
+
+@app.command(cls=_Command)
+def report(
+    run_or_version: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN_OR_VERSION",
+            help="A version (3, v3, champion, challenger) or a training run's id (or prefix).",
+        ),
+    ],
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the page here (default: .shipyard/reports/)."),
+    ] = None,
+    spec: SpecOption = Path("shipyard.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """The model report: one self-contained HTML page (no network needed to open it)."""
+    with _errors(as_json):
+        project = Project.load(spec)
+        _tidy(project)
+        with _progress("report") as update:
+            path = project.report(run_or_version, out=out_file, progress=update)
+    if as_json:
+        _emit_json({"report": str(path)})
+    else:
+        out.print(f"report: {escape(str(path))}")
 
 
 @app.command(cls=_Command)

@@ -34,7 +34,14 @@ from shipyard.data.io import Table, read_table
 from shipyard.data.leakage import leakage_findings
 from shipyard.data.quality import quality_findings
 from shipyard.data.split import Splits, make_splits, split_findings
-from shipyard.errors import CheckFailed, DataError, SpecError, UsageError
+from shipyard.errors import (
+    CheckFailed,
+    DataError,
+    ShipyardError,
+    SpecError,
+    TrackingError,
+    UsageError,
+)
 from shipyard.evaluation.robustness import check_expectations
 from shipyard.files import atomic_write
 from shipyard.leftovers import Cleanup
@@ -711,6 +718,103 @@ class Project:
             same_test_rows=same_rows,
             max_prediction_diff=max_diff,
         )
+
+    def report(
+        self, selector: str, out: Path | str | None = None, progress: Progress = _quiet
+    ) -> Path:
+        """Write the model report (:mod:`shipyard.reports.model`) of a version (``3``,
+        ``v3``, ``NAME/3``, ``champion``, ``challenger``) or of a training run (its id, or a
+        unique prefix of it) to ``out``, by default ``.shipyard/reports/model-v3.html`` (or
+        ``model-<run id>.html``); its path. The few test rows it explains are re-read from
+        the spec's data when its snapshot is still the one trained on.
+
+        Raises :class:`UsageError` (or :class:`SpecError` for an unknown version), naming
+        what was asked, before anything is written."""
+        from shipyard.reports.model import EXPLAINED_ROWS, render_model_report
+
+        target = Path(out) if out is not None else None
+        if target is not None and not target.parent.is_dir():
+            raise UsageError(
+                f"--out '{target}': the folder '{target.parent}' does not exist; create it or "
+                "name a file in an existing folder."
+            )
+        progress("finding the bundle")
+        version, folder = self._report_bundle(selector)
+        bundle = load_bundle(folder)
+        progress("reading the test rows to explain")
+        rows, note = self._test_rows(bundle, EXPLAINED_ROWS)
+        snapshot = str(bundle.manifest.get("snapshot_id") or "")
+        try:
+            check = json.loads(self._report_path(snapshot).read_text()) if snapshot else None
+        except (OSError, ValueError):
+            check = None
+        progress("drawing the report")
+        text = render_model_report(bundle, version=version, check=check, rows=rows, rows_note=note)
+        if target is None:
+            name = f"v{version}" if version is not None else folder.name
+            target = self.workspace.reports / f"model-{name}.html"
+        atomic_write(target, text)
+        return target
+
+    def _report_bundle(self, selector: str) -> tuple[int | None, Path]:
+        """The version (when known) and bundle folder ``selector`` names (see :meth:`report`)."""
+        text = str(selector).strip()
+        version_text = text[1:] if text[:1] in "vV" and text[1:].isdigit() else text
+        if version_text.isdigit() or version_text in ("champion", "challenger") or "/" in text:
+            located = self.workspace.bundle(version_text)
+            return located.number, located.path
+        root = self.workspace.bundles
+        found = (
+            sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(text))
+            if text and root.is_dir()
+            else []
+        )
+        found = [p for p in found if not p.name.endswith(".tmp")]
+        if not found:
+            raise UsageError(
+                f"'{selector}' names no version and no training run of this workspace (no "
+                f"bundle under {root} starts with it): give a version (3, v3, champion) or a "
+                "run id; `shipyard models` lists versions, `shipyard runs` runs."
+            )
+        if len(found) > 1:
+            shown = ", ".join(p.name for p in found[:5])
+            raise UsageError(
+                f"run id prefix '{selector}' is ambiguous: {len(found)} runs match ({shown}). "
+                "Give more characters."
+            )
+        recorded = self.workspace.relative(found[0])
+        versions = [int(v) for v, b in self.registry.state().bundles.items() if b == recorded]
+        if not versions and not found[0].name.startswith("local-"):  # a tracked run's bundle
+            try:  # a version not promoted yet: MLflow's registry knows which run it came from
+                registered = self.tracker().versions(self.spec.project.name)
+                versions = [v.number for v in registered if v.run_id == found[0].name]
+            except TrackingError:
+                pass
+        return (versions[0] if versions else None), found[0]
+
+    def _test_rows(self, bundle: Any, count: int) -> tuple[pd.DataFrame | None, str]:
+        """The first ``count`` test rows of the data ``bundle`` was trained on (its recorded
+        spec and split), or None and why not."""
+        recorded = json.loads((bundle.path / "spec.json").read_text())
+        spec = Spec.from_dict(recorded, root=self.spec.root)
+        if spec.data_path is None:
+            return None, "the spec names no data file to read test rows from"
+        try:
+            table = read_table(spec.data_path)
+        except (OSError, DataError) as exc:
+            return None, f"the training data could not be read again ({exc}): no test rows"
+        if table.snapshot_id != bundle.manifest.get("snapshot_id"):
+            return None, (
+                f"the data at '{spec.data_path}' changed since this model was trained (snapshot "
+                f"{table.snapshot_id[:12]}, trained on {str(bundle.manifest.get('snapshot_id'))[:12]}"
+                "): its test rows cannot be found again"
+            )
+        try:
+            ds = Dataset(table.frame, spec)
+            rows = make_splits(ds).test[:count]
+        except ShipyardError as exc:
+            return None, f"the training data could not be split again ({exc}): no test rows"
+        return ds.frame.iloc[rows], ""
 
     def _validated_source(self) -> str:
         return (

@@ -301,6 +301,11 @@ class Tracker:
     def figure(self, figure: Any, path: str) -> None:
         self.mlflow.log_figure(figure, path)
 
+    @_translated("logging a file")
+    def file(self, path: Path | str, folder: str | None = None) -> None:
+        """Log a file as it is (the model report) into the active run, under ``folder``."""
+        self.mlflow.log_artifact(str(path), folder)
+
     @_translated("logging a table")
     def table(self, frame: Any, path: str) -> None:
         with tempfile.TemporaryDirectory() as folder:

@@ -3,8 +3,9 @@
 :func:`train` runs the whole pipeline on a checked dataset. Every statistic is fitted on
 the train split; early stopping and model selection use the blackbox dev set; calibration
 is fitted on dev; the test split is scored once, at the end, for the chosen candidate and
-the baselines. The result is a bundle, one MLflow run (a nested run per rung) and a new
-registered model version.
+the baselines. The result is a bundle, one MLflow run (a nested run per rung), a new
+registered model version and the model report (``report.html`` in the bundle, logged to the
+run).
 """
 
 from __future__ import annotations
@@ -57,9 +58,11 @@ from shipyard.models.explanation import importance
 from shipyard.models.expression import parse
 from shipyard.models.ladder import Ladder, climb
 from shipyard.monitoring.reference import Reference
+from shipyard.reports.model import EXPLAINED_ROWS, render_model_report
 from shipyard.spec import Spec
 
 FEATURE_SET_VERSION = 1
+REPORT = "report.html"  # the model report, in the bundle and in the run's artifacts
 EYEBALL_SAMPLE = 200
 PACKAGES = ("shipyard", "numpy", "pandas", "pyarrow", "scikit-learn", "lightgbm", "mlflow", "scipy")
 
@@ -89,6 +92,8 @@ class TrainResult:
     diagnostics: dict[str, Any] = field(default_factory=dict)
     #: error slices of the eyeball split (:func:`~shipyard.evaluation.error_slices.error_analysis`)
     error_analysis: dict[str, Any] = field(default_factory=dict)
+    #: the model report (``report.html`` in the bundle; :mod:`shipyard.reports.model`)
+    report: Path | None = None
 
     @property
     def constraints_met(self) -> bool:
@@ -115,6 +120,7 @@ class TrainResult:
             "importance": self.importance,
             "diagnostics": self.diagnostics,
             "error_analysis": self.error_analysis,
+            "report": None if self.report is None else str(self.report),
         }
 
 
@@ -703,11 +709,35 @@ def train(
             )
             result.version = tracker.log_bundle(bundle_path, spec.project.name, input_example=None)
             tracker.tags({"registered_version": result.version})
+        progress("model report")
+        report_start = time.perf_counter()
+        result.report = write_bundle_report(
+            bundle, result.version, check_report, frame.iloc[splits.test[:EXPLAINED_ROWS]]
+        )
+        seconds["report"] = time.perf_counter() - report_start
+        if tracked:
+            tracker.file(result.report)
     finally:
         if run_ctx is not None:
             run_ctx.__exit__(*sys.exc_info())
     result.seconds["total"] = time.perf_counter() - started
     return result
+
+
+def write_bundle_report(
+    bundle: Bundle,
+    version: int | None,
+    check_report: Mapping[str, Any] | None,
+    rows: pd.DataFrame | None,
+    rows_note: str = "",
+) -> Path:
+    """The model report of ``bundle`` written into it as ``report.html`` (the manifest
+    re-signed), drawn from every document the bundle holds by now; its path."""
+    text = render_model_report(
+        bundle, version=version, check=check_report, rows=rows, rows_note=rows_note
+    )
+    add_file(bundle.path, REPORT, text)
+    return bundle.path / REPORT
 
 
 def _log_run(

@@ -11,7 +11,7 @@ summaries (``monitor``; on Ray Data with ``--engine ray``, ``distributed``), the
 ``[monitoring]`` rules and alerts (``alerts``), one run end to
 end (``watch``), training/serving skew against offline features (``skew``), the results
 table it keeps (``results``) and the self-contained HTML page
-drawn from them (``report``, its charts in ``svg``). Everything here works from summaries
+drawn from them (``report``, its charts from :mod:`shipyard.reports`). Everything here works from summaries
 that merge, never from raw training data.
 """
 

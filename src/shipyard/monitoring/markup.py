@@ -1,39 +1,33 @@
-"""HTML pieces of the monitoring report: number formats, level badges, tables, figures.
+"""HTML pieces of the monitoring report: time formats, statistic cells, the alerts table.
 
-Each function returns a fragment of markup; every piece of text from data goes through
-:func:`html.escape` here, so :mod:`shipyard.monitoring.report` composes fragments without
-escaping twice or forgetting to.
+The pieces every report shares (number formats, badges, tables, figures) are in
+:mod:`shipyard.reports.markup`. Each function returns a fragment of markup; every piece of
+text from data goes through :func:`html.escape` here, so :mod:`shipyard.monitoring.report`
+composes fragments without escaping twice or forgetting to.
 
->>> number(0.123456), percent(0.0123), pvalue_text(3.2e-08)
-('0.1235', '1.23%', 'p=3.2e-08')
+>>> pvalue_text(3.2e-08), midpoint("bin[0.7,0.8)")
+('p=3.2e-08', 0.75)
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping
 from html import escape
 from typing import Any
 
 import pandas as pd
 
-from shipyard.monitoring.svg import WIDTH
+from shipyard.reports.markup import badge, finite, number, table
 
 __all__ = [
     "DAY",
     "SEVERITY",
     "alerts_table",
-    "badge",
     "cell",
-    "figure",
-    "finite",
     "midpoint",
-    "number",
-    "percent",
     "pvalue_text",
     "seconds",
     "stamp",
-    "table",
     "time_format",
     "version_label",
     "worst",
@@ -43,32 +37,8 @@ SEVERITY = {"alert": 0, "warn": 1, "empty": 2, "ok": 3}
 DAY = 86_400.0
 
 
-def finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
-
-
-def number(value: Any) -> str:
-    """A value for a table: four significant digits, thousands separated, ``–`` when
-    missing.
-
-    >>> number(0.123456), number(12345.6), number(float("nan")), number(3e-07)
-    ('0.1235', '12,346', '–', '3e-07')
-    """
-    if not finite(value):
-        return "–"
-    if abs(value) >= 10_000:
-        return f"{value:,.0f}"
-    return f"{value:.4g}"
-
-
 def pvalue_text(value: Any) -> str:
     return f"p={value:.2g}" if finite(value) else ""
-
-
-def percent(value: Any) -> str:
-    if not finite(value):
-        return "–"
-    return f"{value:.0%}" if value in (0.0, 1.0) else f"{value:.2%}"
 
 
 def time_format(seconds: float) -> tuple[Callable[[pd.Timestamp], str], str]:
@@ -94,25 +64,6 @@ def version_label(value: Any) -> str:
 
 def worst(levels: Iterable[str]) -> str:
     return min(levels, key=lambda lv: SEVERITY.get(lv, 4), default="ok")
-
-
-def badge(level: str) -> str:
-    return f'<span class="lv lv-{escape(level)}">{escape(level)}</span>'
-
-
-def table(head: list[str], rows: list[str], cls: str = "sortable") -> str:
-    ths = "".join(f"<th>{escape(h)}</th>" for h in head)
-    return (
-        f'<div class="scroll"><table class="{cls}"><thead><tr>{ths}</tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table></div>"
-    )
-
-
-def figure(svg: str, caption: str, width: int = WIDTH) -> str:
-    """A chart and its caption (escaped here), as wide as the chart."""
-    return (
-        f'<figure style="width:{width}px">{svg}<figcaption>{escape(caption)}</figcaption></figure>'
-    )
 
 
 def cell(r: pd.Series) -> str:

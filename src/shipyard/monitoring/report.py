@@ -2,7 +2,7 @@
 
 :func:`write_report` turns the rows ``shipyard monitor`` keeps (one per window, arm,
 statistic and column; the shared results table) into a page that opens with no network: the
-CSS, the SVG charts (drawn by :mod:`shipyard.monitoring.svg`) and a few lines of script
+CSS, the SVG charts (drawn by :mod:`shipyard.reports.svg`) and a few lines of script
 (sortable tables) are all inline, and nothing is fetched. Every string that comes from data or
 ``meta`` (column names, notes, messages, the project's name) is escaped with
 :func:`html.escape`, so a column named ``<script>`` is shown, never run.
@@ -59,23 +59,18 @@ from shipyard.monitoring.markup import (
     DAY,
     SEVERITY,
     alerts_table,
-    badge,
     cell,
-    figure,
-    finite,
     midpoint,
-    number,
-    percent,
     pvalue_text,
     seconds,
     stamp,
-    table,
     time_format,
     version_label,
     worst,
 )
 from shipyard.monitoring.results import COLUMNS
-from shipyard.monitoring.svg import Rule, Series, bar_chart, line_chart
+from shipyard.reports.markup import badge, document, figure, finite, number, percent, table
+from shipyard.reports.svg import Rule, Series, bar_chart, line_chart, reliability_chart
 
 __all__ = ["COLUMNS", "render", "write_report"]
 
@@ -510,15 +505,7 @@ class _Page:
                 ],
             )
             start = self.when(group["window_start"].iloc[0])
-            svg = line_chart(
-                [series],
-                x_format=lambda x: f"{x:.1f}",
-                x_range=(0.0, 1.0),
-                y_range=(0.0, 1.0),
-                diagonal=True,
-                y_label="observed",
-                label=f"calibration {arm}",
-            )
+            svg = reliability_chart([series], f"calibration {arm}")
             figures.append(figure(svg, f"{arm} · {start} · predicted (x) against observed (y)"))
         figures += self.charts_per_statistic(rows[~rows["column"].str.startswith("bin")])
         return self.grid(figures)
@@ -568,14 +555,6 @@ class _Page:
         return None if rows.empty else self.latest_table(rows)
 
 
-RESOURCES = Path(__file__).resolve().parents[1] / "resources"
-
-
-def _inline(name: str) -> str:
-    """A shipped CSS or JS file's text, to inline into the page."""
-    return (RESOURCES / name).read_text(encoding="utf-8")
-
-
 def _header(page: _Page) -> str:
     meta, frame = page.meta, page.frame
     versions = next(
@@ -607,18 +586,10 @@ def _header(page: _Page) -> str:
 
 
 def _document(page: _Page, sections: list[tuple[str, str, str]]) -> str:
-    nav = "".join(f'<a href="#{a}">{escape(t)}</a>' for a, t, _ in sections)
-    body = "".join(
-        f'<section id="{a}"><h2>{escape(t)}</h2>{inner}</section>' for a, t, inner in sections
-    )
-    title = escape(f"Monitoring · {page.meta.get('project') or 'shipyard project'}")
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{title}</title><style>{_inline('report.css')}</style></head><body>"
-        f"{_header(page)}<nav>{nav}</nav><main>{body}</main>"
-        "<footer>Made by shipyard monitor from the workspace's results table; every number is "
-        "computed from logged traffic and the bundle's reference statistics. "
-        '<span id="chart-count"></span></footer>'
-        f"<script>{_inline('report.js')}</script></body></html>"
+    return document(
+        f"Monitoring · {page.meta.get('project') or 'shipyard project'}",
+        _header(page),
+        sections,
+        "Made by shipyard monitor from the workspace's results table; every number is "
+        "computed from logged traffic and the bundle's reference statistics.",
     )

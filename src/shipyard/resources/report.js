@@ -1,4 +1,4 @@
-// The monitoring report's script (inlined into the page by shipyard.monitoring.report):
+// The reports' script (inlined into every page by shipyard.reports.markup.document):
 // sortable tables, then it counts the charts and marks the page ready.
 (function () {
   function key(cell) {

@@ -1,4 +1,8 @@
-"""Small static SVG charts for self-contained HTML pages: a line chart and a bar chart.
+"""Small static SVG charts for self-contained HTML pages: line, bar and labelled-bar charts.
+
+shipyard draws its report plots itself instead of embedding a plotting library: a chart is
+a few kilobytes of SVG drawn from aggregates (never one mark per data row), so a page stays
+small and opens offline.
 
 No plotting library and no script: each function returns one ``<svg>`` element as text,
 with axes, ticks, tick labels, a legend and a native tooltip (``<title>``) on every marker
@@ -9,7 +13,11 @@ column named ``<script>`` is drawn as text.
   from ``lower`` to ``upper``; one marker colour per point), horizontal reference lines
   (:class:`Rule`, dashed) and an optional ``y = x`` diagonal. A non-finite value breaks the
   line instead of being drawn.
+- :func:`reliability_chart`: a calibration diagram: observed against predicted on the unit
+  square, with the ``y = x`` diagonal.
 - :func:`bar_chart`: grouped bars, one group per category, one bar per series.
+- :func:`hbar_chart`: one labelled horizontal bar per item (a ranking: importance, the worst
+  perturbations), its value written beside it; negative values extend left of zero.
 
 >>> svg = line_chart([Series("psi", [0, 1, 2], [0.01, 0.3, float("nan")])],
 ...                  rules=[Rule(0.2, "alert", "#c62828")], x_format=str)
@@ -26,10 +34,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
-__all__ = ["Rule", "Series", "bar_chart", "line_chart", "nice_ticks", "short_number"]
+__all__ = [
+    "Rule",
+    "Series",
+    "bar_chart",
+    "hbar_chart",
+    "line_chart",
+    "nice_ticks",
+    "reliability_chart",
+    "short_number",
+]
 
 WIDTH, HEIGHT = 340, 190
-LEFT, RIGHT, TOP, BOTTOM = 46, 34, 24, 30  # margins around the plot area, in px
+# margins around the plot area, in px (the right one holds a rule's label: "overall")
+LEFT, RIGHT, TOP, BOTTOM = 46, 42, 24, 30
 FONT = 'font-family="system-ui, sans-serif" font-size="10"'
 AXIS, GRID, INK = "#555", "#e4e4e4", "#222"
 
@@ -298,6 +316,20 @@ def line_chart(
     return _svg(width, height, label, parts)
 
 
+def reliability_chart(series: Sequence[Series], label: str = "calibration diagram") -> str:
+    """Observed (y) against mean predicted (x) per bin, both from 0 to 1, and the diagonal
+    a calibrated model follows."""
+    return line_chart(
+        series,
+        x_format=lambda x: f"{x:.1f}",
+        x_range=(0.0, 1.0),
+        y_range=(0.0, 1.0),
+        diagonal=True,
+        y_label="observed",
+        label=label,
+    )
+
+
 def bar_chart(
     categories: Sequence[str],
     series: Sequence[Series],
@@ -334,4 +366,58 @@ def bar_chart(
             )
     if len(series) > 1:
         parts += _legend([(s.name, s.color, False) for s in series], width)
+    return _svg(width, height, label, parts)
+
+
+def hbar_chart(
+    labels: Sequence[str],
+    values: Sequence[float],
+    *,
+    colors: Sequence[str] | None = None,
+    tips: Sequence[str] | None = None,
+    value_format: Callable[[float], str] = short_number,
+    label: str = "bar chart",
+    width: int = 560,
+    bar_height: int = 16,
+) -> str:
+    """One horizontal bar per label, in the order given, the value written at its end; a
+    non-finite value draws no bar (its value reads ``–``).
+
+    >>> svg = hbar_chart(["a", "<b>"], [2.0, -1.0])
+    >>> svg.count("<rect"), "&lt;b&gt;" in svg
+    (2, True)
+    """
+    label_w = min(220, 12 + 6 * max((len(t) for t in labels), default=1))
+    plot_w = width - label_w - 56
+    height = TOP // 2 + bar_height * len(labels) + 8
+    shown = _finite(values)
+    low, high = min([0.0, *shown]), max([0.0, *shown])
+    span = (high - low) or 1.0
+    zero = label_w + (0.0 - low) / span * plot_w
+    parts = [
+        f'<line x1="{zero:.1f}" x2="{zero:.1f}" y1="{TOP // 2 - 2}" y2="{height - 6}" '
+        f'stroke="{AXIS}"/>'
+    ]
+    for i, (name, value) in enumerate(zip(labels, values, strict=True)):
+        y = TOP // 2 + i * bar_height
+        text = name if len(name) <= 34 else name[:33] + "…"
+        parts.append(
+            f'<text x="{label_w - 6}" y="{y + bar_height * 0.7:.1f}" text-anchor="end" '
+            f'fill="{INK}">{escape(text)}</text>'
+        )
+        if not _ok(value):
+            parts.append(
+                f'<text x="{zero + 4:.1f}" y="{y + bar_height * 0.7:.1f}" fill="{AXIS}">–</text>'
+            )
+            continue
+        end = label_w + (value - low) / span * plot_w
+        x, w = min(zero, end), max(abs(end - zero), 1.0)
+        fill = colors[i] if colors is not None else "#1f4e79"
+        tip = f"<title>{escape(tips[i])}</title>" if tips is not None else ""
+        parts.append(
+            f'<rect x="{x:.1f}" y="{y + 2}" width="{w:.1f}" height="{bar_height - 4}" '
+            f'fill="{fill}">{tip}</rect>'
+            f'<text x="{max(zero, end) + 4:.1f}" y="{y + bar_height * 0.7:.1f}" '
+            f'fill="{AXIS}">{escape(value_format(value))}</text>'
+        )
     return _svg(width, height, label, parts)
