@@ -3,6 +3,9 @@ minutes (a proportion) and their arrival delay in minutes (a mean)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +22,7 @@ from shipyard.monitoring.experiment import (
     sample_ratio,
     summarize_arm,
 )
+from support import shipyard_cli
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +137,18 @@ def test_always_valid_false_positive_rate_under_peeking(delayed: np.ndarray) -> 
     assert naive > 0.12  # twenty looks at a fixed-horizon test: far above its 5%
 
 
+def test_analyze_holds_alpha_on_a_a_experiments(delayed: np.ndarray) -> None:
+    verdicts = [analyze(*_arms(delayed, 2000, seed=100 + i), mde=0.02) for i in range(150)]
+    significant = np.mean([v.sequential.p_value <= 0.05 for v in verdicts])
+    assert significant <= 0.08
+    assert {v.verdict for v in verdicts} <= {"keep running", "stop: futile", "launch", "stop: harm"}
+    assert np.mean([v.verdict in ("launch", "stop: harm") for v in verdicts]) == significant
+    # the peeks follow the arrivals: the canary's outcomes all arriving last gives fewer peeks
+    a, b = _arms(delayed, 2000, seed=1)
+    late = analyze(a, b, mde=0.02, arrivals=(np.arange(2000.0), 2000 + np.arange(2000.0)))
+    assert late.sequential.peeks == 20  # from 2,100 observations on (100 in the canary)
+
+
 def test_sample_ratio_mismatch_blocks_the_verdict(delayed: np.ndarray) -> None:
     a, b = _arms(delayed, 3000, seed=7)
     b = _planted(b, 0.1, seed=8)
@@ -151,7 +167,7 @@ def test_verdicts_on_planted_effects(delayed: np.ndarray) -> None:
     assert launch.verdict == "launch"
     assert launch.sequential.ci[0] > 0 and launch.sequential.p_value <= 0.05
     assert "always-valid" in launch.acting_on
-    assert launch.sequential.peeks == 200
+    assert launch.sequential.peeks == 400  # every 100 of the 40,000 observations
     harm = analyze(_planted(a, 0.03, seed=11), b, mde=0.02)
     assert harm.verdict == "stop: harm"
     assert harm.sequential.ci[1] < 0
@@ -181,3 +197,83 @@ def test_bad_input_is_refused_with_a_clear_message(
         analyze(np.r_[delayed[:100], np.nan], delayed[:100], mde=0.02)
     with pytest.raises(DataError, match="minimum detectable effect must be positive"):
         analyze(delayed[:100], delayed[100:200], mde=0)
+
+
+@pytest.fixture(scope="module")
+def served_flights(tmp_path_factory, flights_sample: pd.DataFrame):
+    """A regression project whose log holds 8,000 flights routed 70/30 to champion and canary
+    by entity, as the router does, and whose labels are their arrival delays; the canary's
+    flights arrive 6 minutes earlier (a planted gain: a lower delay is the better one)."""
+    from shipyard.monitoring.labels import ingest
+    from shipyard.project import Project
+    from shipyard.serving.log import PredictionLog
+    from shipyard.serving.router import in_canary
+
+    folder = tmp_path_factory.mktemp("served_flights")
+    (folder / "shipyard.toml").write_text(
+        '[project]\nname = "flights"\ntask = "regression"\ntarget = "arr_delay"\n'
+        'data = "flights.csv"\nid = "flight_id"\n'
+    )
+    project = Project.load(folder / "shipyard.toml")
+    rows = flights_sample[flights_sample["arr_delay"].notna()].head(8000)
+    log = PredictionLog(project.workspace.logs)
+    delays = []
+    for i, delay in enumerate(rows["arr_delay"].to_numpy(dtype=float)):
+        arm = "canary" if in_canary(f"e{i}", 30) else "champion"
+        log.append(
+            {
+                "request_id": f"r{i}",
+                "time": 1.7e9 + i,
+                "entity_id": f"e{i}",
+                "model_version": 2 if arm == "canary" else 1,
+                "arm": arm,
+                "features": {"distance": 100.0},
+                "prediction": 5.0,
+                "latency_ms": 1.0,
+                "warnings": [],
+                "error": None,
+            }
+        )
+        delays.append(delay - 6 if arm == "canary" else delay)
+    log.close()
+    labels = folder / "labels.csv"
+    pd.DataFrame({"request_id": [f"r{i}" for i in range(len(delays))], "arr_delay": delays}).to_csv(
+        labels, index=False
+    )
+    ingest(labels, project.spec, project.workspace)
+    return folder
+
+
+def test_cli_verdict_from_the_log_joined_with_labels(served_flights: Path) -> None:
+    run = shipyard_cli(
+        served_flights, "experiment", "--percent", "30", "--mde", "3", "--lower-is-better", "--json"
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["verdict"] == "launch"
+    assert result["kind"] == "mean" and result["fixed"]["test"] == "Welch t"
+    assert result["control"]["n"] + result["treatment"]["n"] == 8000
+    assert result["treatment"]["n"] == pytest.approx(2400, abs=150)
+    assert result["fixed"]["lift"] == pytest.approx(-6, abs=3)
+    assert result["sequential"]["ci"][1] < 0
+    human = shipyard_cli(served_flights, "experiment", "--percent", "30", "--mde", "3")
+    # higher is better by default: six minutes more delay avoided reads as harm (exit 1)
+    assert human.returncode == 1 and "stop: harm" in human.stdout
+    assert "always-valid" in human.stdout
+
+
+def test_cli_refusals(served_flights: Path) -> None:
+    srm = shipyard_cli(served_flights, "experiment", "--percent", "50", "--mde", "3", "--json")
+    assert srm.returncode == 1
+    assert "sample ratio mismatch" in srm.stdout
+    for args, message in [
+        (["--percent", "30", "--arms", "champion,shadow", "--mde", "3"], "arm 'shadow' has no"),
+        (["--percent", "30", "--arms", "champion"], "two different arm names"),
+        (["--percent", "30"], "--mde is needed for a mean of 'outcome'"),
+        (["--mde", "3"], "no canary's traffic share is recorded"),
+        (["--percent", "30", "--mde", "3", "--metric", "speed"], "--metric 'speed' is neither"),
+    ]:
+        run = shipyard_cli(served_flights, "experiment", *args)
+        assert run.returncode == 2, (args, run.stdout, run.stderr)
+        assert message in run.stderr
+        assert "Traceback" not in run.stderr

@@ -23,7 +23,7 @@ from rich.table import Table as RichTable
 from typer.core import TyperArgument, TyperCommand
 
 from shipyard import __version__
-from shipyard.errors import ShipyardError
+from shipyard.errors import ShipyardError, UsageError
 from shipyard.progress import Reporter, display
 
 if TYPE_CHECKING:
@@ -860,6 +860,85 @@ def monitor(
     else:
         print_monitor(result)
     raise typer.Exit(result.exit_code)
+
+
+#: verdicts that exit 1: the experiment found a problem
+EXPERIMENT_PROBLEMS = ("stop: harm", "blocked: sample ratio mismatch")
+
+
+@app.command(cls=_Command)
+def experiment(
+    metric: Annotated[
+        str,
+        typer.Option(help="'outcome' (the label as a number) or a numeric prediction-log field."),
+    ] = "outcome",
+    arms: Annotated[
+        str, typer.Option(help="The control arm and the treatment arm, comma-separated.")
+    ] = "champion,canary",
+    alpha: Annotated[float, typer.Option(help="The false-positive rate to hold.")] = 0.05,
+    mde: Annotated[
+        float | None,
+        typer.Option(help="Minimum detectable lift, absolute (default 0.02 for a rate)."),
+    ] = None,
+    percent: Annotated[
+        float | None,
+        typer.Option(help="The treatment's configured share in % (default: the canary's)."),
+    ] = None,
+    lower_is_better: Annotated[
+        bool, typer.Option("--lower-is-better", help="A lower outcome is the better one.")
+    ] = False,
+    spec: SpecOption = Path("shipyard.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """The online verdict, champion against canary: launch, keep running or stop; exit 1 on
+    harm or a sample-ratio mismatch."""
+    with _errors(as_json):
+        names = tuple(a.strip() for a in arms.split(","))
+        if len(names) != 2 or not all(names) or names[0] == names[1]:
+            raise UsageError(f"--arms takes two different arm names, comma-separated; got '{arms}'")
+        result = Project.load(spec).experiment(
+            metric=metric,
+            arms=(names[0], names[1]),
+            alpha=alpha,
+            mde=mde,
+            percent=percent,
+            higher_is_better=not lower_is_better,
+        )
+    if as_json:
+        _emit_json(result.to_dict())
+    else:
+        print_experiment(result)
+    raise typer.Exit(1 if result.verdict in EXPERIMENT_PROBLEMS else 0)
+
+
+def print_experiment(result: Any, console: Console = out) -> None:
+    """Per arm, the fixed-horizon and always-valid lift, the sample-ratio check, the verdict."""
+    table = RichTable(show_edge=False, pad_edge=False)
+    for name in ("arm", "n", "rate" if result.kind == "proportion" else "mean"):
+        table.add_column(name, justify="right" if name != "arm" else "left")
+    for arm in (result.control, result.treatment):
+        table.add_row(escape(arm.name), f"{arm.n:,}", _fmt(arm.mean))
+    console.print(table)
+    fixed, sequential = result.fixed, result.sequential
+    console.print(
+        f"lift {fixed.lift:+.4f}; fixed-horizon {fixed.test}: p = {fixed.p_value:.3g}, "
+        f"{1 - result.alpha:.0%} CI [{fixed.ci[0]:+.4f}, {fixed.ci[1]:+.4f}], power "
+        f"{fixed.power:.0%} against MDE {result.mde:g} ({fixed.required_per_arm:,} per arm needed)"
+    )
+    console.print(
+        f"always-valid mSPRT: p = {sequential.p_value:.3g}, confidence sequence "
+        f"[{sequential.ci[0]:+.4f}, {sequential.ci[1]:+.4f}] over {sequential.peeks} peeks"
+    )
+    console.print(
+        f"sample ratio: {result.srm.counts[0]:,} / {result.srm.counts[1]:,} against "
+        f"{result.srm.expected_share[0]:.0%} / {result.srm.expected_share[1]:.0%}, "
+        f"p = {result.srm.p_value:.3g}"
+    )
+    style = "bold green" if result.verdict == "launch" else "bold red"
+    if result.verdict not in EXPERIMENT_PROBLEMS and result.verdict != "launch":
+        style = "yellow"
+    console.print(f"[{style}]{result.verdict}[/] (acting on the {result.acting_on})")
+    console.print(escape(result.reason))
 
 
 @app.command(cls=_Command)

@@ -577,6 +577,58 @@ class Project:
             ray_address=ray_address,
         )
 
+    def experiment(
+        self,
+        *,
+        metric: str = "outcome",
+        arms: tuple[str, str] = ("champion", "canary"),
+        alpha: float = 0.05,
+        mde: float | None = None,
+        percent: float | None = None,
+        higher_is_better: bool = True,
+    ) -> Any:
+        """The online verdict of champion against canary (``shipyard experiment``): an
+        :class:`~shipyard.monitoring.experiment.Experiment` with ``to_dict()``. The split the
+        sample-ratio check expects is the canary's recorded ``percent`` unless given; the
+        MDE is two points of rate for a binary outcome, and must be given for a mean."""
+        from shipyard.errors import DataError
+        from shipyard.monitoring.experiment import Kind, analyze, logged_outcomes
+
+        binary = metric == "outcome" and self.spec.project.task == "binary"
+        kind: Kind = "proportion" if binary else "mean"
+        if mde is None:
+            if kind == "mean":
+                raise DataError(
+                    f"--mde is needed for a mean of '{metric}': the smallest lift worth "
+                    "detecting, in the metric's own units"
+                )
+            mde = 0.02
+        if percent is None:
+            state = self.registry.state()
+            if state.mode != "canary" or not state.percent:
+                raise DataError(
+                    "no canary's traffic share is recorded (the deployment is "
+                    f"{state.mode or 'without a challenger'}); pass --percent, the share "
+                    "of traffic the second arm was given"
+                )
+            percent = state.percent
+        if not 0 < percent < 100:
+            raise DataError(f"--percent must be between 0 and 100; got {percent:g}")
+        shares = [percent if arm == "canary" else 100 - percent for arm in arms]
+        (first, second), arrivals, units = logged_outcomes(self.workspace, arms, metric)
+        return analyze(
+            first,
+            second,
+            kind=kind,
+            names=arms,
+            alpha=alpha,
+            mde=mde,
+            split=(shares[0], shares[1]),
+            units=(units[0], units[1]),
+            higher_is_better=higher_is_better,
+            arrivals=(arrivals[0], arrivals[1]),
+        )
+
     def rollback(
         self, reason: str | None = None, progress: Progress = _quiet, mirror: str = "now"
     ) -> RollbackResult:

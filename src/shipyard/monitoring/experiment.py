@@ -18,27 +18,35 @@ Everything here is pure NumPy/SciPy on the outcomes of two arms, in arrival orde
 - :func:`sample_ratio`: the chi-square goodness-of-fit test of the arms' sizes against the
   configured split; below ``p = 0.001`` it blocks any verdict (the assignment is broken).
 - :func:`analyze`: all of the above and the verdict, which acts on the always-valid test:
-  ``launch`` (the confidence sequence lies above zero), ``stop: harm`` (it lies below zero),
-  ``stop: futile`` (its upper bound is below the MDE: the lift cannot
-  reach it), ``keep running`` (with the samples per arm the fixed-horizon power calculation
-  still asks for), or ``blocked: sample ratio mismatch``.
+  ``launch`` (the mSPRT p-value is at or below ``alpha`` and the lift is a gain), ``stop:
+  harm`` (significant and a loss, or the confidence sequence holds only losses), ``stop:
+  futile`` (the sequence's largest gain is below the MDE: the lift cannot reach it), ``keep
+  running`` (with the samples per arm the fixed-horizon power calculation still asks for), or
+  ``blocked: sample ratio mismatch``. A gain is a positive lift, or a negative one when a lower
+  outcome is the better one.
+- :func:`logged_outcomes`: each arm's outcomes from the prediction log joined with the labels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from scipy import stats
 
 from shipyard.errors import DataError
 
+if TYPE_CHECKING:
+    from shipyard.workspace import Workspace
+
 Kind = Literal["proportion", "mean"]
 
 #: below this p-value the arms' sizes do not fit the configured split and no verdict is given
 SRM_ALPHA = 0.001
+#: peeks start once each arm holds this many outcomes (the variance estimate needs them)
+MIN_PER_ARM = 50
 #: the default power of the fixed-horizon sample-size calculation
 POWER = 0.8
 
@@ -103,6 +111,7 @@ class Experiment:
     verdict: str
     reason: str
     samples_needed_per_arm: int
+    higher_is_better: bool = True
     acting_on: str = "always-valid (mSPRT p-value and its confidence sequence)"
 
     def to_dict(self) -> dict[str, Any]:
@@ -278,32 +287,41 @@ def confidence_sequence(
 
 
 def _peeks(
-    control: np.ndarray, treatment: np.ndarray, every: int, kind: Kind
+    control: np.ndarray,
+    treatment: np.ndarray,
+    every: int,
+    kind: Kind,
+    arrivals: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Difference of means and its variance at every ``every`` observations per arm (and at
-    the end), in arrival order."""
-    horizon = min(control.size, treatment.size)
-    points = np.arange(every, horizon + 1, every)
-    if points.size == 0 or points[-1] != horizon:
-        points = np.append(points, horizon)
+    """Difference of means and its variance after every ``every`` observations of the two arms
+    together, and at the end, once each arm holds :data:`MIN_PER_ARM`.
+
+    ``arrivals`` are the outcomes' increasing positions in the shared order of arrival (the
+    log's rows); without them each arm's outcomes are spread evenly over the experiment.
+    """
+    if arrivals is None:
+        arrivals = (
+            (np.arange(control.size) + 0.5) / control.size,
+            (np.arange(treatment.size) + 0.5) / treatment.size,
+        )
+    merged = np.sort(np.concatenate(arrivals))
+    points = np.unique(np.append(np.arange(every, merged.size + 1, every), merged.size))
+    counts = [np.searchsorted(a, merged[points - 1], side="right") for a in arrivals]
+    ready = (counts[0] >= min(MIN_PER_ARM, control.size)) & (
+        counts[1] >= min(MIN_PER_ARM, treatment.size)
+    )
     columns = []
-    for values in (control, treatment):
-        sums = np.cumsum(values)[points - 1]
-        squares = np.cumsum(values**2)[points - 1]
-        mean = sums / points
+    for values, n in zip((control, treatment), counts, strict=True):
+        n = np.maximum(n[ready], 1)
+        mean = np.cumsum(values)[n - 1] / n
         if kind == "proportion":
             var = mean * (1 - mean)
         else:
-            var = (squares - points * mean**2) / np.maximum(points - 1, 1)
-        columns.append((mean, var))
+            squares = np.cumsum(values**2)[n - 1]
+            var = np.maximum(squares - n * mean**2, 0.0) / np.maximum(n - 1, 1)
+        columns.append((mean, var / n))
     (m0, v0), (m1, v1) = columns
-    # the arm that ran longer is counted in full at the last peek
-    d = m1 - m0
-    v = (v0 + v1) / points
-    last_v = columns[0][1][-1] / control.size + columns[1][1][-1] / treatment.size
-    d[-1] = float(treatment.mean() - control.mean())
-    v[-1] = last_v
-    return d, v
+    return m1 - m0, v0 + v1
 
 
 def always_valid(
@@ -314,12 +332,16 @@ def always_valid(
     alpha: float = 0.05,
     mixing_sd: float,
     every: int = 100,
+    arrivals: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> AlwaysValid:
-    """The mSPRT p-value and confidence sequence of ``treatment - control`` peeked every
-    ``every`` observations per arm, in arrival order (the last peek counts every outcome)."""
-    d, v = _peeks(control, treatment, every, kind)
+    """The mSPRT p-value of ``treatment - control`` (the running minimum over peeks every
+    ``every`` observations, see :func:`_peeks`) and the confidence sequence at the last peek,
+    which counts every outcome. The sequence is the one at the current time rather than the
+    running intersection: with the variance estimated, the intersection can shrink past the
+    estimate on heavy-tailed outcomes."""
+    d, v = _peeks(control, treatment, every, kind, arrivals)
     p = msprt_p_values(d, v, mixing_sd)
-    lower, upper = confidence_sequence(d, v, mixing_sd, alpha)
+    lower, upper = confidence_sequence(d[-1:], v[-1:], mixing_sd, alpha)
     return AlwaysValid(
         p_value=float(p[-1]),
         ci=(float(lower[-1]), float(upper[-1])),
@@ -364,6 +386,9 @@ def analyze(
     mixing_sd: float | None = None,
     every: int = 100,
     power: float = POWER,
+    units: tuple[int, int] | None = None,
+    higher_is_better: bool = True,
+    arrivals: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Experiment:
     """The experiment's analysis and verdict; outcomes in arrival order, ``control`` first.
 
@@ -379,7 +404,16 @@ def analyze(
         The standard deviation ``tau`` of the mSPRT's normal mixing distribution; the MDE
         by default (the effect size the test is tuned to find fastest).
     every
-        Peek every this many observations per arm.
+        Peek every this many observations of both arms together.
+    arrivals
+        Each outcome's position in the shared order of arrival, for the peeks (see
+        :func:`_peeks`); evenly interleaved arms by default.
+    units
+        The arms' assignment units for the sample-ratio check (entities, when traffic is
+        split by entity); the arms' sample sizes by default.
+    higher_is_better
+        Whether a higher outcome is the better one (a conversion); ``False`` for a delay or a
+        cost, and then ``launch`` needs the lift below zero.
     """
     if mde <= 0:
         raise DataError(f"the minimum detectable effect must be positive; got {mde}")
@@ -395,33 +429,44 @@ def analyze(
             "Check that labels or outcomes have been ingested"
         )
     fixed = fixed_horizon(first, second, kind, alpha=alpha, mde=mde, power=power)
-    sequential = always_valid(a, b, kind, alpha=alpha, mixing_sd=mixing_sd or mde, every=every)
-    srm = sample_ratio(first.n, second.n, split)
+    sequential = always_valid(
+        a, b, kind, alpha=alpha, mixing_sd=mixing_sd or mde, every=every, arrivals=arrivals
+    )
+    srm = sample_ratio(*(units or (first.n, second.n)), split)
     lower, upper = sequential.ci
+    # the gain is the lift, or its negative when lower is better
+    sign = 1.0 if higher_is_better else -1.0
+    gain = sign * fixed.lift
+    high = max(sign * lower, sign * upper)  # the largest gain the sequence holds
+    significant = sequential.p_value <= alpha
+    interval = (
+        f"the always-valid p-value {sequential.p_value:.3g} and confidence sequence of the "
+        f"lift [{lower:.4g}, {upper:.4g}]"
+    )
     needed = max(0, fixed.required_per_arm - min(first.n, second.n))
     if srm.blocked:
         verdict = "blocked: sample ratio mismatch"
         reason = (
-            f"the arms hold {first.n:,} and {second.n:,} observations, not the configured "
+            f"the arms hold {srm.counts[0]:,} and {srm.counts[1]:,} units, not the configured "
             f"{srm.expected_share[0]:.0%}/{srm.expected_share[1]:.0%} split "
             f"(chi-square p = {srm.p_value:.2g} < {SRM_ALPHA}); fix the assignment first"
         )
-    elif lower > 0:
+    elif significant and gain > 0:
         verdict = "launch"
-        reason = f"the always-valid interval of the lift [{lower:.4g}, {upper:.4g}] is above 0"
-    elif upper < 0:
+        reason = f"{interval}: the lift {fixed.lift:+.4g} is a gain"
+    elif (significant and gain < 0) or high < 0:
         verdict = "stop: harm"
-        reason = f"the always-valid interval of the lift [{lower:.4g}, {upper:.4g}] is below 0"
-    elif upper < mde:
+        reason = f"{interval}: the lift {fixed.lift:+.4g} is a loss"
+    elif high < mde:
         verdict = "stop: futile"
         reason = (
-            f"the always-valid interval's upper bound {upper:.4g} is below the minimum "
-            f"detectable effect {mde:g}: the lift cannot reach it"
+            f"{interval} excludes a gain of the minimum detectable effect {mde:g}: "
+            "the lift cannot reach it"
         )
     else:
         verdict = "keep running"
         reason = (
-            f"the always-valid interval [{lower:.4g}, {upper:.4g}] still holds 0 and the MDE; "
+            f"{interval}: not significant, and a gain of the MDE {mde:g} is still possible; "
             f"about {needed:,} more observations per arm for {power:.0%} power"
         )
     return Experiment(
@@ -436,4 +481,62 @@ def analyze(
         verdict=verdict,
         reason=reason,
         samples_needed_per_arm=needed if verdict == "keep running" else 0,
+        higher_is_better=higher_is_better,
     )
+
+
+def logged_outcomes(
+    workspace: Workspace, arms: tuple[str, str], metric: str = "outcome"
+) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+    """Each arm's outcomes from the prediction log joined with the labels by request id, in
+    the order the service answered; their rows in that order (the arrivals :func:`analyze`
+    peeks by); and each arm's assignment units for the sample-ratio check (distinct entity
+    ids, as the canary routes by entity; requests where none is logged).
+
+    ``metric`` is ``outcome`` (the label as a number: 1/0 for a binary target) or a numeric
+    field of the log (``latency_ms``, ``prediction``, or a feature ``f.<name>``), which needs
+    no labels.
+
+    Raises
+    ------
+    DataError
+        When the log is missing, an arm is not in it, or the metric is not a numeric field.
+    """
+    from shipyard.monitoring.labels import read_labels
+    from shipyard.serving.log import read_log
+
+    if not workspace.logs.is_dir():
+        raise DataError(
+            f"no prediction log at '{workspace.logs}'; serve the models with the log on "
+            "(`shipyard serve`) before an experiment can be read"
+        )
+    log = read_log(workspace.logs).to_pandas()
+    if metric != "outcome" and metric not in log.columns:
+        raise DataError(
+            f"--metric '{metric}' is neither 'outcome' nor a field of the prediction log "
+            f"(it has {', '.join(c for c in log.columns if c not in ('warnings', 'probabilities'))})"
+        )
+    seen = sorted(str(a) for a in log["arm"].dropna().unique())
+    for arm in arms:
+        if arm not in seen:
+            raise DataError(
+                f"arm '{arm}' has no logged predictions (the log holds {', '.join(seen) or 'none'}); "
+                "an experiment needs two arms: deploy a canary (`shipyard promote VERSION "
+                "--to canary`) or name the arms with --arms"
+            )
+    if metric == "outcome":
+        labels = read_labels(workspace).to_pandas()[["request_id", "outcome"]]
+        log = log.merge(labels.dropna(subset=["request_id"]), on="request_id", how="left")
+    values = log[metric]
+    if values.dtype.kind not in "fiub":
+        raise DataError(f"--metric '{metric}' is not numeric (it holds {values.dtype})")
+    log = log.reset_index(drop=True)
+    outcomes, arrivals, units = [], [], []
+    for arm in arms:
+        rows = log[log["arm"] == arm]
+        entities = rows["entity_id"].dropna()
+        units.append(int(entities.nunique()) if len(entities) else len(rows))
+        known = rows[metric].dropna()
+        outcomes.append(known.to_numpy(dtype=float))
+        arrivals.append(known.index.to_numpy(dtype=float))
+    return outcomes, arrivals, units
