@@ -11,7 +11,8 @@ summaries (``monitor``; on Ray Data with ``--engine ray``, ``distributed``), the
 ``[monitoring]`` rules and alerts (``alerts``), one run end to
 end (``watch``), training/serving skew against offline features (``skew``), the results
 table it keeps (``results``) and the self-contained HTML page
-drawn from them (``report``, its charts from :mod:`shipyard.reports`). Everything here works from summaries
+drawn from them (``report``, its charts from :mod:`shipyard.reports`); the online
+experiment's statistics and verdict, champion against canary (``experiment``). Everything here works from summaries
 that merge, never from raw training data.
 """
 
@@ -22,6 +23,7 @@ from shipyard.monitoring.estimation import (
     outside_support,
     recalibrator,
 )
+from shipyard.monitoring.experiment import Experiment, analyze
 from shipyard.monitoring.labels import LabelsResult, Vocabulary, ingest, read_labels
 from shipyard.monitoring.monitor import Window, parse_window
 from shipyard.monitoring.performance import calibration_backtest, metric_drop, realized
@@ -45,6 +47,7 @@ __all__ = [
     "CategoricalSummary",
     "DriftPolicy",
     "DriftResult",
+    "Experiment",
     "Keys",
     "LabelsResult",
     "MonitorResult",
@@ -53,6 +56,7 @@ __all__ = [
     "Reference",
     "Vocabulary",
     "Window",
+    "analyze",
     "calibration_backtest",
     "compare",
     "compare_estimate",
