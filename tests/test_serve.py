@@ -24,6 +24,7 @@ import pytest
 
 from shipyard.bundle import load_bundle
 from shipyard.demo import flights_frame
+from shipyard.files import atomic_write
 from shipyard.project import Project
 from shipyard.registry import promoted
 from shipyard.serving.app import build
@@ -680,7 +681,9 @@ def test_a_corrupted_record_keeps_the_last_routes_and_readiness_says_so(flights)
     try:
         with in_process(flights) as (client, _):
             assert client.get("/v2/health/ready").status_code == 200
-            record.write_text('{"model": "flights", "revision": 99, "champion": "abc"}')
+            # in one step, as an editor saving the file would: the watcher must not catch it
+            # half-written (an empty file is another error, without the field's name)
+            atomic_write(record, '{"model": "flights", "revision": 99, "champion": "abc"}')
             deadline = time.monotonic() + 10
             while client.get("/v2/health/ready").status_code != 503:
                 assert time.monotonic() < deadline, "readiness never reported the bad record"
