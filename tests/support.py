@@ -56,6 +56,28 @@ FLIGHTS_FLAGGED = [
 ]
 
 
+FLIGHTS_PROJECT = {
+    "name": "flights",
+    "task": "binary",
+    "target": "arr_delayed",
+    "data": "flights.parquet",
+    "positive": True,
+    "time": "time_hour",
+}
+
+
+def flights_project(
+    folder: Path, frame: pd.DataFrame, *, project: dict | None = None, extra: str = "", **sections
+) -> Project:
+    """NYC flights (arrival delayed by more than 15 minutes) as a project in ``folder``:
+    ``project`` keys over :data:`FLIGHTS_PROJECT`, the other sections as given, ``extra``
+    TOML appended (an array of tables, say)."""
+    frame.to_parquet(folder / "flights.parquet", index=False)
+    spec = {"project": {**FLIGHTS_PROJECT, **(project or {})}, **sections}
+    (folder / "shipyard.toml").write_text(toml_text(spec) + extra)
+    return Project.load(folder / "shipyard.toml")
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -175,6 +197,18 @@ def churn_project(folder: Path, churn: pd.DataFrame, **overrides) -> Project:
         sections.setdefault(key, {}).update(value)
     (folder / "shipyard.toml").write_text(toml_text(sections))
     return Project.load(folder / "shipyard.toml")
+
+
+def churn_champion(folder: Path, churn: pd.DataFrame) -> tuple[Project, Any, int, pd.DataFrame]:
+    """A churn champion trained on 1,500 customers (seed 11), its bundle and version, and the
+    customers it never saw (its features only): live traffic for monitoring tests."""
+    sample = churn.sample(1500, random_state=11)
+    project = churn_project(folder, sample)
+    result = project.train()
+    project.promote(result.version, "champion", force=True, reason="test")
+    bundle = load_bundle(result.bundle)
+    live = churn.drop(sample.index).reset_index(drop=True)[bundle.features]
+    return project, bundle, result.version, live
 
 
 def served_churn(folder: Path, churn: pd.DataFrame, **overrides) -> Project:

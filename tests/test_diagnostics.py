@@ -24,7 +24,7 @@ from shipyard.evaluation.diagnostics import (
 from shipyard.evaluation.metrics import all_metrics
 from shipyard.models import Linear
 from shipyard.project import Project
-from support import FLIGHTS_FLAGGED, churn_project, toml_text
+from support import FLIGHTS_FLAGGED, churn_project, flights_project
 
 
 @pytest.fixture(scope="module")
@@ -39,23 +39,14 @@ def churn_twice(tmp_path_factory, churn):
 
 
 def _flights(tmp_path, flights_sample, **split) -> Project:
-    flights_sample.to_parquet(tmp_path / "flights.parquet", index=False)
-    sections = {
-        "project": {
-            "name": "flights",
-            "task": "binary",
-            "target": "arr_delayed",
-            "data": "flights.parquet",
-            "positive": True,
-            "id": "tailnum",
-            "time": "time_hour",
-        },
-        "features": {"exclude": [*FLIGHTS_FLAGGED, "air_time", "flight"]},
-        "split": {"train": 0.8, "dev": 0.1, "test": 0.1, "purge_entities": False, **split},
-        "robustness": {"rows": 300, "noise": [1.0]},
-    }
-    (tmp_path / "shipyard.toml").write_text(toml_text(sections))
-    return Project.load(tmp_path / "shipyard.toml")
+    return flights_project(
+        tmp_path,
+        flights_sample,
+        project={"id": "tailnum"},
+        features={"exclude": [*FLIGHTS_FLAGGED, "air_time", "flight"]},
+        split={"train": 0.8, "dev": 0.1, "test": 0.1, "purge_entities": False, **split},
+        robustness={"rows": 300, "noise": [1.0]},
+    )
 
 
 def test_churn_learning_curve_shows_variance_more_data_helps(churn_twice):

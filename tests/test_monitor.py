@@ -18,7 +18,6 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from shipyard.bundle import load_bundle
 from shipyard.cli import app
 from shipyard.errors import DataError, DeploymentError, ReferenceMissing, UsageError
 from shipyard.monitoring.monitor import Latencies, iso, parse_window
@@ -28,20 +27,14 @@ from shipyard.project import Project
 from shipyard.serving.log import PredictionLog, feature_types
 from shipyard.spec import MonitoringSection, Spec
 from shipyard.workspace import Workspace
-from support import churn_project, free_port, records_of
+from support import churn_champion, free_port, records_of
 
 DAY = 1_780_012_800.0  # 2026-05-29 00:00 UTC
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, churn):
-    sample = churn.sample(1500, random_state=11)
-    project = churn_project(tmp_path_factory.mktemp("churn-monitor"), sample)
-    result = project.train()
-    project.promote(result.version, "champion", force=True, reason="test")
-    live = churn.drop(sample.index).reset_index(drop=True)
-    bundle = load_bundle(result.bundle)
-    return project, bundle, result.version, live[bundle.features]
+    return churn_champion(tmp_path_factory.mktemp("churn-monitor"), churn)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from shipyard.evaluation.metrics import score
 from shipyard.evaluation.robustness import robustness, sample_rows, spreads
 from shipyard.project import Project
 from shipyard.spec import Expectation, RobustnessSection, Spec
-from support import FLIGHTS_FLAGGED, churn_project, shipyard_cli, toml_text
+from support import FLIGHTS_FLAGGED, churn_project, flights_project, shipyard_cli
 
 CHURN_NUMERIC = ("tenure", "monthly_charges", "total_charges")
 
@@ -198,25 +198,19 @@ def test_flights_robustness_invariance_and_directions(tmp_path, flights_sample):
     """NYC flights (40,000 sampled): carrier is sensitive and a feature (reported), flight
     number sensitive and excluded (unchanged); delays grow through the day, so 'hour
     decreases' is a planted violation; the test split is sampled to 1,500 rows."""
-    flights_sample.to_parquet(tmp_path / "flights.parquet", index=False)
-    exclude = [*FLIGHTS_FLAGGED, "air_time", "flight"]
-    sections = {
-        "project": {
-            "name": "flights",
-            "task": "binary",
-            "target": "arr_delayed",
-            "data": "flights.parquet",
-            "positive": True,
-            "id": "tailnum",
-            "time": "time_hour",
+    project = flights_project(
+        tmp_path,
+        flights_sample,
+        project={"id": "tailnum"},
+        features={
+            "exclude": [*FLIGHTS_FLAGGED, "air_time", "flight"],
+            "sensitive": ["carrier", "flight"],
         },
-        "features": {"exclude": exclude, "sensitive": ["carrier", "flight"]},
-        "split": {"train": 0.8, "dev": 0.1, "test": 0.1, "purge_entities": False},
-        "robustness": {"rows": 1500},
-    }
-    text = toml_text(sections) + '\n[[expectations]]\nfeature = "hour"\ndirection = "decreases"\n'
-    (tmp_path / "shipyard.toml").write_text(text)
-    result = Project.load(tmp_path / "shipyard.toml").train(track=False)
+        split={"train": 0.8, "dev": 0.1, "test": 0.1, "purge_entities": False},
+        robustness={"rows": 1500},
+        extra='\n[[expectations]]\nfeature = "hour"\ndirection = "decreases"\n',
+    )
+    result = project.train(track=False)
     robust = result.robustness
     assert robust["rows"] == 1500 and robust["of_rows"] > 1500
     found = {e["column"]: e for e in robust["invariance"]}

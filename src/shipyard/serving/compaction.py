@@ -48,6 +48,7 @@ from shipyard.serving.log import (
     _combine,
     _read_file,
     live_files,
+    partitions,
     replaced_names,
 )
 
@@ -81,17 +82,10 @@ def compact_log(folder: str | Path, *, before: dt.date | None = None) -> Compact
     DataError
         If ``folder`` does not exist.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"no prediction log at {folder}: the folder does not exist.")
     before = before or dt.datetime.now(dt.UTC).date()
     done = Compaction()
-    for partition in sorted(folder.glob("date=*")):
-        try:
-            day = dt.date.fromisoformat(partition.name.removeprefix("date="))
-        except ValueError:
-            continue
-        if day < before and partition.is_dir():
+    for _, partition in partitions(folder, until=before - dt.timedelta(days=1)):
+        if partition.is_dir():
             _compact_day(partition, done)
     return done
 

@@ -613,21 +613,37 @@ def log_files(
     DataError
         If ``folder`` does not exist.
     """
+    return [
+        path for _, day in partitions(folder, since=since, until=until) for path in live_files(day)
+    ]
+
+
+def partitions(
+    folder: str | Path, *, since: dt.date | None = None, until: dt.date | None = None
+) -> list[tuple[dt.date, Path]]:
+    """A log's date partitions (``date=YYYY-MM-DD`` folders) and their days, in day order,
+    from ``since`` to ``until``, both included; other names are ignored.
+
+    Raises
+    ------
+    DataError
+        If ``folder`` does not exist.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(
             f"no prediction log at {folder}: the folder does not exist. Start the online "
             "service (it creates the folder), or pass the folder it logs to."
         )
-    files = []
+    found = []
     for partition in sorted(folder.glob("date=*")):
         try:
             day = dt.date.fromisoformat(partition.name.removeprefix("date="))
         except ValueError:
             continue
         if (since is None or day >= since) and (until is None or day <= until):
-            files.extend(live_files(partition))
-    return files
+            found.append((day, partition))
+    return found
 
 
 def live_files(partition: Path) -> list[Path]:
