@@ -23,8 +23,12 @@ drift a ``shipyard monitor`` run computes (:func:`~shipyard.monitoring.monitor.s
 monitor's own reader, grouping and summaries of every feature and of the prediction, its
 range checks and latency histogram, then ``compare`` → PSI, KS and normalized Wasserstein for
 numbers, PSI, Jensen–Shannon and chi-square for categories, with their bounds) on its first
-run, from the log, with an empty day store; and the same run again, when the closed days'
-summaries are kept (:mod:`~shipyard.monitoring.days`: what a scheduled monitor reads).
+run, from the log, with an empty day store (a log no service summarized); the online
+service's own step after its midnight compaction, which keeps each closed day's summaries
+(:func:`~shipyard.monitoring.days.keep_closed_days`, off the monitor's path); and the
+monitor run after it, which reads every closed day from its kept summaries
+(:mod:`~shipyard.monitoring.days`): the first ``shipyard monitor`` run over a log the
+service left, and every later one.
 
 **Evidently** (in its own virtual environment, which this script creates on first use at
 :data:`EVIDENTLY_ENV`, since Evidently 0.7 needs pandas < 3) reads the same reference and
@@ -106,7 +110,7 @@ import datetime as dt, json, shutil, sys, time
 from pathlib import Path
 from shipyard.data.contract import Contract
 from shipyard.monitoring import Reference
-from shipyard.monitoring.days import DayStore, scan_days
+from shipyard.monitoring.days import DayStore, keep_closed_days, scan_days
 from shipyard.monitoring.monitor import Answering, parse_window
 from shipyard.monitoring.summary import merge
 from shipyard.serving.log import combine, log_files, read_raw
@@ -140,12 +144,15 @@ for _ in range(int(repeat)):
     first = time.perf_counter()
     found, results = drift()
     cold = time.perf_counter()
+    shutil.rmtree(store, ignore_errors=True)  # the service keeps the closed days instead
+    kept_days = keep_closed_days(files, lambda v: answer, DayStore(store), today=today)
+    service = time.perf_counter()
     kept_found, kept = drift()
     warm = time.perf_counter()
-    assert kept_found.days_kept == len({f.parent.name for f in files}), kept_found.days_kept
+    assert kept_days == kept_found.days_kept == len({f.parent.name for f in files}), kept_days
     assert [r.to_dict() for r in kept] == [r.to_dict() for r in results]
     runs.append({"read_log_s": read - start, "first_run_s": cold - first,
-                 "kept_days_s": warm - cold})
+                 "service_keep_s": service - cold, "kept_days_s": warm - service})
 print(json.dumps({"runs": runs, "peak_mb": peak_mb(), "rows": rows, "files": len(files),
                   "days": len({f.parent.name for f in files}),
                   "results": {r.column: r.to_dict() for r in results}}))
@@ -542,6 +549,7 @@ def _print(result: dict[str, Any]) -> None:
             f"{'  drift, first run (from the log)':44}{out['first_run_s']:>10.3f}"
             f"{out['peak_mb']:>10.0f}"
         )
+        print(f"{'  the service keeps the closed days (after)':44}{out['service_keep_s']:>10.3f}")
         print(f"{'  drift, from the kept days':44}{out['kept_days_s']:>10.3f}")
     for mode in ("statistics", "preset"):
         name = f"Evidently {theirs['version']} {mode}"

@@ -18,6 +18,7 @@ import pytest
 
 from shipyard.monitoring.days import DayStore, days_folder, scan_days
 from shipyard.monitoring.monitor import Answering, answers, parse_window, scan, segments
+from shipyard.serving.app import build
 from shipyard.serving.compaction import DailyCompaction, compact_log
 from shipyard.serving.log import (
     REPLACES,
@@ -140,6 +141,26 @@ def test_a_day_being_compacted_elsewhere_is_skipped_and_the_service_compacts_at_
     assert service.runs >= 1 and service.errors == 0
     assert all(len(list(day.glob("*.parquet"))) == 1 for day in logs.glob("date=*"))
     assert read_log(logs).num_rows == rows
+
+
+def test_the_service_keeps_closed_days_so_monitor_reads_none_of_their_rows(trained):
+    project, bundle, version, live = trained
+    logs = small_files(project, bundle, version, live, batch=500)
+    _, service = build(project.spec_path)  # as `shipyard serve` builds it
+    compaction = service.compaction
+    assert compaction is not None
+    try:
+        deadline = time.monotonic() + 60
+        while compaction.runs == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        service.close()
+    assert compaction.runs >= 1 and compaction.errors == 0
+    days = sorted(p.parent.name for p in days_folder(project.workspace).glob("date=*/*.json"))
+    assert days == [p.name for p in sorted(logs.glob("date=*"))] and len(days) == 3
+    # the first monitor run takes every closed day from the service's summaries
+    first = project.monitor(window="1mo")
+    assert (first.days_kept, first.rows_read) == (3, 2_000)
 
 
 def test_a_month_from_its_kept_days_equals_the_month_from_the_log(trained):

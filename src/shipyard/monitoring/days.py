@@ -73,6 +73,10 @@ class DayStore:
     def _path(self, day: str, key: str) -> Path:
         return self.folder / day / f"{key}.parquet"
 
+    def has(self, day: str, key: str) -> bool:
+        """Whether the day is kept under ``key`` (its ``.json`` is written last)."""
+        return self._path(day, key).with_suffix(".json").is_file()
+
     def load(self, day: str, key: str) -> tuple[list[Group], int] | None:
         """The day's groups and its files' count, or None when not kept (or unreadable)."""
         import pyarrow as pa
@@ -253,6 +257,32 @@ def scan_days(
             out.groups[at] = group
     out.days_kept = store.hits
     return out
+
+
+def keep_closed_days(
+    files: Sequence[Path],
+    answering: Callable[[int], Answering | None],
+    store: DayStore,
+    *,
+    today: dt.date | None = None,
+) -> int:
+    """Read and keep every closed day of ``files`` that ``store`` does not hold yet, one day
+    at a time (memory holds one day): what the online service does after its midnight
+    compaction, so that no ``monitor`` run reads a closed day's raw rows. Returns how many
+    days were kept."""
+    from shipyard.monitoring.monitor import parse_window
+
+    today = today or dt.datetime.now(dt.UTC).date()
+    by_day: dict[str, list[Path]] = {}
+    for path in files:
+        by_day.setdefault(path.parent.name, []).append(path)
+    one_day, saved = parse_window("1d"), store.saved
+    for day, day_files in sorted(by_day.items()):
+        if closed(day, today) and not store.has(day, store.key(day_files)):
+            scan_days(
+                day_files, answering, one_day, store, since_us=None, until_us=None, today=today
+            )
+    return store.saved - saved
 
 
 def _whole_day(day: str, since_us: int | None, until_us: int | None) -> bool:

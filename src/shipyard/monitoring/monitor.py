@@ -30,7 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +41,16 @@ import pandas as pd
 
 from shipyard.errors import DataError, UsageError
 from shipyard.monitoring.reference import Reference, prediction_columns
-from shipyard.monitoring.summary import NumericReference, Summary, as_numbers, merge, summarize
+from shipyard.monitoring.summary import (
+    CategoricalSummary,
+    NumericReference,
+    NumericSummary,
+    Summary,
+    as_numbers,
+    category_positions,
+    merge,
+    summarize,
+)
 from shipyard.serving.log import FIELDS as LOG_FIELDS
 from shipyard.spec import WINDOW_PATTERN
 
@@ -305,7 +314,7 @@ def scan(
     before ``files`` (windows of N rows count from there: a part of the log scanned apart,
     as ``--engine ray`` does). :func:`~shipyard.monitoring.days.scan_days` is this scan with
     closed days kept and reused."""
-    from shipyard.serving.log import combine, read_raw
+    from shipyard.serving.log import combine
 
     out = Scan() if out is None else out
     pending: list[pa.Table] = []
@@ -326,11 +335,9 @@ def scan(
                 out.groups[key] = group
         offset += table.num_rows
 
-    for path in files:
-        try:
-            table = read_raw(path, exclude=["entity_id"])
-        except DataError as exc:
-            out.skipped.append(str(exc))
+    for path, table in _read_ahead(files):
+        if isinstance(table, DataError):
+            out.skipped.append(str(table))
             out.skipped_days.add(path.parent.name)
             continue
         out.files += 1
@@ -346,6 +353,32 @@ def scan(
             flush()
     flush()
     return out
+
+
+def _read_ahead(files: Sequence[Path], depth: int = 4) -> Iterator[tuple[Path, Any]]:
+    """Each file read (its table, or the :class:`DataError` that says why it cannot be),
+    in order, the next ``depth`` files read by a thread meanwhile: Arrow's reading releases
+    the GIL, so a file is read while the one before it is grouped and summarized."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from shipyard.serving.log import read_raw
+
+    def read(path: Path) -> Any:
+        try:
+            return read_raw(path, exclude=["entity_id"])
+        except DataError as exc:
+            return exc
+
+    if len(files) < 2:
+        yield from ((path, read(path)) for path in files)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="shipyard-log-reader") as pool:
+        ahead: deque[Future[Any]] = deque(pool.submit(read, p) for p in files[:depth])
+        for i, path in enumerate(files):
+            table = ahead.popleft().result()
+            if i + depth < len(files):
+                ahead.append(pool.submit(read, files[i + depth]))
+            yield path, table
 
 
 def _in_time_order(table: pa.Table) -> pa.Table:
@@ -460,10 +493,10 @@ def _groups_of(
 
 
 def _each_column(
-    work: Callable[[str, Any], tuple[str, Summary, int | None, np.ndarray]],
+    work: Callable[[str, Any], tuple[str, Summary, int | None, np.ndarray | None]],
     columns: dict[str, Any],
     rows: int,
-) -> Iterator[tuple[str, Summary, int | None, np.ndarray]]:
+) -> Iterator[tuple[str, Summary, int | None, np.ndarray | None]]:
     """``work(name, reference)`` for every column, on as many threads as the cores free
     allow (:data:`~shipyard.cores.LEDGER`) when the batch is large: sorting and Arrow's
     counting release the GIL."""
@@ -507,23 +540,41 @@ def _fill(
     unsupported = np.zeros(n, bool)
     group.errors = int(pc.sum(pc.is_valid(rows.column("error"))).as_py() or 0)
 
-    def feature(name: str, ref: Any) -> tuple[str, Summary, int | None, np.ndarray]:
+    def feature(name: str, ref: Any) -> tuple[str, Summary, int | None, np.ndarray | None]:
         """One feature's summary, its count of values outside the contract's range and
-        which rows lie outside the reference's support."""
+        which rows lie outside the reference's support (None: no row)."""
         column = PREFIX + name
         if column not in present:
             values: Any = pa.nulls(n, pa.float64() if ref.kind == "numeric" else pa.string())
         else:
             values = rows.column(column).combine_chunks()
         if not isinstance(ref, NumericReference):
-            return name, summarize(values, ref), None, outside_column(ref, values)
+            positions = category_positions(values, ref)  # one encoding for both
+            if positions is None:
+                return name, summarize(values, ref), None, outside_column(ref, values)
+            k = len(ref.categories)
+            counts = np.bincount(positions, minlength=k + 2).astype(np.int64)
+            summary = CategoricalSummary(
+                ref.name, ref.key, counts[: k + 1], nulls=int(counts[k + 1])
+            )
+            return name, summary, None, positions == k if ref.closed and counts[k] else None
         numbers = _floats(values)
+        numeric = summarize(numbers, ref)
+        assert isinstance(numeric, NumericSummary)
+        low, high = numeric.min, numeric.max  # NaN when no value: nothing lies outside
+
+        def beyond(lo: float, hi: float) -> np.ndarray | None:
+            if not (low < lo or high > hi):
+                return None  # the extremes are inside: every value is
+            with np.errstate(invalid="ignore"):
+                return (numbers < lo) | (numbers > hi)
+
         spec = answer.contract.columns.get(name)
         outside = None
         if spec is not None and spec.min is not None and spec.max is not None:
-            with np.errstate(invalid="ignore"):
-                outside = int(((numbers < spec.min) | (numbers > spec.max)).sum())
-        return name, summarize(numbers, ref), outside, outside_column(ref, numbers)
+            out_of_range = beyond(spec.min, spec.max)
+            outside = 0 if out_of_range is None else int(out_of_range.sum())
+        return name, numeric, outside, beyond(ref.edges[0], ref.edges[-1])
 
     for name in answer.reference.features:
         if PREFIX + name not in present:
@@ -532,7 +583,8 @@ def _fill(
         group.features[name] = summary
         if outside is not None:
             group.out_of_range[name] = outside
-        unsupported |= beyond
+        if beyond is not None:
+            unsupported |= beyond
     known = {PREFIX + name for name in answer.features}
     for column in unknown:
         if column not in known and column in rows.column_names:

@@ -394,32 +394,47 @@ def _arrow_counts(values: Any, ref: CategoricalReference) -> CategoricalSummary 
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    k = len(ref.categories)
+    positions = category_positions(values, ref)
+    if positions is not None:
+        counts = np.bincount(positions, minlength=k + 2).astype(np.int64)
+        return CategoricalSummary(ref.name, ref.key, counts[: k + 1], nulls=int(counts[k + 1]))
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
-    if not isinstance(values, pa.Array):
-        return None
-    kind = values.type
-    if pa.types.is_dictionary(kind):
-        kind = kind.value_type
-    if not (
-        pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_boolean(kind)
-    ):
-        return None
-    if ref.boolean and not pa.types.is_boolean(kind):
+    if not ref.boolean or not isinstance(values, pa.Array) or not pa.types.is_boolean(values.type):
         return None  # text booleans ("yes", "Y") go through the one value parser
-    k = len(ref.categories)
     counts = np.zeros(k + 1, np.int64)
     tally = pc.value_counts(values)
     position = {c: i for i, c in enumerate(ref.categories)}
-    nulls = values.null_count
     for value, count in zip(
         tally.field("values").to_pylist(), tally.field("counts").to_pylist(), strict=True
     ):
-        if value is None:
-            continue
-        key = ("true" if value else "false") if ref.boolean else category_key(value)
-        counts[position.get(key, k)] += count
-    return CategoricalSummary(ref.name, ref.key, counts, nulls=int(nulls))
+        if value is not None:
+            counts[position.get("true" if value else "false", k)] += count
+    return CategoricalSummary(ref.name, ref.key, counts, nulls=int(values.null_count))
+
+
+def category_positions(values: Any, ref: CategoricalReference) -> np.ndarray | None:
+    """Per value of an Arrow text column, its position among ``ref``'s categories (``k``
+    for any other value, ``k + 1`` for null), by Arrow's dictionary encoding: one step per
+    distinct value, none per row (text is its own category key). None for anything else,
+    and for boolean columns (their text goes through the one value parser)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if ref.boolean or not isinstance(values, pa.Array):
+        return None
+    kind = values.type.value_type if pa.types.is_dictionary(values.type) else values.type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return None
+    k = len(ref.categories)
+    encoded = values if pa.types.is_dictionary(values.type) else values.dictionary_encode()
+    known = pc.index_in(encoded.dictionary, value_set=pa.array(ref.categories, kind))
+    lookup = np.append(known.fill_null(k).to_numpy(zero_copy_only=False), k + 1)
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    return lookup[codes].astype(np.intp)  # the null code -1 picks the last entry: k + 1
 
 
 def merge(a: Summary, b: Summary) -> Summary:

@@ -206,7 +206,7 @@ def monitor(
             f"{workspace.logs} holds no file there; serve traffic first (`shipyard serve`), "
             "or widen --since/--until."
         )
-    loader = _Loader(workspace, [*spec.features.slices, *spec.features.sensitive])
+    loader, store = _day_store(spec, workspace)
     reading: dict[str, Any] = {
         "since_us": since_us,
         "until_us": until_us,
@@ -224,7 +224,7 @@ def monitor(
             files,
             loader,
             shape,
-            DayStore(days_folder(workspace), salt=",".join(loader.slices)),
+            store,
             today=dt.datetime.fromtimestamp(time.time() if now is None else now, dt.UTC).date(),
             **reading,
         )
@@ -336,6 +336,29 @@ def _day(micros: int | None, end: bool = False) -> dt.date | None:
     if end:
         micros -= 1  # until is excluded
     return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=micros)).date()
+
+
+def _day_store(spec: Spec, workspace: Workspace) -> tuple[_Loader, DayStore]:
+    """The versions' loader and the kept days of ``monitor`` runs of this spec (the slice
+    columns kept per answer are part of a kept day's key)."""
+    loader = _Loader(workspace, [*spec.features.slices, *spec.features.sensitive])
+    return loader, DayStore(days_folder(workspace), salt=",".join(loader.slices))
+
+
+def keep_days(spec: Spec, workspace: Workspace, *, now: float | None = None) -> int:
+    """Keep the summaries of every closed day of the prediction log that is not kept yet
+    (:func:`~shipyard.monitoring.days.keep_closed_days`), as ``monitor`` would keep them
+    after reading the day: the online service calls this after each compaction, so
+    ``monitor`` reads closed days from their summaries, never their rows. Nothing is kept
+    when windows follow the event clock (a request's own time is not its file's day)."""
+    from shipyard.monitoring.days import keep_closed_days
+    from shipyard.serving.log import log_files
+
+    if spec.monitoring.clock != "logged":
+        return 0
+    loader, store = _day_store(spec, workspace)
+    today = dt.datetime.fromtimestamp(time.time() if now is None else now, dt.UTC).date()
+    return keep_closed_days(log_files(workspace.logs), loader, store, today=today)
 
 
 def _range(since: str | None, until: str | None) -> str:

@@ -410,6 +410,7 @@ def build(
     spec_path: Path | str, *, arm_loader: Any = None, log: bool = True
 ) -> tuple[FastAPI, Service]:
     """The app of a project: the router over its deployment state, its log, its metrics."""
+    from shipyard.monitoring.watch import keep_days
     from shipyard.spec import load_spec
     from shipyard.workspace import Workspace
 
@@ -445,7 +446,11 @@ def build(
         spec.project.name,
         spec.project.id,
         feedback=feedback_log,
-        compaction=DailyCompaction(workspace.logs) if log else None,
+        compaction=DailyCompaction(
+            workspace.logs, after=functools.partial(keep_days, spec, workspace)
+        )
+        if log
+        else None,
     )
     return create_app(service), service
 

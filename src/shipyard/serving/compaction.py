@@ -20,7 +20,9 @@ next compaction. One compaction per day at a time (a lock file in the day's fold
 that cannot be read is left where it is, for the reader to report.
 
 The online service compacts at start and after each UTC midnight, in a thread of its own
-(:class:`~shipyard.serving.log.PredictionLog`), never on the request path; ``shipyard
+(:class:`DailyCompaction`), never on the request path, then keeps the summaries of the closed
+days (:func:`~shipyard.monitoring.watch.keep_days`: what a ``monitor`` run would keep after
+reading them), so that monitoring reads a closed day from its summaries; ``shipyard
 monitor`` never compacts (it does not write to the log).
 """
 
@@ -32,7 +34,7 @@ import fcntl
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -182,13 +184,14 @@ def _locked(partition: Path) -> Iterator[bool]:
 class DailyCompaction:
     """The online service's compaction: :func:`compact_log` of ``folder`` now and
     :data:`AFTER_MIDNIGHT` seconds after each UTC midnight, in a daemon thread of its own
-    (never on the request path). A failure is reported once on stderr and counted in
-    ``errors``; the thread carries on."""
+    (never on the request path), each followed by ``after()`` when given. A failure is
+    reported once on stderr and counted in ``errors``; the thread carries on."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, *, after: Callable[[], object] | None = None) -> None:
         self.folder = Path(folder)
+        self.after = after  # run after each compaction (the service keeps the days' summaries)
         self.runs = self.errors = 0
-        self._reported: set[str] = set()
+        self._reported: set[tuple[str, str]] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name="shipyard-log-compaction", daemon=True
@@ -200,21 +203,26 @@ class DailyCompaction:
         self._stop.set()
         self._thread.join(timeout=60)
 
+    def _attempt(self, what: str, work: Callable[[], object]) -> None:
+        try:
+            work()
+        except Exception as exc:  # the thread must outlive any bug
+            self.errors += 1
+            if (what, type(exc).__name__) not in self._reported:
+                self._reported.add((what, type(exc).__name__))
+                print(
+                    f"shipyard: prediction log {self.folder}: could not {what}: "
+                    f"{type(exc).__name__}: {exc}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                compact_log(self.folder)
-                self.runs += 1
-            except Exception as exc:  # the thread must outlive any bug
-                self.errors += 1
-                if type(exc).__name__ not in self._reported:
-                    self._reported.add(type(exc).__name__)
-                    print(
-                        f"shipyard: prediction log {self.folder}: could not compact closed "
-                        f"days: {type(exc).__name__}: {exc}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+            self._attempt("compact closed days", lambda: compact_log(self.folder))
+            if self.after is not None and not self._stop.is_set():
+                self._attempt("summarize closed days", self.after)
+            self.runs += 1
             now = dt.datetime.now(dt.UTC)
             midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
             self._stop.wait((midnight - now).total_seconds() + AFTER_MIDNIGHT)
