@@ -22,6 +22,7 @@ from shipyard.monitoring.experiment import (
     sample_ratio,
     summarize_arm,
 )
+from shipyard.serving.router import in_canary
 from support import shipyard_cli
 
 
@@ -277,3 +278,47 @@ def test_cli_refusals(served_flights: Path) -> None:
         assert run.returncode == 2, (args, run.stdout, run.stderr)
         assert message in run.stderr
         assert "Traceback" not in run.stderr
+
+
+def test_only_the_current_split_and_versions_count_and_squared_error_is_read_from_labels(
+    served_flights: Path,
+) -> None:
+    from shipyard.monitoring.experiment import logged_outcomes, split_began
+    from shipyard.project import Project
+    from shipyard.registry import Deployment
+
+    project = Project.load(served_flights / "shipyard.toml")
+    labels = pd.read_csv(served_flights / "labels.csv")["arr_delay"].to_numpy()
+    arms = ("champion", "canary")
+    half = int((1.7e9 + 4000) * 1e6)  # the second half of the logged requests
+    (first, second), _, _ = logged_outcomes(project.workspace, arms, "outcome", since_us=half)
+    assert len(first) + len(second) == 4000
+    (first, second), _, _ = logged_outcomes(
+        project.workspace, arms, "squared_error", versions={"champion": 1, "canary": 2}
+    )
+    champion = np.array([not in_canary(f"e{i}", 30) for i in range(8000)])
+    assert (len(first), len(second)) == (champion.sum(), (~champion).sum())
+    with pytest.raises(DataError, match="arm 'canary' has no logged predictions"):
+        logged_outcomes(project.workspace, arms, "outcome", versions={"canary": 3})
+    assert np.allclose(np.sort(first), np.sort((5.0 - labels[champion]) ** 2))
+
+    def entry(time: str, before: dict, after: dict) -> dict:
+        return {"time": time, "before": before, "after": after}
+
+    shadow = {"champion": 1, "challenger": 2, "mode": "shadow", "percent": 0.0}
+    five = {**shadow, "mode": "canary", "percent": 5.0}
+    ten = {**five, "percent": 10.0}
+    state = Deployment(
+        "flights",
+        champion=1,
+        challenger=2,
+        mode="canary",
+        percent=10.0,
+        history=(
+            entry("2026-01-01T00:00:00+00:00", {}, shadow),
+            entry("2026-01-02T00:00:00+00:00", shadow, five),
+            entry("2026-01-03T00:00:00+00:00", five, ten),
+        ),
+    )
+    assert split_began(state) == int(pd.Timestamp("2026-01-03", tz="UTC").value // 1000)
+    assert split_began(Deployment("flights", champion=1)) is None

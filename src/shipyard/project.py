@@ -592,10 +592,18 @@ class Project:
         sample-ratio check expects is the canary's recorded ``percent`` unless given; the
         MDE is two points of rate for a binary outcome, and must be given for a mean."""
         from shipyard.errors import DataError
-        from shipyard.monitoring.experiment import Kind, analyze, logged_outcomes
+        from shipyard.monitoring.experiment import Kind, analyze, logged_outcomes, split_began
 
         binary = metric == "outcome" and self.spec.project.task == "binary"
         kind: Kind = "proportion" if binary else "mean"
+        if metric == "squared_error":
+            if self.spec.project.task == "multiclass":
+                raise DataError(
+                    "--metric squared_error needs one score per answer (binary or "
+                    "regression); a multiclass answer has one per class"
+                )
+            higher_is_better = False  # an error: lower is better
+            mde = 0.005 if mde is None else mde
         if mde is None:
             if kind == "mean":
                 raise DataError(
@@ -603,8 +611,8 @@ class Project:
                     "detecting, in the metric's own units"
                 )
             mde = 0.02
+        state = self.registry.state()
         if percent is None:
-            state = self.registry.state()
             if state.mode != "canary" or not state.percent:
                 raise DataError(
                     "no canary's traffic share is recorded (the deployment is "
@@ -615,7 +623,15 @@ class Project:
         if not 0 < percent < 100:
             raise DataError(f"--percent must be between 0 and 100; got {percent:g}")
         shares = [percent if arm == "canary" else 100 - percent for arm in arms]
-        (first, second), arrivals, units = logged_outcomes(self.workspace, arms, metric)
+        began = split_began(state)  # one period of one split: the current canary's
+        current = {"champion": state.champion, "canary": state.challenger} if began else {}
+        (first, second), arrivals, units = logged_outcomes(
+            self.workspace,
+            arms,
+            metric,
+            since_us=began,
+            versions={a: v for a, v in current.items() if a in arms and v is not None},
+        )
         return analyze(
             first,
             second,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 
 #: The layout of a kept day; a change makes every kept day stale.
 FORMAT = 1
+#: Days written at once after a scan (their writes wait on the file system).
+SAVE_THREADS = 4
 _SLICE = "slice."
 
 
@@ -59,6 +62,7 @@ class DayStore:
         self.salt = salt  # what else the groups depend on (the slice columns kept)
         self.hits = 0
         self.saved = 0
+        self._counting = threading.Lock()
 
     def key(self, files: Sequence[Path]) -> str:
         digest = hashlib.sha256(f"{FORMAT}|{self.salt}".encode())
@@ -108,6 +112,20 @@ class DayStore:
         self.hits += 1
         return groups, int(meta["files"])
 
+    def save_all(self, days: Iterable[tuple[str, str, list[Group], int]]) -> None:
+        """:meth:`save` each ``(day, key, groups, files)``, on a few threads: a day's
+        writes and renames wait on the file system, not on the interpreter."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        todo = list(days)
+        if len(todo) < 2:
+            for day in todo:
+                self.save(*day)
+            return
+        with ThreadPoolExecutor(SAVE_THREADS, thread_name_prefix="shipyard-keep-day") as pool:
+            for done in [pool.submit(self.save, *day) for day in todo]:
+                done.result()
+
     def save(self, day: str, key: str, groups: Iterable[Group], files: int) -> None:
         """Keep a day's groups (atomically); stale entries of the day are removed."""
         import pyarrow as pa
@@ -151,7 +169,8 @@ class DayStore:
             pq.write_table(pa.table(columns), temporary)
         with atomic_path(path.with_suffix(".json"), durable=False) as temporary:
             temporary.write_bytes(orjson.dumps(meta))
-        self.saved += 1
+        with self._counting:
+            self.saved += 1
 
 
 def _slice_column(name: str, frames: Sequence[pd.DataFrame]) -> pa.Array:
@@ -241,11 +260,13 @@ def scan_days(
     by_partition: dict[str, list[Group]] = {}
     for group in read.groups.values():
         by_partition.setdefault(_partition(group.first_us), []).append(group)
-    for day, key in keep.items():
-        if day in read.skipped_days or day in read.unanswered_days:
-            continue
-        if by_partition.get(day):
-            store.save(day, key, by_partition[day], len(by_day[day]))
+    store.save_all(
+        (day, key, by_partition[day], len(by_day[day]))
+        for day, key in keep.items()
+        if day not in read.skipped_days
+        and day not in read.unanswered_days
+        and by_partition.get(day)
+    )
     daily.groups.update(read.groups)
     for group in sorted(daily.groups.values(), key=lambda g: (g.window, g.version, g.arm)):
         index = int(window.index(np.array([group.first_us]))[0])

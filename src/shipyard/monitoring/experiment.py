@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 from shipyard.errors import DataError
@@ -485,17 +486,45 @@ def analyze(
     )
 
 
+#: Metrics read from the labels: the label itself, and the answer's squared error against it.
+LABELED = ("outcome", "squared_error")
+
+
+def split_began(state: Any) -> int | None:
+    """When the deployment's current canary split began (microseconds since the epoch): the
+    newest history entry that made the state's challenger a canary at its percent; None
+    without a canary."""
+    if state.mode != "canary" or state.challenger is None:
+        return None
+    routing = ("challenger", "mode", "percent")
+    for entry in reversed(state.history):
+        after, before = entry.get("after") or {}, entry.get("before") or {}
+        if all(after.get(k) == getattr(state, k) for k in routing) and any(
+            before.get(k) != after.get(k) for k in routing
+        ):
+            return int(pd.Timestamp(entry["time"]).value // 1000)
+    return None
+
+
 def logged_outcomes(
-    workspace: Workspace, arms: tuple[str, str], metric: str = "outcome"
+    workspace: Workspace,
+    arms: tuple[str, str],
+    metric: str = "outcome",
+    *,
+    since_us: int | None = None,
+    versions: dict[str, int] | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
     """Each arm's outcomes from the prediction log joined with the labels by request id, in
     the order the service answered; their rows in that order (the arrivals :func:`analyze`
     peeks by); and each arm's assignment units for the sample-ratio check (distinct entity
     ids, as the canary routes by entity; requests where none is logged).
 
-    ``metric`` is ``outcome`` (the label as a number: 1/0 for a binary target) or a numeric
-    field of the log (``latency_ms``, ``prediction``, or a feature ``f.<name>``), which needs
-    no labels.
+    ``metric`` is ``outcome`` (the label as a number: 1/0 for a binary target),
+    ``squared_error`` (the answer's squared error against the label: the Brier score of a
+    probability, lower is better) or a numeric field of the log (``latency_ms``,
+    ``prediction``, or a feature ``f.<name>``), which needs no labels. Only rows logged from
+    ``since_us`` (microseconds) on count, and, for an arm named in ``versions``, only that
+    model version's rows: an experiment compares the arms over one period of one split.
 
     Raises
     ------
@@ -511,7 +540,11 @@ def logged_outcomes(
             "(`shipyard serve`) before an experiment can be read"
         )
     log = read_log(workspace.logs).to_pandas()
-    if metric != "outcome" and metric not in log.columns:
+    if since_us is not None:
+        log = log[log["time"] >= pd.Timestamp(since_us, unit="us", tz="UTC")]
+    for arm, version in (versions or {}).items():
+        log = log[(log["arm"] != arm) | (log["model_version"] == version)]
+    if metric not in LABELED and metric not in log.columns:
         raise DataError(
             f"--metric '{metric}' is neither 'outcome' nor a field of the prediction log "
             f"(it has {', '.join(c for c in log.columns if c not in ('warnings', 'probabilities'))})"
@@ -524,9 +557,11 @@ def logged_outcomes(
                 "an experiment needs two arms: deploy a canary (`shipyard promote VERSION "
                 "--to canary`) or name the arms with --arms"
             )
-    if metric == "outcome":
+    if metric in LABELED:
         labels = read_labels(workspace).to_pandas()[["request_id", "outcome"]]
         log = log.merge(labels.dropna(subset=["request_id"]), on="request_id", how="left")
+        if metric == "squared_error":
+            log[metric] = (log["prediction"].astype(float) - log["outcome"].astype(float)) ** 2
     values = log[metric]
     if values.dtype.kind not in "fiub":
         raise DataError(f"--metric '{metric}' is not numeric (it holds {values.dtype})")
