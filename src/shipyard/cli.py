@@ -873,11 +873,8 @@ def monitor(
     if not as_json:
         print_monitor(result)
     alerts = sum(a["level"] == "alert" for a in result.alerts)
-    with _errors(as_json):
-        with _progress("retrain") as update:
-            reasons, retrained = project.retrain_if_due(
-                alerts, progress=update, on_round=update.rounds
-            )
+    with _errors(as_json), _progress("retrain") as update:
+        reasons, retrained = project.retrain_if_due(alerts, progress=update, on_round=update.rounds)
     if as_json:
         _emit_json(
             {
@@ -903,7 +900,9 @@ def retrain(
     ] = None,
     window: Annotated[
         str | None,
-        typer.Option(help="Add the newest span of answers, 12h or 90d (default: [retrain] window)."),
+        typer.Option(
+            help="Add the newest span of answers, 12h or 90d (default: [retrain] window)."
+        ),
     ] = None,
     allow_stale: Annotated[
         bool,

@@ -238,9 +238,7 @@ def _like(values: pd.Series, column: pd.Series) -> pd.Series:
         return values.astype(object).where(values.notna(), None)
     if pd.api.types.is_numeric_dtype(column.dtype):
         return pd.to_numeric(values, errors="coerce")
-    if isinstance(column.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(
-        column.dtype
-    ):
+    if isinstance(column.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(column.dtype):
         return values.astype(object).where(values.notna(), None)
     return values
 
@@ -270,7 +268,7 @@ def refuse_stale(problems: list[str]) -> CheckFailed:
     return CheckFailed(
         "retraining refused: the production data is not fresh enough:\n"
         + "\n".join(f"  - {p}" for p in problems)
-        + '\nIngest fresher labels (`shipyard labels FILE`), or retrain deliberately with '
+        + "\nIngest fresher labels (`shipyard labels FILE`), or retrain deliberately with "
         '--allow-stale --reason "…" (recorded in the run).'
     )
 
@@ -361,7 +359,9 @@ class RetrainResult:
         return out
 
 
-def tags(served: Served, window: str, stale: list[str], reason: str | None, data: str) -> dict[str, str]:
+def tags(
+    served: Served, window: str, stale: list[str], reason: str | None, data: str
+) -> dict[str, str]:
     """The run's tags that mark it a retrain (MLflow tag values are text)."""
     return {
         "shipyard_retrain": "true",

@@ -272,7 +272,9 @@ def _span(v: Any) -> str | None:
 
 def _triggers(v: Any) -> str | None:
     ok = all(t in RETRAIN_TRIGGERS for t in v) and len(set(v)) == len(v)
-    return None if ok else f"a list of distinct triggers from {', '.join(map(repr, RETRAIN_TRIGGERS))}"
+    return (
+        None if ok else f"a list of distinct triggers from {', '.join(map(repr, RETRAIN_TRIGGERS))}"
+    )
 
 
 def _url(v: Any) -> str | None:
