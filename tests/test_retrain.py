@@ -219,13 +219,33 @@ def test_the_retrain_is_tracked_recorded_and_enters_as_shadow(served, retrained)
     assert recorded["project"]["data"].startswith(".shipyard/retrain/data-")
 
 
-def test_monitor_retrain_says_why_not_and_when_a_trigger_holds(served, retrained):
+def test_monitor_retrain_says_why_not_and_retrains_when_a_trigger_holds(served, retrained):
     project, _, _, _ = served
     run = shipyard_cli(project.spec.root, "monitor", "--retrain", "--since", "2013-08-28", "--json")
     assert "Traceback" not in run.stderr
     document = json.loads(run.stdout)
     assert document["retrain_due"] == [] and document["retrain"] is None
-    assert run.returncode == document["monitor"]["exit_code"]
+    assert run.returncode == document["monitor"]["exit_code"] == document["exit_code"]
+    # a champion past its age is due: the retrain runs, and its freshness guard refuses
+    text = project.spec_path.read_text().replace(
+        "max_champion_age_days = 30", "max_champion_age_days = 1e-06"
+    )
+    (project.spec.root / "aged.toml").write_text(text)
+    run = shipyard_cli(
+        project.spec.root,
+        "monitor",
+        "--retrain",
+        "--since",
+        "2013-08-28",
+        "--spec",
+        "aged.toml",
+        "--json",
+    )
+    document = json.loads(run.stdout)
+    assert run.returncode == 1 == document["exit_code"] and document["retrain"] is None
+    assert document["retrain_due"][0].startswith("the champion is ")
+    assert "over [retrain] max_champion_age_days = 1e-06" in document["retrain_due"][0]
+    assert "over [constraints] max_data_age_days = 30" in run.stderr
     # the champion was trained today: only an older one is due
     created = load_bundle(project.workspace.bundle("champion").path).manifest["created"]
     later = dt.datetime.fromisoformat(created) + dt.timedelta(days=31)

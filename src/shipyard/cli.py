@@ -873,23 +873,29 @@ def monitor(
     if not as_json:
         print_monitor(result)
     alerts = sum(a["level"] == "alert" for a in result.alerts)
-    with _errors(as_json), _progress("retrain") as update:
-        reasons, retrained = project.retrain_if_due(alerts, progress=update, on_round=update.rounds)
+    document: dict[str, Any] = {"monitor": result.to_dict(), "retrain_due": [], "retrain": None}
+    try:
+        with _errors(), _progress("retrain") as update:
+            reasons = document["retrain_due"] = project.retrain_due(alerts)
+            if not reasons:
+                when = ", ".join(project.spec.retrain.when) or "nothing ([retrain] when is empty)"
+                if not as_json:
+                    out.print(f"no retrain: no trigger holds (retraining on: {escape(when)})")
+            else:
+                if not as_json:
+                    out.print("retraining because " + escape("; ".join(reasons)))
+                retrained = project.retrain(progress=update, on_round=update.rounds)
+                document["retrain"] = retrained.to_dict()
+    except typer.Exit as refused:  # the message is on stderr; the document says it too
+        if as_json:
+            _emit_json({**document, "exit_code": refused.exit_code})
+        raise
+    code = result.exit_code if document["retrain"] is None else retrained.exit_code
     if as_json:
-        _emit_json(
-            {
-                "monitor": result.to_dict(),
-                "retrain_due": reasons,
-                "retrain": None if retrained is None else retrained.to_dict(),
-            }
-        )
-    elif retrained is None:
-        when = ", ".join(project.spec.retrain.when) or "nothing ([retrain] when is empty)"
-        out.print(f"no retrain: no trigger holds (retraining on: {escape(when)})")
-    else:
-        out.print("retraining because " + escape("; ".join(reasons)))
+        _emit_json({**document, "exit_code": code})
+    elif document["retrain"] is not None:
         print_retrain(retrained)
-    raise typer.Exit(result.exit_code if retrained is None else retrained.exit_code)
+    raise typer.Exit(code)
 
 
 @app.command(cls=_Command)

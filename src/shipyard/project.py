@@ -670,6 +670,11 @@ class Project:
             )
         if reason and not allow_stale:
             raise UsageError("--reason goes with --allow-stale (the override it explains).")
+        if since is not None and window is not None:
+            raise UsageError(
+                "give --since or --window, not both: --since takes every answer from then on, "
+                "--window the newest span of them."
+            )
         window = window or self.spec.retrain.window
         retraining.span_seconds(window)
         now = now or datetime.now(UTC)
@@ -708,16 +713,22 @@ class Project:
             "window_end": served.window_end,
             "champion": located.number,
         }
-        path = retraining.write_training_data(self.workspace, data, served, note)
+        path, written = retraining.write_training_data(self.workspace, data, served, note)
         combined = replace(
             self.spec,
             project=replace(self.spec.project, data=path.relative_to(self.spec.root).as_posix()),
         )
         tags = retraining.tags(served, window, stale, reason, data.snapshot_id)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            trained = Project(combined, self.spec_path)._train(
-                pool, (), progress, on_round, run_tags=tags, now=now
-            )
+        try:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                trained = Project(combined, self.spec_path)._train(
+                    pool, (), progress, on_round, run_tags=tags, now=now
+                )
+        except BaseException:
+            if written:  # nothing trained on it: the combined rows go with the failure
+                path.unlink(missing_ok=True)
+                path.with_suffix(".json").unlink(missing_ok=True)
+            raise
         promoted, failures = None, []
         try:
             promoted = promotion.promote(
@@ -749,25 +760,14 @@ class Project:
             warnings=warnings,
         )
 
-    def retrain_if_due(
-        self,
-        alerts: int,
-        *,
-        progress: Progress = _quiet,
-        on_round: Rounds = _no_rounds,
-        now: datetime | None = None,
-    ) -> tuple[list[str], RetrainResult | None]:
-        """``shipyard monitor --retrain``: why a retrain is due by ``[retrain] when`` (a
-        monitor that raised ``alerts``, a champion past ``max_champion_age_days``), and the
-        retrain when it is (None when not)."""
+    def retrain_due(self, alerts: int, now: datetime | None = None) -> list[str]:
+        """Why ``shipyard monitor --retrain`` retrains now, by ``[retrain] when`` (a monitor
+        that raised ``alerts``, a champion past ``max_champion_age_days``); empty when no
+        trigger holds. Then :meth:`retrain` does it."""
         from shipyard import retraining
 
-        now = now or datetime.now(UTC)
         created = load_bundle(self.workspace.bundle("champion").path).manifest.get("created")
-        reasons = retraining.due(self.spec, alerts, created, now)
-        if not reasons:
-            return reasons, None
-        return reasons, self.retrain(progress=progress, on_round=on_round, now=now)
+        return retraining.due(self.spec, alerts, created, now or datetime.now(UTC))
 
     def rollback(
         self, reason: str | None = None, progress: Progress = _quiet, mirror: str = "now"

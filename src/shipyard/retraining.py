@@ -291,10 +291,10 @@ def source_snapshot(bundle: Bundle, root: Path) -> str | None:
 
 def write_training_data(
     workspace: Workspace, data: Table, served: Served, note: dict[str, Any]
-) -> Path:
+) -> tuple[Path, bool]:
     """The data file's rows and the served rows as one Parquet file under
     ``.shipyard/retrain/``, named by the hash of its content, with ``note`` beside it (JSON);
-    its path. Writing the same rows again rewrites the same file."""
+    its path, and whether it is new (the same rows again name the file already there)."""
     from shipyard.files import atomic_path, atomic_write
 
     combined = pd.concat([data.frame, served.rows], ignore_index=True)
@@ -305,6 +305,8 @@ def write_training_data(
             pd.util.hash_pandas_object(combined.astype(str), index=False).to_numpy().tobytes()
         ).hexdigest()[:16]
         path = folder / f"data-{digest}.parquet"
+        if path.exists() and path.with_suffix(".json").exists():
+            return path, False
         with atomic_path(path) as temporary:
             combined.to_parquet(temporary, index=False)
     except (TypeError, ValueError, ArithmeticError) as exc:  # pyarrow's errors subclass these
@@ -313,7 +315,7 @@ def write_training_data(
             "that the champion's features have the data file's types."
         ) from exc
     atomic_write(path.with_suffix(".json"), json.dumps(note, indent=1, default=str))
-    return path
+    return path, True
 
 
 @dataclass
