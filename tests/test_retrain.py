@@ -19,7 +19,7 @@ from sklearn.metrics import roc_auc_score
 from shipyard.bundle import load_bundle
 from shipyard.data.dataset import Dataset
 from shipyard.data.split import make_splits
-from shipyard.errors import CheckFailed, SpecError, UsageError
+from shipyard.errors import CheckFailed, DeploymentError, SpecError, UsageError
 from shipyard.project import Project
 from shipyard.retraining import due, freshness_problems, served_records
 from shipyard.serving.log import PredictionLog, feature_types
@@ -272,3 +272,14 @@ def test_the_retrain_section_is_validated():
     spec = Spec.from_dict({"project": {"target": "y", "task": "binary"}})
     assert "retrain" not in spec.to_dict()  # a spec without [retrain] hashes as before
     assert spec.retrain.min_labeled_share == 0.5 and spec.retrain.window == "90d"
+
+
+def test_without_a_champion_or_with_a_reason_alone_nothing_is_done(tmp_path, flights):
+    project = flights_project(tmp_path, _months(flights, [1], 300, seed=5))
+    with pytest.raises(DeploymentError, match="champion"):
+        project.retrain()
+    with pytest.raises(UsageError, match="--reason goes with --allow-stale"):
+        project.retrain(reason="why not")
+    with pytest.raises(UsageError, match="give --since or --window, not both"):
+        project.retrain(since="2013-05-01", window="30d")
+    assert not (project.workspace.folder / "retrain").exists()
