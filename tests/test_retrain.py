@@ -283,3 +283,26 @@ def test_without_a_champion_or_with_a_reason_alone_nothing_is_done(tmp_path, fli
     with pytest.raises(UsageError, match="give --since or --window, not both"):
         project.retrain(since="2013-05-01", window="30d")
     assert not (project.workspace.folder / "retrain").exists()
+
+
+def test_fresh_labels_pass_the_guard_and_replace_the_shadow(served, retrained):
+    """The same served months seen from two days after the newest label: nothing refused,
+    nothing overridden; the new version replaces the earlier retrain as the shadow."""
+    from rich.console import Console
+
+    from shipyard.cli import print_retrain
+
+    project, _, _, _ = served
+    result = project.retrain(now=dt.datetime(2013, 8, 30, tzinfo=dt.UTC))
+    assert result.stale == [] and not result.allow_stale and result.exit_code == 0
+    assert result.data == retrained["data"]  # the same rows: the same combined file
+    assert result.newest_label_age_days == pytest.approx(1.96, abs=0.01)
+    state = project.registry.state()
+    assert (state.champion, state.challenger, state.mode) == (1, result.train.version, "shadow")
+    tags = project.tracker().get_run(result.train.run_id).tags
+    assert tags["retrain_allow_stale"] == "false" and tags["retrain_stale_reason"] == ""
+    console = Console(record=True, width=200)
+    print_retrain(result, console)
+    text = console.export_text()
+    assert f"+ {result.added_rows:,} labeled production records" in text
+    assert f"version {result.train.version} is now the shadow challenger" in text
