@@ -306,3 +306,39 @@ def test_fresh_labels_pass_the_guard_and_replace_the_shadow(served, retrained):
     text = console.export_text()
     assert f"+ {result.added_rows:,} labeled production records" in text
     assert f"version {result.train.version} is now the shadow challenger" in text
+
+
+def test_logged_rows_take_the_data_files_types():
+    """A regression target from the labels' numbers, a datetime time column in the data's
+    zone, a year-like time left to the logged feature, text and booleans as objects."""
+    from shipyard.retraining import _as_data_rows
+
+    data = pd.DataFrame(
+        {
+            "at": pd.to_datetime(["2013-01-01 05:00"]).tz_localize("America/New_York"),
+            "delay": [3.0],
+            "carrier": pd.Series(["UA"], dtype="str"),
+            "late": [True],
+        }
+    )
+    labeled = pd.DataFrame(
+        {
+            "time": pd.to_datetime(["2013-06-01T12:00:00Z"], utc=True),
+            "entity_id": [None],
+            "label": ["12.5"],
+            "outcome": [12.5],
+            "f.carrier": pd.Series([None], dtype="str"),
+            "f.late": [False],
+        }
+    )
+    spec = Spec.from_dict({"project": {"target": "delay", "task": "regression", "time": "at"}})
+    rows = _as_data_rows(labeled, data, spec, "f.")
+    assert rows["at"].iloc[0] == pd.Timestamp("2013-06-01 08:00", tz="America/New_York")
+    assert str(rows["at"].dtype) == str(data["at"].dtype)
+    assert rows["delay"].tolist() == [12.5]
+    assert rows["carrier"].tolist() == [None] and rows["late"].tolist() == [False]
+    combined = pd.concat([data, rows], ignore_index=True)
+    assert combined["late"].tolist() == [True, False]
+    years = data.assign(at=[2013])
+    spec = Spec.from_dict({"project": {"target": "delay", "task": "regression", "time": "at"}})
+    assert _as_data_rows(labeled, years, spec, "f.")["at"].isna().all()  # not logged: missing

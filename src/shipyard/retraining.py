@@ -191,8 +191,8 @@ def _as_data_rows(
     for column in data.columns:
         if column == target:
             values = _targets(labeled, data[target], spec)
-        elif column == time:
-            values = labeled["time"]
+        elif column == time and not pd.api.types.is_numeric_dtype(data[column].dtype):
+            values = labeled["time"]  # a time as a number (a year) is a logged feature
         elif column == entity:
             values = labeled["entity_id"]
         elif prefix + str(column) in labeled.columns:
@@ -221,8 +221,9 @@ def _targets(labeled: pd.DataFrame, target: pd.Series, spec: Spec) -> pd.Series:
 
 
 def _like(values: pd.Series, column: pd.Series) -> pd.Series:
-    """``values`` in the dtype of the data's ``column`` where it can hold them (a datetime
-    in the data's time zone, or none; text as Python strings)."""
+    """``values`` in the dtype of the data's ``column`` where it can hold them: a datetime
+    in the data's time zone (or none), a time the data writes as text as ISO 8601 text,
+    numbers as floats, anything else as Python objects."""
     values = values.reset_index(drop=True)
     if pd.api.types.is_datetime64_any_dtype(values.dtype) and not (
         pd.api.types.is_datetime64_any_dtype(column.dtype)
@@ -234,13 +235,10 @@ def _like(values: pd.Series, column: pd.Series) -> pd.Series:
         zone = getattr(column.dtype, "tz", None)
         stamps = stamps.dt.tz_convert(zone) if zone is not None else stamps.dt.tz_localize(None)
         return stamps.astype(column.dtype)
-    if pd.api.types.is_bool_dtype(column.dtype) or column.dtype == object:
-        return values.astype(object).where(values.notna(), None)
-    if pd.api.types.is_numeric_dtype(column.dtype):
+    if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
         return pd.to_numeric(values, errors="coerce")
-    if isinstance(column.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(column.dtype):
-        return values.astype(object).where(values.notna(), None)
-    return values
+    # booleans, categories and text: Python objects, missing as None, as pandas joins them
+    return values.astype(object).where(values.notna(), None)
 
 
 def freshness_problems(served: Served, spec: Spec) -> list[str]:
