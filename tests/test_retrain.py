@@ -285,27 +285,41 @@ def test_without_a_champion_or_with_a_reason_alone_nothing_is_done(tmp_path, fli
     assert not (project.workspace.folder / "retrain").exists()
 
 
-def test_fresh_labels_pass_the_guard_and_replace_the_shadow(served, retrained):
+def test_fresh_labels_pass_the_guard_and_a_failed_gate_keeps_the_version_out(served, retrained):
     """The same served months seen from two days after the newest label: nothing refused,
-    nothing overridden; the new version replaces the earlier retrain as the shadow."""
+    nothing overridden. Under a latency limit no model meets, the new version is registered
+    but kept out of shadow, the failed gate named; the earlier retrain stays the shadow."""
     from rich.console import Console
 
     from shipyard.cli import print_retrain
 
     project, _, _, _ = served
-    result = project.retrain(now=dt.datetime(2013, 8, 30, tzinfo=dt.UTC))
-    assert result.stale == [] and not result.allow_stale and result.exit_code == 0
+    strict = project.spec.root / "strict.toml"
+    strict.write_text(
+        project.spec_path.read_text().replace(
+            "[constraints]\n", "[constraints]\np99_latency_ms = 1e-06\n"
+        )
+    )
+    result = Project.load(strict).retrain(now=dt.datetime(2013, 8, 30, tzinfo=dt.UTC))
+    assert result.stale == [] and not result.allow_stale
     assert result.data == retrained["data"]  # the same rows: the same combined file
     assert result.newest_label_age_days == pytest.approx(1.96, abs=0.01)
+    assert result.promoted is None and result.exit_code == 1
+    assert any("p99" in f or "latency" in f for f in result.failures), result.failures
     state = project.registry.state()
-    assert (state.champion, state.challenger, state.mode) == (1, result.train.version, "shadow")
+    assert (state.champion, state.challenger, state.mode) == (
+        1,
+        retrained["train"]["version"],
+        "shadow",
+    )
+    assert result.train.version == retrained["train"]["version"] + 1  # registered all the same
     tags = project.tracker().get_run(result.train.run_id).tags
     assert tags["retrain_allow_stale"] == "false" and tags["retrain_stale_reason"] == ""
     console = Console(record=True, width=200)
     print_retrain(result, console)
     text = console.export_text()
     assert f"+ {result.added_rows:,} labeled production records" in text
-    assert f"version {result.train.version} is now the shadow challenger" in text
+    assert f"version {result.train.version} is registered but not promoted to shadow" in text
 
 
 def test_logged_rows_take_the_data_files_types():
