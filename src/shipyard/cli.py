@@ -839,12 +839,21 @@ def monitor(
     ray_address: Annotated[
         str | None, typer.Option(help="A Ray cluster's address (default: a local instance).")
     ] = None,
+    retrain: Annotated[
+        bool,
+        typer.Option(
+            "--retrain",
+            help="Then retrain when a [retrain] when trigger holds (exit code: the retrain's).",
+        ),
+    ] = False,
     spec: SpecOption = Path("shipyard.toml"),
     as_json: JsonOption = False,
 ) -> None:
-    """Drift, live data quality and system metrics over the prediction log; exit 1 on alert."""
+    """Drift, live data quality and system metrics over the prediction log; exit 1 on alert.
+    With --retrain, a retrain follows when [retrain] when says it is due."""
     with _errors(as_json):
-        result = Project.load(spec).monitor(
+        project = Project.load(spec)
+        result = project.monitor(
             since=since,
             until=until,
             window=window,
@@ -855,11 +864,107 @@ def monitor(
             engine=engine,
             ray_address=ray_address,
         )
-    if as_json:
-        _emit_json(result.to_dict())
-    else:
+    if not retrain:
+        if as_json:
+            _emit_json(result.to_dict())
+        else:
+            print_monitor(result)
+        raise typer.Exit(result.exit_code)
+    if not as_json:
         print_monitor(result)
+    alerts = sum(a["level"] == "alert" for a in result.alerts)
+    document: dict[str, Any] = {"monitor": result.to_dict(), "retrain_due": [], "retrain": None}
+    try:
+        with _errors(), _progress("retrain") as update:
+            reasons = document["retrain_due"] = project.retrain_due(alerts)
+            if not reasons:
+                when = ", ".join(project.spec.retrain.when) or "nothing ([retrain] when is empty)"
+                if not as_json:
+                    out.print(f"no retrain: no trigger holds (retraining on: {escape(when)})")
+            else:
+                if not as_json:
+                    out.print("retraining because " + escape("; ".join(reasons)))
+                retrained = project.retrain(progress=update, on_round=update.rounds)
+                document["retrain"] = retrained.to_dict()
+    except typer.Exit as refused:  # the message is on stderr; the document says it too
+        if as_json:
+            _emit_json({**document, "exit_code": refused.exit_code})
+        raise
+    code = result.exit_code if document["retrain"] is None else retrained.exit_code
+    if as_json:
+        _emit_json({**document, "exit_code": code})
+    elif document["retrain"] is not None:
+        print_retrain(retrained)
+    raise typer.Exit(code)
+
+
+@app.command(cls=_Command)
+def retrain(
+    since: Annotated[
+        str | None,
+        typer.Option(help="Add the answers from this UTC date or time (ISO 8601) on."),
+    ] = None,
+    window: Annotated[
+        str | None,
+        typer.Option(
+            help="Add the newest span of answers, 12h or 90d (default: [retrain] window)."
+        ),
+    ] = None,
+    allow_stale: Annotated[
+        bool,
+        typer.Option(
+            "--allow-stale", help="Retrain although the freshness guard refuses (needs --reason)."
+        ),
+    ] = False,
+    reason: Annotated[
+        str | None, typer.Option(help="Why the stale data is used (recorded in the run).")
+    ] = None,
+    spec: SpecOption = Path("shipyard.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """Retrain from scratch on the spec's data plus labeled served records, refusing stale
+    data; the new version enters as the shadow challenger (exit 1 when refused or gated)."""
+    with _errors(as_json):
+        project = Project.load(spec)
+        cleaned = _tidy(project)
+        with _progress("retrain") as update:
+            result = project.retrain(
+                since=since,
+                window=window,
+                allow_stale=allow_stale,
+                reason=reason,
+                progress=update,
+                on_round=update.rounds,
+            )
+    if as_json:
+        _emit_json({**result.to_dict(), "cleaned_up": cleaned})
+    else:
+        print_retrain(result)
     raise typer.Exit(result.exit_code)
+
+
+def print_retrain(result: Any, console: Console = out) -> None:
+    """The training, the rows the log added, the freshness and where the version went."""
+    print_train(result.train, console)
+    age = result.newest_label_age_days
+    console.print(
+        f"trained on {result.data_rows:,} rows of the data file + {result.added_rows:,} "
+        f"labeled production records (window {escape(result.window)}: "
+        f"{escape(str(result.window_start))} to {escape(str(result.window_end))}; "
+        f"{result.labeled_share:.1%} of {result.answered:,} answers labeled, the newest "
+        f"{age:,.1f} days old)"
+    )
+    for warning in result.warnings:
+        console.print(f"[yellow]warning[/]: {escape(warning)}")
+    version = result.train.version
+    if result.promoted is not None:
+        console.print(f"[bold green]version {version} is now the shadow challenger[/]")
+    else:
+        console.print(
+            f"[bold red]version {version} is registered but not promoted to shadow[/]; failed:"
+        )
+        for failure in result.failures:
+            console.print(f"  - {escape(failure)}")
 
 
 #: verdicts that exit 1: the experiment found a problem

@@ -56,6 +56,7 @@ from shipyard.workspace import Workspace
 if TYPE_CHECKING:
     from shipyard.batch import BatchResult
     from shipyard.promotion import ModelsListing, PromoteResult, RollbackResult
+    from shipyard.retraining import RetrainResult
 
 Progress = Callable[[str], None]
 Rounds = Callable[[int, int], None]
@@ -310,9 +311,11 @@ class Project:
         now: datetime | None = None,
         reuse: bool = False,
         refuse: Callable[[Dataset], None] | None = None,
+        save_contract: bool = True,
     ) -> tuple[CheckReport, Dataset, Splits | None, Table]:
         """The check of ``data`` (the spec's by default); ``refuse(ds)`` may raise on the
-        profiled dataset before anything is written."""
+        profiled dataset before anything is written. Without ``save_contract`` the
+        contract learned from the spec's data is not kept (a retrain's combined data)."""
         seconds: dict[str, float] = {}
 
         def stage(name: str) -> None:
@@ -382,7 +385,7 @@ class Project:
         stage("done")
         marks = list(seconds.items())
         timing = {name: round(marks[i + 1][1] - t, 3) for i, (name, t) in enumerate(marks[:-1])}
-        if own:
+        if own and save_contract:
             contract.save(self.contract_path)
         report = CheckReport(
             data=str(table.path),
@@ -444,9 +447,18 @@ class Project:
         ignore_findings: tuple[str, ...] | list[str],
         progress: Progress,
         on_round: Rounds,
+        run_tags: dict[str, str] | None = None,
+        now: datetime | None = None,
     ) -> TrainResult:
+        """Check the spec's data and train on it; ``run_tags`` go on the run. A retrain's
+        project (``run_tags`` given) trains on combined data and keeps no contract of it."""
         report, ds, splits, table = self._check(
-            None, progress, reuse=True, refuse=_refuse_expectations
+            None,
+            progress,
+            now=now,
+            reuse=True,
+            refuse=_refuse_expectations,
+            save_contract=run_tags is None,
         )
         ignored = sorted(set(ignore_findings))
         blocking = [f for f in report.errors if f.code not in ignored]
@@ -484,7 +496,7 @@ class Project:
                 on_round=on_round,
                 flagged=report.flagged,
                 champion=self._champion_bundle(),
-                run_tags={"shipyard_marker": marker.token},
+                run_tags={**(run_tags or {}), "shipyard_marker": marker.token},
                 on_bundle=claim,
             )
         return result
@@ -644,6 +656,134 @@ class Project:
             higher_is_better=higher_is_better,
             arrivals=(arrivals[0], arrivals[1]),
         )
+
+    def retrain(
+        self,
+        *,
+        since: str | None = None,
+        window: str | None = None,
+        allow_stale: bool = False,
+        reason: str | None = None,
+        progress: Progress = _quiet,
+        on_round: Rounds = _no_rounds,
+        now: datetime | None = None,
+    ) -> RetrainResult:
+        """Retrain from scratch on the spec's data plus the labeled production records of the
+        window (``shipyard retrain``; see :mod:`shipyard.retraining`), tracked as a training
+        run tagged a retrain, and make the new version the shadow challenger through the
+        promotion gates. ``window`` defaults to ``[retrain] window``; ``since`` (an ISO date
+        or time) takes every answer from then on instead.
+
+        Raises :class:`CheckFailed` (exit 1) when the window holds no labeled answer, or the
+        freshness guard refuses and ``allow_stale`` is not set; :class:`UsageError` (exit 2)
+        for ``allow_stale`` without a ``reason``. A version the gates keep out of shadow is
+        registered all the same; the result's ``failures`` name the gates (exit 1)."""
+        from shipyard import promotion, retraining
+
+        if allow_stale and not (reason and reason.strip()):
+            raise UsageError(
+                '--allow-stale needs --reason "why": the override is recorded in the run.'
+            )
+        if reason and not allow_stale:
+            raise UsageError("--reason goes with --allow-stale (the override it explains).")
+        if since is not None and window is not None:
+            raise UsageError(
+                "give --since or --window, not both: --since takes every answer from then on, "
+                "--window the newest span of them."
+            )
+        window = window or self.spec.retrain.window
+        retraining.span_seconds(window)
+        now = now or datetime.now(UTC)
+        probe(self.workspace.tracking_uri())
+        progress("reading the data and the prediction log")
+        located = self.workspace.bundle("champion")
+        champion = load_bundle(located.path)
+        data = self.read()
+        served = retraining.served_records(
+            self.spec, self.workspace, champion, data.frame, since=since, window=window, now=now
+        )
+        stale = retraining.freshness_problems(served, self.spec)
+        if stale and not allow_stale:
+            raise retraining.refuse_stale(stale)
+        warnings = [f"retraining with --allow-stale ({reason}): {p}" for p in stale]
+        before = retraining.source_snapshot(champion, self.spec.root)
+        if before is not None and before != data.snapshot_id:
+            warnings.append(
+                f"the data file '{data.path}' changed since champion v{located.number} was "
+                f"trained (snapshot {before[:12]} then, {data.snapshot_id[:12]} now): the "
+                "retrain uses the file as it is now"
+            )
+        if served.foreign_labels:
+            warnings.append(
+                f"{served.foreign_labels:,} stored label(s) name request ids no logged answer "
+                f"holds (e.g. {', '.join(served.foreign_examples)}): labels of another model "
+                "or service, left out"
+            )
+        note = {
+            "data_file": str(data.path),
+            "data_snapshot_id": data.snapshot_id,
+            "data_rows": len(data.frame),
+            "added_rows": len(served.rows),
+            "window": window,
+            "window_start": served.window_start,
+            "window_end": served.window_end,
+            "champion": located.number,
+        }
+        path, written = retraining.write_training_data(self.workspace, data, served, note)
+        combined = replace(
+            self.spec,
+            project=replace(self.spec.project, data=path.relative_to(self.spec.root).as_posix()),
+        )
+        tags = retraining.tags(served, window, stale, reason, data.snapshot_id)
+        try:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                trained = Project(combined, self.spec_path)._train(
+                    pool, (), progress, on_round, run_tags=tags, now=now
+                )
+        except BaseException:
+            if written:  # nothing trained on it: the combined rows go with the failure
+                path.unlink(missing_ok=True)
+                path.with_suffix(".json").unlink(missing_ok=True)
+            raise
+        promoted, failures = None, []
+        try:
+            promoted = promotion.promote(
+                self.spec, self.workspace, trained.version or 0, "shadow", progress=progress
+            ).to_dict()
+        except ShipyardError as exc:
+            failures = [
+                line.strip()[2:] for line in str(exc).splitlines() if line.startswith("  - ")
+            ] or [str(exc)]
+        return retraining.RetrainResult(
+            train=trained,
+            data=str(path),
+            data_rows=len(data.frame),
+            added_rows=len(served.rows),
+            window=window if since is None else f"since {since}",
+            window_start=served.window_start,
+            window_end=served.window_end,
+            answered=served.answered,
+            labeled_share=served.labeled_share,
+            newest_label=served.newest_label,
+            newest_label_age_days=served.newest_label_age_days,
+            stale=stale,
+            allow_stale=allow_stale,
+            reason=reason,
+            data_snapshot_id=data.snapshot_id,
+            champion_data_snapshot_id=before,
+            promoted=promoted,
+            failures=failures,
+            warnings=warnings,
+        )
+
+    def retrain_due(self, alerts: int, now: datetime | None = None) -> list[str]:
+        """Why ``shipyard monitor --retrain`` retrains now, by ``[retrain] when`` (a monitor
+        that raised ``alerts``, a champion past ``max_champion_age_days``); empty when no
+        trigger holds. Then :meth:`retrain` does it."""
+        from shipyard import retraining
+
+        created = load_bundle(self.workspace.bundle("champion").path).manifest.get("created")
+        return retraining.due(self.spec, alerts, created, now or datetime.now(UTC))
 
     def rollback(
         self, reason: str | None = None, progress: Progress = _quiet, mirror: str = "now"

@@ -34,6 +34,10 @@ SPLIT_STRATEGIES = ("auto", "random", "stratified", "group", "time")
 UNKNOWN_POLICIES = ("bucket", "hash")
 #: A monitoring window: hours (``1h``), days (``1d``, ``7d``) or a count of rows (``5000 rows``).
 WINDOW_PATTERN = r"\s*(?P<count>[1-9][0-9]*)\s*(?P<unit>h|d|mo|rows?)\s*"
+#: A retraining window: hours (``12h``) or days (``90d``).
+SPAN_PATTERN = r"\s*(?P<count>[1-9][0-9]*)\s*(?P<unit>h|d)\s*"
+#: What ``shipyard monitor --retrain`` retrains on (``[retrain] when``).
+RETRAIN_TRIGGERS = ("alert", "age")
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,19 @@ class MonitoringSection:
 
 
 @dataclass(frozen=True)
+class RetrainSection:
+    """When and on what ``shipyard retrain`` runs: the triggers ``shipyard monitor
+    --retrain`` acts on, the window of served traffic added to the data, and the share of
+    its answered requests that must carry a label."""
+
+    # "alert": a monitoring alert fired; "age": the champion is older than max_champion_age_days
+    when: tuple[str, ...] = ()
+    max_champion_age_days: float | None = None
+    window: str = "90d"  # the newest stretch of the prediction log added (hours or days)
+    min_labeled_share: float = 0.5
+
+
+@dataclass(frozen=True)
 class RobustnessSection:
     """How ``train`` tests the chosen model on perturbed test rows: the sample, the noise
     levels, the tolerance on a prediction's change, and the shares readiness allows.
@@ -245,6 +262,19 @@ def _window(v: Any) -> str | None:
     if re.fullmatch(WINDOW_PATTERN, v):
         return None
     return 'a window such as "1h", "1d", "7d" or "5000 rows"'
+
+
+def _span(v: Any) -> str | None:
+    if re.fullmatch(SPAN_PATTERN, v):
+        return None
+    return 'a span of hours or days such as "12h" or "90d"'
+
+
+def _triggers(v: Any) -> str | None:
+    ok = all(t in RETRAIN_TRIGGERS for t in v) and len(set(v)) == len(v)
+    return (
+        None if ok else f"a list of distinct triggers from {', '.join(map(repr, RETRAIN_TRIGGERS))}"
+    )
 
 
 def _url(v: Any) -> str | None:
@@ -393,6 +423,15 @@ SECTIONS: dict[str, tuple[type, dict[str, Key]]] = {
             "webhook_timeout_seconds": _NUM,
         },
     ),
+    "retrain": (
+        RetrainSection,
+        {
+            "when": Key((list,), _triggers, type_name="a list of triggers"),
+            "max_champion_age_days": _NUM,
+            "window": Key((str,), _span, type_name="a string"),
+            "min_labeled_share": _FRAC,
+        },
+    ),
     "robustness": (
         RobustnessSection,
         {
@@ -435,6 +474,7 @@ class Spec:
     serving: ServingSection = field(default_factory=ServingSection)
     monitoring: MonitoringSection = field(default_factory=MonitoringSection)
     robustness: RobustnessSection = field(default_factory=RobustnessSection)
+    retrain: RetrainSection = field(default_factory=RetrainSection)
     tracking: TrackingSection = field(default_factory=TrackingSection)
     expectations: tuple[Expectation, ...] = ()
     root: Path = field(default=Path("."), compare=False)
@@ -468,6 +508,8 @@ class Spec:
             }
         if expectations:  # left out when empty: specs without any hash as before
             out["expectations"] = list(expectations)
+        if self.retrain == RetrainSection():  # likewise: a spec without [retrain] hashes as before
+            out.pop("retrain")
         return out
 
     def hash(self) -> str:
@@ -644,6 +686,12 @@ def _cross_checks(sections: dict[str, Any]) -> list[str]:
                     f"'monitoring.{name}_warn' ({warn:g}) must not exceed "
                     f"'monitoring.{name}_alert' ({alert:g})"
                 )
+    retrain: RetrainSection | None = sections.get("retrain")
+    if retrain and "age" in retrain.when and retrain.max_champion_age_days is None:
+        problems.append(
+            "'retrain.when' holds \"age\", which needs 'retrain.max_champion_age_days': set "
+            "how many days a champion may serve before it is retrained"
+        )
     features: FeaturesSection | None = sections.get("features")
     if features:
         both = sorted(set(features.include) & set(features.exclude))
