@@ -51,15 +51,18 @@ def test_demo_runs_the_whole_loop(tmp_path: Path):
     retrain = document["retrain"]
     assert retrain["train"]["version"] == 2 and retrain["added_rows"] > 10_000
     assert retrain["promoted"]["to"] == "shadow"
-    assert stages["retrain"]["found"]["november"] > 1_000
+    assert stages["retrain"]["found"]["shadowed"] > 1_000
 
     verdict = document["experiment"]
     assert verdict["verdict"] in ("launch", "keep running", "stop: futile", "stop: harm")
     assert verdict["control"]["n"] > 1_000 and verdict["treatment"]["n"] > 1_000
     assert not verdict["srm"]["blocked"]
     final = document["final"]
-    assert final["challenger"] is None
-    assert final["champion"] == (2 if verdict["verdict"] == "launch" else 1)
+    if verdict["verdict"] == "keep running":
+        assert final == {"champion": 1, "challenger": 2, "mode": "canary", "percent": 50.0}
+    else:
+        assert final["challenger"] is None
+        assert final["champion"] == (2 if verdict["verdict"] == "launch" else 1)
 
     for path in document["reports"].values():
         assert Path(path).is_file() and Path(path).stat().st_size > 10_000

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -63,8 +64,10 @@ TRAINED_MONTHS = 4
 LABEL_DELAY_DAYS = 30
 #: Records per ``POST /predict`` when the demo replays traffic.
 BATCH = 1000
+#: The first days of November the new version shadows; the rest of the year is its canary.
+SHADOW_DAYS = 10
 #: The slices the demo's spec reports metrics by.
-SLICES = ("origin", "carrier")
+SLICES = ("origin",)
 
 
 @dataclass
@@ -125,12 +128,14 @@ def run_demo(
     5. ``monitor`` per month by the flight's own time: the summer's drift before labels,
        the estimated beside the realized AUC, the metric's drop as an alert, an HTML report;
     6. ``retrain`` on January–April plus the labeled served months: the new version enters
-       as the shadow challenger, and November is served with it beside the champion;
-    7. ``promote --to canary --percent 50``: December is served, half the aircraft by the
-       new version; the remaining labels arrive, and ``experiment`` gives the online verdict
-       on each answer's Brier score (``--metric squared_error``);
-    8. on ``launch`` the new version becomes champion; on any other verdict the challenger
-       is stopped and the champion stays.
+       as the shadow challenger, and November's first :data:`SHADOW_DAYS` days are served
+       with it beside the champion;
+    7. ``promote --to canary --percent 50``: the rest of the year is served, half the
+       aircraft by the new version; the remaining labels arrive, and ``experiment`` gives
+       the online verdict on each answer's Brier score (``--metric squared_error``);
+    8. on ``launch`` the new version becomes champion; on ``stop`` the challenger is
+       stopped; on ``keep running`` the canary goes on (the verdict says how many more
+       observations it needs).
 
     ``sample`` keeps every ``sample``-th flight (1: all of them). The server is stopped at
     the end, whatever happens.
@@ -174,11 +179,13 @@ def run_demo(
 
     month = flights["month"]
     summer = flights[(month > TRAINED_MONTHS) & (month <= 10)]
-    november, december = flights[month == 11], flights[month == 12]
+    day = pd.to_datetime(flights["time_hour"], utc=True).dt.day.to_numpy()
+    shadow_days = (month == 11) & (day <= SHADOW_DAYS)
+    shadow_traffic, canary_traffic = flights[shadow_days], flights[(month >= 11) & ~shadow_days]
     with _Server(folder, project.workspace.logs) as server:
         progress(f"[3/8] serve May–October ({len(summer):,} flights) over HTTP at {server.url}")
         t = time.perf_counter()
-        ids = server.send(summer)
+        ids = server.send(summer, excluded)
         rate = len(ids) / max(time.perf_counter() - t, 1e-9)
         done(
             "serve",
@@ -208,7 +215,7 @@ def run_demo(
             alerts=[_alert(a) for a in monitored.alerts if a["level"] == "alert"],
         )
 
-        progress("[6/8] retrain on fresh data; the new version shadows November's traffic")
+        progress(f"[6/8] retrain on fresh data; the new version shadows November 1–{SHADOW_DAYS}")
         t = time.perf_counter()
         retrained = project.retrain(progress=progress)
         version = retrained.train.version
@@ -218,7 +225,7 @@ def run_demo(
                 + "; ".join(retrained.failures or ["no version registered"])
             )
         server.follow(project.registry.state().revision)
-        shadowed = server.send(november)
+        shadowed = server.send(shadow_traffic, excluded)
         done(
             "retrain",
             "shipyard retrain (the new version enters as shadow)",
@@ -226,15 +233,15 @@ def run_demo(
             version=version,
             added_rows=retrained.added_rows,
             test=retrained.train.test.get(retrained.train.chosen, {}),
-            november=len(shadowed),
+            shadowed=len(shadowed),
         )
 
-        progress("[7/8] canary at 50%: December served; labels in; the experiment's verdict")
+        progress("[7/8] canary at 50% until December 31; labels in; the experiment's verdict")
         t = time.perf_counter()
         project.promote(version, "canary", percent=50)
         server.follow(project.registry.state().revision)
-        canaried = server.send(december)
-        rest = pd.concat([summer[~matured], november, december])
+        canaried = server.send(canary_traffic, excluded)
+        rest = pd.concat([summer[~matured], shadow_traffic, canary_traffic])
         rest_ids = np.concatenate([np.asarray(ids)[~matured], shadowed, canaried])
         project.labels(_labels(folder / "labels_oct_dec.csv", rest, rest_ids))
         verdict = project.experiment(metric="squared_error")
@@ -252,11 +259,13 @@ def run_demo(
         if verdict.verdict == "launch":
             project.promote(version, "champion")
             action = f"shipyard promote {version} --to champion"
-        else:
+        elif verdict.verdict.startswith("stop"):
             from shipyard.promotion import stop
 
             stop(project.workspace, reason=f"experiment: {verdict.verdict}")
             action = "shipyard promote --stop"
+        else:  # keep running: the canary goes on serving half the aircraft
+            action = "none: the canary keeps running"
         server.follow(project.registry.state().revision)
         final = project.registry.state().summary()
         done("decide", action, t, **final)
@@ -409,8 +418,14 @@ class _Server:
         request = urllib.request.Request(
             self.url + path, data=data, method=method, headers={"content-type": "application/json"}
         )
-        with urllib.request.urlopen(request, timeout=300) as answer:  # loopback
-            return orjson.loads(answer.read() or b"null")
+        try:
+            with urllib.request.urlopen(request, timeout=300) as answer:  # loopback
+                return orjson.loads(answer.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raise ShipyardError(
+                f"the demo's server answered {method} {path} with {exc.code}: "
+                f"{exc.read().decode(errors='replace')[:1000]}"
+            ) from exc
 
     def _healthy(self) -> bool:
         assert self.process is not None
@@ -428,13 +443,14 @@ class _Server:
                 raise ShipyardError(f"the demo's server did not load deployment {revision}")
             time.sleep(0.1)
 
-    def send(self, flights: pd.DataFrame) -> list[str]:
+    def send(self, flights: pd.DataFrame, excluded: list[str]) -> list[str]:
         """Every flight as a client sends it (the features, the aircraft, the time; never
         what ``check`` excluded), :data:`BATCH` per request in time order; the request ids.
         Returns once the prediction log holds every answer."""
         from shipyard.serving.log import read_log
 
-        records = flights.drop(columns=["arr_delayed"]).astype(object)
+        dropped = [c for c in ["arr_delayed", *excluded] if c in flights.columns]
+        records = flights.drop(columns=dropped).astype(object)
         records = records.where(records.notna(), None)
         ids: list[str] = []
         rows = records.to_dict("records")
