@@ -223,6 +223,21 @@ def served_churn(folder: Path, churn: pd.DataFrame, **overrides) -> Project:
     return project
 
 
+@contextmanager
+def served_app(spec: Path, arm_loader=None):
+    """The service of a project in this process, on a real uvicorn server on 127.0.0.1:
+    yields an httpx client on it and the :class:`~shipyard.serving.service.Service`, and
+    closes both after."""
+    from shipyard.serving.app import build
+
+    app, service = build(spec, arm_loader=arm_loader)
+    try:
+        with uvicorn_app(app) as (client, _):
+            yield client, service
+    finally:
+        service.close()
+
+
 class Faulty(Arm):
     """An in-memory challenger: raises, sleeps, or shifts the real bundle's output."""
 

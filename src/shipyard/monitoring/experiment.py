@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -486,16 +487,23 @@ def analyze(
 
 
 def logged_outcomes(
-    workspace: Workspace, arms: tuple[str, str], metric: str = "outcome"
+    workspace: Workspace,
+    arms: tuple[str, str],
+    metric: str = "outcome",
+    versions: tuple[int, int] | None = None,
+    since: datetime | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
     """Each arm's outcomes from the prediction log joined with the labels by request id, in
     the order the service answered; their rows in that order (the arrivals :func:`analyze`
     peeks by); and each arm's assignment units for the sample-ratio check (distinct entity
     ids, as the canary routes by entity; requests where none is logged).
 
-    ``metric`` is ``outcome`` (the label as a number: 1/0 for a binary target) or a numeric
-    field of the log (``latency_ms``, ``prediction``, or a feature ``f.<name>``), which needs
-    no labels.
+    ``metric`` is ``outcome`` (the label as a number: 1/0 for a binary target),
+    ``squared_error`` (``(prediction - outcome)²``: how wrong each answer was; lower is
+    better) or a numeric field of the log (``latency_ms``, ``prediction``, or a feature
+    ``f.<name>``), which needs no labels. ``versions``: only each arm's rows answered by that
+    model version (one canary's experiment, not every challenger the log has seen);
+    ``since``: only rows answered at or after that time (when this canary began).
 
     Raises
     ------
@@ -511,9 +519,10 @@ def logged_outcomes(
             "(`shipyard serve`) before an experiment can be read"
         )
     log = read_log(workspace.logs).to_pandas()
-    if metric != "outcome" and metric not in log.columns:
+    labeled = metric in ("outcome", "squared_error")
+    if not labeled and metric not in log.columns:
         raise DataError(
-            f"--metric '{metric}' is neither 'outcome' nor a field of the prediction log "
+            f"--metric '{metric}' is neither 'outcome', 'squared_error' nor a field of the prediction log "
             f"(it has {', '.join(c for c in log.columns if c not in ('warnings', 'probabilities'))})"
         )
     seen = sorted(str(a) for a in log["arm"].dropna().unique())
@@ -524,16 +533,22 @@ def logged_outcomes(
                 "an experiment needs two arms: deploy a canary (`shipyard promote VERSION "
                 "--to canary`) or name the arms with --arms"
             )
-    if metric == "outcome":
+    if labeled:
         labels = read_labels(workspace).to_pandas()[["request_id", "outcome"]]
         log = log.merge(labels.dropna(subset=["request_id"]), on="request_id", how="left")
+    if metric == "squared_error":
+        log["squared_error"] = (log["prediction"] - log["outcome"]) ** 2
     values = log[metric]
     if values.dtype.kind not in "fiub":
         raise DataError(f"--metric '{metric}' is not numeric (it holds {values.dtype})")
+    if since is not None:
+        log = log[log["time"] >= since]
     log = log.reset_index(drop=True)
     outcomes, arrivals, units = [], [], []
-    for arm in arms:
+    for i, arm in enumerate(arms):
         rows = log[log["arm"] == arm]
+        if versions is not None:
+            rows = rows[rows["model_version"] == versions[i]]
         entities = rows["entity_id"].dropna()
         units.append(int(entities.nunique()) if len(entities) else len(rows))
         known = rows[metric].dropna()
