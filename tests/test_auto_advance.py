@@ -16,7 +16,7 @@ import pytest
 from shipyard.registry import Deployment, promoted
 from shipyard.serving.advance import ACTOR, next_step
 from shipyard.serving.router import in_canary
-from support import faulty_arm, records_of, served_app, served_churn
+from support import champion_alone, churn_traffic, faulty_arm, served_app, served_churn
 
 #: small windows so that a step is judged after 50 canary requests. Two copies of one model
 #: differ only by noise: the p99 ratio on a shared 2-core machine (its limit out of reach),
@@ -40,16 +40,13 @@ def churn_auto(tmp_path_factory, churn):
     folder = tmp_path_factory.mktemp("auto")
     sample = churn.sample(2000, random_state=3)
     project = served_churn(folder, sample, project={"id": "rownames"}, serving=SERVING)
-    state = project.registry.state()
+    records, labels = churn_traffic(churn)
     return {
         "spec": folder / "shipyard.toml",
         "project": project,
-        "rel": state.bundle(1),
-        "records": [
-            {k: None if v != v else v for k, v in r.items()}  # NaN: a missing value
-            for r in records_of(churn.drop(columns=["churn"]))
-        ],
-        "labels": {str(r): y for r, y in zip(churn["rownames"], churn["churn"], strict=True)},
+        "rel": project.registry.state().bundle(1),
+        "records": records,
+        "labels": labels,
     }
 
 
@@ -57,15 +54,7 @@ def _canary(churn_auto, percent: float = 5) -> Deployment:
     """Champion v1 again (nothing rolled back), the same bundle as canary v2 at ``percent``."""
 
     def change(state: Deployment) -> Deployment:
-        alone = dataclasses.replace(
-            state,
-            champion=1,
-            challenger=None,
-            mode=None,
-            percent=0.0,
-            champions=(1,),
-            rolled_back=(),
-        )
+        alone = champion_alone(state)
         return promoted(alone, 2, "canary", percent=percent, actor="test", bundle=churn_auto["rel"])
 
     return churn_auto["project"].registry.update("test", change)[1]

@@ -641,6 +641,12 @@ def models(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False
         f"deployment state (revision {state['revision']}): champion {state['champion'] or '—'}, "
         f"challenger {state['challenger'] or '—'}"
         + (f" ({state['mode']} {state['percent']:g}%)" if state["challenger"] else "")
+        + (
+            f", holdout {state['holdout']} ({state['holdout_percent']:g}% of entities"
+            + (f" until {state['holdout_until']})" if state["holdout_until"] else ")")
+            if state.get("holdout")
+            else ""
+        )
     )
     for repair in listing.repairs:
         out.print(f"[yellow]repaired MLflow alias[/]: {escape(repair)}")

@@ -153,7 +153,8 @@ class Advance:
         if self.router.policy.auto_advance:
             self._judge_step()
 
-    def _say(self, text: str) -> None:
+    def say(self, text: str) -> None:
+        """Tell stderr why a change waits or was dropped, once per distinct reason."""
         if text != self._said:  # once per distinct wait, not once per check
             self._said = text
             print(f"shipyard serve: {text}", file=sys.stderr)
@@ -170,7 +171,7 @@ class Advance:
         try:
             _, after = self.router.registry.update(action, guarded)
         except _Moved as moved:
-            self._say(
+            self.say(
                 f"{action}: the deployment changed since the step began (revision {revision} "
                 f"→ {moved.args[0]}); nothing done, the step's window restarts"
             )
@@ -178,7 +179,7 @@ class Advance:
             self.router.reload()
             return None
         except RegistryLocked as exc:
-            self._say(f"{action} waits for the next check: {exc}")
+            self.say(f"{action} waits for the next check: {exc}")
             return None
         self._said = ""
         self.decisions.append(after.history[-1])

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shipyard.errors import DeploymentError, ShipyardError
+from shipyard.errors import DeploymentError, RegistryLocked, ShipyardError
 from shipyard.registry import Deployment, actor, challenger_stopped
 from shipyard.serving.log import feature_types
 from shipyard.serving.shadow import Shadow
@@ -547,16 +547,20 @@ class Router:
         reason = (
             f"guardrail {breach['guardrail']} breached: {breach['value']:.4g} > {breach['limit']:g}"
         )
-        self.registry.update(
-            "stop challenger",
-            lambda state: (
-                challenger_stopped(
-                    state, actor=f"shipyard serve ({actor()})", reason=reason, evidence=breach
-                )
-                if state.challenger == version
-                else state
-            ),
-        )
+        try:
+            self.registry.update(
+                "stop challenger",
+                lambda state: (
+                    challenger_stopped(
+                        state, actor=f"shipyard serve ({actor()})", reason=reason, evidence=breach
+                    )
+                    if state.challenger == version
+                    else state
+                ),
+            )
+        except RegistryLocked as exc:  # a promotion holds the lock: the next check stops it
+            self.advance.say(f"the {reason} waits for the next check: {exc}")
+            return
         self.breaches.append({"version": version, **breach})
         if self.metrics is not None:
             self.metrics.count(
