@@ -74,6 +74,14 @@ def _traffic(client, churn_auto, start: int, n: int = 250) -> list[dict]:
     ]
 
 
+def _label(client, service, churn_auto, answers: list[dict]) -> None:
+    """Send each answer's label to ``POST /feedback`` and have the service write it."""
+    labels = churn_auto["labels"]
+    feedback = [{"request_id": a["request_id"], "label": labels[a["entity"]]} for a in answers]
+    assert client.post("/feedback", json={"feedback": feedback}).status_code == 202
+    service.flush()
+
+
 def _auto_entries(state: Deployment, since: int) -> list[dict]:
     return [h for h in state.history[since:] if h["actor"] == ACTOR]
 
@@ -84,7 +92,10 @@ def test_next_step_goes_through_the_steps_and_ends_at_champion():
     assert next_step(25, (5, 25)) is None  # past the last step: champion
 
 
-def test_a_challenger_no_worse_climbs_every_step_and_becomes_champion(churn_auto):
+@pytest.mark.parametrize("outcomes", [False, True], ids=["guardrails", "outcomes"])
+def test_a_challenger_no_worse_climbs_every_step_and_becomes_champion(churn_auto, outcomes):
+    """The same bundle as version 2; with ``outcomes`` every answer's label is sent to
+    ``POST /feedback``, so the steps are judged by the always-valid test as well."""
     begun = _canary(churn_auto)
     since = len(begun.history)
     registry = churn_auto["project"].registry
@@ -99,6 +110,8 @@ def test_a_challenger_no_worse_climbs_every_step_and_becomes_champion(churn_auto
                 assert all(
                     (a["arm"] == "canary") == in_canary(a["entity"], percent) for a in answers
                 )
+            if outcomes:
+                _label(client, service, churn_auto, answers)
             n += 250
         time.sleep(0.3)  # the router follows the record
         after = _traffic(client, churn_auto, 0)
@@ -118,8 +131,15 @@ def test_a_challenger_no_worse_climbs_every_step_and_becomes_champion(churn_auto
         guardrails = evidence["guardrails"]
         assert guardrails["requests"] == 50 and guardrails["error_rate"] == 0.0
         assert 0.0 <= guardrails["prediction_shift"] <= 1.0
-        assert evidence["test"]["outcomes"] is False  # no labels sent: advanced on guardrails
-        assert "with no guardrail breach; no outcomes to test yet" in entry["reason"]
+        test = evidence["test"]
+        if test["outcomes"]:
+            assert test["harm"] is False and test["p_value"] > 0.05
+            assert abs(test["rise"]) < 0.05 and min(test["counts"].values()) >= 50
+            assert f"p-value {test['p_value']:.3g} shows no harm" in entry["reason"]
+        else:
+            assert "with no guardrail breach; no outcomes to test yet" in entry["reason"]
+    tested = [e["evidence"]["test"]["outcomes"] for e in entries]
+    assert any(tested) if outcomes else not any(tested)  # no labels: judged on guardrails
     assert state.champion == 2 and state.challenger is None and state.champions[-1] == 2
     assert state.holdout is None  # holdout_percent is 0 here
 
@@ -149,7 +169,6 @@ def test_a_challenger_worse_on_the_outcomes_is_stopped_by_the_always_valid_test(
     begun = _canary(churn_auto, percent=25)
     since = len(begun.history)
     registry = churn_auto["project"].registry
-    labels = churn_auto["labels"]
     with served_app(churn_auto["spec"], functools.partial(faulty_arm, "shift")) as (
         client,
         service,
@@ -161,12 +180,7 @@ def test_a_challenger_worse_on_the_outcomes_is_stopped_by_the_always_valid_test(
         n = 0
         while registry.state().challenger is not None:
             assert time.monotonic() < deadline, registry.state().summary()
-            answers = _traffic(client, churn_auto, n, n=100)
-            feedback = [
-                {"request_id": a["request_id"], "label": labels[a["entity"]]} for a in answers
-            ]
-            assert client.post("/feedback", json={"feedback": feedback}).status_code == 202
-            service.flush()
+            _label(client, service, churn_auto, _traffic(client, churn_auto, n, n=100))
             n += 100
             time.sleep(0.1)
     state = registry.state()

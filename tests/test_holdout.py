@@ -147,6 +147,13 @@ def test_the_service_logs_the_holdout_experiment_compares_it_and_a_command_ends_
         assert verdict.srm.expected_share == pytest.approx((0.95, 0.05))
         labeled = sum(in_holdout(str(r["rownames"]), 5) for r in records[:3000])
         assert verdict.treatment.name == "holdout" and verdict.treatment.n == labeled
+        # monitor scores the labeled answers of the holdout as an arm of its own (the old version)
+        scored = {
+            (r["arm"], r["model_version"]): r["value"]
+            for r in project.monitor().to_dict()["rows"]
+            if r["section"] == "performance" and r["statistic"] == "rows" and not r["column"]
+        }
+        assert scored[("holdout", 1)] == labeled and scored[("champion", 2)] == 3000 - labeled
 
         ended = shipyard_cli(
             churn_held["folder"], "promote", "--end-holdout", "--reason", "done", "--json"

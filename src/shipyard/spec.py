@@ -148,7 +148,9 @@ class ServingSection:
     auto_advance: bool = False
     advance_min_requests: int | None = None
     advance_alpha: float = 0.05
-    advance_mde: float = 0.01  # the rise of the squared error the test is tuned to find
+    # the rise of the squared error the test is tuned to find; unset: a quarter of the
+    # champion's mean squared error on the same outcomes
+    advance_mde: float | None = None
     # the holdout cohort: after a rollout this share of entities stays on the old champion
     holdout_percent: float = 0.0
     holdout_days: float | None = None  # unset: until `promote --end-holdout`

@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 
 ACTOR = "shipyard serve (auto_advance)"
 HOLDOUT_ACTOR = "shipyard serve (holdout_until)"
+#: the always-valid test's mixing sd, unless set: this share of the champion's squared error
+RELATIVE_MDE = 0.25
 
 
 class _Moved(Exception):
@@ -91,13 +93,14 @@ def outcome_test(
     challenger: int,
     *,
     alpha: float,
-    mde: float,
+    mde: float | None = None,
     since: datetime | None = None,
 ) -> dict[str, Any]:
     """The always-valid test of the challenger's squared error against the champion's, on
     the logged answers of these two versions since ``since`` (when the canary began) that
-    have outcomes; ``harm`` says whether it shows the challenger worse. Without outcomes in
-    both arms: ``{"outcomes": False, ...}`` with the reason."""
+    have outcomes; ``harm`` says whether it shows the challenger worse. ``mde``, the mixing
+    standard deviation, is a quarter of the champion's mean squared error unless given.
+    Without outcomes in both arms: ``{"outcomes": False, ...}`` with the reason."""
     import numpy as np
 
     from shipyard.monitoring.experiment import MIN_PER_ARM, always_valid, logged_outcomes
@@ -119,8 +122,11 @@ def outcome_test(
             "counts": counts,
             "reason": f"fewer than {MIN_PER_ARM} outcomes in an arm: no test yet",
         }
+    mixing_sd = mde or RELATIVE_MDE * float(np.mean(ours))
+    if mixing_sd <= 0:
+        return {"outcomes": False, "counts": counts, "reason": "the champion made no error"}
     sequential = always_valid(
-        ours, theirs, "mean", alpha=alpha, mixing_sd=mde, arrivals=(arrivals[0], arrivals[1])
+        ours, theirs, "mean", alpha=alpha, mixing_sd=mixing_sd, arrivals=(arrivals[0], arrivals[1])
     )
     rise = float(np.mean(theirs) - np.mean(ours))  # the canary's squared error minus the champion's
     lower, _ = sequential.ci
@@ -135,6 +141,7 @@ def outcome_test(
         "p_value": sequential.p_value,
         "ci": list(sequential.ci),
         "alpha": alpha,
+        "mixing_sd": mixing_sd,
         "harm": bool(harm),
     }
 
