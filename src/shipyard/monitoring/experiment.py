@@ -518,7 +518,8 @@ def logged_outcomes(
             f"no prediction log at '{workspace.logs}'; serve the models with the log on "
             "(`shipyard serve`) before an experiment can be read"
         )
-    log = read_log(workspace.logs).to_pandas()
+    # the days before ``since`` are not read at all (the log is partitioned by date)
+    log = read_log(workspace.logs, since=None if since is None else since.date()).to_pandas()
     labeled = metric in ("outcome", "squared_error")
     if not labeled and metric not in log.columns:
         raise DataError(

@@ -46,6 +46,7 @@ from typing import Any
 
 from shipyard.errors import DeploymentError, RegistryLocked, ShipyardError
 from shipyard.registry import Deployment, actor, challenger_stopped
+from shipyard.serving.advance import Advance
 from shipyard.serving.log import feature_types
 from shipyard.serving.shadow import Shadow
 from shipyard.spec import ServingSection
@@ -221,8 +222,6 @@ class Router:
         self.state = self.registry.state()  # the record as last read
         self.routes = self._build(self.state)
         self._follow(self.routes)
-        from shipyard.serving.advance import Advance
-
         self.advance = Advance(self)
         self._threads = [
             threading.Thread(target=self._watch, name="shipyard-watch", daemon=True),
