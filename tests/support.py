@@ -223,6 +223,51 @@ def served_churn(folder: Path, churn: pd.DataFrame, **overrides) -> Project:
     return project
 
 
+def churn_traffic(churn: pd.DataFrame) -> tuple[list[dict], dict[str, str]]:
+    """Every churn customer as a record to serve (a missing value as None, the row number
+    as the entity id ``rownames``), and each entity's label."""
+    records = [
+        {k: None if v != v else v for k, v in r.items()}  # NaN: a missing value
+        for r in records_of(churn.drop(columns=["churn"]))
+    ]
+    labels = {str(r): y for r, y in zip(churn["rownames"], churn["churn"], strict=True)}
+    return records, labels
+
+
+def champion_alone(state):
+    """The deployment with version 1 champion alone again: no challenger, nothing rolled
+    back, no holdout (a served module's tests reuse its one bundle as version 2)."""
+    import dataclasses
+
+    return dataclasses.replace(
+        state,
+        champion=1,
+        challenger=None,
+        mode=None,
+        percent=0.0,
+        champions=(1,),
+        rolled_back=(),
+        holdout=None,
+        holdout_percent=0.0,
+        holdout_until=None,
+    )
+
+
+@contextmanager
+def served_app(spec: Path, arm_loader=None):
+    """The service of a project in this process, on a real uvicorn server on 127.0.0.1:
+    yields an httpx client on it and the :class:`~shipyard.serving.service.Service`, and
+    closes both after."""
+    from shipyard.serving.app import build
+
+    app, service = build(spec, arm_loader=arm_loader)
+    try:
+        with uvicorn_app(app) as (client, _):
+            yield client, service
+    finally:
+        service.close()
+
+
 class Faulty(Arm):
     """An in-memory challenger: raises, sleeps, or shifts the real bundle's output."""
 

@@ -641,6 +641,12 @@ def models(spec: SpecOption = Path("shipyard.toml"), as_json: JsonOption = False
         f"deployment state (revision {state['revision']}): champion {state['champion'] or '—'}, "
         f"challenger {state['challenger'] or '—'}"
         + (f" ({state['mode']} {state['percent']:g}%)" if state["challenger"] else "")
+        + (
+            f", holdout {state['holdout']} ({state['holdout_percent']:g}% of entities"
+            + (f" until {state['holdout_until']})" if state["holdout_until"] else ")")
+            if state.get("holdout")
+            else ""
+        )
     )
     for repair in listing.repairs:
         out.print(f"[yellow]repaired MLflow alias[/]: {escape(repair)}")
@@ -674,6 +680,20 @@ def promote(
     stop: Annotated[
         bool, typer.Option("--stop", help="End the shadow or canary challenger (no VERSION).")
     ] = False,
+    end_holdout: Annotated[
+        bool,
+        typer.Option(
+            "--end-holdout", help="End the holdout cohort: the champion answers it (no VERSION)."
+        ),
+    ] = False,
+    holdout_days: Annotated[
+        float | None,
+        typer.Option(
+            "--holdout-days",
+            help="With --to champion: keep the holdout cohort this many days "
+            "(default [serving] holdout_days).",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Override failed gates.")] = False,
     reason: Annotated[
         str | None, typer.Option(help="Why (required with --force; recorded).")
@@ -682,11 +702,14 @@ def promote(
     as_json: JsonOption = False,
 ) -> None:
     """Gate a version on readiness (and on beating the champion), then deploy it; or, with
-    --stop, take the challenger off traffic."""
-    if stop:
-        if version is not None or to is not None or percent is not None or force:
-            _fail("--stop takes no VERSION, --to, --percent or --force: it ends the challenger", 2)
-        _stop(spec, reason, as_json)
+    --stop, take the challenger off traffic; with --end-holdout, end the holdout cohort."""
+    if stop or end_holdout:
+        flag = "--stop" if stop else "--end-holdout"
+        if stop and end_holdout:
+            _fail("give --stop or --end-holdout, not both", 2)
+        if version is not None or to is not None or percent is not None or force or holdout_days:
+            _fail(f"{flag} takes no VERSION, --to, --percent, --holdout-days or --force", 2)
+        (_stop if stop else _end_holdout)(spec, reason, as_json)
         return
     if version is None or to is None:
         _fail("give a VERSION and --to shadow|canary|champion (or --stop)", 2)
@@ -695,7 +718,13 @@ def promote(
         cleaned = _tidy(project)
         with _progress("promote") as update:
             outcome = project.promote(
-                version, to, percent=percent, force=force, reason=reason, progress=update
+                version,
+                to,
+                percent=percent,
+                force=force,
+                reason=reason,
+                progress=update,
+                holdout_days=holdout_days,
             )
     if as_json:
         _emit_json({**outcome.to_dict(), "cleaned_up": cleaned})
@@ -720,6 +749,12 @@ def promote(
         f"[bold green]version {outcome.version} is now {role}[/] (revision "
         f"{outcome.revision}, committed in {outcome.committed_seconds:.2f} s)"
     )
+    if to == "champion" and after.get("holdout"):
+        until = after["holdout_until"]
+        out.print(
+            f"  holdout: v{after['holdout']} keeps answering {after['holdout_percent']:g}% of "
+            f"entities (arm 'holdout') " + (f"until {until}" if until else "until --end-holdout")
+        )
     for line in outcome.aliases:
         out.print(f"  MLflow {escape(line)}")
 
@@ -740,6 +775,22 @@ def _stop(spec: Path, reason: str | None, as_json: bool) -> None:
     )
     for line in outcome.aliases:
         out.print(f"  MLflow {escape(line)}")
+
+
+def _end_holdout(spec: Path, reason: str | None, as_json: bool) -> None:
+    from shipyard import promotion
+    from shipyard.spec import load_spec
+    from shipyard.workspace import Workspace
+
+    with _errors(as_json):
+        outcome = promotion.end_holdout(Workspace.of(load_spec(spec)), reason=reason)
+    if as_json:
+        _emit_json(outcome.to_dict())
+        return
+    out.print(
+        f"[bold green]holdout v{outcome.ended} ended[/]: champion v{outcome.after['champion']} "
+        f"answers its {outcome.percent:g}% of entities (revision {outcome.revision})"
+    )
 
 
 @app.command(cls=_Command)

@@ -534,8 +534,11 @@ class Project:
         force: bool = False,
         reason: str | None = None,
         progress: Progress = _quiet,
+        holdout_days: float | None = None,
     ) -> PromoteResult:
-        """Gate ``version`` and make it shadow, canary or champion (see :mod:`promotion`)."""
+        """Gate ``version`` and make it shadow, canary or champion (see :mod:`promotion`);
+        a new champion keeps the old one for the holdout cohort (``[serving]
+        holdout_percent``) for ``holdout_days``."""
         from shipyard import promotion
 
         return promotion.promote(
@@ -547,7 +550,15 @@ class Project:
             force=force,
             reason=reason,
             progress=progress,
+            holdout_days=holdout_days,
         )
+
+    def end_holdout(self, reason: str | None = None) -> Any:
+        """End the holdout cohort (``shipyard promote --end-holdout``): a
+        :class:`~shipyard.promotion.HoldoutResult`."""
+        from shipyard import promotion
+
+        return promotion.end_holdout(self.workspace, reason=reason)
 
     def labels(self, path: Path | str) -> Any:
         """Ingest a file of delayed labels (``shipyard labels FILE``): a
@@ -601,7 +612,8 @@ class Project:
     ) -> Any:
         """The online verdict of champion against canary (``shipyard experiment``): an
         :class:`~shipyard.monitoring.experiment.Experiment` with ``to_dict()``. The split the
-        sample-ratio check expects is the canary's recorded ``percent`` unless given; the
+        sample-ratio check expects is the canary's recorded ``percent`` (the holdout's, with the
+        arm ``holdout``: the previous champion after a rollout) unless given; the
         MDE is two points of rate for a binary outcome, and must be given for a mean."""
         from shipyard.errors import DataError
         from shipyard.monitoring.experiment import Kind, analyze, logged_outcomes, split_began
@@ -623,26 +635,31 @@ class Project:
                     "detecting, in the metric's own units"
                 )
             mde = 0.02
+        held = "holdout" in arms  # new champion against the old one, after a rollout
         state = self.registry.state()
         if percent is None:
-            if state.mode != "canary" or not state.percent:
+            if held and state.holdout is not None:
+                percent = state.holdout_percent
+            elif held or state.mode != "canary" or not state.percent:
                 raise DataError(
-                    "no canary's traffic share is recorded (the deployment is "
-                    f"{state.mode or 'without a challenger'}); pass --percent, the share "
-                    "of traffic the second arm was given"
+                    f"no {'holdout' if held else 'canary'}'s traffic share is recorded (the "
+                    f"deployment is {state.mode or 'without a challenger'}"
+                    f"{'' if state.holdout is None else ', with a holdout'}); pass "
+                    "--percent, the share of traffic the second arm was given"
                 )
-            percent = state.percent
+            else:
+                percent = state.percent
         if not 0 < percent < 100:
             raise DataError(f"--percent must be between 0 and 100; got {percent:g}")
-        shares = [percent if arm == "canary" else 100 - percent for arm in arms]
-        began = split_began(state)  # one period of one split: the current canary's
-        current = {"champion": state.champion, "canary": state.challenger} if began else {}
+        shares = [percent if arm in ("canary", "holdout") else 100 - percent for arm in arms]
+        canary = arms == ("champion", "canary")
+        began = split_began(state) if canary else None  # one period of one split
         (first, second), arrivals, units = logged_outcomes(
             self.workspace,
             arms,
             metric,
-            since_us=began,
-            versions={a: v for a, v in current.items() if a in arms and v is not None},
+            versions=(state.champion or 0, state.challenger or 0) if began else None,
+            since=began,
         )
         return analyze(
             first,

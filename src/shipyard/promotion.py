@@ -43,6 +43,7 @@ from shipyard.registry import (
     Deployment,
     actor,
     challenger_stopped,
+    holdout_until,
     next_canary_percent,
     promoted,
     rolled_back,
@@ -245,8 +246,13 @@ def promote(
     force: bool = False,
     reason: str | None = None,
     progress: Progress = _quiet,
+    holdout_days: float | None = None,
 ) -> PromoteResult:
     """Gate and promote a version (see the module docstring).
+
+    A new champion keeps the one it replaces for ``[serving] holdout_percent`` of entities
+    (the holdout cohort) for ``holdout_days`` (else ``[serving] holdout_days``; neither: until
+    :func:`end_holdout`).
 
     The gates are computed on the state as read at the start, without the lock; the commit
     takes the lock and is refused (:class:`RegistryLocked`, exit 1) if another change
@@ -254,6 +260,17 @@ def promote(
     """
     if force and not (reason and reason.strip()):
         raise SpecError('--force needs --reason "why": the override is recorded in the history.')
+    if holdout_days is not None and (to != "champion" or holdout_days <= 0):
+        raise SpecError(
+            f"--holdout-days must be a positive number of days, with --to champion; got "
+            f"{holdout_days:g} with --to {to}"
+        )
+    if holdout_days is not None and not spec.serving.holdout_percent:
+        raise SpecError(
+            "--holdout-days needs a holdout cohort: set [serving] holdout_percent (up to 20) "
+            "in shipyard.toml"
+        )
+    until = holdout_until(holdout_days or spec.serving.holdout_days)
     started = time.perf_counter()
     registry = workspace.registry
     progress("resolving the version")
@@ -292,6 +309,8 @@ def promote(
             reason=reason,
             forced=failures if force and failures else None,
             evidence={"versus_champion": versus} if versus else None,
+            holdout_percent=spec.serving.holdout_percent,
+            holdout_until=until,
         )
 
     progress("committing")
@@ -353,6 +372,38 @@ def stop(
         after=after.summary(),
         revision=after.revision,
         aliases=aliases,
+    )
+
+
+@dataclass(frozen=True)
+class HoldoutResult:
+    """What ``promote --end-holdout`` did: which former champion stopped answering."""
+
+    ended: int
+    percent: float
+    before: dict[str, Any]
+    after: dict[str, Any]
+    revision: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def end_holdout(workspace: Workspace, *, reason: str | None = None) -> HoldoutResult:
+    """End the holdout cohort: its entities are answered by the champion again (a running
+    server follows as soon as it sees the record change). Raises
+    :class:`~shipyard.errors.DeploymentError` when there is none."""
+    from shipyard.registry import holdout_ended
+
+    before, after = workspace.registry.update(
+        "end holdout", lambda state: holdout_ended(state, actor=actor(), reason=reason)
+    )
+    return HoldoutResult(
+        ended=int(before.holdout or 0),
+        percent=before.holdout_percent,
+        before=before.summary(),
+        after=after.summary(),
+        revision=after.revision,
     )
 
 

@@ -36,7 +36,7 @@ import os
 import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -68,6 +68,11 @@ class Deployment:
     rolled_back: tuple[int, ...] = ()
     bundles: dict[str, str] = field(default_factory=dict)  # version -> bundle folder
     history: tuple[dict[str, Any], ...] = ()
+    #: the holdout cohort: the previous champion, still answering ``holdout_percent`` of
+    #: entities after a rollout, until ``holdout_until`` (ISO time; None: until ended)
+    holdout: int | None = None
+    holdout_percent: float = 0.0
+    holdout_until: str | None = None
 
     def role(self, version: int) -> str:
         """What the version does now: champion, shadow, canary P%, rolled back, or ''."""
@@ -75,6 +80,8 @@ class Deployment:
             return "champion"
         if version == self.challenger:
             return f"canary {self.percent:g}%" if self.mode == "canary" else "shadow"
+        if version == self.holdout:
+            return f"holdout {self.holdout_percent:g}%"
         if version in self.rolled_back:
             return "rolled back"
         if version in self.champions:
@@ -88,13 +95,25 @@ class Deployment:
         return self.bundles.get(str(version))
 
     def summary(self) -> dict[str, Any]:
-        """The state without its history (what each history entry records as before/after)."""
-        return {
+        """The state without its history (what each history entry records as before/after);
+        the holdout's fields only while there is one."""
+        out: dict[str, Any] = {
             "champion": self.champion,
             "challenger": self.challenger,
             "mode": self.mode,
             "percent": self.percent,
         }
+        if self.holdout is not None:
+            out["holdout"] = self.holdout
+            out["holdout_percent"] = self.holdout_percent
+            out["holdout_until"] = self.holdout_until
+        return out
+
+    def holdout_expired(self, now: datetime | None = None) -> bool:
+        """Whether a holdout's ``holdout_until`` has passed."""
+        if self.holdout is None or self.holdout_until is None:
+            return False
+        return (now or datetime.now(UTC)) >= datetime.fromisoformat(self.holdout_until)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -118,6 +137,9 @@ class Deployment:
             rolled_back=tuple(_versions(data, "rolled_back")),
             bundles=_bundles(data),
             history=tuple(_history(data)),
+            holdout=_version(data, "holdout"),
+            holdout_percent=float(_field(data, "holdout_percent", (int, float)) or 0.0),
+            holdout_until=_time(data, "holdout_until"),
         )
         if state.revision < 0:
             raise ValueError(f"'revision' must be 0 or more; got {state.revision}")
@@ -127,6 +149,13 @@ class Deployment:
             raise ValueError("'challenger' and 'mode' must be set together, or both be null")
         if not 0.0 <= state.percent <= 100.0:
             raise ValueError(f"'percent' must be in [0, 100]; got {state.percent:g}")
+        if state.holdout is not None and not 0.0 < state.holdout_percent <= 100.0:
+            raise ValueError(
+                f"'holdout_percent' must be in (0, 100] while there is a holdout; got "
+                f"{state.holdout_percent:g}"
+            )
+        if state.holdout is not None and state.holdout == state.champion:
+            raise ValueError("'holdout' must be a former champion, not the champion itself")
         if state.champion is not None and (
             not state.champions or state.champions[-1] != state.champion
         ):
@@ -160,6 +189,18 @@ def _versions(data: Mapping[str, Any], key: str) -> list[int]:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"'{key}' must list version numbers; got {value!r} in {values!r}")
     return values
+
+
+def _time(data: Mapping[str, Any], key: str) -> str | None:
+    value = _field(data, key, str)
+    if value is not None:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"'{key}' must be an ISO time; got {value!r}") from None
+        if moment.tzinfo is None:
+            raise ValueError(f"'{key}' must name its time zone (e.g. +00:00); got {value!r}")
+    return value
 
 
 def _bundles(data: Mapping[str, Any]) -> dict[str, str]:
@@ -233,8 +274,14 @@ def promoted(
     reason: str | None = None,
     forced: list[str] | None = None,
     evidence: Mapping[str, Any] | None = None,
+    holdout_percent: float = 0.0,
+    holdout_until: str | None = None,
 ) -> Deployment:
     """The state after promoting ``version`` to ``to`` (pure: nothing is written).
+
+    A new champion with ``holdout_percent`` above 0 keeps the champion it replaces as the
+    holdout (that share of entities stays on it, until ``holdout_until`` or
+    :func:`holdout_ended`); without one, any earlier holdout ends with the rollout.
 
     Raises :class:`SpecError` (exit 2) for a move that makes no sense in this state.
     """
@@ -259,6 +306,7 @@ def promoted(
             champions=(*[v for v in state.champions if v != version], version),
             rolled_back=tuple(v for v in state.rolled_back if v != version),
             bundles=bundles,
+            **_holdout_after(state, holdout_percent, holdout_until),
         )
     else:
         if state.champion is None:
@@ -269,6 +317,11 @@ def promoted(
         if state.champion == version:
             raise SpecError(
                 f"version {version} is the champion; a challenger must be another version."
+            )
+        if state.holdout == version:
+            raise SpecError(
+                f"version {version} answers the holdout cohort; end the holdout first "
+                "(`shipyard promote --end-holdout`)."
             )
         if to == "shadow":
             if percent is not None:
@@ -295,6 +348,53 @@ def promoted(
         reason=reason,
         forced=forced,
         evidence=dict(evidence) if evidence else None,
+    )
+    return replace(after, history=(*state.history, entry))
+
+
+def holdout_until(days: float | None, now: datetime | None = None) -> str | None:
+    """The ISO time a holdout of ``days`` ends at (None: no end date).
+
+    >>> holdout_until(14, datetime(2026, 3, 1, tzinfo=UTC))
+    '2026-03-15T00:00:00+00:00'
+    """
+    if days is None:
+        return None
+    end = (now or datetime.now(UTC)) + timedelta(days=days)
+    return end.isoformat(timespec="seconds")
+
+
+def _holdout_after(state: Deployment, percent: float, until: str | None) -> dict[str, Any]:
+    """The holdout fields of a rollout: the replaced champion held out, or none."""
+    if percent > 0 and state.champion is not None:
+        return {
+            "holdout": state.champion,
+            "holdout_percent": float(percent),
+            "holdout_until": until,
+        }
+    return {"holdout": None, "holdout_percent": 0.0, "holdout_until": None}
+
+
+def holdout_ended(
+    state: Deployment, *, actor: str, reason: str | None = None, evidence: Any = None
+) -> Deployment:
+    """The state after the holdout cohort ends (pure): its entities go to the champion.
+
+    Raises :class:`DeploymentError` when there is no holdout."""
+    if state.holdout is None:
+        raise DeploymentError(
+            f"'{state.model}' has no holdout cohort to end (champion {state.champion or '—'} "
+            "answers every entity not in a canary); `shipyard models` shows the state."
+        )
+    after = replace(
+        state,
+        revision=state.revision + 1,
+        holdout=None,
+        holdout_percent=0.0,
+        holdout_until=None,
+    )
+    entry = _entry(
+        state, after, "end holdout", actor, version=state.holdout, reason=reason, evidence=evidence
     )
     return replace(after, history=(*state.history, entry))
 
@@ -328,6 +428,7 @@ def rolled_back(state: Deployment, *, actor: str, reason: str | None = None) -> 
         percent=0.0 if challenger is None else state.percent,
         champions=(*[v for v in state.champions if v not in (gone, target)], target),
         rolled_back=(*[v for v in state.rolled_back if v != gone], gone),
+        **_holdout_after(state, 0.0, None),  # the old champion answers everyone again
     )
     entry = _entry(state, after, "rollback", actor, version=gone, reason=reason)
     return replace(after, history=(*state.history, entry))

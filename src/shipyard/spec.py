@@ -146,6 +146,18 @@ class ServingSection:
     shadow_queue: int = 1000  # logged rows waiting for the shadow; beyond, log files are dropped
     log_batch_rows: int = 1000
     log_flush_seconds: float = 1.0
+    # the canary that advances itself (the server's watcher): each step serves
+    # `advance_min_requests` canary requests (unset: `guardrail_window`) with no breach and,
+    # once outcomes are in, no harm by the always-valid test, then moves to the next step
+    auto_advance: bool = False
+    advance_min_requests: int | None = None
+    advance_alpha: float = 0.05
+    # the rise of the squared error the test is tuned to find; unset: a quarter of the
+    # champion's mean squared error on the same outcomes
+    advance_mde: float | None = None
+    # the holdout cohort: after a rollout this share of entities stays on the old champion
+    holdout_percent: float = 0.0
+    holdout_days: float | None = None  # unset: until `promote --end-holdout`
 
 
 @dataclass(frozen=True)
@@ -247,6 +259,10 @@ def _positive(v: Any) -> str | None:
 
 def _non_negative(v: Any) -> str | None:
     return None if v >= 0 else "a number of 0 or more"
+
+
+def _holdout_share(v: Any) -> str | None:
+    return None if 0 <= v <= 20 else "a percent between 0 and 20"
 
 
 def _percent_steps(v: Any) -> str | None:
@@ -396,6 +412,12 @@ SECTIONS: dict[str, tuple[type, dict[str, Key]]] = {
             "shadow_queue": _POS_INT,
             "log_batch_rows": _POS_INT,
             "log_flush_seconds": Key((int, float), _positive, type_name="a number"),
+            "auto_advance": Key((bool,), type_name="true or false"),
+            "advance_min_requests": _POS_INT,
+            "advance_alpha": Key((int, float), _open_fraction, type_name="a number"),
+            "advance_mde": Key((int, float), _positive, type_name="a number"),
+            "holdout_percent": Key((int, float), _holdout_share, type_name="a number"),
+            "holdout_days": Key((int, float), _positive, type_name="a number"),
         },
     ),
     "monitoring": (

@@ -31,10 +31,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 from scipy import stats
 
 from shipyard.errors import DataError
@@ -486,14 +486,10 @@ def analyze(
     )
 
 
-#: Metrics read from the labels: the label itself, and the answer's squared error against it.
-LABELED = ("outcome", "squared_error")
-
-
-def split_began(state: Any) -> int | None:
-    """When the deployment's current canary split began (microseconds since the epoch): the
-    newest history entry that made the state's challenger a canary at its percent; None
-    without a canary."""
+def split_began(state: Any) -> datetime | None:
+    """When the deployment's current canary split began: the newest history entry that made
+    the state's challenger a canary at its percent (each step of a canary is a new split);
+    None without a canary."""
     if state.mode != "canary" or state.challenger is None:
         return None
     routing = ("challenger", "mode", "percent")
@@ -502,7 +498,7 @@ def split_began(state: Any) -> int | None:
         if all(after.get(k) == getattr(state, k) for k in routing) and any(
             before.get(k) != after.get(k) for k in routing
         ):
-            return int(pd.Timestamp(entry["time"]).value // 1000)
+            return datetime.fromisoformat(entry["time"])
     return None
 
 
@@ -510,9 +506,8 @@ def logged_outcomes(
     workspace: Workspace,
     arms: tuple[str, str],
     metric: str = "outcome",
-    *,
-    since_us: int | None = None,
-    versions: dict[str, int] | None = None,
+    versions: tuple[int, int] | None = None,
+    since: datetime | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
     """Each arm's outcomes from the prediction log joined with the labels by request id, in
     the order the service answered; their rows in that order (the arrivals :func:`analyze`
@@ -520,11 +515,11 @@ def logged_outcomes(
     ids, as the canary routes by entity; requests where none is logged).
 
     ``metric`` is ``outcome`` (the label as a number: 1/0 for a binary target),
-    ``squared_error`` (the answer's squared error against the label: the Brier score of a
-    probability, lower is better) or a numeric field of the log (``latency_ms``,
-    ``prediction``, or a feature ``f.<name>``), which needs no labels. Only rows logged from
-    ``since_us`` (microseconds) on count, and, for an arm named in ``versions``, only that
-    model version's rows: an experiment compares the arms over one period of one split.
+    ``squared_error`` (``(prediction - outcome)²``: how wrong each answer was; lower is
+    better) or a numeric field of the log (``latency_ms``, ``prediction``, or a feature
+    ``f.<name>``), which needs no labels. ``versions``: only each arm's rows answered by that
+    model version (one canary's experiment, not every challenger the log has seen);
+    ``since``: only rows answered at or after that time (when this canary began).
 
     Raises
     ------
@@ -539,14 +534,12 @@ def logged_outcomes(
             f"no prediction log at '{workspace.logs}'; serve the models with the log on "
             "(`shipyard serve`) before an experiment can be read"
         )
-    log = read_log(workspace.logs).to_pandas()
-    if since_us is not None:
-        log = log[log["time"] >= pd.Timestamp(since_us, unit="us", tz="UTC")]
-    for arm, version in (versions or {}).items():
-        log = log[(log["arm"] != arm) | (log["model_version"] == version)]
-    if metric not in LABELED and metric not in log.columns:
+    # the days before ``since`` are not read at all (the log is partitioned by date)
+    log = read_log(workspace.logs, since=None if since is None else since.date()).to_pandas()
+    labeled = metric in ("outcome", "squared_error")
+    if not labeled and metric not in log.columns:
         raise DataError(
-            f"--metric '{metric}' is neither 'outcome' nor a field of the prediction log "
+            f"--metric '{metric}' is neither 'outcome', 'squared_error' nor a field of the prediction log "
             f"(it has {', '.join(c for c in log.columns if c not in ('warnings', 'probabilities'))})"
         )
     seen = sorted(str(a) for a in log["arm"].dropna().unique())
@@ -557,18 +550,22 @@ def logged_outcomes(
                 "an experiment needs two arms: deploy a canary (`shipyard promote VERSION "
                 "--to canary`) or name the arms with --arms"
             )
-    if metric in LABELED:
+    if labeled:
         labels = read_labels(workspace).to_pandas()[["request_id", "outcome"]]
         log = log.merge(labels.dropna(subset=["request_id"]), on="request_id", how="left")
-        if metric == "squared_error":
-            log[metric] = (log["prediction"].astype(float) - log["outcome"].astype(float)) ** 2
+    if metric == "squared_error":
+        log["squared_error"] = (log["prediction"] - log["outcome"]) ** 2
     values = log[metric]
     if values.dtype.kind not in "fiub":
         raise DataError(f"--metric '{metric}' is not numeric (it holds {values.dtype})")
+    if since is not None:
+        log = log[log["time"] >= since]
     log = log.reset_index(drop=True)
     outcomes, arrivals, units = [], [], []
-    for arm in arms:
+    for i, arm in enumerate(arms):
         rows = log[log["arm"] == arm]
+        if versions is not None:
+            rows = rows[rows["model_version"] == versions[i]]
         entities = rows["entity_id"].dropna()
         units.append(int(entities.nunique()) if len(entities) else len(rows))
         known = rows[metric].dropna()

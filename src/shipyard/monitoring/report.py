@@ -75,7 +75,12 @@ from shipyard.reports.svg import Rule, Series, bar_chart, line_chart, reliabilit
 __all__ = ["COLUMNS", "render", "write_report"]
 
 LEVEL_COLORS = {"ok": "#2e7d32", "warn": "#e0a000", "alert": "#c62828", "empty": "#9e9e9e"}
-ARM_COLORS = {"champion": "#1f4e79", "canary": "#7b1fa2", "shadow": "#00838f"}
+ARM_COLORS = {
+    "champion": "#1f4e79",
+    "canary": "#7b1fa2",
+    "shadow": "#00838f",
+    "holdout": "#6d4c41",
+}
 OTHER_COLORS = ("#5d4037", "#546e7a", "#ad1457", "#33691e")
 LATENCY = {"latency_p50": "#1f4e79", "latency_p95": "#e08000", "latency_p99": "#c62828"}
 KNOWN = {

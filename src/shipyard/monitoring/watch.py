@@ -49,7 +49,8 @@ if TYPE_CHECKING:
     from shipyard.spec import Spec
     from shipyard.workspace import Workspace
 
-SERVING_ARMS = ("champion", "canary")  # the arms that answered users (a shadow copies them)
+#: the arms that answered users (a shadow copies them; a holdout is the previous champion)
+SERVING_ARMS = ("champion", "canary", "holdout")
 
 
 @dataclass

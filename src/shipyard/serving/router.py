@@ -18,7 +18,12 @@ the new one, never a mix, and never fails because of a swap.
   compare the last ``guardrail_window`` canary records with the champion's: error rate,
   p99 latency ratio, and the shift of the mean prediction in champion standard deviations; a
   breach takes the challenger off in the deployment state (history: who, why, evidence) and
-  reloads.
+  reloads. With ``[serving] auto_advance`` the watcher also moves the canary through its
+  steps (``advance.py``);
+- **holdout**: after a rollout, ``holdout_percent`` of entity ids (hashed like the canary's,
+  with a salt of their own, so the two shares are independent) stay on the previous
+  champion, logged with arm ``holdout``, until the holdout ends (by command, or at its
+  ``holdout_until``, which the watcher records).
 
 An :class:`Arm` is the predictor (``score(record)``, and ``score_many(records)`` for the
 shadow's batches) the router composes; tests hand the router arms of their own.
@@ -39,8 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shipyard.errors import DeploymentError, ShipyardError
+from shipyard.errors import DeploymentError, RegistryLocked, ShipyardError
 from shipyard.registry import Deployment, actor, challenger_stopped
+from shipyard.serving.advance import Advance
 from shipyard.serving.log import feature_types
 from shipyard.serving.shadow import Shadow
 from shipyard.spec import ServingSection
@@ -51,6 +57,7 @@ WATCH_SECONDS = 0.05  # how often the deployment record's file is looked at (a s
 GUARDRAIL_SECONDS = 0.2  # how often the canary's guardrails (and the shadow child) are checked
 SHADOW_BACKOFF = 1.0  # seconds before the first restart of a dead shadow child; doubles
 SHADOW_BACKOFF_MAX = 60.0
+HOLDOUT_SALT = b"holdout"
 
 
 class Arm:
@@ -127,10 +134,20 @@ def load_arm(version: int, path: Path) -> Arm:
     return Arm(version, bundle)
 
 
+def _bucket(entity: str, salt: bytes = b"") -> int:
+    digest = hashlib.blake2b(entity.encode(), digest_size=8, salt=salt).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
 def in_canary(entity: str, percent: float) -> bool:
     """Whether an entity id falls in the canary's share (stable across processes)."""
-    digest = hashlib.blake2b(entity.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % BUCKETS < percent * (BUCKETS / 100)
+    return _bucket(entity) < percent * (BUCKETS / 100)
+
+
+def in_holdout(entity: str, percent: float) -> bool:
+    """Whether an entity id falls in the holdout cohort's share: the canary's scheme with a
+    salt of its own, so whether an id is held out says nothing about its canary bucket."""
+    return _bucket(entity, HOLDOUT_SALT) < percent * (BUCKETS / 100)
 
 
 @dataclass(frozen=True)
@@ -146,6 +163,8 @@ class Routes:
     #: the feature types of each arm's log rows; a shadowed champion's rows also hold the
     #: challenger's own features (the shadow scores copies read from them)
     log_types: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    holdout: Arm | None = None  # the previous champion, answering the holdout cohort
+    holdout_percent: float = 0.0
 
 
 @dataclass
@@ -186,6 +205,8 @@ class Router:
         self._shadow_log = shadow_log
         self.metrics = metrics
         self.breaches: list[dict[str, Any]] = []
+        #: canary requests answered (or failed) since the routes' revision began
+        self.step_requests = 0
         self._window: dict[str, deque[tuple[float, bool, float]]] = {
             "champion": deque(maxlen=policy.guardrail_window),
             "canary": deque(maxlen=policy.guardrail_window),
@@ -198,8 +219,10 @@ class Router:
         self._reload_lock = threading.Lock()
         self._seen = self._stamp()
         self.state_error: str | None = None  # why the record could not be used, if so
-        self.routes = self._build(self.registry.state())
+        self.state = self.registry.state()  # the record as last read
+        self.routes = self._build(self.state)
         self._follow(self.routes)
+        self.advance = Advance(self)
         self._threads = [
             threading.Thread(target=self._watch, name="shipyard-watch", daemon=True),
         ]
@@ -292,8 +315,11 @@ class Router:
             )
         champion = self._arm(state, state.champion)
         challenger = self._arm(state, state.challenger) if state.challenger is not None else None
+        held = state.holdout is not None and not state.holdout_expired()
+        holdout = self._arm(state, state.holdout) if held and state.holdout is not None else None
         allowed = [
             *(challenger.features if challenger else []),
+            *(holdout.features if holdout else []),
             *([self.id_field] if self.id_field else []),
         ]
         validate = champion.bundle.contract.record_validator(
@@ -304,8 +330,18 @@ class Router:
             log_types["canary"] = log_types["challenger"] = challenger.log_types
             if state.mode == "shadow":
                 log_types["champion"] = {**challenger.log_types, **champion.log_types}
+        if holdout is not None:
+            log_types["holdout"] = holdout.log_types
         return Routes(
-            state.revision, champion, challenger, state.mode, state.percent, validate, log_types
+            state.revision,
+            champion,
+            challenger,
+            state.mode,
+            state.percent,
+            validate,
+            log_types,
+            holdout,
+            state.holdout_percent if holdout is not None else 0.0,
         )
 
     def reload(self) -> Routes:
@@ -322,12 +358,14 @@ class Router:
                 self.state_error = str(exc)
                 raise
             self.state_error = None
+            self.state = state
             if routes is not None:
                 if routes.challenger is not getattr(self.routes, "challenger", None):
                     for window in self._window.values():
                         window.clear()
+                self.step_requests = 0
                 self.routes = routes
-                keep = {state.champion, state.challenger}
+                keep = {state.champion, state.challenger, state.holdout}
                 self._arms = {v: a for v, a in self._arms.items() if v in keep}
                 self._follow(routes)
             return self.routes
@@ -349,6 +387,7 @@ class Router:
                 if now - last_guard >= GUARDRAIL_SECONDS:
                     last_guard = now
                     self._check_guardrails()
+                    self.advance.check()
                     self._supervise()
                 stamp = self._stamp()
                 if stamp != self._seen or now - last_poll >= self.policy.poll_seconds:
@@ -370,10 +409,24 @@ class Router:
     # --- answering ----------------------------------------------------------------------
 
     def answer(self, routes: Routes, record: Mapping[str, Any], entity: str) -> Answer:
-        """The answer to one (validated) record, by the champion or the canary."""
+        """The answer to one (validated) record, by the holdout, the canary or the champion."""
+        held = routes.holdout
+        if held is not None and in_holdout(entity, routes.holdout_percent):
+            start = time.perf_counter()
+            try:
+                output = held.score(record)
+            except Exception:  # the champion answers instead, counted
+                if self.metrics is not None:
+                    self.metrics.count(
+                        "shipyard_errors_total", endpoint="holdout", kind="holdout_error"
+                    )
+            else:
+                latency = time.perf_counter() - start
+                return Answer(output, "holdout", held.version, latency, held.classes)
         challenger = routes.challenger
         if challenger is not None and routes.mode == "canary" and in_canary(entity, routes.percent):
             start = time.perf_counter()
+            self.step_requests += 1
             try:
                 output = challenger.score(record)
             except Exception:
@@ -418,43 +471,68 @@ class Router:
 
     # --- guardrails ---------------------------------------------------------------------
 
-    def guardrail_breach(self) -> dict[str, Any] | None:
-        """The first breached guardrail on the current windows, with its evidence, or None."""
+    def guardrail_values(self) -> dict[str, Any]:
+        """The guardrails' values on the current windows (the evidence of a breach or of a
+        step held): requests in each window, the canary's error rate, the p99 latency ratio
+        and the prediction shift (None where a window is empty)."""
         canary, champion = list(self._window["canary"]), list(self._window["champion"])
-        p = self.policy
-        if len(canary) < p.guardrail_min_requests:
-            return None
-        errors = sum(1 for _, failed, _ in canary if failed) / len(canary)
-        if errors > p.max_error_rate:
-            return {
-                "guardrail": "max_error_rate",
-                "value": errors,
-                "limit": p.max_error_rate,
-                "requests": len(canary),
-            }
-        if len(champion) < p.guardrail_min_requests:
-            return None
+        values: dict[str, Any] = {
+            "requests": len(canary),
+            "champion_requests": len(champion),
+            "error_rate": None,
+            "p99_ratio": None,
+            "canary_p99_ms": None,
+            "champion_p99_ms": None,
+            "prediction_shift": None,
+        }
+        if canary:
+            values["error_rate"] = sum(1 for _, failed, _ in canary if failed) / len(canary)
+        if not canary or not champion:
+            return values
         p99_canary = _quantile([lat for lat, failed, _ in canary if not failed], 0.99)
         p99_champion = _quantile([lat for lat, _, _ in champion], 0.99)
-        if p99_champion > 0 and p99_canary / p99_champion > p.max_p99_ratio:
-            return {
-                "guardrail": "max_p99_ratio",
-                "value": p99_canary / p99_champion,
-                "limit": p.max_p99_ratio,
-                "canary_p99_ms": p99_canary * 1e3,
-                "champion_p99_ms": p99_champion * 1e3,
-            }
+        values["canary_p99_ms"], values["champion_p99_ms"] = p99_canary * 1e3, p99_champion * 1e3
+        if p99_champion > 0:
+            values["p99_ratio"] = p99_canary / p99_champion
         ours = [y for _, failed, y in canary if not failed]
         theirs = [y for _, _, y in champion]
         spread = _std(theirs)
         if ours and spread > 0:
-            shift = abs(sum(ours) / len(ours) - sum(theirs) / len(theirs)) / spread
-            if shift > p.max_prediction_shift:
-                return {
-                    "guardrail": "max_prediction_shift",
-                    "value": shift,
-                    "limit": p.max_prediction_shift,
-                }
+            values["prediction_shift"] = (
+                abs(sum(ours) / len(ours) - sum(theirs) / len(theirs)) / spread
+            )
+        return values
+
+    def guardrail_breach(self) -> dict[str, Any] | None:
+        """The first breached guardrail on the current windows, with its evidence, or None."""
+        v = self.guardrail_values()
+        p = self.policy
+        if v["requests"] < p.guardrail_min_requests:
+            return None
+        if v["error_rate"] > p.max_error_rate:
+            return {
+                "guardrail": "max_error_rate",
+                "value": v["error_rate"],
+                "limit": p.max_error_rate,
+                "requests": v["requests"],
+            }
+        if v["champion_requests"] < p.guardrail_min_requests:
+            return None
+        if v["p99_ratio"] is not None and v["p99_ratio"] > p.max_p99_ratio:
+            return {
+                "guardrail": "max_p99_ratio",
+                "value": v["p99_ratio"],
+                "limit": p.max_p99_ratio,
+                "canary_p99_ms": v["canary_p99_ms"],
+                "champion_p99_ms": v["champion_p99_ms"],
+            }
+        shift = v["prediction_shift"]
+        if shift is not None and shift > p.max_prediction_shift:
+            return {
+                "guardrail": "max_prediction_shift",
+                "value": shift,
+                "limit": p.max_prediction_shift,
+            }
         return None
 
     def _check_guardrails(self) -> None:
@@ -468,16 +546,20 @@ class Router:
         reason = (
             f"guardrail {breach['guardrail']} breached: {breach['value']:.4g} > {breach['limit']:g}"
         )
-        self.registry.update(
-            "stop challenger",
-            lambda state: (
-                challenger_stopped(
-                    state, actor=f"shipyard serve ({actor()})", reason=reason, evidence=breach
-                )
-                if state.challenger == version
-                else state
-            ),
-        )
+        try:
+            self.registry.update(
+                "stop challenger",
+                lambda state: (
+                    challenger_stopped(
+                        state, actor=f"shipyard serve ({actor()})", reason=reason, evidence=breach
+                    )
+                    if state.challenger == version
+                    else state
+                ),
+            )
+        except RegistryLocked as exc:  # a promotion holds the lock: the next check stops it
+            self.advance.say(f"the {reason} waits for the next check: {exc}")
+            return
         self.breaches.append({"version": version, **breach})
         if self.metrics is not None:
             self.metrics.count(

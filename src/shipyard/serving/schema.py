@@ -164,7 +164,7 @@ def _answer(classes: list[str] | None) -> dict[str, Any]:
         "properties": {
             **output,
             "model_version": {"type": "integer"},
-            "arm": {"type": "string", "enum": ["champion", "canary", "challenger"]},
+            "arm": {"type": "string", "enum": ["champion", "canary", "challenger", "holdout"]},
             "warnings": {"type": "array", "items": {"type": "string"}},
             "explanation": EXPLANATION,
         },
