@@ -1283,8 +1283,14 @@ def demo(
         )
     out.print(stages)
     final = outcome.final
+    verdict = outcome.experiment
+    said = (
+        f"[bold]{verdict.verdict}[/] ({escape(verdict.reason)})"
+        if verdict is not None
+        else f"none: {escape(str(outcome.stages[-2].found.get('stopped')))}"
+    )
     out.print(
-        f"\nexperiment: [bold]{outcome.experiment.verdict}[/] ({escape(outcome.experiment.reason)})"
+        f"\nexperiment: {said}"
         f"\nchampion now: v{final['champion']}; the whole loop took {outcome.seconds:.0f} s"
         f"\n\nReports (open in a browser, no network needed):"
         f"\n  monitoring: {outcome.reports['monitor']}\n  model:      {outcome.reports['model']}"

@@ -92,7 +92,7 @@ class DemoOutcome:
     stages: list[Stage]
     months: dict[str, dict[str, Any]]  # per served month: delay rate, scores, AUCs, alerts
     retrain: Any  # a RetrainResult
-    experiment: Any  # an Experiment
+    experiment: Any  # an Experiment; None when a guardrail stopped the canary first
     final: dict[str, Any]  # the deployment at the end
     reports: dict[str, str]
     tracking_uri: str
@@ -108,7 +108,7 @@ class DemoOutcome:
             "stages": [asdict(s) for s in self.stages],
             "months": self.months,
             "retrain": self.retrain.to_dict(),
-            "experiment": self.experiment.to_dict(),
+            "experiment": None if self.experiment is None else self.experiment.to_dict(),
             "final": self.final,
             "reports": self.reports,
             "tracking_uri": self.tracking_uri,
@@ -244,19 +244,26 @@ def run_demo(
         rest = pd.concat([summer[~matured], shadow_traffic, canary_traffic])
         rest_ids = np.concatenate([np.asarray(ids)[~matured], shadowed, canaried])
         project.labels(_labels(folder / "labels_oct_dec.csv", rest, rest_ids))
-        verdict = project.experiment(metric="squared_error")
+        state = project.registry.state()
+        verdict = None
+        if state.challenger == version and state.mode == "canary":
+            verdict = project.experiment(metric="squared_error")
+            found = {"verdict": verdict.verdict, "reason": verdict.reason}
+        else:  # a guardrail stopped the canary while it served: the service said why
+            found = {"verdict": None, "stopped": state.history[-1].get("reason")}
         done(
             "experiment",
             f"shipyard promote {version} --to canary --percent 50; "
             "shipyard experiment --metric squared_error",
             t,
-            verdict=verdict.verdict,
-            reason=verdict.reason,
+            **found,
         )
 
         progress("[8/8] the verdict decides")
         t = time.perf_counter()
-        if verdict.verdict == "launch":
+        if verdict is None:
+            action = "none: the service's guardrail stopped the canary"
+        elif verdict.verdict == "launch":
             project.promote(version, "champion")
             action = f"shipyard promote {version} --to champion"
         elif verdict.verdict.startswith("stop"):
@@ -316,6 +323,14 @@ def _configure(spec_path: Path, flagged: list[str]) -> list[str]:
     text = re.sub(
         r"^# max_data_age_days = .*$",
         "max_data_age_days = 60   # retrain refuses labels older than this",
+        text,
+        count=1,
+        flags=re.M,
+    )
+    text = re.sub(
+        r"^max_prediction_shift = .*$",
+        "max_prediction_shift = 1.0   # a model retrained on the summer scores higher: the "
+        "experiment judges it on outcomes",
         text,
         count=1,
         flags=re.M,
