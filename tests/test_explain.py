@@ -241,7 +241,7 @@ def _raw(bundle, frame: pd.DataFrame) -> np.ndarray:
 def test_training_keeps_global_importance_on_the_test_split(served):
     kept = served["bundle"].evaluation()["importance"]
     assert kept["split"] == "test" and kept["scale"] == "log-odds"
-    assert kept["rows"] == kept["of_rows"] > 1000  # the whole test split (under 20,000 rows)
+    assert kept["rows"] == kept["of_rows"] > 1000  # the whole test split (under 2,000 rows)
     ranked = [r["mean_abs"] for r in kept["fields"]]
     assert ranked == sorted(ranked, reverse=True) and ranked[0] > 0
     assert {r["field"] for r in kept["fields"]} == set(served["bundle"].features)
