@@ -251,4 +251,9 @@ def test_a_sensitive_feature_is_said_with_its_group_rates():
     assert "is used as a feature" in used.message and "White 0.858, Black 0.741" in used.message
 
     excluded = make_spec("released", features={"sensitive": ["colour"], "exclude": ["colour"]})
-    assert "sensitive_feature" not in codes(quality_findings(Dataset(arrests, excluded)))
+    found = codes(quality_findings(Dataset(arrests, excluded)))
+    assert "sensitive_feature" not in found
+    # excluded, it is said once, naming both keys: its invariance test cannot show anything
+    (said,) = found["sensitive_excluded"]
+    assert said.severity == "info" and said.columns == ("colour",)
+    assert "[features] exclude" in said.message and "readiness item 10" in said.message

@@ -788,3 +788,33 @@ def test_a_client_leaving_mid_body_is_counted_not_a_server_error(flights):
             service.metrics.value("shipyard_errors_total", endpoint="predict", kind="internal") == 0
         )
         assert client.post("/predict", json=flights["records"][0]).status_code == 200
+
+
+def test_the_latency_guardrail_needs_a_canary_slow_enough_to_matter():
+    """``max_p99_ratio`` counts once the canary's p99 is above ``p99_floor_ms``: four times a
+    champion's 0.02 ms is no breach, four times its 0.5 ms is."""
+    from types import SimpleNamespace
+
+    from shipyard.serving.router import Router
+    from shipyard.spec import ServingSection
+
+    policy = ServingSection()
+
+    def breach(canary_ms: float, champion_ms: float):
+        values = {
+            "requests": 500,
+            "champion_requests": 500,
+            "error_rate": 0.0,
+            "p99_ratio": canary_ms / champion_ms,
+            "canary_p99_ms": canary_ms,
+            "champion_p99_ms": champion_ms,
+            "prediction_shift": 0.0,
+        }
+        return Router.guardrail_breach(
+            SimpleNamespace(policy=policy, guardrail_values=lambda: values)  # type: ignore[arg-type]
+        )
+
+    assert breach(0.08, 0.02) is None
+    found = breach(2.0, 0.5)
+    assert found is not None and found["guardrail"] == "max_p99_ratio"
+    assert (found["value"], found["floor_ms"]) == (4.0, policy.p99_floor_ms)

@@ -37,6 +37,7 @@ CODES: tuple[str, ...] = (
     "mixed_types",
     "near_constant_column",
     "row_count",
+    "sensitive_excluded",
     "sensitive_feature",
     "small_data",
     "stale_data",

@@ -648,6 +648,22 @@ def check_sensitive(ds: Dataset) -> list[Finding]:
     out = []
     y = ds.target.y
     for col in ds.spec.features.sensitive:
+        if col in ds.spec.features.exclude and col in ds.frame.columns:
+            out.append(
+                _f(
+                    "sensitive_excluded",
+                    "info",
+                    f"sensitive column '{col}' is also in [features] exclude: it is not a "
+                    "feature, so swapping it (`train`'s invariance test, readiness item 10) "
+                    "changes nothing by construction and proves nothing about columns that "
+                    "stand in for it",
+                    "keep it excluded if the model must not use it; its slice metrics and "
+                    "per-group positive and error rates are still reported, and they are what "
+                    "shows a dependence through other columns",
+                    [col],
+                )
+            )
+            continue
         if col not in ds.candidates or col not in ds.frame.columns:
             continue
         groups = ds.frame[col].astype(str).where(ds.frame[col].notna(), "missing").to_numpy()

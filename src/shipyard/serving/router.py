@@ -518,13 +518,18 @@ class Router:
             }
         if v["champion_requests"] < p.guardrail_min_requests:
             return None
-        if v["p99_ratio"] is not None and v["p99_ratio"] > p.max_p99_ratio:
+        if (
+            v["p99_ratio"] is not None
+            and v["p99_ratio"] > p.max_p99_ratio
+            and v["canary_p99_ms"] > p.p99_floor_ms  # a ratio of microseconds is noise
+        ):
             return {
                 "guardrail": "max_p99_ratio",
                 "value": v["p99_ratio"],
                 "limit": p.max_p99_ratio,
                 "canary_p99_ms": v["canary_p99_ms"],
                 "champion_p99_ms": v["champion_p99_ms"],
+                "floor_ms": p.p99_floor_ms,
             }
         shift = v["prediction_shift"]
         if shift is not None and shift > p.max_prediction_shift:
