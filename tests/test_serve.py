@@ -792,7 +792,7 @@ def test_a_client_leaving_mid_body_is_counted_not_a_server_error(flights):
 
 def test_the_latency_guardrail_needs_a_canary_slow_enough_to_matter():
     """``max_p99_ratio`` counts once the canary's p99 is above ``p99_floor_ms``: four times a
-    champion's 0.02 ms is no breach, four times its 0.5 ms is."""
+    champion's 0.25 ms is no breach, four times its 2.5 ms is."""
     from types import SimpleNamespace
 
     from shipyard.serving.router import Router
@@ -814,7 +814,7 @@ def test_the_latency_guardrail_needs_a_canary_slow_enough_to_matter():
             SimpleNamespace(policy=policy, guardrail_values=lambda: values)  # type: ignore[arg-type]
         )
 
-    assert breach(0.08, 0.02) is None
-    found = breach(2.0, 0.5)
+    assert breach(1.0, 0.25) is None
+    found = breach(10.0, 2.5)
     assert found is not None and found["guardrail"] == "max_p99_ratio"
     assert (found["value"], found["floor_ms"]) == (4.0, policy.p99_floor_ms)

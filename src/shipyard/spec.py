@@ -126,7 +126,7 @@ class ServingSection:
     guardrail_min_requests: int = 100
     max_error_rate: float = 0.02
     max_p99_ratio: float = 3.0  # canary p99 latency over the champion's
-    p99_floor_ms: float = 1.0  # ... counted only when the canary's p99 is above this
+    p99_floor_ms: float = 5.0  # ... counted only when the canary's p99 is above this
     max_prediction_shift: float = 0.5  # |mean difference| in champion standard deviations
     max_records: int = 1000  # per request
     max_body_mb: float = 4.0
