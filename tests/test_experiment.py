@@ -283,9 +283,9 @@ def test_cli_refusals(served_flights: Path) -> None:
 def test_only_the_current_split_and_versions_count_and_squared_error_is_read_from_labels(
     served_flights: Path,
 ) -> None:
-    from shipyard.monitoring.experiment import logged_outcomes, split_began
+    from shipyard.monitoring.experiment import logged_outcomes
     from shipyard.project import Project
-    from shipyard.registry import Deployment
+    from shipyard.registry import Deployment, canary_since
 
     project = Project.load(served_flights / "shipyard.toml")
     labels = pd.read_csv(served_flights / "labels.csv")["arr_delay"].to_numpy()
@@ -320,5 +320,5 @@ def test_only_the_current_split_and_versions_count_and_squared_error_is_read_fro
             entry("2026-01-03T00:00:00+00:00", five, ten),
         ),
     )
-    assert split_began(state) == pd.Timestamp("2026-01-03", tz="UTC")
-    assert split_began(Deployment("flights", champion=1)) is None
+    assert canary_since(state, step=True) == pd.Timestamp("2026-01-03", tz="UTC")
+    assert canary_since(Deployment("flights", champion=1), step=True) is None

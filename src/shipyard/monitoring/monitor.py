@@ -42,13 +42,13 @@ import pandas as pd
 from shipyard.errors import DataError, UsageError
 from shipyard.monitoring.reference import Reference, prediction_columns
 from shipyard.monitoring.summary import (
-    CategoricalSummary,
     NumericReference,
     NumericSummary,
     Summary,
     as_numbers,
     category_positions,
     merge,
+    positions_summary,
     summarize,
 )
 from shipyard.serving.log import FIELDS as LOG_FIELDS
@@ -552,12 +552,9 @@ def _fill(
             positions = category_positions(values, ref)  # one encoding for both
             if positions is None:
                 return name, summarize(values, ref), None, outside_column(ref, values)
-            k = len(ref.categories)
-            counts = np.bincount(positions, minlength=k + 2).astype(np.int64)
-            summary = CategoricalSummary(
-                ref.name, ref.key, counts[: k + 1], nulls=int(counts[k + 1])
-            )
-            return name, summary, None, positions == k if ref.closed and counts[k] else None
+            summary = positions_summary(positions, ref)
+            k = len(ref.categories)  # the position of every other value
+            return name, summary, None, positions == k if ref.closed and summary.other else None
         numbers = _floats(values)
         numeric = summarize(numbers, ref)
         assert isinstance(numeric, NumericSummary)

@@ -394,11 +394,10 @@ def _arrow_counts(values: Any, ref: CategoricalReference) -> CategoricalSummary 
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    k = len(ref.categories)
     positions = category_positions(values, ref)
     if positions is not None:
-        counts = np.bincount(positions, minlength=k + 2).astype(np.int64)
-        return CategoricalSummary(ref.name, ref.key, counts[: k + 1], nulls=int(counts[k + 1]))
+        return positions_summary(positions, ref)
+    k = len(ref.categories)
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     if not ref.boolean or not isinstance(values, pa.Array) or not pa.types.is_boolean(values.type):
@@ -412,6 +411,13 @@ def _arrow_counts(values: Any, ref: CategoricalReference) -> CategoricalSummary 
         if value is not None:
             counts[position.get("true" if value else "false", k)] += count
     return CategoricalSummary(ref.name, ref.key, counts, nulls=int(values.null_count))
+
+
+def positions_summary(positions: np.ndarray, ref: CategoricalReference) -> CategoricalSummary:
+    """The summary of values at :func:`category_positions` ``positions``."""
+    k = len(ref.categories)
+    counts = np.bincount(positions, minlength=k + 2).astype(np.int64)
+    return CategoricalSummary(ref.name, ref.key, counts[: k + 1], nulls=int(counts[k + 1]))
 
 
 def category_positions(values: Any, ref: CategoricalReference) -> np.ndarray | None:

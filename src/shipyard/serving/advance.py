@@ -11,7 +11,7 @@ canary step is judged once it has served ``advance_min_requests`` canary request
 - when outcomes are in (``shipyard labels`` or ``POST /feedback``) for both arms, the
   always-valid mSPRT (:func:`~shipyard.monitoring.experiment.always_valid`) compares each
   answer's squared error, ``(prediction - outcome)²``, of the canary's version with the
-  champion's over every outcome of this canary so far (since :func:`canary_began`). A significant rise (p-value at or
+  champion's over every outcome of this canary so far (since :func:`~shipyard.registry.canary_since`). A significant rise (p-value at or
   below ``advance_alpha``) or a confidence sequence holding only rises is harm: the
   challenger is stopped and marked rolled back. The sample-ratio check is not applied: the
   share changes from step to step by design;
@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from shipyard.errors import RegistryLocked, ShipyardError
 from shipyard.registry import (
     Deployment,
+    canary_since,
     challenger_stopped,
     holdout_ended,
     holdout_until,
@@ -68,23 +69,6 @@ def next_step(percent: float, steps: tuple[float, ...]) -> float | None:
     """
     later = [p for p in steps if p > percent]
     return None if not later or later[0] >= 100 else float(later[0])
-
-
-def canary_began(state: Deployment) -> datetime | None:
-    """When the state's canary began: the time of the change that made its version the
-    canary after something else (the later steps continue it). None without a canary."""
-    version = state.challenger
-    if version is None or state.mode != "canary":
-        return None
-    began = None
-    for entry in reversed(state.history):
-        after, before = entry.get("after") or {}, entry.get("before") or {}
-        if after.get("challenger") != version or after.get("mode") != "canary":
-            break
-        began = entry.get("time")
-        if before.get("challenger") != version or before.get("mode") != "canary":
-            break
-    return None if began is None else datetime.fromisoformat(began)
 
 
 def outcome_test(
@@ -227,7 +211,7 @@ class Advance:
             version,
             alpha=policy.advance_alpha,
             mde=policy.advance_mde,
-            since=canary_began(router.state),
+            since=canary_since(router.state),
         )
         evidence = {
             "step_percent": routes.percent,
