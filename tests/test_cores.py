@@ -24,7 +24,8 @@ from shipyard.cores import (
 )
 from shipyard.data.roles import profile
 from shipyard.errors import SpecError
-from shipyard.models import GradientBoostedTrees, Linear, Watch
+from shipyard.models import Constant, GradientBoostedTrees, Linear, Watch
+from shipyard.models.ladder import climb
 
 
 @pytest.mark.parametrize(
@@ -164,3 +165,71 @@ def test_a_tiny_budget_stops_boosting_and_keeps_the_rounds_so_far(churn):
     unbounded = Watch(on_round=lambda done, total: rounds.append((done, total)))
     GradientBoostedTrees(seed=7).fit(frame, y, roles=roles, dev=dev, watch=unbounded)
     assert not unbounded.budget_hit and unbounded.rounds == rounds[-1][0] > 1
+
+
+def test_the_lighter_rungs_fit_beside_the_trees_and_change_nothing(churn):
+    """With no thread count fixed and two or more cores, constant and linear are fitted on a
+    thread of their own beside the trees: the same scores, choice and trees as one after the
+    other, each rung announced once, in the ladder's order, and never more threads than cores."""
+    if available_cores() < 2:
+        pytest.skip("one core: the rungs fit one after another")
+    frame, y, dev, roles = _churn_xy(churn)
+    seen: list[tuple[str, int]] = []
+
+    def ladder(threads):
+        families = [Constant(seed=7), Linear(seed=7), GradientBoostedTrees(seed=7)]
+        stages: list[str] = []
+        done = climb(
+            families,
+            (frame, y),
+            dev,
+            roles=roles,
+            metric="roc_auc",
+            min_improvement=0.005,
+            threads=threads,
+            progress=stages.append,
+            on_round=lambda _d, _t: seen.append(("round", LEDGER.in_use)),
+        )
+        return done, stages
+
+    beside, stages = ladder(None)
+    alone, _ = ladder(1)
+    assert beside.side_by_side and not alone.side_by_side
+    assert stages[:3] == ["rung constant 1/3", "rung linear 2/3", "rung gbt 3/3"]
+    assert [r.dev_score for r in beside.rungs] == [r.dev_score for r in alone.rungs]
+    assert [r.delta for r in beside.rungs] == [r.delta for r in alone.rungs]
+    assert beside.chosen.name == alone.chosen.name
+    assert (
+        beside.rungs[2].model.model_text_.partition("\nparameters:\n")[0]
+        == (alone.rungs[2].model.model_text_.partition("\nparameters:\n")[0])
+    )
+    assert beside.rungs[1].threads == 1 and beside.rungs[2].threads >= 1
+    # while both fitted, the grants held never passed the cores (one each on two)
+    assert max(held for _, held in seen) <= max(available_cores(), 2)
+
+
+def test_the_train_curve_is_lightgbms_own_train_loss(churn):
+    """The train curve is computed after the fit on up to 10,000 train rows (all of them
+    here) from each tree's output: LightGBM's own ``binary_logloss`` on the train set,
+    round by round, for every round run (as long as the dev curve)."""
+    import lightgbm as lgb
+
+    frame, y, dev, roles = _churn_xy(churn)
+    gbt = GradientBoostedTrees(seed=7).fit(frame, y, roles=roles, dev=dev)
+    train_curve, dev_curve = gbt.curves_["train"], gbt.curves_["dev"]
+    assert len(train_curve) == len(dev_curve) > gbt.best_iteration_
+    data = lgb.Dataset(
+        gbt.transform_.transform(frame), y, categorical_feature=gbt.transform_.categorical_indices_
+    )
+    recorded: dict = {}
+    lgb.train(
+        {**gbt._lgb_params(), "num_threads": 1},
+        data,
+        num_boost_round=len(train_curve),
+        valid_sets=[data],
+        valid_names=["train"],
+        callbacks=[lgb.record_evaluation(recorded)],
+    )
+    own = recorded["train"]["binary_logloss"]
+    assert np.max(np.abs(np.array(own) - np.array(train_curve))) < 1e-12
+    assert train_curve[-1] < train_curve[0]

@@ -199,6 +199,11 @@ class Ledger:
         with self._lock:
             return sum(n for _, n in self.held.values())
 
+    def free(self) -> int:
+        """The threads a grant made now would get (see :func:`choose_threads`), granting none."""
+        cores = (self._cores or available_cores)()
+        return choose_threads(cores, (self._load or others_load)(cores), held=self.in_use)
+
     @contextmanager
     def threads(
         self, name: str, *, requested: int | None = None, at_most: int | None = None

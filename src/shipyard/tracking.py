@@ -6,16 +6,19 @@ exceptions are translated here into :class:`TrackingError`.
 
 A server URI is probed before anything is logged, so an unreachable server fails fast with
 its address named, and nothing is half-registered. A SQLite store that does not exist yet is
-built by :func:`build_sqlite_store` (MLflow's own migrations, without waiting for the disk).
+built by :func:`build_sqlite_store` (MLflow's own migrations, without waiting for the disk,
+run once per schema revision on a machine: later new stores are copies of that result).
 MLflow's usage telemetry is off unless ``MLFLOW_DISABLE_TELEMETRY`` says otherwise: it would
 send records to a third party from every command.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -128,50 +131,116 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(rest)
 
 
-def build_sqlite_store(path: Path) -> bool:
+def store_cache() -> Path:
+    """Where migrated empty stores are kept for the next new store: ``$XDG_CACHE_HOME/shipyard``
+    (``~/.cache/shipyard`` by default)."""
+    root = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(root) if root else Path.home() / ".cache") / "shipyard"
+
+
+def _revision(path: Path) -> str | None:
+    """The Alembic revision a SQLite store records (None: no readable revision)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            row = db.execute("select version_num from alembic_version").fetchone()
+    except sqlite3.Error:
+        return None
+    return None if row is None else str(row[0])
+
+
+def build_sqlite_store(path: Path) -> str | None:
     """Create the SQLite store ``path`` with MLflow's current schema, unless it exists.
 
-    MLflow builds a new store by running its Alembic migrations: some 430 schema statements,
-    each of which waits for the disk under SQLite's default ``synchronous = FULL`` (~6 s on
-    this machine, more when other work uses the disk). Here they run in a temporary file
-    beside the store with syncing off and the journal in memory (~2 s), the file is synced
-    once, then hard-linked into place: a crash leaves no store (the next run builds it
-    again) or a whole one, never a half-migrated one, and of two processes building the
-    same store at once one wins and both use its file. The schema is MLflow's own (its
-    migrations ran); MLflow verifies its revision when it opens the store.
+    MLflow builds a new store by running its Alembic migrations: some 430 schema statements
+    and about 200 migration modules to import (~4 s of CPU on this machine, ~6 s more when
+    every statement waits for the disk under SQLite's default ``synchronous = FULL``). So:
 
-    Returns whether this call built the store. Anything unexpected (MLflow's internals
-    moved, a file system without hard links) leaves the store to MLflow: it migrates the
-    usual way when it opens it.
+    - the first store built for an MLflow schema revision runs them in a temporary file
+      beside the store, with syncing off and the journal in memory, and keeps a copy of the
+      result in :func:`store_cache` (``mlflow-<version>-<revision>.db``);
+    - every later new store is a copy of that file (milliseconds), used only when it
+      records the revision MLflow expects now.
+
+    Either way the file is synced once, then hard-linked into place: a crash leaves no store
+    (the next run builds it again) or a whole one, never a half-migrated one, and of two
+    processes building the same store at once one wins and both use its file. The schema is
+    MLflow's own (its migrations ran); MLflow verifies its revision when it opens the store.
+
+    Returns ``"migrated"`` or ``"copied"`` (how this call built the store), None when the
+    store exists. Anything unexpected (MLflow's internals moved, a file system without hard
+    links, a cache that cannot be written) leaves the work to the next step down: a failed
+    copy migrates, a failed migration leaves the store to MLflow, which migrates the usual
+    way when it opens it.
     """
     if path.exists():
-        return False
+        return None
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.building")
     try:
-        import sqlalchemy
-        from mlflow.store.db.utils import _initialize_tables, _verify_schema
+        import mlflow
+        from mlflow.store.db.utils import _get_latest_schema_revision
 
-        engine = sqlalchemy.create_engine(f"sqlite:///{temporary}")
-
-        def unsynced(connection: Any, _record: Any) -> None:
-            connection.execute("PRAGMA synchronous = OFF")
-            connection.execute("PRAGMA journal_mode = MEMORY")
-
-        sqlalchemy.event.listen(engine, "connect", unsynced)
-        try:
-            _initialize_tables(engine)
-            _verify_schema(engine)
-        finally:
-            engine.dispose()
+        head = _get_latest_schema_revision()
+        template = store_cache() / f"mlflow-{mlflow.__version__}-{head}.db"
+        how = "copied"
+        if not (_revision(template) == head and _copy(template, temporary)):
+            how = "migrated"
+            _migrate(temporary)
+            _keep(temporary, template)
         with temporary.open("rb+") as file:
             os.fsync(file.fileno())
         os.link(temporary, path)  # fails if the store appeared meanwhile: that one is used
-        return True
+        return how
     except Exception:  # an optimization only: MLflow migrates the store itself when it opens it
-        return False
+        return None
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _copy(source: Path, target: Path) -> bool:
+    """Copy the cached store; False (and nothing left at ``target``) when that fails."""
+    try:
+        shutil.copyfile(source, target)
+        return True
+    except OSError:
+        target.unlink(missing_ok=True)
+        return False
+
+
+def _migrate(path: Path) -> None:
+    """Run MLflow's migrations into a new SQLite file, syncing off, journal in memory."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables, _verify_schema
+
+    engine = sqlalchemy.create_engine(f"sqlite:///{path}")
+
+    def unsynced(connection: Any, _record: Any) -> None:
+        connection.execute("PRAGMA synchronous = OFF")
+        connection.execute("PRAGMA journal_mode = MEMORY")
+
+    sqlalchemy.event.listen(engine, "connect", unsynced)
+    try:
+        _initialize_tables(engine)
+        _verify_schema(engine)
+    finally:
+        engine.dispose()
+
+
+def _keep(store: Path, template: Path) -> None:
+    """Keep a copy of a freshly migrated (still empty) store as the cache's template, put in
+    place whole (a temporary name, then renamed); a cache that cannot be written is skipped."""
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        partial = template.with_name(f".{template.name}.{os.getpid()}.{os.urandom(4).hex()}")
+        try:
+            shutil.copyfile(store, partial)
+            os.replace(partial, template)
+        finally:
+            partial.unlink(missing_ok=True)
+    except OSError:
+        return
 
 
 def _quiet_logs() -> None:

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -380,18 +381,22 @@ def train(
     if callable(tracker) and not hasattr(tracker, "run"):
         tracker = tracker()  # start setting up the tracking store now, beside the fitting
     fit_start = time.perf_counter()
+    # what the ladder and the diagnostics' refits share
+    fitting: dict[str, Any] = {
+        "roles": roles,
+        "metric": metric,
+        "min_improvement": spec.objective.min_improvement,
+        "weights": weights,
+        "threads": threads,
+    }
     ladder: Ladder = climb(
         families,
         train_xy,
         dev_xy,
-        roles=roles,
-        metric=metric,
-        min_improvement=spec.objective.min_improvement,
-        weights=weights,
+        **fitting,
         progress=progress,
         on_round=on_round,
         max_rung_seconds=spec.training.max_rung_seconds,
-        threads=threads,
         unbudgeted=tuple(fixed_rounds or ()),
         time_now=False,  # timed below, once the tracking set-up is done: work meanwhile
     )
@@ -404,6 +409,26 @@ def train(
     )
     if (too_small := dev_warning(precision)) is not None:
         ladder.warnings.append(too_small)
+
+    def diagnose() -> dict[str, Any]:
+        begun = time.perf_counter()
+        found = diagnostics(
+            chosen,
+            train_xy,
+            dev_xy,
+            **fitting,
+            seed=spec.split.seed,
+            champion=_champion_rows(champion, ds, frame, splits, dev_xy, test_xy),
+        )
+        seconds["diagnostics"] = time.perf_counter() - begun
+        return found
+
+    # refits on samples, beside the evaluation below and the wait for the tracking set-up;
+    # done before latency is timed, so nothing else runs then
+    progress("diagnostics (in the background)")
+    background = ThreadPoolExecutor(1, thread_name_prefix="shipyard-diagnostics")
+    diagnosis = background.submit(diagnose)
+    background.shutdown(wait=False)  # its one thread ends with the task
 
     progress("calibration")
     calibrator: Calibrator | None = None
@@ -498,6 +523,7 @@ def train(
     if hasattr(tracker, "result"):  # set up in the background while the ladder was fitted
         progress("tracking set-up")
         tracker = tracker.result()
+    diagnosed = diagnosis.result()
     # latency is timed with nothing else running in the process (the set-up is done)
     progress("timing one-record predictions")
     ladder.time_latency()
@@ -579,22 +605,6 @@ def train(
         )
         seconds["robustness"] = time.perf_counter() - robust_start
         add_document(bundle_path, "robustness.json", robust)
-        progress("diagnostics")
-        diagnosis_start = time.perf_counter()
-        diagnosed = diagnostics(
-            chosen,
-            train_xy,
-            dev_xy,
-            roles=roles,
-            metric=metric,
-            min_improvement=spec.objective.min_improvement,
-            weights=weights,
-            threads=threads,
-            seed=spec.split.seed,
-            champion=_champion_rows(champion, ds, frame, splits, dev_xy, test_xy),
-        )
-        seconds["diagnostics"] = time.perf_counter() - diagnosis_start
-        add_document(bundle_path, "diagnostics.json", diagnosed)
         progress("error analysis")
         errors_start = time.perf_counter()
         eyeball_x, eyeball_y = part["dev_eyeball"]
@@ -621,6 +631,7 @@ def train(
         add_file(bundle_path, analysis["worst"], worst.to_csv(index=False))
         seconds["error_analysis"] = time.perf_counter() - errors_start
         progress("readiness")
+        add_document(bundle_path, "diagnostics.json", diagnosed)
         sample = test_xy[0].head(500)
         other_paths, refused = skew_outputs(bundle, sample)
         try:

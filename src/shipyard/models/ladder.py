@@ -10,19 +10,30 @@ rung in the metric's direction (positive = better, whether higher or lower is be
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from shipyard.cores import LEDGER, available_cores
 from shipyard.evaluation.latency import one_record_latency, saved_size_mb
 from shipyard.evaluation.metrics import HIGHER_IS_BETTER, Margin, improvement, score
 from shipyard.models.base import Family, Watch
 
 LATENCY_RECORDS = 300
+#: the complexity from which a rung is trees: fitted beside the lighter rungs when 2+ cores are free
+TREES = 3
+#: how long a thread may hold the GIL while another waits, while rungs fit side by side
+#: (Python's default is 5 ms): a boosting round comes back from LightGBM to a Python
+#: callback, and would otherwise wait up to that long for the other lane's Python code
+SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclass
@@ -70,6 +81,7 @@ class Ladder:
     warnings: list[str] = field(default_factory=list)
     margin: Margin | None = None  # min_improvement on blackbox dev, as applied
     records: list[dict[str, Any]] = field(default_factory=list)  # dev rows latency is timed on
+    side_by_side: bool = False  # the lighter rungs were fitted beside the trees
 
     def time_latency(self) -> None:
         """Fill in every rung's latency (when ``climb`` was told not to time yet)."""
@@ -99,27 +111,30 @@ def climb(
 
     Each fit gets a :class:`~shipyard.models.base.Watch`: ``max_rung_seconds`` (its budget,
     except for the families named in ``unbudgeted``), ``on_round`` (told of each boosting
-    round) and ``threads`` (a count the user fixed; None: from the free cores). Latency is
+    round) and ``threads`` (a count the user fixed; None: from the free cores). With no count
+    fixed and two or more cores free, the lighter rungs fit beside the trees
+    (:func:`_side_by_side`); the rungs, their scores and the choice are the same. Latency is
     measured after every fit, so no fit competes with the timing loop; with
     ``time_now=False`` it is left to the caller (:meth:`Ladder.time_latency`), who can do
     other work while background work (the tracking set-up) finishes.
     """
     records = dev[0].head(LATENCY_RECORDS).to_dict("records")
-    rungs: list[Rung] = []
-    warnings: list[str] = []
     ordered = sorted(families, key=lambda m: m.complexity)
-    for number, model in enumerate(ordered, start=1):
+
+    def fit(model: Family, fixed: int | None, started: Callable[[], None] | None = None) -> Rung:
+        number = ordered.index(model) + 1
         progress(f"rung {model.name} {number}/{len(ordered)}")
+        if started is not None:
+            started()
         budget = None if model.name in unbudgeted else max_rung_seconds
-        watch = Watch(max_seconds=budget, on_round=on_round, threads=threads)
+        watch = Watch(max_seconds=budget, on_round=on_round, threads=fixed)
         start = time.perf_counter()
         model.fit(train[0], train[1], roles=roles, weights=weights, dev=dev, watch=watch)
         seconds = time.perf_counter() - start
         dev_output = model.predict(dev[0])
-        dev_score = score(metric, dev[1], dev_output)
         rung = Rung(
             model,
-            dev_score,
+            score(metric, dev[1], dev_output),
             seconds,
             0.0,
             0.0,
@@ -129,11 +144,26 @@ def climb(
             rounds=watch.rounds,
             budget_hit=watch.budget_hit,
         )
-        if rungs:
-            rung.delta = improvement(metric, dev_score, rungs[-1].dev_score)
-        rungs.append(rung)
-        if watch.budget_hit:
-            warnings.append(_budget_message(rung, budget, getattr(model, "n_estimators", None)))
+        return rung
+
+    light = [m for m in ordered if m.complexity < TREES]
+    heavy = [m for m in ordered if m.complexity >= TREES]
+    side_by_side = threads is None and available_cores() >= 2 and bool(light and heavy)
+    if side_by_side:
+        rungs = _side_by_side(fit, light, heavy, max(1, LEDGER.free() - 1))
+    else:
+        rungs = [fit(model, threads) for model in ordered]
+    for before, rung in pairwise(rungs):
+        rung.delta = improvement(metric, rung.dev_score, before.dev_score)
+    warnings = [
+        _budget_message(
+            rung,
+            None if rung.name in unbudgeted else max_rung_seconds,
+            getattr(rung.model, "n_estimators", None),
+        )
+        for rung in rungs
+        if rung.budget_hit
+    ]
     if time_now:
         progress("timing one-record predictions")
         time_rungs(rungs, records)
@@ -152,7 +182,40 @@ def climb(
                     "label problem (wrong target, leakage removed too much, a broken join), not a "
                     "model problem"
                 )
-    return Ladder(metric, rungs, chosen, best, warnings, margin, records)
+    return Ladder(metric, rungs, chosen, best, warnings, margin, records, side_by_side)
+
+
+def _side_by_side(
+    fit: Callable[..., Rung], light: list[Family], heavy: list[Family], tree_threads: int
+) -> list[Rung]:
+    """The light rungs (constant, rule, linear) fitted one after another on a thread of their
+    own, with one thread each, beside the trees with ``tree_threads`` (the free cores less
+    that one, at least 1): the ladder then takes about as long as its trees.
+
+    On two cores that is two one-thread fits: neither waits at a barrier for a busy core
+    (the oversubscription that made a two-thread fit take 620 s), and when another process
+    holds a core the two share the rest, which is never slower than one after the other.
+    Each rung is announced as it starts, in the ladder's order (the trees once the last
+    light rung has started); results do not depend on thread counts (see
+    :mod:`shipyard.cores`)."""
+    announced = threading.Event()
+
+    def lane() -> list[Rung]:
+        try:
+            return [fit(model, 1, announced.set if model is light[-1] else None) for model in light]
+        finally:
+            announced.set()  # also when a light rung fails: the trees must not wait forever
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="shipyard-rungs") as pool:
+            done = pool.submit(lane)
+            announced.wait()
+            trees = [fit(model, tree_threads) for model in heavy]  # a failure still joins
+            return [*done.result(), *trees]
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def time_rungs(rungs: Sequence[Rung], records: Sequence[Mapping[str, Any]]) -> None:
