@@ -23,8 +23,9 @@ Framework overhead = train / bare − 1 on whole processes (start-up, imports an
 included: each side pays the imports its work needs), goal under 25% (issue 15). Both
 children are also timed inside (``*_inside_s``), after the imports the bare script makes
 (numpy, pandas, LightGBM, scikit-learn), which the train child makes too, so that figure
-compares the work after them (MLflow's import is train's own and stays inside). The train
-child records the seconds between its progress stages (``train_stages_s``).
+compares the work after them (MLflow's import is train's own: its tracking process,
+started inside, makes it). The train child records the seconds between its progress
+stages (``train_stages_s``).
 
 Each figure is the median of --repeat runs; every train starts from a copy of the checked
 project (no champion, an empty MLflow store).

@@ -15,7 +15,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,6 +49,7 @@ from shipyard.registry import Registry
 from shipyard.scaffold import Inferred, write_spec
 from shipyard.spec import Spec, load_spec
 from shipyard.tracking import Tracker, probe
+from shipyard.tracking_worker import RemoteTracker
 from shipyard.training import TrainResult
 from shipyard.training import train as run_training
 from shipyard.workspace import Workspace
@@ -65,6 +66,11 @@ REPORT_REUSE = timedelta(days=1)
 
 def _quiet(_: str) -> None:
     return None
+
+
+def _close_tracker(future: Future[RemoteTracker]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
 
 
 def _no_rounds(done: int, total: int) -> None:
@@ -451,7 +457,26 @@ class Project:
         now: datetime | None = None,
     ) -> TrainResult:
         """Check the spec's data and train on it; ``run_tags`` go on the run. A retrain's
-        project (``run_tags`` given) trains on combined data and keeps no contract of it."""
+        project (``run_tags`` given) trains on combined data and keeps no contract of it.
+
+        The tracking process starts first and opens the store while the data is checked
+        and the models fit; it holds a core meanwhile, so the fits take one thread fewer."""
+        tracker = pool.submit(self._tracker_on_a_core) if pool is not None else None
+        try:
+            return self._train_checked(tracker, ignore_findings, progress, on_round, run_tags, now)
+        finally:  # the tracking process ends, whether the training got to it or not
+            if tracker is not None:
+                tracker.add_done_callback(_close_tracker)
+
+    def _train_checked(
+        self,
+        tracker: Future[RemoteTracker] | None,
+        ignore_findings: tuple[str, ...] | list[str],
+        progress: Progress,
+        on_round: Rounds,
+        run_tags: dict[str, str] | None,
+        now: datetime | None,
+    ) -> TrainResult:
         report, ds, splits, table = self._check(
             None,
             progress,
@@ -475,10 +500,7 @@ class Project:
             raise CheckFailed(
                 "training refused: the data cannot be split under [split]; see `shipyard check`."
             )
-        # the tracking store is set up in the background while the models fit; that thread
-        # holds a core meanwhile, so the fits beside it take one thread fewer
-        tracker = (lambda: pool.submit(self._tracker_on_a_core)) if pool is not None else None
-        with leftovers.training(self.workspace, tracked=pool is not None) as marker:
+        with leftovers.training(self.workspace, tracked=tracker is not None) as marker:
 
             def claim(run_id: str | None, bundle: Path) -> None:
                 marker.run_id, marker.bundle = run_id, self.workspace.relative(bundle)
@@ -501,9 +523,9 @@ class Project:
             )
         return result
 
-    def _tracker_on_a_core(self) -> Tracker:
+    def _tracker_on_a_core(self) -> RemoteTracker:
         with LEDGER.threads("tracking set-up", at_most=1):
-            return self.tracker(warm=True)
+            return self.workspace.training_tracker()
 
     def _champion_bundle(self) -> tuple[int, Path] | None:
         state = self.registry.state()

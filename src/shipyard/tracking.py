@@ -371,6 +371,16 @@ class Tracker:
     def figure(self, figure: Any, path: str) -> None:
         self.mlflow.log_figure(figure, path)
 
+    def plot(self, kind: str, path: str, title: str, *data: Any) -> None:
+        """Log the figure ``shipyard.evaluation.plots.<kind>_figure(*data, title)`` draws."""
+        from shipyard.evaluation import plots
+
+        figure = getattr(plots, f"{kind}_figure")(*data, title)
+        try:
+            self.figure(figure, path)
+        finally:
+            plots.close(figure)
+
     @_translated("logging a file")
     def file(self, path: Path | str, folder: str | None = None) -> None:
         """Log a file as it is (the model report) into the active run, under ``folder``."""

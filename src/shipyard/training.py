@@ -322,7 +322,7 @@ def train(
     *,
     snapshot_id: str,
     bundle_root: Path,
-    tracker: Any,  # a Tracker, a Future of one (set up in the background), or None
+    tracker: Any,  # a (Remote)Tracker, a Future of one (set up in the background), or None
     check_report: dict[str, Any],
     ignored_findings: list[str],
     progress: Callable[[str], None] = lambda _: None,
@@ -378,8 +378,6 @@ def train(
     classes = classes_of(ds)
     metric = spec.objective.metric
 
-    if callable(tracker) and not hasattr(tracker, "run"):
-        tracker = tracker()  # start setting up the tracking store now, beside the fitting
     fit_start = time.perf_counter()
     # what the ladder and the diagnostics' refits share
     fitting: dict[str, Any] = {
@@ -520,13 +518,14 @@ def train(
         metrics={"test": test[chosen.name], "dev": dev_metrics},
         calibration=calibration.get("reliability_test", []),
     )
-    if hasattr(tracker, "result"):  # set up in the background while the ladder was fitted
-        progress("tracking set-up")
-        tracker = tracker.result()
     diagnosed = diagnosis.result()
-    # latency is timed with nothing else running in the process (the set-up is done)
+    # latency is timed with nothing else running in the process (the tracking process may
+    # still be opening the store: it holds a core of its own)
     progress("timing one-record predictions")
     ladder.time_latency()
+    if hasattr(tracker, "result"):  # set up while the data was checked and the models fit
+        progress("tracking set-up")
+        tracker = tracker.result()
     tracked = tracker is not None
     run_ctx = (
         tracker.run(f"train-{chosen.name}", tags={**(run_tags or {}), "shipyard_kind": "train"})
@@ -572,6 +571,26 @@ def train(
         records = test_xy[0].head(300).to_dict("records")
         latency = one_record_latency(bundle.predict_one, records) if records else {"p99_ms": 0.0}
         size_mb = sum(p.stat().st_size for p in bundle_path.rglob("*") if p.is_file()) / 2**20
+        if tracked:  # what is known by now is logged while the evaluation goes on
+            _log_start(
+                tracker,
+                ds,
+                splits,
+                ladder,
+                chosen,
+                calibrator,
+                check_report=check_report,
+                ignored=ignored_findings,
+                snapshot_id=snapshot_id,
+                contract=contract,
+                bundle=bundle,
+                test=test,
+                test_xy=test_xy,
+                test_scores=test_scores,
+                eyeball=part["dev_eyeball"],
+                calibration=calibration,
+                slices=slices,
+            )
         constraints = _evaluate_constraints(
             spec,
             p99_ms=latency["p99_ms"],
@@ -700,24 +719,7 @@ def train(
         )
         if tracked:
             progress("tracking")
-            _log_run(
-                tracker,
-                ds,
-                splits,
-                ladder,
-                result,
-                bundle,
-                test_xy,
-                test_scores,
-                part["dev_eyeball"],
-                chosen,
-                calibrator,
-                check_report,
-                ignored_findings,
-                snapshot_id,
-                contract,
-                worst,
-            )
+            _log_end(tracker, result, chosen, worst)
             result.version = tracker.log_bundle(bundle_path, spec.project.name, input_example=None)
             tracker.tags({"registered_version": result.version})
         progress("model report")
@@ -751,28 +753,30 @@ def write_bundle_report(
     return bundle.path / REPORT
 
 
-def _log_run(
+def _log_start(
     tracker: Any,
     ds: Dataset,
     splits: Splits,
     ladder: Ladder,
-    result: TrainResult,
-    bundle: Bundle,
-    test_xy: tuple[pd.DataFrame, np.ndarray],
-    test_scores: dict[str, np.ndarray],
-    eyeball: tuple[pd.DataFrame, np.ndarray],
     chosen: Family,
     calibrator: Calibrator | None,
+    *,
     check_report: dict[str, Any],
     ignored: list[str],
     snapshot_id: str,
     contract: Contract,
-    worst: pd.DataFrame,
+    bundle: Bundle,
+    test: dict[str, dict[str, float]],
+    test_xy: tuple[pd.DataFrame, np.ndarray],
+    test_scores: dict[str, np.ndarray],
+    eyeball: tuple[pd.DataFrame, np.ndarray],
+    calibration: dict[str, Any],
+    slices: dict[str, Any],
 ) -> None:
-    from shipyard.evaluation import plots
-
+    """Log what is settled once the bundle is written: the run's identity, its parameters,
+    the spec, check, ladder and split, test predictions and plots, one nested run per rung."""
     spec = ds.spec
-    metric = result.metric
+    metric = spec.objective.metric
     tracker.tags(
         {
             **git_state(spec.root),
@@ -784,6 +788,8 @@ def _log_run(
             "split_strategy": splits.strategy,
             # rungs a time budget stopped or that went over it; their warning says which
             "budget_hit_rungs": ",".join(r.name for r in ladder.rungs if r.budget_hit) or "none",
+            # the lighter rungs fitted beside the trees (same scores and choice either way)
+            "rungs_side_by_side": ladder.side_by_side,
         }
     )
     tracker.params(
@@ -801,6 +807,60 @@ def _log_run(
             **{f"chosen.{k}": v for k, v in chosen.get_params().items() if k not in ("roles",)},
         }
     )
+    tracker.json(spec.to_dict(), "spec.json")
+    tracker.json(check_report, "check_report.json")
+    tracker.json(ladder.table(), "ladder.json")
+    tracker.json(splits.to_dict(), "splits.json")
+    tracker.json(slices, "slices.json")
+    tracker.json(calibration, "calibration.json")
+    tracker.json(package_versions(), "environment.json")
+    names = [spec.project.target, "prediction"]
+    eyeball_frame = eyeball[0].head(EYEBALL_SAMPLE).copy()
+    eyeball_frame[names[0]] = eyeball[1][:EYEBALL_SAMPLE]
+    eyeball_frame[names[1]] = _as_column(bundle.predict(eyeball[0].head(EYEBALL_SAMPLE)))
+    tracker.table(eyeball_frame, "samples/eyeball_predictions.csv")
+    test_pred = pd.DataFrame(
+        {"row": splits.test, "y": test_xy[1], "prediction": _as_column(test_scores[chosen.name])}
+    )
+    tracker.table(test_pred, "predictions/test_predictions.parquet")
+    tracker.tags({"test_predictions_sha256": _predictions_hash(test_scores[chosen.name])})
+    y_test, s_test = test_xy[1], test_scores[chosen.name]
+    if ds.target.kind == "binary":
+        tracker.plot(
+            "reliability",
+            "plots/reliability.png",
+            "reliability (test)",
+            calibration["reliability_test"],
+        )
+        tracker.plot("roc", "plots/roc.png", f"ROC (test), {chosen.name}", y_test, s_test)
+    elif ds.target.kind == "regression":
+        tracker.plot(
+            "residuals", "plots/residuals.png", f"residuals (test), {chosen.name}", y_test, s_test
+        )
+    for rung in ladder.rungs:
+        with tracker.run(f"rung-{rung.name}", nested=True):
+            tracker.tags(
+                {"shipyard_kind": "rung", "rung": rung.name, "budget_hit": rung.budget_hit}
+            )
+            tracker.params({k: v for k, v in rung.model.get_params().items() if k != "roles"})
+            tracker.metrics(
+                {
+                    f"dev_{metric}": rung.dev_score,
+                    "fit_seconds": rung.fit_seconds,
+                    "p99_ms": rung.p99_ms,
+                    "size_mb": rung.size_mb,
+                    f"test_{metric}": test[rung.name][metric],
+                    **({"threads": rung.threads} if rung.threads is not None else {}),
+                    **({"rounds": rung.rounds} if rung.rounds is not None else {}),
+                }
+            )
+            for part_name, values in getattr(rung.model, "curves_", {}).items():
+                tracker.curve(f"learning_curve_{part_name}", values)
+
+
+def _log_end(tracker: Any, result: TrainResult, chosen: Family, worst: pd.DataFrame) -> None:
+    """Log what the evaluation found: the run's metrics and the readiness evidence."""
+    metric = result.metric
     # one batch of metrics: each call is a database transaction on the tracking store
     metrics: dict[str, Any] = {f"dev_{k}": v for k, v in result.dev.items()}
     metrics.update({f"test_{k}": v for k, v in result.test[chosen.name].items()})
@@ -830,12 +890,6 @@ def _log_run(
         if item["value"] is not None:
             metrics[f"constraint_{name}"] = item["value"]
     tracker.metrics(metrics)
-    tracker.json(spec.to_dict(), "spec.json")
-    tracker.json(check_report, "check_report.json")
-    tracker.json(ladder.table(), "ladder.json")
-    tracker.json(splits.to_dict(), "splits.json")
-    tracker.json(result.slices, "slices.json")
-    tracker.json(cal, "calibration.json")
     tracker.json(result.constraints, "constraints.json")
     tracker.json(result.readiness, "readiness.json")
     tracker.json(result.robustness, "robustness.json")
@@ -845,51 +899,6 @@ def _log_run(
     if result.importance is not None:
         tracker.json(result.importance, "importance.json")
     tracker.tags({"readiness_passed": result.readiness.get("passed")})
-    tracker.json(package_versions(), "environment.json")
-    names = [ds.spec.project.target, "prediction"]
-    eyeball_frame = eyeball[0].head(EYEBALL_SAMPLE).copy()
-    eyeball_frame[names[0]] = eyeball[1][:EYEBALL_SAMPLE]
-    eyeball_frame[names[1]] = _as_column(bundle.predict(eyeball[0].head(EYEBALL_SAMPLE)))
-    tracker.table(eyeball_frame, "samples/eyeball_predictions.csv")
-    test_pred = pd.DataFrame(
-        {"row": splits.test, "y": test_xy[1], "prediction": _as_column(test_scores[chosen.name])}
-    )
-    tracker.table(test_pred, "predictions/test_predictions.parquet")
-    tracker.tags({"test_predictions_sha256": _predictions_hash(test_scores[chosen.name])})
-    y_test, s_test = test_xy[1], test_scores[chosen.name]
-    if ds.target.kind == "binary":
-        for fig, path in (
-            (
-                plots.reliability_figure(cal["reliability_test"], "reliability (test)"),
-                "plots/reliability.png",
-            ),
-            (plots.roc_figure(y_test, s_test, f"ROC (test), {chosen.name}"), "plots/roc.png"),
-        ):
-            tracker.figure(fig, path)
-            plots.close(fig)
-    elif ds.target.kind == "regression":
-        fig = plots.residuals_figure(y_test, s_test, f"residuals (test), {chosen.name}")
-        tracker.figure(fig, "plots/residuals.png")
-        plots.close(fig)
-    for rung in ladder.rungs:
-        with tracker.run(f"rung-{rung.name}", nested=True):
-            tracker.tags(
-                {"shipyard_kind": "rung", "rung": rung.name, "budget_hit": rung.budget_hit}
-            )
-            tracker.params({k: v for k, v in rung.model.get_params().items() if k != "roles"})
-            tracker.metrics(
-                {
-                    f"dev_{metric}": rung.dev_score,
-                    "fit_seconds": rung.fit_seconds,
-                    "p99_ms": rung.p99_ms,
-                    "size_mb": rung.size_mb,
-                    f"test_{metric}": result.test[rung.name][metric],
-                    **({"threads": rung.threads} if rung.threads is not None else {}),
-                    **({"rounds": rung.rounds} if rung.rounds is not None else {}),
-                }
-            )
-            for part_name, values in getattr(rung.model, "curves_", {}).items():
-                tracker.curve(f"learning_curve_{part_name}", values)
 
 
 def _as_column(values: np.ndarray) -> Any:

@@ -41,6 +41,7 @@ from shipyard.registry import Registry
 if TYPE_CHECKING:
     from shipyard.spec import Spec
     from shipyard.tracking import Tracker
+    from shipyard.tracking_worker import RemoteTracker
 
 NAME = ".shipyard"  # the project's state folder, beside shipyard.toml
 
@@ -187,6 +188,12 @@ class Workspace:
         return Tracker(
             self.tracking_uri(), self.experiment, artifact_root=self.artifacts, warm=warm
         )
+
+    def training_tracker(self) -> RemoteTracker:
+        """A training run's tracker, in a process of its own (see ``tracking_worker``)."""
+        from shipyard.tracking_worker import RemoteTracker
+
+        return RemoteTracker(self.tracking_uri(), self.experiment, artifact_root=self.artifacts)
 
     def bundle(
         self, selector: str | int, *, tracker: Tracker | None = None, registered: bool = False
