@@ -289,10 +289,12 @@ def main() -> None:
             "whole child, start-up, imports and exit included (the goal's measure: shipyard "
             "imports scikit-learn, LightGBM and MLflow lazily, the bare script at its top). "
             "*_inside_s: after the imports the bare script makes (numpy, pandas, LightGBM, "
-            "scikit-learn), which the train child makes too; MLflow's import stays inside "
-            "train. train_stages_s: seconds from each progress stage to the next "
-            "('start' = reading the data and reusing the check; 'tracking set-up' = the "
-            "wait for the background MLflow set-up). The machine has 2 cores and is shared "
+            "scikit-learn), which the train child makes too; MLflow is imported by train's "
+            "tracking process, started inside. train_stages_s: seconds from each progress "
+            "stage to the next ('start' = reading the data and reusing the check; 'tracking "
+            "set-up' = the wait for the tracking process to open the store; 'tracking' = "
+            "the wait for it to log the run and register the model). The machine has 2 "
+            "cores and is shared "
             "with other engineers' test runs: see load_average_at_end"
         ),
         "store_cache": f"the warm-up store was {cache}; each timed train's store was copied",
