@@ -18,6 +18,7 @@ import pandas as pd
 
 import shipyard
 from shipyard.bundle import load_bundle
+from shipyard.leftovers import Marker
 from shipyard.project import Project
 from shipyard.serving.router import Arm
 from shipyard.spec import Spec
@@ -427,3 +428,21 @@ def page_requests(netlog: Path) -> list[str]:
         return any(host == h or host.endswith("." + h) for h in BROWSER_HOSTS)
 
     return sorted({u for u in wanted if not browsers(u)})
+
+
+def wait_for_marker(folder: Path, process: subprocess.Popen[bytes], *, bundle: bool) -> Marker:
+    """The training's marker, once it exists (with ``bundle``: once its bundle is on disk)."""
+    markers = folder / ".shipyard" / "training"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the training ended before it could be observed"
+        for path in markers.glob("*.json"):
+            marker = Marker.read(path)
+            if not bundle or (
+                marker.run_id
+                and marker.bundle
+                and (folder / ".shipyard" / marker.bundle / "manifest.json").exists()
+            ):
+                return marker
+        time.sleep(0.02)
+    raise AssertionError("no training marker appeared")

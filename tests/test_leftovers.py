@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import pytest
 from shipyard import leftovers
 from shipyard.leftovers import Marker, Owner
 from shipyard.project import Project
-from support import CHILD_ENV, churn_project, shipyard_cli
+from support import CHILD_ENV, churn_project, shipyard_cli, wait_for_marker
 
 
 def _start_train(folder: Path) -> subprocess.Popen[bytes]:
@@ -29,29 +28,11 @@ def _start_train(folder: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def _wait_for_marker(folder: Path, process: subprocess.Popen[bytes], *, bundle: bool) -> Marker:
-    """The training's marker, once it exists (with ``bundle``: once its bundle is on disk)."""
-    markers = folder / ".shipyard" / "training"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the training ended before it could be observed"
-        for path in markers.glob("*.json"):
-            marker = Marker.read(path)
-            if not bundle or (
-                marker.run_id
-                and marker.bundle
-                and (folder / ".shipyard" / marker.bundle / "manifest.json").exists()
-            ):
-                return marker
-        time.sleep(0.02)
-    raise AssertionError("no training marker appeared")
-
-
 def test_a_killed_train_is_cleaned_up_by_the_next_command(tmp_path, churn):
     project = churn_project(tmp_path, churn)
     process = _start_train(tmp_path)
     try:
-        marker = _wait_for_marker(tmp_path, process, bundle=True)
+        marker = wait_for_marker(tmp_path, process, bundle=True)
         os.kill(process.pid, signal.SIGKILL)
     finally:
         process.wait(timeout=60)
@@ -92,7 +73,7 @@ def test_a_live_train_is_left_alone_and_registered_bundles_are_kept(tmp_path, ch
     project = churn_project(tmp_path, churn)
     process = _start_train(tmp_path)
     try:
-        marker = _wait_for_marker(tmp_path, process, bundle=False)
+        marker = wait_for_marker(tmp_path, process, bundle=False)
         assert marker.owner.alive()
         done = project.tidy()  # while that training runs, in another live process
         assert not done and done.line() == ""

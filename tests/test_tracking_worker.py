@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from shipyard.cores import available_cores
 from shipyard.errors import TrackingError
 from shipyard.tracking import Tracker
 from shipyard.tracking_worker import RemoteTracker
-from support import churn_project
+from support import CHILD_ENV, churn_project, wait_for_marker
 
 TRAIN = """
 import json, sys
@@ -120,3 +121,29 @@ def test_an_unusable_store_is_refused_as_the_tracker_refuses_it(tmp_path: Path) 
     (tmp_path / "mlflow.db").write_text("not a database")
     with pytest.raises(TrackingError, match="cannot use tracking URI sqlite:"):
         RemoteTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "refused", tmp_path / "art")
+
+
+def test_ctrl_c_ends_the_run_failed_and_the_tracking_process_with_it(tmp_path: Path, churn):
+    """Ctrl-C reaches the whole process group: the tracking process ignores it, so the
+    training can end its run FAILED (exit 130) and no run is left RUNNING."""
+    project = churn_project(tmp_path, churn)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shipyard", "train"],
+        cwd=tmp_path,
+        env=CHILD_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        marker = wait_for_marker(tmp_path, process, bundle=True)  # the run has begun
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 130, stderr.decode()[-2000:]
+    assert "interrupted" in stderr.decode()
+    assert marker.run_id is not None
+    assert project.tracker().get_run(marker.run_id).status == "FAILED"

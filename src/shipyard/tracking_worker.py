@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -100,7 +101,8 @@ class RemoteTracker:
         try:
             yield run_id
         except BaseException:
-            self._end(nested, failed=True)
+            with suppress(TrackingError):  # the training's own error is the one to raise
+                self._end(nested, failed=True)
             raise
         self._end(nested, failed=False)
 
@@ -375,6 +377,8 @@ def _do(
 def main() -> None:
     """The child: answers go to a private copy of stdout, and stdout itself to stderr, so
     nothing MLflow prints can break a line of the conversation."""
+    # Ctrl-C reaches the whole process group: the parent decides, and ends the run FAILED
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
