@@ -252,8 +252,16 @@ def _plain(value: Any) -> Any:
 
 
 def _category(name: str) -> type[Warning]:
+    """The warning class to warn again as, from the child's class name: a builtin one as
+    itself, a library's deprecation as a deprecation (hidden by default, as it was there).
+
+    >>> [_category(n).__name__ for n in ("FutureWarning", "SADeprecationWarning", "Odd")]
+    ['FutureWarning', 'DeprecationWarning', 'UserWarning']
+    """
     found = getattr(builtins, name, None)
-    return found if isinstance(found, type) and issubclass(found, Warning) else UserWarning
+    if isinstance(found, type) and issubclass(found, Warning):
+        return found
+    return DeprecationWarning if name.endswith("DeprecationWarning") else UserWarning
 
 
 # --- the child process ---------------------------------------------------------------------
