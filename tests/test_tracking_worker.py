@@ -79,6 +79,19 @@ def test_a_training_run_is_kept_by_a_process_of_its_own(tmp_path: Path, churn) -
     assert _gone(scratch) == []  # the scratch folder went with the tracking process
 
 
+def test_a_new_store_is_made_only_once_the_training_goes_ahead(tmp_path: Path) -> None:
+    store = tmp_path / "mlflow.db"
+    remote = RemoteTracker(f"sqlite:///{store}", "later", tmp_path / "artifacts")
+    try:
+        assert not store.exists()  # a training refused now leaves nothing behind
+        remote.open()
+        with remote.run("train") as run_id:
+            remote.metrics({"auc": 0.5})
+    finally:
+        remote.close()
+    assert Tracker(f"sqlite:///{store}", "later").get_run(run_id).metrics == {"auc": 0.5}
+
+
 def test_a_logging_failure_there_is_a_tracking_error_here(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     remote = RemoteTracker(uri, "failures", tmp_path / "artifacts")

@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -71,6 +72,12 @@ def _quiet(_: str) -> None:
 def _close_tracker(future: Future[RemoteTracker]) -> None:
     if not future.cancelled() and future.exception() is None:
         future.result().close()
+
+
+def _open_store(future: Future[RemoteTracker]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        with suppress(TrackingError):  # a child that died is named at the run's start
+            future.result().open()
 
 
 def _no_rounds(done: int, total: int) -> None:
@@ -500,6 +507,8 @@ class Project:
             raise CheckFailed(
                 "training refused: the data cannot be split under [split]; see `shipyard check`."
             )
+        if tracker is not None:  # the training goes ahead: a new store may be made now
+            tracker.add_done_callback(_open_store)
         with leftovers.training(self.workspace, tracked=tracker is not None) as marker:
 
             def claim(run_id: str | None, bundle: Path) -> None:

@@ -49,12 +49,15 @@ FORWARDED_LOGGERS = ("mlflow", "alembic")
 class RemoteTracker:
     """The training-facing part of a :class:`~shipyard.tracking.Tracker` (runs, logging and
     registering a bundle), run by a child process. Building one starts the child and waits
-    until its store is open: a :class:`TrackingError` then is the Tracker's own."""
+    until an existing store is open (a new one waits for :meth:`open`): a
+    :class:`TrackingError` then is the Tracker's own."""
 
     def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
         self.uri = uri
         self._scratch = Path(tempfile.mkdtemp(prefix="shipyard-tracking-"))
         self._sent = 0
+        self._opened = False
+        self._writing = threading.Lock()  # open() may come from the thread that built this
         self._stderr = (self._scratch / "stderr.txt").open("w+b")
         here = str(Path(__file__).resolve().parent.parent)  # shipyard importable as here
         env = {
@@ -80,10 +83,18 @@ class RemoteTracker:
             shutil.rmtree(self._scratch, ignore_errors=True)
             raise TrackingError(f"cannot start the tracking process for {uri}: {exc}") from exc
         try:
-            self._answer()  # the store is open, or the Tracker's error
+            self._answer()  # an existing store is open, or the Tracker's error
         except BaseException:
             self.close()
             raise
+
+    def open(self) -> None:
+        """The training goes ahead: a SQLite store that does not exist yet is made now, while
+        the models fit (not waited for; a failure is raised at the run's start). Until then
+        the child has only imported MLflow, so a refused training leaves no store behind."""
+        if not self._opened:
+            self._opened = True
+            self._send("open", {})
 
     # --- runs ------------------------------------------------------------------------------
 
@@ -199,8 +210,9 @@ class RemoteTracker:
             raise TrackingError(f"the tracking process for {self.uri} has ended")
         line = json.dumps({"op": op, "args": args, "answer": answer}, default=str)
         try:
-            child.stdin.write(line.encode() + b"\n")
-            child.stdin.flush()
+            with self._writing:
+                child.stdin.write(line.encode() + b"\n")
+                child.stdin.flush()
         except OSError as exc:
             raise TrackingError(
                 f"the tracking process for {self.uri} stopped: {self._last_words()}"
@@ -303,15 +315,25 @@ def _serve(setting: Mapping[str, Any], answers: IO[bytes]) -> None:
         except OSError as exc:
             raise _ParentGone from exc
 
-    try:
-        tracker = tracking.Tracker(
-            setting["uri"],
-            setting["experiment"],
-            artifact_root=Path(setting["artifact_root"]) if setting["artifact_root"] else None,
+    def open_store() -> tracking.Tracker:
+        root = setting["artifact_root"]
+        return tracking.Tracker(
+            uri, setting["experiment"], artifact_root=Path(root) if root else None
         )
-    except ShipyardError as exc:
-        say(error=str(exc))
-        return
+
+    uri = setting["uri"]
+    store = tracking.sqlite_path(uri)
+    tracker: tracking.Tracker | None = None
+    if store is None or store.exists():
+        try:
+            tracker = open_store()
+        except ShipyardError as exc:
+            say(error=str(exc))
+            return
+    else:  # made once the training goes ahead ("open"): a refused one leaves no store
+        import mlflow  # noqa: F401  (its import is most of the cost: paid now)
+
+        tracking._quiet_logs()
     for name in FORWARDED_LOGGERS:  # after the import, which sets MLflow's own handler
         logging.getLogger(name).addHandler(_Forward(logs))
     say(value=None)
@@ -333,12 +355,11 @@ def _serve(setting: Mapping[str, Any], answers: IO[bytes]) -> None:
                 failed = args["failed"] or pending is not None
                 runs.pop().__exit__(*(failure if failed else (None, None, None)))
             elif pending is None:
-                value = _do(tracker, op, args, runs)
+                tracker = tracker or open_store()
+                value = None if op == "open" else _do(tracker, op, args, runs)
         except Exception as exc:
             pending = pending or (
-                str(exc)
-                if isinstance(exc, ShipyardError)
-                else f"{op} failed at {tracker.uri}: {exc}"
+                str(exc) if isinstance(exc, ShipyardError) else f"{op} failed at {uri}: {exc}"
             )
         if request.get("answer"):
             if pending is not None:
