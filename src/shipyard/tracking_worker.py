@@ -5,8 +5,10 @@ first thing is logged: its import, opening the store, the scan of installed pack
 a model's pip requirements. In the training process that Python holds the interpreter lock
 while the models fit beside it, and slowed a small data set's fits threefold. So the run's
 :class:`~shipyard.tracking.Tracker` lives in a child interpreter (``python -m
-shipyard.tracking_worker``), started when the fitting starts, and a :class:`RemoteTracker`
-in the training process speaks to it: one JSON line per call on the child's stdin, one JSON
+shipyard.tracking_worker``), started before the data is checked (it imports MLflow
+meanwhile; the check's go-ahead, :meth:`RemoteTracker.open`, makes a new store and pays the
+costs of logging a model while the models fit), and a :class:`RemoteTracker` in the
+training process speaks to it: one JSON line per call on the child's stdin, one JSON
 line per answer on a private copy of its stdout.
 
 Only what names something waits for an answer (starting a run: its id names the bundle;
@@ -89,9 +91,10 @@ class RemoteTracker:
             raise
 
     def open(self) -> None:
-        """The training goes ahead: a SQLite store that does not exist yet is made now, while
-        the models fit (not waited for; a failure is raised at the run's start). Until then
-        the child has only imported MLflow, so a refused training leaves no store behind."""
+        """The training goes ahead: a SQLite store that does not exist yet is made now, and
+        MLflow's one-off costs behind logging a model are paid, while the models fit (not
+        waited for; a failure is raised at the run's start). Until then the child has only
+        imported MLflow, so a refused training leaves no store behind."""
         if not self._opened:
             self._opened = True
             self._send("open", {})
@@ -340,7 +343,6 @@ def _serve(setting: Mapping[str, Any], answers: IO[bytes]) -> None:
 
     runs: list[AbstractContextManager[str]] = []
     pending: str | None = None  # the first failure since the last answer
-    warm = False
     told = False  # to quit; else the parent went away (stdin closed)
     for line in sys.stdin.buffer:
         request = json.loads(line)
@@ -356,7 +358,10 @@ def _serve(setting: Mapping[str, Any], answers: IO[bytes]) -> None:
                 runs.pop().__exit__(*(failure if failed else (None, None, None)))
             elif pending is None:
                 tracker = tracker or open_store()
-                value = None if op == "open" else _do(tracker, op, args, runs)
+                if op == "open":  # the model is logged later: pay its one-off costs now
+                    tracking._warm_up()
+                else:
+                    value = _do(tracker, op, args, runs)
         except Exception as exc:
             pending = pending or (
                 str(exc) if isinstance(exc, ShipyardError) else f"{op} failed at {uri}: {exc}"
@@ -367,9 +372,6 @@ def _serve(setting: Mapping[str, Any], answers: IO[bytes]) -> None:
                 pending = None
             else:
                 say(value=value)
-            if op == "start" and not warm:  # the model is logged later: pay its costs now
-                tracking._warm_up()
-                warm = True
     if not told:  # stdin closed: the parent went away
         raise _ParentGone
     while runs:  # told to quit with a run open: the training ended without it

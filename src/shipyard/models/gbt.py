@@ -240,17 +240,26 @@ class GradientBoostedTrees(Family):
     ) -> list[float]:
         """The training loss after each round on ``sample`` (rows of train), as LightGBM's own
         metric defines it (``binary_logloss``, ``multi_logloss``, ``l2``), from each tree's raw
-        output summed in order: the first tree carries the starting average."""
+        output summed in order: the first tree carries the starting average. One prediction
+        of every row's leaf in every tree, then each tree's leaf values looked up."""
         X, y, w = sample
         if len(X) == 0:
             return []
-        raw = np.zeros((len(X), self.n_classes if self.task == "multiclass" else 1))
+        per_round = self.n_classes if self.task == "multiclass" else 1
+        rounds = booster.current_iteration()  # every round run, past the best one too
+        leaves = booster.predict(X, pred_leaf=True, num_iteration=rounds, num_threads=threads)
+        leaves = np.asarray(leaves, dtype=int)
+        leaves = leaves.reshape(len(X), -1)  # tree t = round * per_round + class
+        raw = np.zeros((len(X), per_round))
         losses = []
-        for i in range(booster.current_iteration()):
-            out = booster.predict(
-                X, start_iteration=i, num_iteration=1, raw_score=True, num_threads=threads
-            )
-            raw += np.asarray(out, dtype=float).reshape(len(X), -1)
+        for i in range(rounds):
+            for k in range(per_round):
+                tree = i * per_round + k
+                column = leaves[:, tree]
+                values = np.array(
+                    [booster.get_leaf_output(tree, int(leaf)) for leaf in range(column.max() + 1)]
+                )
+                raw[:, k] += values[column]
             if self.task == "regression":
                 loss = (raw[:, 0] - y) ** 2
             elif self.task == "binary":
