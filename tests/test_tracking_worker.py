@@ -147,6 +147,8 @@ def test_ctrl_c_ends_the_run_failed_and_the_tracking_process_with_it(tmp_path: P
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        # as a terminal starts it: a shell's background job (CI's, say) ignores Ctrl-C
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         marker = wait_for_marker(tmp_path, process, bundle=True)  # the run has begun

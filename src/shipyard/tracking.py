@@ -243,6 +243,13 @@ def _keep(store: Path, template: Path) -> None:
         return
 
 
+def import_mlflow() -> None:
+    """Import MLflow (seconds of Python) and quiet its loggers, as a Tracker does."""
+    import mlflow  # noqa: F401
+
+    _quiet_logs()
+
+
 def _quiet_logs() -> None:
     import logging
 

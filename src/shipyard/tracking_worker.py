@@ -334,9 +334,7 @@ def _serve(setting: Mapping[str, Any], answers: IO[bytes]) -> None:
             say(error=str(exc))
             return
     else:  # made once the training goes ahead ("open"): a refused one leaves no store
-        import mlflow  # noqa: F401  (its import is most of the cost: paid now)
-
-        tracking._quiet_logs()
+        tracking.import_mlflow()  # most of the cost: paid now
     for name in FORWARDED_LOGGERS:  # after the import, which sets MLflow's own handler
         logging.getLogger(name).addHandler(_Forward(logs))
     say(value=None)
