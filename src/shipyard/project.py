@@ -69,15 +69,21 @@ def _quiet(_: str) -> None:
     return None
 
 
-def _close_tracker(future: Future[RemoteTracker]) -> None:
-    if not future.cancelled() and future.exception() is None:
-        future.result().close()
+def _once_built(
+    action: Callable[[RemoteTracker], None],
+) -> Callable[[Future[RemoteTracker]], None]:
+    """A done-callback that runs ``action`` on the tracker, if it was built."""
+
+    def callback(future: Future[RemoteTracker]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            action(future.result())
+
+    return callback
 
 
-def _open_store(future: Future[RemoteTracker]) -> None:
-    if not future.cancelled() and future.exception() is None:
-        with suppress(TrackingError):  # a child that died is named at the run's start
-            future.result().open()
+def _open(tracker: RemoteTracker) -> None:
+    with suppress(TrackingError):  # a child that died is named at the run's start
+        tracker.open()
 
 
 def _no_rounds(done: int, total: int) -> None:
@@ -473,7 +479,7 @@ class Project:
             return self._train_checked(tracker, ignore_findings, progress, on_round, run_tags, now)
         finally:  # the tracking process ends, whether the training got to it or not
             if tracker is not None:
-                tracker.add_done_callback(_close_tracker)
+                tracker.add_done_callback(_once_built(RemoteTracker.close))
 
     def _train_checked(
         self,
@@ -508,7 +514,7 @@ class Project:
                 "training refused: the data cannot be split under [split]; see `shipyard check`."
             )
         if tracker is not None:  # the training goes ahead: a new store may be made now
-            tracker.add_done_callback(_open_store)
+            tracker.add_done_callback(_once_built(_open))
         with leftovers.training(self.workspace, tracked=tracker is not None) as marker:
 
             def claim(run_id: str | None, bundle: Path) -> None:

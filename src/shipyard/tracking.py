@@ -243,11 +243,13 @@ def _keep(store: Path, template: Path) -> None:
         return
 
 
-def import_mlflow() -> None:
-    """Import MLflow (seconds of Python) and quiet its loggers, as a Tracker does."""
-    import mlflow  # noqa: F401
+def import_mlflow() -> Any:
+    """Import MLflow (seconds of Python) and quiet its loggers (importing it sets its own
+    logger to INFO); returns the module."""
+    import mlflow
 
     _quiet_logs()
+    return mlflow
 
 
 def _quiet_logs() -> None:
@@ -280,10 +282,8 @@ class Tracker:
         self, uri: str, experiment: str, artifact_root: Path | None = None, warm: bool = False
     ) -> None:
         probe(uri)
-        import mlflow
+        mlflow = import_mlflow()
         from mlflow.tracking import MlflowClient
-
-        _quiet_logs()  # after the import: importing mlflow sets its own logger to INFO
 
         self.mlflow = mlflow
         self.uri = uri

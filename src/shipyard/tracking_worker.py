@@ -58,7 +58,6 @@ class RemoteTracker:
         self.uri = uri
         self._scratch = Path(tempfile.mkdtemp(prefix="shipyard-tracking-"))
         self._sent = 0
-        self._opened = False
         self._writing = threading.Lock()  # open() may come from the thread that built this
         self._stderr = (self._scratch / "stderr.txt").open("w+b")
         here = str(Path(__file__).resolve().parent.parent)  # shipyard importable as here
@@ -95,9 +94,7 @@ class RemoteTracker:
         MLflow's one-off costs behind logging a model are paid, while the models fit (not
         waited for; a failure is raised at the run's start). Until then the child has only
         imported MLflow, so a refused training leaves no store behind."""
-        if not self._opened:
-            self._opened = True
-            self._send("open", {})
+        self._send("open", {})
 
     # --- runs ------------------------------------------------------------------------------
 

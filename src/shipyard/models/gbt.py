@@ -248,8 +248,7 @@ class GradientBoostedTrees(Family):
         per_round = self.n_classes if self.task == "multiclass" else 1
         rounds = booster.current_iteration()  # every round run, past the best one too
         leaves = booster.predict(X, pred_leaf=True, num_iteration=rounds, num_threads=threads)
-        leaves = np.asarray(leaves, dtype=int)
-        leaves = leaves.reshape(len(X), -1)  # tree t = round * per_round + class
+        leaves = np.asarray(leaves, dtype=int).reshape(len(X), -1)  # tree: round, class
         raw = np.zeros((len(X), per_round))
         losses = []
         for i in range(rounds):
