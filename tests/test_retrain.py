@@ -356,3 +356,34 @@ def test_logged_rows_take_the_data_files_types():
     years = data.assign(at=[2013])
     spec = Spec.from_dict({"project": {"target": "delay", "task": "regression", "time": "at"}})
     assert _as_data_rows(labeled, years, spec, "f.")["at"].isna().all()  # not logged: missing
+
+
+def test_a_logged_rows_time_is_the_clock_monitor_windows_it_by():
+    """Answers served within one second keep their order (the answer's time to the
+    microsecond, where the data writes its time as text); under ``clock = "event"`` a row's
+    time is the request's own, as replayed traffic is monitored."""
+    from shipyard.retraining import _as_data_rows
+
+    data = pd.DataFrame({"at": ["2013-01-01T05:00:00Z"], "delay": [3.0]})
+    labeled = pd.DataFrame(
+        {
+            "time": pd.to_datetime(
+                ["2026-12-04T03:46:01.250000Z", "2026-12-04T03:46:01.750000Z"], utc=True
+            ),
+            "entity_id": [None, None],
+            "label": ["1", "2"],
+            "outcome": [1.0, 2.0],
+            "f.at": ["2013-05-01T10:00:00Z", "2013-05-02T11:00:00Z"],
+        }
+    )
+    project = {"target": "delay", "task": "regression", "time": "at"}
+    logged = _as_data_rows(labeled, data, Spec.from_dict({"project": project}), "f.")
+    assert logged["at"].tolist() == [
+        "2026-12-04T03:46:01.250000Z",
+        "2026-12-04T03:46:01.750000Z",
+    ]
+    event = Spec.from_dict({"project": project, "monitoring": {"clock": "event"}})
+    assert _as_data_rows(labeled, data, event, "f.")["at"].tolist() == [
+        "2013-05-01T10:00:00Z",
+        "2013-05-02T11:00:00Z",
+    ]

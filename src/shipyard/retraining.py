@@ -5,8 +5,10 @@ added to the data are the feature values the service logged for the champion's a
 (``serving/log.py``), one row per request id, joined with their ingested labels
 (``monitoring/labels.py``) by request id, so the new model learns from what it will be
 served. Shadow rows (copies of a request) and failed answers are left out. When the spec
-has a ``[project] time`` column, it is the log's time of the answer; an ``[project] id``
-column is the logged entity id.
+has a ``[project] time`` column, it is the log's time of the answer (to the microsecond:
+answers served within one second still order), or under ``[monitoring] clock = "event"``
+the request's own logged time, the one monitor windows it by; an ``[project] id`` column is
+the logged entity id.
 
 The window is ``[retrain] window`` (or ``--window``) back from the newest answer in the
 log, or everything from ``--since``. Two rules guard freshness (:func:`freshness_problems`):
@@ -183,15 +185,20 @@ def _as_data_rows(
     labeled: pd.DataFrame, data: pd.DataFrame, spec: Spec, prefix: str
 ) -> pd.DataFrame:
     """The labeled answers with ``data``'s columns and dtypes: the logged features, the
-    label as the target, the answer's time as ``[project] time``, the entity as ``id``;
-    columns the log does not hold (excluded ones, say) are missing."""
+    label as the target, the answer's time as ``[project] time`` (on the event clock, the
+    request's own, logged as a feature), the entity as ``id``; columns the log does not
+    hold (excluded ones, say) are missing."""
     target, time, entity = spec.project.target, spec.project.time, spec.project.id
     out = pd.DataFrame(index=range(len(labeled)))
     labeled = labeled.reset_index(drop=True)
     for column in data.columns:
         if column == target:
             values = _targets(labeled, data[target], spec)
-        elif column == time and not pd.api.types.is_numeric_dtype(data[column].dtype):
+        elif (
+            column == time
+            and spec.monitoring.clock == "logged"
+            and not pd.api.types.is_numeric_dtype(data[column].dtype)
+        ):
             values = labeled["time"]  # a time as a number (a year) is a logged feature
         elif column == entity:
             values = labeled["entity_id"]
@@ -228,7 +235,9 @@ def _like(values: pd.Series, column: pd.Series) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(values.dtype) and not (
         pd.api.types.is_datetime64_any_dtype(column.dtype)
     ):  # a time the data keeps as text: ISO 8601 in UTC, as the values parser reads it
-        text = pd.to_datetime(values, utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamps = pd.to_datetime(values, utc=True)
+        fraction = stamps.dt.strftime(".%f").where(stamps.dt.microsecond > 0, "")
+        text = stamps.dt.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"  # whole seconds as ever
         return text.astype(object).where(values.notna(), None)
     if pd.api.types.is_datetime64_any_dtype(column.dtype):
         stamps = pd.to_datetime(values, utc=True)
