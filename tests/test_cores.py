@@ -167,6 +167,17 @@ def test_a_tiny_budget_stops_boosting_and_keeps_the_rounds_so_far(churn):
     assert not unbounded.budget_hit and unbounded.rounds == rounds[-1][0] > 1
 
 
+def _churn_families() -> list:
+    return [Constant(seed=7), Linear(seed=7), GradientBoostedTrees(seed=7)]
+
+
+def _climb_churn(families, data, **options):
+    frame, y, dev, roles = data
+    return climb(
+        families, (frame, y), dev, roles=roles, metric="roc_auc", min_improvement=0.005, **options
+    )
+
+
 def test_the_lighter_rungs_fit_beside_the_trees_and_change_nothing(churn):
     """With no thread count fixed and two or more cores, constant and linear are fitted on a
     thread of their own beside the trees: the same scores, choice and trees as one after the
@@ -177,15 +188,10 @@ def test_the_lighter_rungs_fit_beside_the_trees_and_change_nothing(churn):
     seen: list[tuple[str, int]] = []
 
     def ladder(threads):
-        families = [Constant(seed=7), Linear(seed=7), GradientBoostedTrees(seed=7)]
         stages: list[str] = []
-        done = climb(
-            families,
-            (frame, y),
-            dev,
-            roles=roles,
-            metric="roc_auc",
-            min_improvement=0.005,
+        done = _climb_churn(
+            _churn_families(),
+            (frame, y, dev, roles),
             threads=threads,
             progress=stages.append,
             on_round=lambda _d, _t: seen.append(("round", LEDGER.in_use)),
@@ -206,6 +212,29 @@ def test_the_lighter_rungs_fit_beside_the_trees_and_change_nothing(churn):
     assert beside.rungs[1].threads == 1 and beside.rungs[2].threads >= 1
     # while both fitted, the grants held never passed the cores (one each on two)
     assert max(held for _, held in seen) <= max(available_cores(), 2)
+
+
+@pytest.mark.parametrize("threads", [None, 1])
+def test_the_caller_hears_once_the_lighter_rungs_are_fitted(churn, threads):
+    """``light_done`` (train opens the tracking store then) is called once, when constant
+    and linear are fitted: beside the trees (no count fixed) or before them (one after the
+    other, where it comes between the linear and the gbt rung)."""
+    families = _churn_families()
+    stages: list[str] = []
+
+    def light_done() -> None:
+        fitted = [hasattr(families[1], "coef_"), hasattr(families[2], "model_text_")]
+        stages.append(f"light done (linear fitted: {fitted[0]}, gbt fitted: {fitted[1]})")
+
+    _climb_churn(
+        families, _churn_xy(churn), threads=threads, progress=stages.append, light_done=light_done
+    )
+    heard = [s for s in stages if s.startswith("light done")]
+    assert heard == ["light done (linear fitted: True, gbt fitted: False)"] or (
+        threads is None and heard == ["light done (linear fitted: True, gbt fitted: True)"]
+    )
+    if threads == 1:
+        assert stages[:4] == ["rung constant 1/3", "rung linear 2/3", heard[0], "rung gbt 3/3"]
 
 
 def test_the_train_curve_is_lightgbms_own_train_loss(churn):

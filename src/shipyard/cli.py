@@ -7,6 +7,8 @@ an error-level problem, 2 a usage or input error (one clear message, no tracebac
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -533,6 +535,7 @@ def train(
         _emit_json({**result.to_dict(), "cleaned_up": cleaned})
     else:
         print_train(result)
+    _END_AT_ONCE.append(True)
 
 
 @app.command(cls=_Command)
@@ -1359,5 +1362,20 @@ def serve(
     )
 
 
+#: set by a command whose work is all written and closed: the process then ends without
+#: the interpreter's teardown (after `train`, freeing the data's millions of objects one by
+#: one took 0.3 s on flights' 336,776 rows; nothing is left to flush but stdout and stderr)
+_END_AT_ONCE: list[bool] = []
+
+
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as end:
+        if not _END_AT_ONCE:
+            raise
+        code = end.code if isinstance(end.code, int) else int(end.code is not None)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

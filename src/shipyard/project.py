@@ -472,8 +472,9 @@ class Project:
         """Check the spec's data and train on it; ``run_tags`` go on the run. A retrain's
         project (``run_tags`` given) trains on combined data and keeps no contract of it.
 
-        The tracking process starts first and opens the store while the data is checked
-        and the models fit; it holds a core meanwhile, so the fits take one thread fewer."""
+        The tracking process starts first and imports MLflow while the data is checked,
+        then opens the store beside the trees once the lighter rungs are fitted; it holds a
+        core while it starts, so the fits take one thread fewer."""
         tracker = pool.submit(self._tracker_on_a_core) if pool is not None else None
         try:
             return self._train_checked(tracker, ignore_findings, progress, on_round, run_tags, now)
@@ -513,9 +514,11 @@ class Project:
             raise CheckFailed(
                 "training refused: the data cannot be split under [split]; see `shipyard check`."
             )
-        if tracker is not None:  # the training goes ahead: a new store may be made now
-            tracker.add_done_callback(_once_built(_open))
         with leftovers.training(self.workspace, tracked=tracker is not None) as marker:
+
+            def open_tracking() -> None:  # the training goes ahead: a store may be made now
+                if tracker is not None:
+                    tracker.add_done_callback(_once_built(_open))
 
             def claim(run_id: str | None, bundle: Path) -> None:
                 marker.run_id, marker.bundle = run_id, self.workspace.relative(bundle)
@@ -535,6 +538,7 @@ class Project:
                 champion=self._champion_bundle(),
                 run_tags={**(run_tags or {}), "shipyard_marker": marker.token},
                 on_bundle=claim,
+                open_tracking=open_tracking,
             )
         return result
 

@@ -6,8 +6,9 @@ a model's pip requirements. In the training process that Python holds the interp
 while the models fit beside it, and slowed a small data set's fits threefold. So the run's
 :class:`~shipyard.tracking.Tracker` lives in a child interpreter (``python -m
 shipyard.tracking_worker``), started before the data is checked (it imports MLflow
-meanwhile; the check's go-ahead, :meth:`RemoteTracker.open`, makes a new store and pays the
-costs of logging a model while the models fit), and a :class:`RemoteTracker` in the
+meanwhile; :meth:`RemoteTracker.open`, sent once the check has let the training go ahead
+and the lighter rungs are fitted, makes a new store and pays the costs of logging a model
+beside the trees), and a :class:`RemoteTracker` in the
 training process speaks to it: one JSON line per call on the child's stdin, one JSON
 line per answer on a private copy of its stdout.
 
@@ -91,7 +92,7 @@ class RemoteTracker:
 
     def open(self) -> None:
         """The training goes ahead: a SQLite store that does not exist yet is made now, and
-        MLflow's one-off costs behind logging a model are paid, while the models fit (not
+        MLflow's one-off costs behind logging a model are paid, while the trees fit (not
         waited for; a failure is raised at the run's start). Until then the child has only
         imported MLflow, so a refused training leaves no store behind."""
         self._send("open", {})

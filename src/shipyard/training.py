@@ -332,6 +332,7 @@ def train(
     fixed_rounds: Mapping[str, int] | None = None,
     run_tags: Mapping[str, str] | None = None,
     on_bundle: Callable[[str | None, Path], None] | None = None,
+    open_tracking: Callable[[], None] = lambda: None,
 ) -> TrainResult:
     """Run the training pipeline on a checked dataset (see the module docstring).
 
@@ -339,7 +340,9 @@ def train(
     boosted rung's rounds. ``fixed_rounds`` (rung name → rounds) re-runs rungs that a time
     budget stopped for exactly the rounds recorded, without the budget. ``run_tags`` go on the
     training run; ``on_bundle(run_id, folder)`` is called once the run exists and before the
-    bundle is written (the workspace's marker of a training in flight).
+    bundle is written (the workspace's marker of a training in flight). ``open_tracking()``
+    is called once the lighter rungs are fitted: the tracking process opens the store on the
+    core they leave free beside the trees (earlier, three things would share two cores).
     """
     spec = ds.spec
     started = time.perf_counter()
@@ -397,6 +400,7 @@ def train(
         max_rung_seconds=spec.training.max_rung_seconds,
         unbudgeted=tuple(fixed_rounds or ()),
         time_now=False,  # timed below, once the tracking set-up is done: work meanwhile
+        light_done=open_tracking,
     )
     seconds["fitting"] = sum(r.fit_seconds for r in ladder.rungs)
     seconds["ladder"] = time.perf_counter() - fit_start

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -264,6 +264,49 @@ class Transform:
         """The feature matrix of a frame: float64, one row per row, ``n_features`` columns."""
         self._check_fitted()
         out = np.empty((len(frame), len(self.feature_names_)), dtype=np.float64)
+        for first, width, within, values in self._blocks(frame):
+            if within is None:
+                out[:, first] = values
+            else:
+                out[:, first : first + width] = 0.0
+                out[np.arange(len(frame)), first + within] = values
+        return out
+
+    def transform_sparse(self, frame: pd.DataFrame) -> Any:
+        """:meth:`transform`'s matrix as a SciPy CSR matrix, built without the dense one: one
+        stored entry per row for each output column, or one-hot block, of a plan (an entry
+        may be a stored zero: a missing-indicator's 0, say). Each row's entries are in
+        column order, so a solver's sums over them are the dense matrix's sums over its
+        non-zero entries, in the same order."""
+        from scipy import sparse
+
+        self._check_fitted()
+        blocks = list(self._blocks(frame))
+        n, k = len(frame), len(blocks)
+        data = np.empty((n, k), dtype=np.float64)
+        indices = np.empty((n, k), dtype=np.int32)
+        for j, (first, _width, within, values) in enumerate(blocks):
+            data[:, j] = values
+            indices[:, j] = first if within is None else first + within
+        matrix = sparse.csr_matrix(
+            (data.ravel(), indices.ravel(), np.arange(0, n * k + 1, k, dtype=np.int64)),
+            shape=(n, len(self.feature_names_)),
+        )
+        matrix.has_sorted_indices = True
+        return matrix
+
+    def entries_per_row(self) -> int:
+        """How many entries :meth:`transform_sparse` stores per row."""
+        self._check_fitted()
+        return sum(1 + bool(p.get("indicator")) for p in self.plans_)
+
+    def _blocks(
+        self, frame: pd.DataFrame
+    ) -> Iterator[tuple[int, int, np.ndarray | None, np.ndarray | float]]:
+        """Each row's entry in each block of output columns, plan by plan: ``(first, width,
+        within, values)``, the block of ``width`` columns from ``first``; ``within`` is the
+        column of each row's entry inside it (one-hot; the rest of the block is 0), None
+        for a one-column block; ``values`` the entries' values."""
         col = 0
         stamps_cache: dict[str, pd.Series] = {}
         for plan, lookup in zip(self.plans_, self._lookups, strict=True):
@@ -274,11 +317,10 @@ class Transform:
                 codes = np.array([self._code_of(plan, u, lookup) for u in uniques], dtype=np.int64)
                 row_codes = codes[inverse]
                 if plan["encoding"] == "onehot":
-                    out[:, col : col + plan["size"]] = 0.0
-                    out[np.arange(len(frame)), col + row_codes] = 1.0
+                    yield col, plan["size"], row_codes, 1.0
                     col += plan["size"]
                 else:
-                    out[:, col] = row_codes
+                    yield col, 1, None, row_codes.astype(np.float64)
                     col += 1
                 continue
             if plan["kind"] == "datetime":
@@ -300,12 +342,11 @@ class Transform:
                 raw = _numeric_array(series)
             missing = ~np.isfinite(raw)
             value = np.where(missing, plan["median"], raw)
-            out[:, col] = (value - plan["center"]) / plan["scale"]
+            yield col, 1, None, (value - plan["center"]) / plan["scale"]
             col += 1
             if plan["indicator"]:
-                out[:, col] = missing.astype(np.float64)
+                yield col, 1, None, missing.astype(np.float64)
                 col += 1
-        return out
 
     @staticmethod
     def _boolean(plan: dict[str, Any], value: Any) -> float:

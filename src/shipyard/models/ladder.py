@@ -106,6 +106,7 @@ def climb(
     threads: int | None = None,
     unbudgeted: Sequence[str] = (),
     time_now: bool = True,
+    light_done: Callable[[], None] = lambda: None,
 ) -> Ladder:
     """Fit every family in order of complexity, then time each, and choose one.
 
@@ -116,7 +117,9 @@ def climb(
     (:func:`_side_by_side`); the rungs, their scores and the choice are the same. Latency is
     measured after every fit, so no fit competes with the timing loop; with
     ``time_now=False`` it is left to the caller (:meth:`Ladder.time_latency`), who can do
-    other work while background work (the tracking set-up) finishes.
+    other work while background work (the tracking set-up) finishes. ``light_done()`` is
+    called once the lighter rungs are fitted (side by side: a core is then free beside the
+    trees, for work the caller has waited with).
     """
     records = dev[0].head(LATENCY_RECORDS).to_dict("records")
     ordered = sorted(families, key=lambda m: m.complexity)
@@ -150,9 +153,11 @@ def climb(
     heavy = [m for m in ordered if m.complexity >= TREES]
     side_by_side = threads is None and available_cores() >= 2 and bool(light and heavy)
     if side_by_side:
-        rungs = _side_by_side(fit, light, heavy, max(1, LEDGER.free() - 1))
+        rungs = _side_by_side(fit, light, heavy, max(1, LEDGER.free() - 1), light_done)
     else:
-        rungs = [fit(model, threads) for model in ordered]
+        rungs = [fit(model, threads) for model in light]
+        light_done()
+        rungs += [fit(model, threads) for model in heavy]
     for before, rung in pairwise(rungs):
         rung.delta = improvement(metric, rung.dev_score, before.dev_score)
     warnings = [
@@ -186,7 +191,11 @@ def climb(
 
 
 def _side_by_side(
-    fit: Callable[..., Rung], light: list[Family], heavy: list[Family], tree_threads: int
+    fit: Callable[..., Rung],
+    light: list[Family],
+    heavy: list[Family],
+    tree_threads: int,
+    light_done: Callable[[], None] = lambda: None,
 ) -> list[Rung]:
     """The light rungs (constant, rule, linear) fitted one after another on a thread of their
     own, with one thread each, beside the trees with ``tree_threads`` (the free cores less
@@ -202,9 +211,13 @@ def _side_by_side(
 
     def lane() -> list[Rung]:
         try:
-            return [fit(model, 1, announced.set if model is light[-1] else None) for model in light]
+            rungs = [
+                fit(model, 1, announced.set if model is light[-1] else None) for model in light
+            ]
         finally:
             announced.set()  # also when a light rung fails: the trees must not wait forever
+        light_done()
+        return rungs
 
     interval = sys.getswitchinterval()
     sys.setswitchinterval(SWITCH_INTERVAL_S)
