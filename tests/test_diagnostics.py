@@ -204,3 +204,22 @@ def test_diagnose_names_each_kind(train, dev, holdout, kind):
         "holdout": [1 - v for v in holdout],
     }
     assert diagnose(mirrored, tolerance=0.005, noise=0.01)[0] == kind
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "pr_auc", "log_loss"])
+def test_the_noise_is_the_standard_error_of_resampled_rows(churn, metric):
+    """The learning curve's noise: the bootstrap standard error on dev, AUC's resamples
+    counted as weights on one sort of the rows; the same value, to the last bit, as scoring
+    each resample's rows (100 draws of the seed's generator) on churn's tenure as a score."""
+    from shipyard.evaluation.diagnostics import BOOTSTRAP_DRAWS, _standard_error
+    from shipyard.evaluation.metrics import score
+
+    y = (churn["churn"] == "Yes").to_numpy().astype(int)
+    tenure = churn["tenure"].to_numpy(dtype=float)
+    s = 1 / (1 + np.exp((tenure - tenure.mean()) / tenure.std()))  # short tenure: churn
+    rng = np.random.default_rng(11)
+    values = []
+    for _ in range(BOOTSTRAP_DRAWS):
+        rows = rng.integers(0, len(y), len(y))
+        values.append(score(metric, y[rows], s[rows]))
+    assert _standard_error(metric, y, s, seed=11) == float(np.std(values)) > 0

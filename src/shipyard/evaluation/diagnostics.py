@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from shipyard.evaluation.metrics import Margin, all_metrics, improvement, score
+from shipyard.evaluation.slices import bootstrap
 from shipyard.models.base import Family, Watch
 from shipyard.models.constant import Constant
 
@@ -92,17 +93,11 @@ def _sample(n: int, rows: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _standard_error(metric: str, y: np.ndarray, s: np.ndarray, seed: int) -> float:
-    """The bootstrap standard error of ``metric`` on these rows (0 when it cannot be told)."""
+    """The bootstrap standard error of ``metric`` on these rows (0 when it cannot be told);
+    AUC's resamples are weights on one sort of the rows (see :func:`slices.bootstrap`)."""
     if len(y) < 2:
         return 0.0
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(BOOTSTRAP_DRAWS):
-        rows = rng.integers(0, len(y), len(y))
-        try:
-            values.append(score(metric, y[rows], s[rows]))
-        except ValueError:  # a draw with one class
-            continue
+    values = bootstrap(metric, y, s, np.random.default_rng(seed), BOOTSTRAP_DRAWS)
     return float(np.std(values)) if len(values) > 1 else 0.0
 
 

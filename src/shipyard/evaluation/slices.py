@@ -48,8 +48,10 @@ def _defined(metric: str, y: np.ndarray) -> bool:
     return len(y) > 1
 
 
-def _bootstrap_auc(y: np.ndarray, s: np.ndarray, rng: np.random.Generator) -> list[float]:
-    """AUC of N_BOOT bootstrap resamples, each as weights on one sort of the slice.
+def _bootstrap_auc(
+    y: np.ndarray, s: np.ndarray, rng: np.random.Generator, draws: int
+) -> list[float]:
+    """AUC of ``draws`` bootstrap resamples, each as weights on one sort of the slice.
 
     Resampling n rows with replacement is the same as giving each row a count drawn from a
     multinomial; AUC with tied scores grouped is then two weighted cumulative sums, O(n) per
@@ -59,7 +61,7 @@ def _bootstrap_auc(y: np.ndarray, s: np.ndarray, rng: np.random.Generator) -> li
     y_sorted, s_sorted = y[order].astype(float), s[order]
     starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
     out = []
-    for _ in range(N_BOOT):
+    for _ in range(draws):
         counts = np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y))[order]
         pos = np.add.reduceat(counts * y_sorted, starts)
         neg = np.add.reduceat(counts * (1 - y_sorted), starts)
@@ -68,18 +70,26 @@ def _bootstrap_auc(y: np.ndarray, s: np.ndarray, rng: np.random.Generator) -> li
     return out
 
 
+def bootstrap(
+    metric: str, y: np.ndarray, s: np.ndarray, rng: np.random.Generator, draws: int = N_BOOT
+) -> list[float]:
+    """``metric`` on ``draws`` bootstrap resamples of these rows (``rng`` draws each as
+    ``integers(0, n, n)``), leaving out the resamples it is undefined on (one class)."""
+    if metric == "roc_auc" and s.ndim == 1:
+        return _bootstrap_auc(y, s, rng, draws)
+    boots = []
+    for _ in range(draws):
+        b = rng.integers(0, len(y), len(y))
+        if _defined(metric, y[b]):
+            boots.append(score(metric, y[b], s[b]))
+    return boots
+
+
 def _interval(
     metric: str, y: np.ndarray, s: np.ndarray, rng: np.random.Generator
 ) -> tuple[float, float] | None:
     """The 95% bootstrap interval of ``metric`` on these rows (None when undefined)."""
-    if metric == "roc_auc" and s.ndim == 1:
-        boots = _bootstrap_auc(y, s, rng)
-    else:
-        boots = []
-        for _ in range(N_BOOT):
-            b = rng.integers(0, len(y), len(y))
-            if _defined(metric, y[b]):
-                boots.append(score(metric, y[b], s[b]))
+    boots = bootstrap(metric, y, s, rng)
     if not boots:
         return None
     low, high = np.quantile(boots, [0.025, 0.975])
