@@ -410,3 +410,27 @@ def test_run_ids_resolve_from_any_unique_prefix(tmp_path):
         tracker.resolve_run("zz")  # run ids are hex: nothing starts with z
     with pytest.raises(UsageError, match="no run"):
         tracker.resolve_run(other)  # only training runs are reproducible
+
+
+def test_a_reused_check_gives_its_roles_and_the_columns_are_not_profiled_again(tmp_path, churn):
+    """``train`` right after ``check`` of the same data, spec and version reuses the check,
+    and its roles with it: no "profiling columns" stage, no profile computed, and the very
+    roles and candidate features a fresh profile finds; a changed spec profiles again."""
+    from shipyard.data.dataset import Dataset
+
+    project = churn_project(tmp_path, churn)
+    report = project.check()
+    stages: list[str] = []
+    project.train(progress=stages.append, track=False)
+    assert any(s.startswith("reusing the check") for s in stages)
+    assert "profiling columns" not in stages
+    again, ds, _splits, table = project._check(None, lambda _: None, reuse=True)
+    fresh = Dataset(table.frame, project.spec)
+    assert again.created == report.created and "profiles" not in ds.__dict__
+    assert ds.role == report.roles == fresh.role
+    assert ds.candidates == fresh.candidates
+    text = (tmp_path / "shipyard.toml").read_text()
+    (tmp_path / "shipyard.toml").write_text(text.replace("[split]", "[split]\nseed = 8", 1))
+    stages.clear()
+    Project.load(tmp_path / "shipyard.toml").train(progress=stages.append, track=False)
+    assert "profiling columns" in stages

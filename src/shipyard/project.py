@@ -350,18 +350,21 @@ class Project:
         )
         if not own and self.spec.project.target not in table.frame.columns:
             return self._check_unlabeled(table), None, None, table  # type: ignore[return-value]
-        stage("profiling columns")
-        ds = Dataset(table.frame, self.spec)
-        if refuse is not None:
-            refuse(ds)
         previous = self._recent_report(table.snapshot_id) if reuse and own else None
-        if previous is not None:
+        if previous is not None:  # its roles too: profiling the columns again would find them
             progress(f"reusing the check of {previous.created} (same data, same spec)")
+            ds = Dataset(table.frame, self.spec, roles=previous.roles)
+            if refuse is not None:
+                refuse(ds)
             try:
                 splits_again: Splits | None = make_splits(ds)
             except DataError:
                 splits_again = None
             return previous, ds, splits_again, table
+        stage("profiling columns")
+        ds = Dataset(table.frame, self.spec)
+        if refuse is not None:
+            refuse(ds)
         findings: list[Finding] = []
         stage("contract")
         if own or not self.contract_path.exists():

@@ -9,6 +9,7 @@ row hashes; a Dataset computes each once. It also validates the table against th
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from functools import cached_property
 
 import numpy as np
@@ -33,9 +34,18 @@ def _missing_column_message(name: str, key: str, columns: list[str]) -> str:
 class Dataset:
     """A frame under a spec, checked for fitness and with cached derived statistics."""
 
-    def __init__(self, frame: pd.DataFrame, spec: Spec) -> None:
+    def __init__(
+        self, frame: pd.DataFrame, spec: Spec, roles: Mapping[str, str] | None = None
+    ) -> None:
+        """``roles`` (every column's) are taken as given instead of profiled: a check of this
+        very data under this very spec and version found them."""
         self.spec = spec
         self.raw = frame
+        self._known_roles = (
+            {c: roles[c] for c in frame.columns}
+            if roles is not None and all(c in roles for c in frame.columns)
+            else None
+        )
         self._validate_names()
         target = spec.project.target
         self.missing_target = int(frame[target].isna().sum())
@@ -145,6 +155,8 @@ class Dataset:
 
     @property
     def role(self) -> dict[str, str]:
+        if self._known_roles is not None:
+            return dict(self._known_roles)
         return {name: p.role for name, p in self.profiles.items()}
 
     @cached_property
@@ -164,9 +176,7 @@ class Dataset:
             skip.add(time)
         if spec.features.include:
             return [c for c in spec.features.include if c not in skip]
-        return [
-            c for c, p in self.profiles.items() if c not in skip and p.role not in NON_FEATURE_ROLES
-        ]
+        return [c for c, r in self.role.items() if c not in skip and r not in NON_FEATURE_ROLES]
 
     @cached_property
     def powers(self) -> dict[str, Power]:
