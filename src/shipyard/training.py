@@ -342,7 +342,7 @@ def train(
     training run; ``on_bundle(run_id, folder)`` is called once the run exists and before the
     bundle is written (the workspace's marker of a training in flight). ``open_tracking()``
     is called once the lighter rungs are fitted: the tracking process opens the store on the
-    core they leave free beside the trees (earlier, three things would share two cores).
+    core they leave free beside the trees (earlier, it shared two cores with both lanes).
     """
     spec = ds.spec
     started = time.perf_counter()
