@@ -351,20 +351,20 @@ class Project:
         if not own and self.spec.project.target not in table.frame.columns:
             return self._check_unlabeled(table), None, None, table  # type: ignore[return-value]
         previous = self._recent_report(table.snapshot_id) if reuse and own else None
-        if previous is not None:  # its roles too: profiling the columns again would find them
+        if previous is not None:
             progress(f"reusing the check of {previous.created} (same data, same spec)")
-            ds = Dataset(table.frame, self.spec, roles=previous.roles)
-            if refuse is not None:
-                refuse(ds)
+        else:
+            stage("profiling columns")
+        # a reused check's roles too: profiling the columns again would find them
+        ds = Dataset(table.frame, self.spec, roles=previous.roles if previous else None)
+        if refuse is not None:
+            refuse(ds)
+        if previous is not None:
             try:
                 splits_again: Splits | None = make_splits(ds)
             except DataError:
                 splits_again = None
             return previous, ds, splits_again, table
-        stage("profiling columns")
-        ds = Dataset(table.frame, self.spec)
-        if refuse is not None:
-            refuse(ds)
         findings: list[Finding] = []
         stage("contract")
         if own or not self.contract_path.exists():

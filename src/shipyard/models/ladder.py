@@ -195,7 +195,7 @@ def _side_by_side(
     light: list[Family],
     heavy: list[Family],
     tree_threads: int,
-    light_done: Callable[[], None] = lambda: None,
+    light_done: Callable[[], None],
 ) -> list[Rung]:
     """The light rungs (constant, rule, linear) fitted one after another on a thread of their
     own, with one thread each, beside the trees with ``tree_threads`` (the free cores less
